@@ -1,0 +1,367 @@
+//! `sai.v1.StatefulAsyncInvocationService`: thin handlers over the engine (writes) and the
+//! store (reads). Each parses its request, makes one call, and converts the answer.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::model::validate::{self, ValidationError};
+use crate::pb;
+use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationService;
+use crate::store::{StoreError, StoredChange, WatchScope};
+
+use super::convert::{self, InvocationRef, View};
+use super::metadata::{account, request_id};
+use super::ApiError;
+
+/// Messages buffered per watch stream before the watcher's cursor waits for the client.
+const WATCH_STREAM_BUFFER: usize = 16;
+
+/// The FC mirror service.
+#[derive(Clone)]
+pub struct InvocationService {
+    engine: Arc<Engine>,
+}
+
+impl InvocationService {
+    /// The service over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        InvocationService { engine }
+    }
+
+    /// The invocation `target` names, if it exists and matches the qualifier asked for.
+    fn find(&self, target: &InvocationRef) -> Result<crate::model::Invocation, ApiError> {
+        self.engine
+            .store()
+            .get(&target.key)
+            .filter(|inv| target.matches(inv))
+            .ok_or_else(|| StoreError::InvocationNotFound(target.key.clone()).into())
+    }
+}
+
+/// Stream of WatchInvocation answers.
+pub type InvocationEventStream = ReceiverStream<Result<pb::WatchInvocationResponse, Status>>;
+/// Stream of WatchInvocations answers.
+pub type InvocationChangeStream = ReceiverStream<Result<pb::WatchInvocationsResponse, Status>>;
+
+const SUMMARY: View = View {
+    payload: false,
+    events: false,
+};
+
+fn watch_invocation_message(change: &StoredChange) -> pb::WatchInvocationResponse {
+    pb::WatchInvocationResponse {
+        event: Some(convert::event_to_pb(&change.event)),
+        invocation: Some(convert::invocation_to_pb(&change.invocation, SUMMARY)),
+    }
+}
+
+fn watch_changes_message(change: &StoredChange) -> pb::WatchInvocationsResponse {
+    pb::WatchInvocationsResponse {
+        sequence: change.sequence,
+        event: Some(convert::event_to_pb(&change.event)),
+        invocation: Some(convert::invocation_to_pb(&change.invocation, SUMMARY)),
+    }
+}
+
+/// Pump a watch cursor into a bounded channel until it ends, fails, or the client leaves.
+macro_rules! pump {
+    ($watch:expr, $to_message:expr) => {{
+        let mut watch = $watch;
+        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    _ = tx.closed() => break,
+                    item = watch.next() => item,
+                };
+                let Some(item) = item else { break };
+                let message = item
+                    .map(|change| $to_message(&change))
+                    .map_err(|err| Status::from(ApiError::from(err)));
+                let failed = message.is_err();
+                if tx.send(message).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }};
+}
+
+#[tonic::async_trait]
+impl StatefulAsyncInvocationService for InvocationService {
+    async fn invoke_function(
+        &self,
+        request: Request<pb::InvokeFunctionRequest>,
+    ) -> Result<Response<pb::InvokeFunctionResponse>, Status> {
+        let account = account(&request)?;
+        let request_id = request_id(&request);
+        let new = convert::new_invocation(&account, &request_id, request.into_inner())
+            .map_err(ApiError::from)?;
+        let invocation = self.engine.invoke(new).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::InvokeFunctionResponse {
+            invocation_id: invocation.key.id.to_string(),
+            request_id: request_id.to_string(),
+        }))
+    }
+
+    async fn get_stateful_async_invocation(
+        &self,
+        request: Request<pb::GetStatefulAsyncInvocationRequest>,
+    ) -> Result<Response<pb::StatefulAsyncInvocation>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let target = InvocationRef::parse(
+            &account,
+            &r.service_name,
+            &r.function_name,
+            &r.qualifier,
+            &r.invocation_id,
+        )
+        .map_err(ApiError::from)?;
+        let invocation = self.find(&target)?;
+        Ok(Response::new(convert::invocation_to_pb(
+            &invocation,
+            View {
+                payload: true,
+                events: true,
+            },
+        )))
+    }
+
+    async fn list_stateful_async_invocations(
+        &self,
+        request: Request<pb::ListStatefulAsyncInvocationsRequest>,
+    ) -> Result<Response<pb::ListStatefulAsyncInvocationsResponse>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let view = View {
+            payload: r.include_payload,
+            events: false,
+        };
+        let query = convert::list_query(&account, r).map_err(ApiError::from)?;
+        let page = self.engine.store().list(&query).map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListStatefulAsyncInvocationsResponse {
+            invocations: page
+                .invocations
+                .iter()
+                .map(|inv| convert::invocation_to_pb(inv, view))
+                .collect(),
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn stop_stateful_async_invocation(
+        &self,
+        request: Request<pb::StopStatefulAsyncInvocationRequest>,
+    ) -> Result<Response<pb::StopStatefulAsyncInvocationResponse>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let target = InvocationRef::parse(
+            &account,
+            &r.service_name,
+            &r.function_name,
+            &r.qualifier,
+            &r.invocation_id,
+        )
+        .map_err(ApiError::from)?;
+        // The qualifier is immutable, so checking it before the stop cannot race.
+        self.find(&target)?;
+        let invocation = self.engine.stop(target.key).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::StopStatefulAsyncInvocationResponse {
+            invocation: Some(convert::invocation_to_pb(&invocation, SUMMARY)),
+        }))
+    }
+
+    type WatchInvocationStream = InvocationEventStream;
+
+    async fn watch_invocation(
+        &self,
+        request: Request<pb::WatchInvocationRequest>,
+    ) -> Result<Response<Self::WatchInvocationStream>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let target = InvocationRef::parse(
+            &account,
+            &r.service_name,
+            &r.function_name,
+            &r.qualifier,
+            &r.invocation_id,
+        )
+        .map_err(ApiError::from)?;
+        let from_event_id =
+            convert::non_negative("from_event_id", r.from_event_id).map_err(ApiError::from)?;
+        self.find(&target)?;
+        let watch = self
+            .engine
+            .store()
+            .watch_invocation(target.key, from_event_id)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pump!(watch, watch_invocation_message)))
+    }
+
+    type WatchInvocationsStream = InvocationChangeStream;
+
+    async fn watch_invocations(
+        &self,
+        request: Request<pb::WatchInvocationsRequest>,
+    ) -> Result<Response<Self::WatchInvocationsStream>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let scope = watch_scope(account, &r).map_err(ApiError::from)?;
+        let watch = self
+            .engine
+            .store()
+            .watch_changes(scope, r.from_sequence)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pump!(watch, watch_changes_message)))
+    }
+
+    async fn list_stateful_async_invocation_functions(
+        &self,
+        request: Request<pb::ListStatefulAsyncInvocationFunctionsRequest>,
+    ) -> Result<Response<pb::ListStatefulAsyncInvocationFunctionsResponse>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let limit = validate::limit(
+            "limit",
+            r.limit,
+            convert::DEFAULT_CATALOG_LIMIT,
+            convert::MAX_LIST_LIMIT,
+        )
+        .map_err(ApiError::from)?;
+        let page = self
+            .engine
+            .store()
+            .list_functions(&account, limit, &r.next_token)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(
+            pb::ListStatefulAsyncInvocationFunctionsResponse {
+                data: page
+                    .functions
+                    .into_iter()
+                    .map(|f| pb::AsyncConfigMeta {
+                        service_name: f.service.to_string(),
+                        function_name: f.function.to_string(),
+                        qualifier: f.qualifier.to_string(),
+                    })
+                    .collect(),
+                next_token: page.next_token,
+            },
+        ))
+    }
+
+    async fn put_function_async_invoke_config(
+        &self,
+        request: Request<pb::PutFunctionAsyncInvokeConfigRequest>,
+    ) -> Result<Response<pb::AsyncInvokeConfig>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let key = convert::config_key(&account, &r.service_name, &r.function_name, &r.qualifier)
+            .map_err(ApiError::from)?;
+        let config = convert::config_from_pb(&account, r.config).map_err(ApiError::from)?;
+        let stored = self
+            .engine
+            .put_config(key.clone(), config)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::config_to_pb(
+            &key.function,
+            &key.qualifier,
+            &stored,
+        )))
+    }
+
+    async fn get_function_async_invoke_config(
+        &self,
+        request: Request<pb::GetFunctionAsyncInvokeConfigRequest>,
+    ) -> Result<Response<pb::AsyncInvokeConfig>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let key = convert::config_key(&account, &r.service_name, &r.function_name, &r.qualifier)
+            .map_err(ApiError::from)?;
+        let stored = self.engine.store().config(&key).map_err(ApiError::from)?;
+        Ok(Response::new(convert::config_to_pb(
+            &key.function,
+            &key.qualifier,
+            &stored,
+        )))
+    }
+
+    async fn delete_function_async_invoke_config(
+        &self,
+        request: Request<pb::DeleteFunctionAsyncInvokeConfigRequest>,
+    ) -> Result<Response<pb::DeleteFunctionAsyncInvokeConfigResponse>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let key = convert::config_key(&account, &r.service_name, &r.function_name, &r.qualifier)
+            .map_err(ApiError::from)?;
+        self.engine
+            .delete_config(key)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(
+            pb::DeleteFunctionAsyncInvokeConfigResponse {},
+        ))
+    }
+
+    async fn list_function_async_invoke_configs(
+        &self,
+        request: Request<pb::ListFunctionAsyncInvokeConfigsRequest>,
+    ) -> Result<Response<pb::ListFunctionAsyncInvokeConfigsResponse>, Status> {
+        let account = account(&request)?;
+        let r = request.into_inner();
+        let function = convert::function_key(&account, &r.service_name, &r.function_name)
+            .map_err(ApiError::from)?;
+        let limit = validate::limit(
+            "limit",
+            r.limit,
+            convert::DEFAULT_CATALOG_LIMIT,
+            convert::MAX_LIST_LIMIT,
+        )
+        .map_err(ApiError::from)?;
+        let page = self
+            .engine
+            .store()
+            .list_configs(&function, limit, &r.next_token)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListFunctionAsyncInvokeConfigsResponse {
+            configs: page
+                .configs
+                .iter()
+                .map(|(qualifier, stored)| convert::config_to_pb(&function, qualifier, stored))
+                .collect(),
+            next_token: page.next_token,
+        }))
+    }
+}
+
+/// The scope of a WatchInvocations request.
+fn watch_scope(
+    account: Arc<str>,
+    request: &pb::WatchInvocationsRequest,
+) -> Result<WatchScope, ValidationError> {
+    let service = (!request.service_name.is_empty()).then_some(request.service_name.as_str());
+    let function = (!request.function_name.is_empty()).then_some(request.function_name.as_str());
+    if let Some(service) = service {
+        validate::name("service_name", service)?;
+    }
+    if let Some(function) = function {
+        if service.is_none() {
+            return Err(ValidationError::new(
+                "function_name",
+                "needs service_name (a function is named within its service)",
+            ));
+        }
+        validate::name("function_name", function)?;
+    }
+    Ok(WatchScope {
+        account,
+        service: service.map(Into::into),
+        function: function.map(Into::into),
+    })
+}

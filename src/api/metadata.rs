@@ -1,0 +1,117 @@
+//! FC's request metadata: the tenant (`x-fc-account-id`), the request id every answer carries
+//! (`x-fc-request-id`) and the caller's trace id (`x-fc-trace-id`, echoed and logged).
+//!
+//! [`RequestContextLayer`] wraps every RPC: it makes the request id, hands it to the handler
+//! as a request extension, logs the call in a span with both ids, and puts the ids on the
+//! answer's headers, whether the RPC succeeded or failed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::model::validate;
+
+use super::ApiError;
+
+/// Tenant header.
+pub const ACCOUNT_HEADER: &str = "x-fc-account-id";
+/// Request id header, on every answer.
+pub const REQUEST_ID_HEADER: &str = "x-fc-request-id";
+/// Trace id header, echoed.
+pub const TRACE_ID_HEADER: &str = "x-fc-trace-id";
+/// The account of a request without `x-fc-account-id`.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// The request id of one call, put in the request's extensions by the layer.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The account a request acts for: `x-fc-account-id`, or "default".
+pub fn account<T>(request: &tonic::Request<T>) -> Result<Arc<str>, ApiError> {
+    match request.metadata().get(ACCOUNT_HEADER) {
+        None => Ok(DEFAULT_ACCOUNT.into()),
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                validate::ValidationError::new(ACCOUNT_HEADER, "must be printable ASCII")
+            })?;
+            validate::account_id(ACCOUNT_HEADER, value)?;
+            Ok(value.into())
+        }
+    }
+}
+
+/// The request id the layer gave this call (a fresh one if the layer was not installed).
+pub fn request_id<T>(request: &tonic::Request<T>) -> Arc<str> {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into())
+}
+
+/// Tower layer adding FC's request metadata to every RPC.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestContextLayer;
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext { inner }
+    }
+}
+
+/// The service [`RequestContextLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct RequestContext<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestContext<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let request_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        let trace_id = request.headers().get(TRACE_ID_HEADER).cloned();
+        let span = tracing::info_span!(
+            "rpc",
+            path = %request.uri().path(),
+            request_id = %request_id,
+            trace_id = trace_id.as_ref().and_then(|t| t.to_str().ok()).unwrap_or(""),
+        );
+        request
+            .extensions_mut()
+            .insert(RequestId(request_id.clone()));
+        let answer = self.inner.call(request);
+        Box::pin(
+            async move {
+                let mut response = answer.await?;
+                let headers = response.headers_mut();
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    headers.insert(REQUEST_ID_HEADER, value);
+                }
+                if let Some(trace_id) = trace_id {
+                    headers.insert(TRACE_ID_HEADER, trace_id);
+                }
+                tracing::debug!("answered");
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,12 @@
+//! The gRPC edge: tonic services that turn requests into model values (`convert`), call the
+//! engine or read the store, and map every error to a `tonic::Status` in one place (`error`).
+//! Handlers stay thin; they hold no state of their own.
+
+pub mod convert;
+pub mod error;
+pub mod invocation_service;
+pub mod metadata;
+
+pub use error::ApiError;
+pub use invocation_service::InvocationService;
+pub use metadata::RequestContextLayer;

@@ -1,0 +1,121 @@
+//! Assembles the running service: store, engine, the gRPC services, health and reflection,
+//! and a graceful shutdown that ends open watch streams before the server returns.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{InvocationService, RequestContextLayer};
+use crate::engine::Engine;
+use crate::pb;
+use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
+use crate::store::{Store, DEFAULT_WATCH_HISTORY};
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Recent changes kept so that function-level watchers can resume by sequence.
+    pub watch_history: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            watch_history: DEFAULT_WATCH_HISTORY,
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Reflection could not load the descriptor set.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serve on an already-bound `listener` until `shutdown` resolves, then end open watch
+/// streams, finish in-flight calls, and return.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let stopping = CancellationToken::new();
+    let store = Store::new(config.watch_history, stopping.clone());
+    let engine = Engine::new(store);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<StatefulAsyncInvocationServiceServer<InvocationService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let local_addr = listener.local_addr().ok();
+    tracing::info!(addr = ?local_addr, "sai serving");
+    let on_shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending watch streams, finishing calls");
+            health_reporter
+                .set_not_serving::<StatefulAsyncInvocationServiceServer<InvocationService>>()
+                .await;
+            // Watch streams never end on their own; cancelling lets the graceful drain finish.
+            stopping.cancel();
+        }
+    };
+    let result = tonic::transport::Server::builder()
+        .layer(RequestContextLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(StatefulAsyncInvocationServiceServer::new(
+            InvocationService::new(engine),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
+        .await;
+    stopping.cancel();
+    tracing::info!("sai stopped");
+    Ok(result?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,53 @@
+//! Errors of the store: what a read or a mutation can refuse.
+
+use crate::model::{InvocationKey, TransitionError};
+
+/// Why the store refused a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// No invocation with that id in that function (of that account).
+    #[error("invocation {} of {}/{} does not exist", .0.id, .0.function.service, .0.function.function)]
+    InvocationNotFound(InvocationKey),
+    /// The id is taken in that function.
+    #[error("invocation {} of {}/{} already exists", .0.id, .0.function.service, .0.function.function)]
+    InvocationAlreadyExists(InvocationKey),
+    /// The change does not apply to the invocation's current status.
+    #[error("invocation {}: {source}", key.id)]
+    IllegalTransition {
+        /// The invocation.
+        key: InvocationKey,
+        /// What was refused.
+        source: TransitionError,
+    },
+    /// No config for that (service, function, qualifier).
+    #[error("async invoke config of {service}/{function} qualifier {qualifier} does not exist")]
+    ConfigNotFound {
+        /// Service.
+        service: String,
+        /// Function.
+        function: String,
+        /// Qualifier.
+        qualifier: String,
+    },
+    /// A page token that this server did not make, or made for another order or list.
+    #[error("invalid {field}: {rule}")]
+    InvalidPageToken {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong with it.
+        rule: &'static str,
+    },
+    /// A watch asked to resume from a point no longer kept.
+    #[error(
+        "sequence {requested} is no longer kept; the oldest change kept has sequence {oldest}"
+    )]
+    HistoryPurged {
+        /// Where the watcher wanted to resume after.
+        requested: u64,
+        /// The oldest sequence still kept.
+        oldest: u64,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
