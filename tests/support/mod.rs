@@ -1,0 +1,193 @@
+//! Test harness: a real sai server on 127.0.0.1:0 in this process, and generated clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use sai::pb;
+use sai::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+use sai::server::{self, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The FC-mirror client.
+pub type Client = StatefulAsyncInvocationServiceClient<Channel>;
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Start a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    /// Start a server with `config`.
+    pub async fn start_with(config: ServerConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A new connection with a generated client.
+    pub async fn client(&self) -> Client {
+        StatefulAsyncInvocationServiceClient::connect(self.url())
+            .await
+            .expect("connect to test server")
+    }
+
+    /// Ask the server to stop and wait until `serve` returns.
+    pub async fn stop(mut self) -> Result<(), server::ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(handle) => handle.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// `message` sent as `account` (x-fc-account-id).
+pub fn as_account<T>(account: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-fc-account-id", account.parse().expect("ascii account"));
+    request
+}
+
+pub const SERVICE: &str = "demo-service";
+pub const FUNCTION: &str = "demo-function";
+
+/// Invoke `SERVICE/function` with `id` as `account`; returns the invocation id.
+pub async fn invoke(client: &mut Client, account: &str, function: &str, id: &str) -> String {
+    client
+        .invoke_function(as_account(
+            account,
+            pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: function.into(),
+                qualifier: String::new(),
+                invocation_id: id.into(),
+                payload: format!("{{\"id\":\"{id}\"}}"),
+            },
+        ))
+        .await
+        .expect("invoke")
+        .into_inner()
+        .invocation_id
+}
+
+/// Get `SERVICE/function/id` as `account`.
+pub async fn get(
+    client: &mut Client,
+    account: &str,
+    function: &str,
+    id: &str,
+) -> Result<pb::StatefulAsyncInvocation, tonic::Status> {
+    client
+        .get_stateful_async_invocation(as_account(
+            account,
+            pb::GetStatefulAsyncInvocationRequest {
+                service_name: SERVICE.into(),
+                function_name: function.into(),
+                qualifier: String::new(),
+                invocation_id: id.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Stop `SERVICE/function/id` as `account`.
+pub async fn stop(
+    client: &mut Client,
+    account: &str,
+    function: &str,
+    id: &str,
+) -> Result<pb::StatefulAsyncInvocation, tonic::Status> {
+    client
+        .stop_stateful_async_invocation(as_account(
+            account,
+            pb::StopStatefulAsyncInvocationRequest {
+                service_name: SERVICE.into(),
+                function_name: function.into(),
+                qualifier: String::new(),
+                invocation_id: id.into(),
+            },
+        ))
+        .await
+        .map(|r| {
+            r.into_inner()
+                .invocation
+                .expect("stop answers the invocation")
+        })
+}
+
+/// A list request for `SERVICE/function` with everything else default.
+pub fn list_request(function: &str) -> pb::ListStatefulAsyncInvocationsRequest {
+    pb::ListStatefulAsyncInvocationsRequest {
+        service_name: SERVICE.into(),
+        function_name: function.into(),
+        ..Default::default()
+    }
+}
+
+/// Every page of `request` as `account`, following next_token.
+pub async fn list_all(
+    client: &mut Client,
+    account: &str,
+    mut request: pb::ListStatefulAsyncInvocationsRequest,
+) -> Vec<pb::StatefulAsyncInvocation> {
+    let mut all = Vec::new();
+    for _page in 0..100_000 {
+        let page = client
+            .list_stateful_async_invocations(as_account(account, request.clone()))
+            .await
+            .expect("list page")
+            .into_inner();
+        all.extend(page.invocations);
+        if page.next_token.is_empty() {
+            return all;
+        }
+        request.next_token = page.next_token;
+    }
+    panic!(
+        "list did not end after 100,000 pages ({} records)",
+        all.len()
+    );
+}
+
+/// Status of an answer as the enum.
+pub fn status_of(invocation: &pb::StatefulAsyncInvocation) -> pb::InvocationStatus {
+    pb::InvocationStatus::try_from(invocation.status).expect("known status")
+}
