@@ -1,4 +1,6 @@
-//! The `sai` command line: `sai serve` runs the service.
+//! The `sai` command line: `sai serve` runs the service; `sai demo` runs it and shows it at work.
+
+mod demo;
 
 use std::net::SocketAddr;
 
@@ -21,6 +23,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC service.
     Serve(ServeArgs),
+    /// Run the service and show it at work (invoke, watch live, stop, list, get), then keep
+    /// serving for grpcurl.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, env = "SAI_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+    },
 }
 
 /// Flags of `sai serve`.
@@ -54,6 +63,7 @@ pub fn run() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Demo { listen } => demo::run(listen).await,
         }
     });
     match result {

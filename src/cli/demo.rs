@@ -1,0 +1,154 @@
+//! `sai demo`: start the service and show its main job with the real client: invocations
+//! accepted, followed live through a function-level watch, stopped, listed and fetched with
+//! their history. The server keeps running afterwards for exploring with grpcurl.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+
+use crate::pb;
+use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+use crate::server::{self, ServerConfig};
+
+const SERVICE: &str = "demo-service";
+const FUNCTION: &str = "demo-function";
+
+fn status_name(status: i32) -> String {
+    pb::InvocationStatus::try_from(status)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("INVOCATION_STATUS_")
+                .to_string()
+        })
+        .unwrap_or_else(|_| status.to_string())
+}
+
+/// Serve on `listen`, run the tour against it, then keep serving until SIGINT/SIGTERM.
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| format!("cannot read the listening address: {err}"))?;
+    let serving = tokio::spawn(server::serve(
+        listener,
+        ServerConfig::default(),
+        server::shutdown_signal(),
+    ));
+    tour(addr).await.map_err(|status| {
+        format!(
+            "demo call failed: {:?}: {}",
+            status.code(),
+            status.message()
+        )
+    })?;
+    println!();
+    println!("sai keeps serving on {addr}; explore it with grpcurl, for example:");
+    println!("  grpcurl -plaintext {addr} list");
+    println!("  grpcurl -plaintext {addr} describe sai.v1.StatefulAsyncInvocationService");
+    println!("Press Ctrl-C to stop.");
+    serving
+        .await
+        .map_err(|err| format!("server task: {err}"))?
+        .map_err(|err| err.to_string())
+}
+
+async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
+    let mut client = StatefulAsyncInvocationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    println!("sai is serving on {addr}");
+
+    let mut changes = client
+        .watch_invocations(pb::WatchInvocationsRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            from_sequence: 0,
+        })
+        .await?
+        .into_inner();
+    let printer = tokio::spawn(async move {
+        while let Ok(Some(Ok(change))) =
+            tokio::time::timeout(Duration::from_millis(500), changes.next()).await
+        {
+            let (Some(event), Some(inv)) = (change.event, change.invocation) else {
+                continue;
+            };
+            println!(
+                "  watch  #{:<3} {:<12} event {} -> {}",
+                change.sequence,
+                inv.invocation_id,
+                event.event_id,
+                status_name(event.status)
+            );
+        }
+    });
+
+    for id in ["order-1001", "order-1002", "order-1003"] {
+        let answer = client
+            .invoke_function(pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                qualifier: String::new(),
+                invocation_id: id.into(),
+                payload: format!(r#"{{"order":"{id}"}}"#),
+            })
+            .await?
+            .into_inner();
+        println!(
+            "invoked {SERVICE}/{FUNCTION} {} (request {})",
+            answer.invocation_id, answer.request_id
+        );
+    }
+    client
+        .stop_stateful_async_invocation(pb::StopStatefulAsyncInvocationRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            qualifier: String::new(),
+            invocation_id: "order-1002".into(),
+        })
+        .await?;
+    println!("stopped order-1002");
+    let _ = printer.await;
+
+    let page = client
+        .list_stateful_async_invocations(pb::ListStatefulAsyncInvocationsRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            sort_order_by_time: pb::SortOrder::Asc as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!("list {SERVICE}/{FUNCTION}:");
+    for inv in page.invocations {
+        println!(
+            "  {:<12} {:<9} started {}",
+            inv.invocation_id,
+            status_name(inv.status),
+            inv.started_time
+        );
+    }
+    let stopped = client
+        .get_stateful_async_invocation(pb::GetStatefulAsyncInvocationRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            qualifier: String::new(),
+            invocation_id: "order-1002".into(),
+        })
+        .await?
+        .into_inner();
+    println!("get order-1002: {} events", stopped.events.len());
+    for event in stopped.events {
+        println!(
+            "  event {} {:<9} at {} {}",
+            event.event_id,
+            status_name(event.status),
+            event.timestamp,
+            event.event_detail
+        );
+    }
+    Ok(())
+}
