@@ -7,10 +7,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{InvocationService, RequestContextLayer};
-use crate::engine::Engine;
+use crate::api::{InvocationService, RequestContextLayer, WorkerService};
+use crate::engine::{Engine, EngineConfig};
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
+use crate::pb::worker_service_server::WorkerServiceServer;
 use crate::store::{Store, DEFAULT_WATCH_HISTORY};
 
 /// Settings of a server.
@@ -18,12 +19,15 @@ use crate::store::{Store, DEFAULT_WATCH_HISTORY};
 pub struct ServerConfig {
     /// Recent changes kept so that function-level watchers can resume by sequence.
     pub watch_history: usize,
+    /// Lifecycle timing: leases, retries, stop grace.
+    pub engine: EngineConfig,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             watch_history: DEFAULT_WATCH_HISTORY,
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -48,11 +52,14 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let stopping = CancellationToken::new();
     let store = Store::new(config.watch_history, stopping.clone());
-    let engine = Engine::new(store);
+    let engine = Engine::start(store, config.engine.clone(), stopping.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<StatefulAsyncInvocationServiceServer<InvocationService>>()
+        .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<WorkerService>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -85,8 +92,9 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(StatefulAsyncInvocationServiceServer::new(
-            InvocationService::new(engine),
+            InvocationService::new(engine.clone()),
         ))
+        .add_service(WorkerServiceServer::new(WorkerService::new(engine)))
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     stopping.cancel();

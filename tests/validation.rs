@@ -730,7 +730,11 @@ async fn every_rule_is_refused_with_its_field_and_changes_nothing() {
 
 #[tokio::test]
 async fn an_unknown_resume_point_is_out_of_range_and_a_stream_is_not_silently_cut() {
-    let server = TestServer::start_with(sai::server::ServerConfig { watch_history: 10 }).await;
+    let server = TestServer::start_with(sai::server::ServerConfig {
+        watch_history: 10,
+        ..Default::default()
+    })
+    .await;
     let mut c = server.client().await;
     for i in 0..30 {
         invoke(&mut c, "default", FUNCTION, &format!("job-{i}")).await;
@@ -755,5 +759,183 @@ async fn an_unknown_resume_point_is_out_of_range_and_a_stream_is_not_silently_cu
         status.message().contains("20"),
         "names the oldest kept: {}",
         status.message()
+    );
+}
+
+#[tokio::test]
+async fn worker_requests_break_rules_with_their_field_named_and_change_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.worker().await;
+    invoke(&mut c, "default", FUNCTION, "job-1").await;
+    let before = snapshot(&mut c).await;
+
+    let target = pb::FunctionRef {
+        service_name: SERVICE.into(),
+        function_name: FUNCTION.into(),
+        qualifier: String::new(),
+    };
+    let poll = pb::PollInvocationsRequest {
+        functions: vec![target.clone()],
+        worker_id: "w1".into(),
+        max_invocations: 1,
+        wait_time_ms: 0,
+    };
+    let poll_cases: Vec<(&str, &str, pb::PollInvocationsRequest)> = vec![
+        (
+            "no functions",
+            "functions",
+            pb::PollInvocationsRequest {
+                functions: vec![],
+                ..poll.clone()
+            },
+        ),
+        (
+            "too many functions",
+            "functions",
+            pb::PollInvocationsRequest {
+                functions: vec![target.clone(); 101],
+                ..poll.clone()
+            },
+        ),
+        (
+            "bad function",
+            "functions[1].function_name",
+            pb::PollInvocationsRequest {
+                functions: vec![
+                    target.clone(),
+                    pb::FunctionRef {
+                        function_name: "9".into(),
+                        ..target.clone()
+                    },
+                ],
+                ..poll.clone()
+            },
+        ),
+        (
+            "bad qualifier",
+            "functions[0].qualifier",
+            pb::PollInvocationsRequest {
+                functions: vec![pb::FunctionRef {
+                    qualifier: "a b".into(),
+                    ..target.clone()
+                }],
+                ..poll.clone()
+            },
+        ),
+        (
+            "empty worker",
+            "worker_id",
+            pb::PollInvocationsRequest {
+                worker_id: String::new(),
+                ..poll.clone()
+            },
+        ),
+        (
+            "control char worker",
+            "worker_id",
+            pb::PollInvocationsRequest {
+                worker_id: "w\n1".into(),
+                ..poll.clone()
+            },
+        ),
+        (
+            "too many invocations",
+            "max_invocations",
+            pb::PollInvocationsRequest {
+                max_invocations: 101,
+                ..poll.clone()
+            },
+        ),
+        (
+            "negative invocations",
+            "max_invocations",
+            pb::PollInvocationsRequest {
+                max_invocations: -1,
+                ..poll.clone()
+            },
+        ),
+        (
+            "wait too long",
+            "wait_time_ms",
+            pb::PollInvocationsRequest {
+                wait_time_ms: 30_001,
+                ..poll.clone()
+            },
+        ),
+        (
+            "negative wait",
+            "wait_time_ms",
+            pb::PollInvocationsRequest {
+                wait_time_ms: -1,
+                ..poll.clone()
+            },
+        ),
+    ];
+    for (case, field, request) in poll_cases {
+        assert_invalid(case, field, w.poll_invocations(request).await.map(|_| ()));
+    }
+    assert_invalid(
+        "empty token",
+        "lease_token",
+        w.heartbeat_invocation(pb::HeartbeatInvocationRequest {
+            lease_token: String::new(),
+        })
+        .await
+        .map(|_| ()),
+    );
+    let complete_cases: Vec<(&str, &str, pb::CompleteInvocationRequest)> = vec![
+        (
+            "no outcome",
+            "outcome",
+            pb::CompleteInvocationRequest {
+                lease_token: "lt1.x".into(),
+                outcome: None,
+            },
+        ),
+        (
+            "empty token",
+            "lease_token",
+            pb::CompleteInvocationRequest {
+                lease_token: String::new(),
+                outcome: Some(success("x")),
+            },
+        ),
+        (
+            "huge token",
+            "lease_token",
+            pb::CompleteInvocationRequest {
+                lease_token: "t".repeat(300),
+                outcome: Some(success("x")),
+            },
+        ),
+        (
+            "return payload too big",
+            "success.return_payload",
+            pb::CompleteInvocationRequest {
+                lease_token: "lt1.x".into(),
+                outcome: Some(success(&"x".repeat(1024 * 1024 + 1))),
+            },
+        ),
+        (
+            "error too big",
+            "failure.error_message",
+            pb::CompleteInvocationRequest {
+                lease_token: "lt1.x".into(),
+                outcome: Some(failure(&"e".repeat(64 * 1024 + 1), true)),
+            },
+        ),
+    ];
+    for (case, field, request) in complete_cases {
+        assert_invalid(
+            case,
+            field,
+            w.complete_invocation(request).await.map(|_| ()),
+        );
+    }
+    assert_eq!(
+        snapshot(&mut c).await,
+        before,
+        "a refused worker request changed the store"
     );
 }

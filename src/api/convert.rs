@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::clock::rfc3339;
-use crate::engine::NewInvocation;
+use crate::engine::{NewInvocation, Outcome, PollTarget};
 use crate::model::validate::{self, ValidationError};
 use crate::model::{
     AsyncInvokeConfig, DestinationArn, DestinationStatus, Event, FunctionKey, Invocation,
@@ -326,4 +326,128 @@ pub fn config_to_pb(
 /// A resume point that must not be negative.
 pub fn non_negative(field: &str, value: i64) -> Result<u64, ValidationError> {
     u64::try_from(value).map_err(|_| ValidationError::new(field, "must be >= 0"))
+}
+
+/// Longest long-poll wait a worker may ask for, ms.
+pub const MAX_POLL_WAIT_MS: i32 = 30_000;
+/// Most leases one poll may ask for.
+pub const MAX_POLL_INVOCATIONS: usize = 100;
+
+/// A validated PollInvocations request.
+#[derive(Debug, Clone)]
+pub struct PollRequest {
+    /// What to poll.
+    pub targets: Vec<PollTarget>,
+    /// Who polls.
+    pub worker_id: String,
+    /// Most leases wanted.
+    pub max_invocations: usize,
+    /// Longest wait.
+    pub wait: std::time::Duration,
+}
+
+/// A PollInvocations request, validated.
+pub fn poll_request(
+    account: &Arc<str>,
+    request: pb::PollInvocationsRequest,
+) -> Result<PollRequest, ValidationError> {
+    if request.functions.is_empty() || request.functions.len() > MAX_POLL_INVOCATIONS {
+        return Err(ValidationError::new(
+            "functions",
+            "must name 1-100 functions",
+        ));
+    }
+    let mut targets = Vec::with_capacity(request.functions.len());
+    for (i, function) in request.functions.iter().enumerate() {
+        validate::name(
+            &format!("functions[{i}].service_name"),
+            &function.service_name,
+        )?;
+        validate::name(
+            &format!("functions[{i}].function_name"),
+            &function.function_name,
+        )?;
+        validate::qualifier(&format!("functions[{i}].qualifier"), &function.qualifier)?;
+        targets.push(PollTarget {
+            function: FunctionKey {
+                account: account.clone(),
+                service: function.service_name.as_str().into(),
+                function: function.function_name.as_str().into(),
+            },
+            qualifier: (!function.qualifier.is_empty()).then(|| function.qualifier.as_str().into()),
+        });
+    }
+    validate::worker_id("worker_id", &request.worker_id)?;
+    let max_invocations = validate::limit(
+        "max_invocations",
+        request.max_invocations,
+        1,
+        MAX_POLL_INVOCATIONS,
+    )?;
+    validate::in_range(
+        "wait_time_ms",
+        i64::from(request.wait_time_ms),
+        0,
+        i64::from(MAX_POLL_WAIT_MS),
+    )?;
+    Ok(PollRequest {
+        targets,
+        worker_id: request.worker_id,
+        max_invocations,
+        wait: std::time::Duration::from_millis(u64::try_from(request.wait_time_ms).unwrap_or(0)),
+    })
+}
+
+/// A lease token field: present and of sane length.
+pub fn lease_token(token: &str) -> Result<(), ValidationError> {
+    validate::max_bytes("lease_token", token, 256)?;
+    if token.is_empty() {
+        return Err(ValidationError::new("lease_token", "is required"));
+    }
+    Ok(())
+}
+
+/// The outcome of a CompleteInvocation request, validated.
+pub fn outcome(
+    outcome: Option<pb::complete_invocation_request::Outcome>,
+) -> Result<Outcome, ValidationError> {
+    use pb::complete_invocation_request::Outcome as P;
+    match outcome {
+        None => Err(ValidationError::new(
+            "outcome",
+            "is required: one of success, failure, stopped, invalid",
+        )),
+        Some(P::Success(success)) => {
+            validate::max_bytes(
+                "success.return_payload",
+                &success.return_payload,
+                validate::MAX_RETURN_PAYLOAD_BYTES,
+            )?;
+            Ok(Outcome::Success {
+                return_payload: success.return_payload.into(),
+            })
+        }
+        Some(P::Failure(failure)) => {
+            validate::max_bytes(
+                "failure.error_message",
+                &failure.error_message,
+                validate::MAX_MESSAGE_BYTES,
+            )?;
+            Ok(Outcome::Failure {
+                error_message: failure.error_message,
+                retryable: failure.retryable,
+            })
+        }
+        Some(P::Stopped(_)) => Ok(Outcome::Stopped),
+        Some(P::Invalid(invalid)) => {
+            validate::max_bytes(
+                "invalid.reason",
+                &invalid.reason,
+                validate::MAX_MESSAGE_BYTES,
+            )?;
+            Ok(Outcome::Invalid {
+                reason: invalid.reason,
+            })
+        }
+    }
 }

@@ -6,6 +6,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::engine::EngineError;
 use crate::model::{Trigger, ValidationError};
 use crate::store::StoreError;
 
@@ -21,6 +22,19 @@ pub enum ApiError {
     /// The store refused the request.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The engine refused the request.
+    #[error(transparent)]
+    Engine(EngineError),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        // Store errors keep one mapping, whichever layer passed them on.
+        match err {
+            EngineError::Store(store) => ApiError::Store(store),
+            other => ApiError::Engine(other),
+        }
+    }
 }
 
 fn status(code: Code, fc_code: Option<&'static str>, message: String) -> Status {
@@ -63,6 +77,7 @@ impl From<ApiError> for Status {
                         .then_some("StatefulAsyncInvocationAlreadyCompleted");
                     status(Code::FailedPrecondition, fc_code, message)
                 }
+                StoreError::StaleAttempt { .. } => status(Code::FailedPrecondition, None, message),
                 StoreError::ConfigNotFound { .. } => {
                     status(Code::NotFound, Some("AsyncConfigNotExists"), message)
                 }
@@ -71,6 +86,14 @@ impl From<ApiError> for Status {
                 }
                 StoreError::HistoryPurged { .. } => status(Code::OutOfRange, None, message),
                 StoreError::ShuttingDown => status(Code::Unavailable, None, message),
+            },
+            ApiError::Engine(engine) => match engine {
+                EngineError::Store(_) => status(Code::Internal, None, message),
+                EngineError::LeaseNotFound => status(Code::NotFound, None, message),
+                EngineError::LeaseFenced(_) | EngineError::OutcomeConflict => {
+                    status(Code::FailedPrecondition, None, message)
+                }
+                EngineError::ShuttingDown => status(Code::Unavailable, None, message),
             },
         }
     }

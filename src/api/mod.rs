@@ -6,7 +6,9 @@ pub mod convert;
 pub mod error;
 pub mod invocation_service;
 pub mod metadata;
+pub mod worker_service;
 
 pub use error::ApiError;
 pub use invocation_service::InvocationService;
 pub use metadata::RequestContextLayer;
+pub use worker_service::WorkerService;

@@ -3,9 +3,11 @@
 mod demo;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::engine::EngineConfig;
 use crate::server::{self, ServerConfig};
 use crate::store::DEFAULT_WATCH_HISTORY;
 
@@ -41,6 +43,35 @@ pub struct ServeArgs {
     /// Recent status changes kept so that WatchInvocations can resume by sequence number.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
+    /// How long a worker's lease lasts without a heartbeat; a lease that runs out is a failed
+    /// attempt.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_timeout: Duration,
+    /// How long a Stopping invocation waits for its worker before it is forced Stopped.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stop_grace: Duration,
+    /// Backoff before the first retry; it doubles per attempt, with jitter.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_backoff_initial: Duration,
+    /// Longest backoff between attempts.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retry_backoff_max: Duration,
+}
+
+impl ServeArgs {
+    /// The server settings these flags describe.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            watch_history: self.watch_history,
+            engine: EngineConfig {
+                lease_timeout: self.lease_timeout,
+                stop_grace: self.stop_grace,
+                backoff_initial: self.retry_backoff_initial,
+                backoff_max: self.retry_backoff_max,
+                ..EngineConfig::default()
+            },
+        }
+    }
 }
 
 /// Parse the command line and run it; the process exit code follows the result.
@@ -79,10 +110,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
-    let config = ServerConfig {
-        watch_history: args.watch_history,
-    };
-    server::serve(listener, config, server::shutdown_signal())
+    server::serve(listener, args.server_config(), server::shutdown_signal())
         .await
         .map_err(|err| err.to_string())
 }

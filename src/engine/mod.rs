@@ -1,16 +1,68 @@
 //! The engine: the lifecycle side of sai. It turns API intents (invoke, stop, configure) into
-//! store mutations with the right data and time, and owns what happens to an invocation after
-//! it is accepted.
+//! store mutations, hands queued invocations to polling workers under leases, and owns every
+//! deadline after acceptance: lease expiry, retry backoff, expiry, stop grace, destinations.
+//!
+//! Every change goes through the store's commit path, fenced by the attempt it is about, so a
+//! timer or worker acting on an old view can never overwrite a newer outcome.
 
+mod destination;
+mod error;
+mod lease;
+mod queue;
+mod retry;
+mod timers;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::model::{AsyncInvokeConfig, Change, Invocation, InvocationKey, StoredConfig};
-use crate::store::{ConfigKey, Store, StoreError};
+use crate::model::{
+    AsyncInvokeConfig, Change, DestinationStatus, Invocation, InvocationKey, Status, StoredConfig,
+};
+use crate::store::{ConfigKey, Store, Transition};
 
-/// Drives invocations through their lifecycle on top of the store.
-pub struct Engine {
-    store: Arc<Store>,
+pub use destination::Condition;
+pub use error::EngineError;
+pub use lease::Outcome;
+pub use queue::PollTarget;
+
+use destination::result_record;
+use lease::{Lease, LeaseState, Leases};
+use queue::ReadyQueues;
+use timers::{Timer, Timers};
+
+/// Timing of the lifecycle. Defaults in [`EngineConfig::default`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a lease lasts without a heartbeat (default 30 s).
+    pub lease_timeout: Duration,
+    /// How long a Stopping invocation waits for its worker before it is forced Stopped (30 s).
+    pub stop_grace: Duration,
+    /// Backoff before the first retry; it doubles per attempt (default 1 s).
+    pub backoff_initial: Duration,
+    /// Longest backoff (default 60 s).
+    pub backoff_max: Duration,
+    /// Longest long-poll wait (default 30 s).
+    pub max_poll_wait: Duration,
+    /// How long a completed lease is remembered to answer a repeated completion (10 min).
+    pub completed_lease_memory: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lease_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            max_poll_wait: Duration::from_secs(30),
+            completed_lease_memory: Duration::from_secs(600),
+        }
+    }
 }
 
 /// A validated InvokeFunction.
@@ -26,10 +78,67 @@ pub struct NewInvocation {
     pub request_id: String,
 }
 
+/// A lease handed to a polling worker.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The lease token.
+    pub token: String,
+    /// The invocation (with payload, without events).
+    pub invocation: Arc<Invocation>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Lease deadline, epoch ms.
+    pub deadline_ms: i64,
+}
+
+/// Drives invocations through their lifecycle on top of the store.
+pub struct Engine {
+    store: Arc<Store>,
+    config: EngineConfig,
+    queues: ReadyQueues,
+    leases: Leases,
+    timers: Timers,
+    shutdown: CancellationToken,
+    poll_rotation: AtomicUsize,
+}
+
+/// An epoch-ms deadline as a timer instant.
+fn instant_at(deadline_ms: i64) -> Instant {
+    let wait = u64::try_from(deadline_ms - now_ms()).unwrap_or(0);
+    Instant::now() + Duration::from_millis(wait)
+}
+
+fn expiry_deadline_ms(invocation: &Invocation, config: &AsyncInvokeConfig) -> i64 {
+    invocation
+        .started_time_ms
+        .saturating_add(config.max_event_age_seconds().saturating_mul(1_000))
+}
+
+fn is_held(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Dequeued | Status::Running | Status::Stopping
+    )
+}
+
 impl Engine {
-    /// An engine over `store`.
-    pub fn new(store: Arc<Store>) -> Arc<Self> {
-        Arc::new(Engine { store })
+    /// Start an engine over `store`; its timer task runs until `shutdown`.
+    pub fn start(
+        store: Arc<Store>,
+        config: EngineConfig,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let engine = Arc::new(Engine {
+            store,
+            config,
+            queues: ReadyQueues::default(),
+            leases: Leases::default(),
+            timers: Timers::default(),
+            shutdown,
+            poll_rotation: AtomicUsize::new(0),
+        });
+        tokio::spawn(engine.clone().drive_timers());
+        engine
     }
 
     /// The store it drives (reads go to it directly).
@@ -37,8 +146,15 @@ impl Engine {
         &self.store
     }
 
-    /// Accept an invocation: stored as Enqueued with event 1.
-    pub async fn invoke(&self, new: NewInvocation) -> Result<Arc<Invocation>, StoreError> {
+    fn config_of(&self, invocation: &Invocation) -> AsyncInvokeConfig {
+        self.store.effective_config(&ConfigKey {
+            function: invocation.key.function.clone(),
+            qualifier: invocation.qualifier.clone(),
+        })
+    }
+
+    /// Accept an invocation: stored as Enqueued with event 1, queued, expiry scheduled.
+    pub async fn invoke(&self, new: NewInvocation) -> Result<Arc<Invocation>, EngineError> {
         let invocation = Invocation::accept(
             new.key,
             &new.qualifier,
@@ -46,12 +162,35 @@ impl Engine {
             &new.request_id,
             now_ms(),
         );
-        self.store.insert(invocation).await
+        let stored = self.store.insert(invocation).await?;
+        self.enqueued(&stored);
+        Ok(stored)
     }
 
-    /// Stop an invocation: queued ones stop at once, held ones go to Stopping.
-    pub async fn stop(&self, key: InvocationKey) -> Result<Arc<Invocation>, StoreError> {
-        let (invocation, _changed) = self.store.apply(key, Change::Stop, now_ms()).await?;
+    /// Put a just-Enqueued invocation in its queue and arm its expiry.
+    fn enqueued(&self, invocation: &Invocation) {
+        let config = self.config_of(invocation);
+        self.timers.schedule(
+            instant_at(expiry_deadline_ms(invocation, &config)),
+            Timer::Expire(invocation.key.clone()),
+        );
+        self.queues
+            .push(&invocation.qualifier, invocation.key.clone());
+    }
+
+    /// Stop an invocation: queued ones stop at once; held ones go to Stopping, and are forced
+    /// Stopped when the grace period runs out.
+    pub async fn stop(&self, key: InvocationKey) -> Result<Arc<Invocation>, EngineError> {
+        let (invocation, changed) = self
+            .store
+            .apply(Transition::new(key, Change::Stop, now_ms()))
+            .await?;
+        if changed && invocation.status == Status::Stopping {
+            self.timers.schedule(
+                Instant::now() + self.config.stop_grace,
+                Timer::StopGrace(invocation.key.clone(), invocation.attempts),
+            );
+        }
         Ok(invocation)
     }
 
@@ -60,12 +199,441 @@ impl Engine {
         &self,
         key: ConfigKey,
         config: AsyncInvokeConfig,
-    ) -> Result<StoredConfig, StoreError> {
-        self.store.put_config(key, config, now_ms()).await
+    ) -> Result<StoredConfig, EngineError> {
+        Ok(self.store.put_config(key, config, now_ms()).await?)
     }
 
     /// Remove a config.
-    pub async fn delete_config(&self, key: ConfigKey) -> Result<StoredConfig, StoreError> {
-        self.store.delete_config(key).await
+    pub async fn delete_config(&self, key: ConfigKey) -> Result<StoredConfig, EngineError> {
+        Ok(self.store.delete_config(key).await?)
     }
+
+    /// Long-poll: up to `max` leases on queued invocations of `targets`, waiting at most
+    /// `wait` for the first.
+    pub async fn poll(
+        self: &Arc<Self>,
+        targets: Vec<PollTarget>,
+        worker_id: String,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Grant>, EngineError> {
+        let deadline = Instant::now() + wait.min(self.config.max_poll_wait);
+        let targets = Arc::new(targets);
+        let worker_id: Arc<str> = worker_id.into();
+        loop {
+            let notified = self.queues.ready().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Popping and dispatching run to completion in their own task: if the caller goes
+            // away mid-way, popped invocations still get leases (which then expire and retry)
+            // instead of vanishing from the queue.
+            let engine = self.clone();
+            let (targets_now, worker) = (targets.clone(), worker_id.clone());
+            let grants = tokio::spawn(async move {
+                let offset = engine.poll_rotation.fetch_add(1, Ordering::Relaxed);
+                let keys = engine.queues.pop(&targets_now, max, offset);
+                let mut grants = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if let Some(grant) = engine.dispatch(key, &worker).await {
+                        grants.push(grant);
+                    }
+                }
+                grants
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+            if !grants.is_empty() || Instant::now() >= deadline {
+                return Ok(grants);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Hand one popped invocation to `worker_id`: Dequeued, then Running under a new lease.
+    /// `None` when the entry is stale (stopped or expired while queued).
+    async fn dispatch(&self, key: InvocationKey, worker_id: &str) -> Option<Grant> {
+        let record = self.store.get(&key)?;
+        if record.status != Status::Enqueued {
+            return None;
+        }
+        let config = self.config_of(&record);
+        if now_ms() > expiry_deadline_ms(&record, &config) {
+            self.expire(&record, &config).await;
+            return None;
+        }
+        let attempt = record.attempts + 1;
+        let now = now_ms();
+        let mut dispatch = Transition::new(
+            key.clone(),
+            Change::Dispatch {
+                worker_id: worker_id.to_string(),
+                attempt,
+            },
+            now,
+        );
+        dispatch.attempt = Some(record.attempts);
+        self.store.apply(dispatch).await.ok()?;
+        let mut start = Transition::new(key.clone(), Change::Start, now);
+        start.attempt = Some(attempt);
+        // A stop that lands between the two leaves it Stopping; its grace timer ends it.
+        let (invocation, _) = self.store.apply(start).await.ok()?;
+        let deadline = Instant::now() + self.config.lease_timeout;
+        let deadline_ms = now_ms() + millis(self.config.lease_timeout);
+        let token = self.leases.grant(Lease {
+            key,
+            attempt,
+            started: Instant::now(),
+            deadline,
+            deadline_ms,
+            state: LeaseState::Active,
+        });
+        self.timers
+            .schedule(deadline, Timer::LeaseExpiry(token.clone()));
+        Some(Grant {
+            token,
+            invocation,
+            attempt,
+            deadline_ms,
+        })
+    }
+
+    /// The lease of `token` in `account`, checked against the invocation's current attempt.
+    fn held_lease(&self, account: &str, token: &str) -> Result<(Lease, Invocation), EngineError> {
+        let lease = self
+            .leases
+            .get(token, account)
+            .ok_or(EngineError::LeaseNotFound)?;
+        let record = self
+            .store
+            .get(&lease.key)
+            .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
+        if record.attempts != lease.attempt {
+            return Err(EngineError::LeaseFenced(
+                "a newer attempt holds the invocation",
+            ));
+        }
+        if !is_held(record.status) {
+            return Err(EngineError::LeaseFenced(
+                "the invocation already ended this attempt",
+            ));
+        }
+        Ok((lease, record))
+    }
+
+    /// Extend a lease. Answers whether a stop was requested, and the new deadline.
+    pub async fn heartbeat(&self, account: &str, token: &str) -> Result<(bool, i64), EngineError> {
+        let lease = self
+            .leases
+            .get(token, account)
+            .ok_or(EngineError::LeaseNotFound)?;
+        match lease.state {
+            LeaseState::Active => {}
+            LeaseState::Completed(_) => {
+                return Err(EngineError::LeaseFenced(
+                    "the attempt was already completed",
+                ))
+            }
+            LeaseState::Expired => return Err(EngineError::LeaseFenced("the lease expired")),
+        }
+        let (_, record) = self.held_lease(account, token)?;
+        let deadline = Instant::now() + self.config.lease_timeout;
+        let deadline_ms = now_ms() + millis(self.config.lease_timeout);
+        let extended = self.leases.update(token, |lease| {
+            if lease.state == LeaseState::Active {
+                lease.deadline = deadline;
+                lease.deadline_ms = deadline_ms;
+            }
+        });
+        if !extended {
+            return Err(EngineError::LeaseNotFound);
+        }
+        self.timers
+            .schedule(deadline, Timer::LeaseExpiry(token.to_string()));
+        Ok((record.status == Status::Stopping, deadline_ms))
+    }
+
+    /// Report the outcome of an attempt. A repeat with the same outcome answers as the first
+    /// did; another outcome on a used token is refused.
+    pub async fn complete(
+        &self,
+        account: &str,
+        token: &str,
+        outcome: Outcome,
+    ) -> Result<Arc<Invocation>, EngineError> {
+        let lease = self
+            .leases
+            .get(token, account)
+            .ok_or(EngineError::LeaseNotFound)?;
+        if let Some(answer) = self.repeated_completion(&lease, &outcome)? {
+            return Ok(answer);
+        }
+        let (lease, record) = self.held_lease(account, token)?;
+        let duration_ms = millis(lease.started.elapsed());
+        match self
+            .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
+            .await
+        {
+            Ok(invocation) => {
+                self.leases.update(token, |lease| {
+                    lease.state = LeaseState::Completed(outcome);
+                });
+                self.timers.schedule(
+                    Instant::now() + self.config.completed_lease_memory,
+                    Timer::ForgetLease(token.to_string()),
+                );
+                Ok(invocation)
+            }
+            Err(err) => {
+                // A concurrent duplicate may have won the race with the same outcome.
+                let lease = self
+                    .leases
+                    .get(token, account)
+                    .ok_or(EngineError::LeaseNotFound)?;
+                match self.repeated_completion(&lease, &outcome)? {
+                    Some(answer) => Ok(answer),
+                    None => Err(err),
+                }
+            }
+        }
+    }
+
+    /// The answer to a completion on an already used lease, if it is one.
+    fn repeated_completion(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+    ) -> Result<Option<Arc<Invocation>>, EngineError> {
+        match &lease.state {
+            LeaseState::Active => Ok(None),
+            LeaseState::Expired => Err(EngineError::LeaseFenced(
+                "the lease expired and the attempt counted as failed",
+            )),
+            LeaseState::Completed(done) if done == outcome => {
+                let current = self
+                    .store
+                    .get(&lease.key)
+                    .map(|r| Arc::new(r.without_events()))
+                    .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
+                Ok(Some(current))
+            }
+            LeaseState::Completed(_) => Err(EngineError::OutcomeConflict),
+        }
+    }
+
+    /// Apply the end of attempt `attempt` of `record`: success, failure (retry or not),
+    /// stopped or invalid, with destinations, fenced by the attempt.
+    async fn finish_attempt(
+        &self,
+        record: &Invocation,
+        attempt: u32,
+        outcome: &Outcome,
+        duration_ms: i64,
+    ) -> Result<Arc<Invocation>, EngineError> {
+        let config = self.config_of(record);
+        let now = now_ms();
+        let change = match outcome {
+            Outcome::Success { return_payload } => Change::Succeed {
+                return_payload: return_payload.clone(),
+                duration_ms,
+            },
+            Outcome::Failure {
+                error_message,
+                retryable,
+            } => Change::Fail {
+                error: error_message.clone(),
+                retry: *retryable
+                    && i64::from(record.already_retried_times) < config.max_retry_attempts(),
+                duration_ms,
+            },
+            Outcome::Stopped => Change::ConfirmStop { by: "worker" },
+            Outcome::Invalid { reason } => Change::Invalidate {
+                reason: reason.clone(),
+            },
+        };
+        let mut transition = Transition::new(record.key.clone(), change, now);
+        transition.attempt = Some(attempt);
+        transition.keep_record = config.is_stateful();
+        if let (Some(target), Outcome::Success { return_payload }) = (&config.on_success, outcome) {
+            transition.on_success = Some(result_record(
+                record,
+                target,
+                Condition::Succeeded,
+                Some(return_payload),
+                None,
+                now,
+            ));
+        }
+        if let (Some(target), Outcome::Failure { error_message, .. }) =
+            (&config.on_failure, outcome)
+        {
+            transition.on_failure = Some(result_record(
+                record,
+                target,
+                Condition::Failed,
+                None,
+                Some(error_message),
+                now,
+            ));
+        }
+        self.apply_and_follow(transition).await
+    }
+
+    /// Apply a transition, then do what its result calls for: queue a delivered destination
+    /// record, schedule a retry.
+    async fn apply_and_follow(
+        &self,
+        transition: Transition,
+    ) -> Result<Arc<Invocation>, EngineError> {
+        let destinations = [transition.on_success.clone(), transition.on_failure.clone()];
+        let (invocation, _) = self.store.apply(transition).await?;
+        if invocation.destination_status == DestinationStatus::Succeeded {
+            let delivered = match invocation.status {
+                Status::Succeeded => &destinations[0],
+                _ => &destinations[1],
+            };
+            if let Some(record) = delivered {
+                self.enqueued(record);
+            }
+        }
+        if invocation.status == Status::Retrying {
+            let delay = retry::backoff(
+                self.config.backoff_initial,
+                self.config.backoff_max,
+                invocation.attempts,
+            );
+            self.timers.schedule(
+                Instant::now() + delay,
+                Timer::Requeue(invocation.key.clone()),
+            );
+        }
+        Ok(invocation)
+    }
+
+    /// Expire a queued invocation, delivering its on-failure record.
+    async fn expire(&self, record: &Invocation, config: &AsyncInvokeConfig) {
+        let now = now_ms();
+        let mut transition = Transition::new(record.key.clone(), Change::Expire, now);
+        transition.keep_record = config.is_stateful();
+        transition.on_failure = config.on_failure.as_ref().map(|target| {
+            result_record(
+                record,
+                target,
+                Condition::Expired,
+                None,
+                Some("the invocation expired before it was dispatched"),
+                now,
+            )
+        });
+        if let Err(err) = self.apply_and_follow(transition).await {
+            tracing::debug!(invocation = %record.key.id, %err, "expiry no longer applies");
+        }
+    }
+
+    async fn drive_timers(self: Arc<Self>) {
+        while let Some(due) = self.timers.next_due(&self.shutdown).await {
+            for timer in due {
+                self.fire(timer).await;
+            }
+        }
+    }
+
+    async fn fire(&self, timer: Timer) {
+        match timer {
+            Timer::LeaseExpiry(token) => self.lease_deadline(&token).await,
+            Timer::ForgetLease(token) => self.leases.forget(&token),
+            Timer::Expire(key) => {
+                if let Some(record) = self.store.get(&key) {
+                    if matches!(record.status, Status::Enqueued | Status::Retrying) {
+                        let config = self.config_of(&record);
+                        self.expire(&record, &config).await;
+                    }
+                }
+            }
+            Timer::Requeue(key) => self.requeue(&key).await,
+            Timer::StopGrace(key, attempt) => {
+                let Some(record) = self.store.get(&key) else {
+                    return;
+                };
+                if record.status != Status::Stopping || record.attempts != attempt {
+                    return;
+                }
+                let mut transition =
+                    Transition::new(key, Change::ConfirmStop { by: "grace period" }, now_ms());
+                transition.attempt = Some(attempt);
+                transition.keep_record = self.config_of(&record).is_stateful();
+                if let Err(err) = self.store.apply(transition).await {
+                    tracing::debug!(invocation = %record.key.id, %err, "stop grace no longer applies");
+                }
+            }
+        }
+    }
+
+    /// A lease deadline passed: if it was not extended or completed, the attempt failed.
+    async fn lease_deadline(&self, token: &str) {
+        let Some(lease) = self.leases.get_any(token) else {
+            return;
+        };
+        if lease.state != LeaseState::Active || lease.deadline > Instant::now() {
+            return;
+        }
+        self.leases
+            .update(token, |lease| lease.state = LeaseState::Expired);
+        self.timers.schedule(
+            Instant::now() + self.config.completed_lease_memory,
+            Timer::ForgetLease(token.to_string()),
+        );
+        let Some(record) = self.store.get(&lease.key) else {
+            return;
+        };
+        if record.attempts != lease.attempt || !is_held(record.status) {
+            return;
+        }
+        let outcome = Outcome::Failure {
+            error_message: "lease expired".into(),
+            retryable: true,
+        };
+        let duration_ms = millis(lease.started.elapsed());
+        if let Err(err) = self
+            .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
+            .await
+        {
+            tracing::debug!(invocation = %record.key.id, %err, "lease expiry no longer applies");
+        }
+    }
+
+    /// A retry's backoff ended: back to the queue, or Expired if past its max age.
+    async fn requeue(&self, key: &InvocationKey) {
+        let Some(record) = self.store.get(key) else {
+            return;
+        };
+        if record.status != Status::Retrying {
+            return;
+        }
+        let config = self.config_of(&record);
+        if now_ms() > expiry_deadline_ms(&record, &config) {
+            self.expire(&record, &config).await;
+            return;
+        }
+        let mut transition = Transition::new(key.clone(), Change::Requeue, now_ms());
+        transition.attempt = Some(record.attempts);
+        match self.store.apply(transition).await {
+            Ok((invocation, _)) => self
+                .queues
+                .push(&invocation.qualifier, invocation.key.clone()),
+            Err(err) => tracing::debug!(invocation = %key.id, %err, "requeue no longer applies"),
+        }
+    }
+
+    /// Pending timers (for tests and metrics).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

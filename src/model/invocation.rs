@@ -250,6 +250,11 @@ impl Invocation {
         }
     }
 
+    /// Whether `change` asks for nothing new: a stop of an invocation already Stopping.
+    pub fn is_no_op(&self, change: &Change) -> bool {
+        matches!(change, Change::Stop) && self.status == Status::Stopping
+    }
+
     /// Apply `change` at `now_ms`: moves the status as `transition` allows, records the data
     /// of the change, and appends the event, which it returns. A stop asked of an invocation
     /// that is already Stopping changes nothing and returns `None`. Nothing changes when the
@@ -259,11 +264,11 @@ impl Invocation {
         change: &Change,
         now_ms: i64,
     ) -> Result<Option<&Event>, TransitionError> {
-        if matches!(change, Change::Stop) && self.status == Status::Stopping {
+        if self.is_no_op(change) {
             return Ok(None);
         }
         let to = transition(self.status, change.trigger())?;
-        let detail = match change {
+        let mut detail = match change {
             Change::Dispatch { worker_id, attempt } => {
                 self.attempts = *attempt;
                 self.instance_id = worker_id.as_str().into();
@@ -300,6 +305,14 @@ impl Invocation {
         self.status = to;
         if to.is_terminal() {
             self.end_time_ms = now_ms;
+            let delivered = match self.destination_status {
+                DestinationStatus::None => None,
+                DestinationStatus::Succeeded => Some("Succeeded"),
+                DestinationStatus::Failed => Some("Failed"),
+            };
+            if let (Some(delivered), Some(fields)) = (delivered, detail.as_object_mut()) {
+                fields.insert("destinationStatus".into(), delivered.into());
+            }
         }
         let event_id = self.last_event_id() + 1;
         self.events.push(Event {

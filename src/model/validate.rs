@@ -115,6 +115,34 @@ pub fn payload(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Largest return payload in bytes (1 MiB).
+pub const MAX_RETURN_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Largest error message or invalid reason in bytes (64 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Text of at most `max` bytes.
+pub fn max_bytes(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            &format!("must be at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A worker id: 1-128 printable characters (no control characters).
+pub fn worker_id(field: &str, value: &str) -> Result<(), ValidationError> {
+    check_length(field, value)?;
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "must be 1-128 printable characters",
+        ));
+    }
+    Ok(())
+}
+
 /// A page size: 0 means `default`, otherwise it must be in [1, max].
 pub fn limit(
     field: &str,

@@ -19,6 +19,16 @@ pub enum StoreError {
         /// What was refused.
         source: TransitionError,
     },
+    /// A fenced change named an attempt that is no longer the invocation's current one.
+    #[error("invocation {}: attempt {attempt} is stale, the invocation is on attempt {current}", key.id)]
+    StaleAttempt {
+        /// The invocation.
+        key: InvocationKey,
+        /// The attempt the caller holds.
+        attempt: u32,
+        /// The invocation's current attempt.
+        current: u32,
+    },
     /// No config for that (service, function, qualifier).
     #[error("async invoke config of {service}/{function} qualifier {qualifier} does not exist")]
     ConfigNotFound {

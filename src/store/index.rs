@@ -28,6 +28,11 @@ impl FunctionIndex {
     pub fn insert(&mut self, started_time_ms: i64, id: Arc<str>) {
         self.entries.insert((started_time_ms, id));
     }
+
+    /// Remove an invocation.
+    pub fn remove(&mut self, started_time_ms: i64, id: &Arc<str>) {
+        self.entries.remove(&(started_time_ms, id.clone()));
+    }
 }
 
 /// Sort order of a list.

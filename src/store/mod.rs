@@ -21,7 +21,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    AsyncInvokeConfig, Change, FunctionKey, Invocation, InvocationKey, StoredConfig,
+    transition, AsyncInvokeConfig, Change, DestinationStatus, FunctionKey, Invocation,
+    InvocationKey, Status, StoredConfig,
 };
 
 pub use catalog::{ConfigKey, ConfigPage, FunctionMeta, FunctionPage};
@@ -36,6 +37,40 @@ use index::FunctionIndex;
 
 /// Default number of recent changes kept for resuming function-level watches.
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
+
+/// A change to apply to one invocation, with its conditions and side effects.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// Which invocation.
+    pub key: InvocationKey,
+    /// What happens to it.
+    pub change: Change,
+    /// When.
+    pub now_ms: i64,
+    /// Fencing: refuse unless the invocation is on this attempt.
+    pub attempt: Option<u32>,
+    /// Result record delivered in the same commit if the change ends in Succeeded.
+    pub on_success: Option<Invocation>,
+    /// Result record delivered in the same commit if the change ends in Failed or Expired.
+    pub on_failure: Option<Invocation>,
+    /// False drops the record once terminal (stateful invocation off).
+    pub keep_record: bool,
+}
+
+impl Transition {
+    /// `change` to `key` at `now_ms`, unfenced, no destinations, record kept.
+    pub fn new(key: InvocationKey, change: Change, now_ms: i64) -> Self {
+        Transition {
+            key,
+            change,
+            now_ms,
+            attempt: None,
+            on_success: None,
+            on_failure: None,
+            keep_record: true,
+        }
+    }
+}
 
 /// The in-memory serving store.
 pub struct Store {
@@ -74,15 +109,13 @@ impl Store {
         self.commit(|| self.insert_now(invocation)).await
     }
 
-    /// Apply `change` to an invocation at `now_ms`. Returns the invocation after it (without
-    /// events) and whether it changed (a stop while Stopping does not).
+    /// Apply a transition. Returns the invocation after it (without events) and whether it
+    /// changed (a stop while Stopping does not).
     pub async fn apply(
         &self,
-        key: InvocationKey,
-        change: Change,
-        now_ms: i64,
+        transition: Transition,
     ) -> Result<(Arc<Invocation>, bool), StoreError> {
-        self.commit(|| self.apply_now(key, &change, now_ms)).await
+        self.commit(|| self.apply_now(transition)).await
     }
 
     /// Create or replace a config at `now_ms`.
@@ -127,19 +160,52 @@ impl Store {
         Ok(summary)
     }
 
-    fn apply_now(
-        &self,
-        key: InvocationKey,
-        change: &Change,
-        now_ms: i64,
-    ) -> Result<(Arc<Invocation>, bool), StoreError> {
+    fn apply_now(&self, t: Transition) -> Result<(Arc<Invocation>, bool), StoreError> {
+        // Check first, so that a refused transition delivers no destination record.
+        let to = {
+            let record = self
+                .records
+                .get(&t.key)
+                .ok_or_else(|| StoreError::InvocationNotFound(t.key.clone()))?;
+            if let Some(attempt) = t.attempt {
+                if record.attempts != attempt {
+                    return Err(StoreError::StaleAttempt {
+                        key: t.key.clone(),
+                        attempt,
+                        current: record.attempts,
+                    });
+                }
+            }
+            if record.is_no_op(&t.change) {
+                return Ok((Arc::new(record.without_events()), false));
+            }
+            transition(record.status, t.change.trigger()).map_err(|source| {
+                StoreError::IllegalTransition {
+                    key: t.key.clone(),
+                    source,
+                }
+            })?
+        };
+        let destination = match to {
+            Status::Succeeded => t.on_success,
+            Status::Failed | Status::Expired => t.on_failure,
+            _ => None,
+        };
+        let destination_status = destination.map(|record| match self.insert_now(record) {
+            Ok(_) => DestinationStatus::Succeeded,
+            Err(_) => DestinationStatus::Failed,
+        });
+
         let mut record = self
             .records
-            .get_mut(&key)
-            .ok_or_else(|| StoreError::InvocationNotFound(key.clone()))?;
-        let event = match record.apply(change, now_ms) {
+            .get_mut(&t.key)
+            .ok_or_else(|| StoreError::InvocationNotFound(t.key.clone()))?;
+        if let Some(status) = destination_status {
+            record.destination_status = status;
+        }
+        let event = match record.apply(&t.change, t.now_ms) {
             Ok(event) => event.cloned(),
-            Err(source) => return Err(StoreError::IllegalTransition { key, source }),
+            Err(source) => return Err(StoreError::IllegalTransition { key: t.key, source }),
         };
         let summary = Arc::new(record.without_events());
         drop(record);
@@ -147,7 +213,21 @@ impl Store {
         if let Some(event) = event {
             self.hub.publish(event, summary.clone());
         }
+        if summary.status.is_terminal() && !t.keep_record {
+            self.remove_now(&summary);
+        }
         Ok((summary, changed))
+    }
+
+    /// Drop a record and its index entry (a terminal record of a non-stateful function, or one
+    /// past retention). Its id becomes free again.
+    fn remove_now(&self, invocation: &Invocation) {
+        self.records.remove(&invocation.key);
+        if let Some(index) = self.indexes.get(&invocation.key.function) {
+            index
+                .write()
+                .remove(invocation.started_time_ms, &invocation.key.id);
+        }
     }
 
     /// One invocation with its events.

@@ -211,6 +211,7 @@ impl ChangesWatch {
 mod tests {
     use super::*;
     use crate::model::{Change, Invocation, Status};
+    use crate::store::Transition;
     use tokio_util::sync::CancellationToken;
 
     fn accept(function: &FunctionKey, id: &str) -> Invocation {
@@ -265,11 +266,14 @@ mod tests {
                 Change::Requeue,
             ];
             for change in changes {
-                store.apply(key.clone(), change, 2).await.expect("apply");
+                store
+                    .apply(Transition::new(key.clone(), change, 2))
+                    .await
+                    .expect("apply");
             }
         }
         store
-            .apply(key.clone(), Change::Stop, 3)
+            .apply(Transition::new(key.clone(), Change::Stop, 3))
             .await
             .expect("stop");
         let mut ids = Vec::new();

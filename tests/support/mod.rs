@@ -191,3 +191,149 @@ pub async fn list_all(
 pub fn status_of(invocation: &pb::StatefulAsyncInvocation) -> pb::InvocationStatus {
     pb::InvocationStatus::try_from(invocation.status).expect("known status")
 }
+
+/// The worker client.
+pub type Worker = sai::pb::worker_service_client::WorkerServiceClient<Channel>;
+
+impl TestServer {
+    /// A new connection with a generated worker client.
+    pub async fn worker(&self) -> Worker {
+        sai::pb::worker_service_client::WorkerServiceClient::connect(self.url())
+            .await
+            .expect("connect worker")
+    }
+}
+
+/// Short lifecycle timing so tests do not sleep long.
+pub fn fast_engine() -> sai::server::ServerConfig {
+    sai::server::ServerConfig {
+        engine: sai::engine::EngineConfig {
+            lease_timeout: std::time::Duration::from_millis(300),
+            stop_grace: std::time::Duration::from_millis(300),
+            backoff_initial: std::time::Duration::from_millis(10),
+            backoff_max: std::time::Duration::from_millis(40),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Poll `function` once as `account`, waiting up to `wait_ms`.
+pub async fn poll(
+    worker: &mut Worker,
+    account: &str,
+    function: &str,
+    max: i32,
+    wait_ms: i32,
+) -> Vec<pb::InvocationLease> {
+    worker
+        .poll_invocations(as_account(
+            account,
+            pb::PollInvocationsRequest {
+                functions: vec![pb::FunctionRef {
+                    service_name: SERVICE.into(),
+                    function_name: function.into(),
+                    qualifier: String::new(),
+                }],
+                worker_id: "test-worker".into(),
+                max_invocations: max,
+                wait_time_ms: wait_ms,
+            },
+        ))
+        .await
+        .expect("poll")
+        .into_inner()
+        .leases
+}
+
+/// Complete `token` as `account` with `outcome`.
+pub async fn complete(
+    worker: &mut Worker,
+    account: &str,
+    token: &str,
+    outcome: pb::complete_invocation_request::Outcome,
+) -> Result<pb::StatefulAsyncInvocation, tonic::Status> {
+    worker
+        .complete_invocation(as_account(
+            account,
+            pb::CompleteInvocationRequest {
+                lease_token: token.into(),
+                outcome: Some(outcome),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().invocation.expect("invocation"))
+}
+
+/// A success outcome.
+pub fn success(payload: &str) -> pb::complete_invocation_request::Outcome {
+    pb::complete_invocation_request::Outcome::Success(pb::CompleteSuccess {
+        return_payload: payload.into(),
+    })
+}
+
+/// A failure outcome.
+pub fn failure(message: &str, retryable: bool) -> pb::complete_invocation_request::Outcome {
+    pb::complete_invocation_request::Outcome::Failure(pb::CompleteFailure {
+        error_message: message.into(),
+        retryable,
+    })
+}
+
+/// Put a config for `SERVICE/function`.
+pub async fn configure(
+    client: &mut Client,
+    account: &str,
+    function: &str,
+    config: pb::AsyncInvokeConfig,
+) {
+    client
+        .put_function_async_invoke_config(as_account(
+            account,
+            pb::PutFunctionAsyncInvokeConfigRequest {
+                service_name: SERVICE.into(),
+                function_name: function.into(),
+                qualifier: String::new(),
+                config: Some(config),
+            },
+        ))
+        .await
+        .expect("put config");
+}
+
+/// The statuses of an invocation's events, in order, by FC name.
+pub fn statuses(invocation: &pb::StatefulAsyncInvocation) -> Vec<&'static str> {
+    invocation
+        .events
+        .iter()
+        .map(|e| {
+            pb::InvocationStatus::try_from(e.status)
+                .expect("known")
+                .as_str_name()
+                .trim_start_matches("INVOCATION_STATUS_")
+        })
+        .collect()
+}
+
+/// Get, retrying until `done` holds (or failing after 10 s).
+pub async fn wait_for(
+    client: &mut Client,
+    account: &str,
+    function: &str,
+    id: &str,
+    done: impl Fn(&pb::StatefulAsyncInvocation) -> bool,
+) -> pb::StatefulAsyncInvocation {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let current = get(client, account, function, id).await.expect("get");
+        if done(&current) {
+            return current;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting; last state {:?}",
+            statuses(&current)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

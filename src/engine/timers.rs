@@ -1,0 +1,147 @@
+//! Every deadline of the engine in one ordered map, driven by one task: lease expiry, retry
+//! backoff, expiry of queued invocations, stop grace periods. A million pending timers cost a
+//! map entry each, not a task or a sleep each.
+//!
+//! Timers are never cancelled. When one fires, the engine checks the invocation's current
+//! state (status, attempt, lease deadline) and ignores a timer that no longer applies.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::InvocationKey;
+
+/// What to do when a deadline passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// The lease with this token may have run out.
+    LeaseExpiry(String),
+    /// A completed lease's token can be forgotten.
+    ForgetLease(String),
+    /// A retry's backoff is over: back to the queue.
+    Requeue(InvocationKey),
+    /// A queued invocation reached its max event age.
+    Expire(InvocationKey),
+    /// A stop's grace period is over for this attempt.
+    StopGrace(InvocationKey, u32),
+}
+
+/// Most timers handed out by one wake-up, so that a burst does not starve other work.
+const MAX_FIRED_AT_ONCE: usize = 1_024;
+
+/// The pending timers.
+#[derive(Debug, Default)]
+pub struct Timers {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    queue: BTreeMap<(Instant, u64), Timer>,
+    next_seq: u64,
+}
+
+impl Timers {
+    /// Fire `timer` at `at` (at once if `at` is past).
+    pub fn schedule(&self, at: Instant, timer: Timer) {
+        let mut pending = self.pending.lock();
+        let earliest = pending
+            .queue
+            .keys()
+            .next()
+            .is_none_or(|(first, _)| at < *first);
+        let seq = pending.next_seq;
+        pending.next_seq += 1;
+        pending.queue.insert((at, seq), timer);
+        drop(pending);
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// How many timers are pending.
+    pub fn len(&self) -> usize {
+        self.pending.lock().queue.len()
+    }
+
+    /// Wait until some timers are due and take them, or `None` once `shutdown` fires.
+    pub async fn next_due(&self, shutdown: &CancellationToken) -> Option<Vec<Timer>> {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next_deadline = {
+                let mut pending = self.pending.lock();
+                let now = Instant::now();
+                let mut due = Vec::new();
+                while due.len() < MAX_FIRED_AT_ONCE {
+                    match pending.queue.first_key_value() {
+                        Some(((at, _), _)) if *at <= now => {
+                            if let Some((_, timer)) = pending.queue.pop_first() {
+                                due.push(timer);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                if !due.is_empty() {
+                    return Some(due);
+                }
+                pending.queue.keys().next().map(|(at, _)| *at)
+            };
+            let sleep = async {
+                match next_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = notified => {}
+                _ = sleep => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FunctionKey;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_fire_in_deadline_order_and_an_earlier_one_wakes_the_driver() {
+        let timers = std::sync::Arc::new(Timers::default());
+        let key = |id: &str| FunctionKey::new("a", "s", "f").invocation(id);
+        let start = Instant::now();
+        timers.schedule(start + Duration::from_secs(10), Timer::Expire(key("late")));
+        let shutdown = CancellationToken::new();
+        let driver = {
+            let timers = timers.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut fired = Vec::new();
+                while let Some(due) = timers.next_due(&shutdown).await {
+                    fired.extend(due.into_iter().map(|t| (t, Instant::now())));
+                    if fired.len() == 2 {
+                        break;
+                    }
+                }
+                fired
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        timers.schedule(start + Duration::from_secs(3), Timer::Expire(key("early")));
+        let fired = driver.await.expect("driver");
+        assert_eq!(fired[0].0, Timer::Expire(key("early")));
+        assert_eq!(fired[0].1 - start, Duration::from_secs(3));
+        assert_eq!(fired[1].0, Timer::Expire(key("late")));
+        assert_eq!(fired[1].1 - start, Duration::from_secs(10));
+        assert_eq!(timers.len(), 0);
+    }
+}

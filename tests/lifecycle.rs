@@ -1,0 +1,547 @@
+//! Every lifecycle path end to end through the real WorkerService, asserting the exact status
+//! sequence in `events`. Timing is shortened (300 ms leases and grace, 10-40 ms backoff).
+
+mod support;
+
+use std::collections::HashMap;
+
+use sai::pb;
+use support::*;
+use tonic::Code;
+
+fn retries(n: i64) -> pb::AsyncInvokeConfig {
+    pb::AsyncInvokeConfig {
+        max_async_retry_attempts: Some(n),
+        ..Default::default()
+    }
+}
+
+fn terminal(i: &pb::StatefulAsyncInvocation) -> bool {
+    i.end_time > 0
+}
+
+#[tokio::test]
+async fn success_records_result_worker_and_timing() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    invoke(&mut c, "default", FUNCTION, "job-1").await;
+    let leases = poll(&mut w, "default", FUNCTION, 10, 1_000).await;
+    assert_eq!(leases.len(), 1);
+    let lease = &leases[0];
+    assert_eq!(lease.attempt, 1);
+    assert!(lease.lease_deadline > 0);
+    let leased = lease.invocation.as_ref().expect("invocation");
+    assert_eq!(
+        leased.invocation_payload, r#"{"id":"job-1"}"#,
+        "the worker gets the payload"
+    );
+    assert_eq!(status_of(leased), pb::InvocationStatus::Running);
+
+    let done = complete(&mut w, "default", &lease.lease_token, success("result"))
+        .await
+        .expect("complete");
+    assert_eq!(status_of(&done), pb::InvocationStatus::Succeeded);
+    let got = get(&mut c, "default", FUNCTION, "job-1")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "SUCCEEDED"]
+    );
+    assert_eq!(got.return_payload, "result");
+    assert_eq!(got.instance_id, "test-worker");
+    assert!(got.end_time >= got.started_time);
+    assert!(got.duration_ms >= 0);
+    assert!(!got.request_id.is_empty());
+    assert_eq!(got.already_retried_times, 0);
+    let detail: serde_json::Value =
+        serde_json::from_str(&got.events[1].event_detail).expect("json");
+    assert_eq!(detail["workerId"], "test-worker");
+    assert_eq!(detail["attempt"], 1);
+
+    // Nothing is left to poll.
+    assert!(poll(&mut w, "default", FUNCTION, 10, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn failure_then_success_on_retry_and_failures_until_failed() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    configure(&mut c, "default", FUNCTION, retries(2)).await;
+
+    invoke(&mut c, "default", FUNCTION, "flaky").await;
+    let first = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    complete(&mut w, "default", &first.lease_token, failure("boom", true))
+        .await
+        .expect("fail");
+    let second = poll(&mut w, "default", FUNCTION, 1, 2_000).await.remove(0);
+    assert_eq!(second.attempt, 2);
+    complete(&mut w, "default", &second.lease_token, success("ok"))
+        .await
+        .expect("succeed");
+    let got = get(&mut c, "default", FUNCTION, "flaky")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&got),
+        [
+            "ENQUEUED",
+            "DEQUEUED",
+            "RUNNING",
+            "RETRYING",
+            "ENQUEUED",
+            "DEQUEUED",
+            "RUNNING",
+            "SUCCEEDED"
+        ]
+    );
+    assert_eq!(got.already_retried_times, 1);
+    assert_eq!(
+        got.invocation_error_message, "boom",
+        "the last failure is kept"
+    );
+
+    invoke(&mut c, "default", FUNCTION, "doomed").await;
+    for attempt in 1..=3 {
+        let lease = poll(&mut w, "default", FUNCTION, 1, 2_000).await.remove(0);
+        assert_eq!(lease.attempt, attempt);
+        complete(
+            &mut w,
+            "default",
+            &lease.lease_token,
+            failure(&format!("boom {attempt}"), true),
+        )
+        .await
+        .expect("fail");
+    }
+    let got = wait_for(&mut c, "default", FUNCTION, "doomed", terminal).await;
+    assert_eq!(
+        statuses(&got),
+        [
+            "ENQUEUED", "DEQUEUED", "RUNNING", "RETRYING", "ENQUEUED", "DEQUEUED", "RUNNING",
+            "RETRYING", "ENQUEUED", "DEQUEUED", "RUNNING", "FAILED"
+        ]
+    );
+    assert_eq!(got.already_retried_times, 2);
+    assert_eq!(got.invocation_error_message, "boom 3");
+
+    // A failure that is not retryable ends it at once, whatever retries are left.
+    invoke(&mut c, "default", FUNCTION, "fatal").await;
+    let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    complete(
+        &mut w,
+        "default",
+        &lease.lease_token,
+        failure("bad input", false),
+    )
+    .await
+    .expect("fail");
+    let got = get(&mut c, "default", FUNCTION, "fatal")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "FAILED"]
+    );
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    configure(&mut c, "default", FUNCTION, retries(1)).await;
+    invoke(&mut c, "default", FUNCTION, "job-1").await;
+
+    let vanished = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    // The worker vanishes; after the 300 ms lease the attempt fails and is retried.
+    let retried = poll(&mut w, "default", FUNCTION, 1, 3_000).await.remove(0);
+    assert_eq!(retried.attempt, 2);
+    let got = get(&mut c, "default", FUNCTION, "job-1")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "RETRYING", "ENQUEUED", "DEQUEUED", "RUNNING"]
+    );
+    assert!(got.events[3].event_detail.contains("lease expired"));
+
+    // The newer attempt's outcome stands; the stale token is refused and changes nothing.
+    complete(&mut w, "default", &retried.lease_token, success("second"))
+        .await
+        .expect("complete attempt 2");
+    let stale = complete(&mut w, "default", &vanished.lease_token, success("first"))
+        .await
+        .expect_err("stale token");
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    let heartbeat = w
+        .heartbeat_invocation(pb::HeartbeatInvocationRequest {
+            lease_token: vanished.lease_token.clone(),
+        })
+        .await
+        .expect_err("stale heartbeat");
+    assert_eq!(heartbeat.code(), Code::FailedPrecondition);
+    let got = get(&mut c, "default", FUNCTION, "job-1")
+        .await
+        .expect("get");
+    assert_eq!(got.return_payload, "second");
+    assert_eq!(status_of(&got), pb::InvocationStatus::Succeeded);
+
+    // Completions are idempotent per token: the same outcome again is OK and applied once;
+    // another outcome is refused.
+    let again = complete(&mut w, "default", &retried.lease_token, success("second"))
+        .await
+        .expect("repeat");
+    assert_eq!(status_of(&again), pb::InvocationStatus::Succeeded);
+    let other = complete(&mut w, "default", &retried.lease_token, failure("no", true))
+        .await
+        .expect_err("different outcome");
+    assert_eq!(other.code(), Code::FailedPrecondition);
+    let got = get(&mut c, "default", FUNCTION, "job-1")
+        .await
+        .expect("get");
+    assert_eq!(got.events.len(), 8, "applied once");
+
+    // Foreign and forged tokens are unknown.
+    let foreign = complete(&mut w, "someone-else", &retried.lease_token, success("x"))
+        .await
+        .expect_err("foreign");
+    assert_eq!(foreign.code(), Code::NotFound);
+    let forged = complete(
+        &mut w,
+        "default",
+        "lt1.00000000000000000000000000000000",
+        success("x"),
+    )
+    .await
+    .expect_err("forged");
+    assert_eq!(forged.code(), Code::NotFound);
+
+    // With no retry left, a lease that runs out fails the invocation.
+    configure(&mut c, "default", FUNCTION, retries(0)).await;
+    invoke(&mut c, "default", FUNCTION, "job-2").await;
+    poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    let got = wait_for(&mut c, "default", FUNCTION, "job-2", terminal).await;
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "FAILED"]
+    );
+    assert_eq!(got.invocation_error_message, "lease expired");
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_lease_alive() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    invoke(&mut c, "default", FUNCTION, "long").await;
+    let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    let mut deadline = lease.lease_deadline;
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let beat = w
+            .heartbeat_invocation(pb::HeartbeatInvocationRequest {
+                lease_token: lease.lease_token.clone(),
+            })
+            .await
+            .expect("heartbeat")
+            .into_inner();
+        assert!(!beat.stop_requested);
+        assert!(beat.lease_deadline >= deadline);
+        deadline = beat.lease_deadline;
+    }
+    // 900 ms in, three lease lengths, and still the same attempt.
+    complete(&mut w, "default", &lease.lease_token, success("done"))
+        .await
+        .expect("complete after heartbeats");
+}
+
+#[tokio::test]
+async fn expires_with_no_worker_and_delivers_the_on_failure_record() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    configure(
+        &mut c,
+        "default",
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_event_age_in_seconds: Some(1),
+            destination_config: Some(pb::DestinationConfig {
+                on_success: None,
+                on_failure: Some(pb::Destination {
+                    destination: "acs:fc:::services/demo-service/functions/dead-letters".into(),
+                }),
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    invoke(&mut c, "default", FUNCTION, "too-late").await;
+    let got = wait_for(&mut c, "default", FUNCTION, "too-late", terminal).await;
+    assert_eq!(statuses(&got), ["ENQUEUED", "EXPIRED"]);
+    assert_eq!(
+        got.destination_status,
+        pb::DestinationStatus::Succeeded as i32
+    );
+    assert!(got.events[1].event_detail.contains("destinationStatus"));
+
+    let record = poll(&mut w, "default", "dead-letters", 1, 1_000)
+        .await
+        .remove(0);
+    let payload: serde_json::Value =
+        serde_json::from_str(&record.invocation.expect("invocation").invocation_payload)
+            .expect("record JSON");
+    assert_eq!(payload["requestContext"]["condition"], "Expired");
+    assert_eq!(payload["requestContext"]["invocationId"], "too-late");
+    assert_eq!(payload["requestPayload"], r#"{"id":"too-late"}"#);
+}
+
+#[tokio::test]
+async fn stop_while_running_is_honoured_by_the_worker_or_forced_after_grace() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+
+    invoke(&mut c, "default", FUNCTION, "polite").await;
+    let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    let stopping = stop(&mut c, "default", FUNCTION, "polite")
+        .await
+        .expect("stop");
+    assert_eq!(status_of(&stopping), pb::InvocationStatus::Stopping);
+    let again = stop(&mut c, "default", FUNCTION, "polite")
+        .await
+        .expect("stop again");
+    assert_eq!(status_of(&again), pb::InvocationStatus::Stopping, "a no-op");
+    let beat = w
+        .heartbeat_invocation(pb::HeartbeatInvocationRequest {
+            lease_token: lease.lease_token.clone(),
+        })
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert!(beat.stop_requested);
+    complete(
+        &mut w,
+        "default",
+        &lease.lease_token,
+        pb::complete_invocation_request::Outcome::Stopped(pb::CompleteStopped {}),
+    )
+    .await
+    .expect("report stopped");
+    let got = get(&mut c, "default", FUNCTION, "polite")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "STOPPING", "STOPPED"]
+    );
+    assert!(got.events[4].event_detail.contains("worker"));
+
+    // A stubborn worker keeps its lease alive but ignores the stop request.
+    invoke(&mut c, "default", FUNCTION, "stubborn").await;
+    let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    let heartbeats = {
+        let (mut w, token) = (server.worker().await, lease.lease_token.clone());
+        tokio::spawn(async move {
+            let mut beats = 0;
+            while w
+                .heartbeat_invocation(pb::HeartbeatInvocationRequest {
+                    lease_token: token.clone(),
+                })
+                .await
+                .is_ok()
+            {
+                beats += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+            }
+            beats
+        })
+    };
+    stop(&mut c, "default", FUNCTION, "stubborn")
+        .await
+        .expect("stop");
+    let got = wait_for(&mut c, "default", FUNCTION, "stubborn", terminal).await;
+    assert!(
+        heartbeats.await.expect("heartbeats") >= 3,
+        "the lease was kept alive"
+    );
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "STOPPING", "STOPPED"]
+    );
+    assert!(got.events[4].event_detail.contains("grace period"));
+    let late = complete(&mut w, "default", &lease.lease_token, success("too late"))
+        .await
+        .expect_err("fenced after the grace period");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    assert_eq!(
+        get(&mut c, "default", FUNCTION, "stubborn")
+            .await
+            .expect("get")
+            .return_payload,
+        ""
+    );
+}
+
+#[tokio::test]
+async fn invalid_is_terminal_without_retry() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    invoke(&mut c, "default", FUNCTION, "unrunnable").await;
+    let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    complete(
+        &mut w,
+        "default",
+        &lease.lease_token,
+        pb::complete_invocation_request::Outcome::Invalid(pb::CompleteInvalid {
+            reason: "no handler for demo-function".into(),
+        }),
+    )
+    .await
+    .expect("invalid");
+    let got = get(&mut c, "default", FUNCTION, "unrunnable")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "INVALID"]
+    );
+    assert_eq!(got.invocation_error_message, "no handler for demo-function");
+    assert!(
+        poll(&mut w, "default", FUNCTION, 1, 200).await.is_empty(),
+        "no retry"
+    );
+}
+
+#[tokio::test]
+async fn destinations_receive_the_result_record() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    configure(
+        &mut c,
+        "default",
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_retry_attempts: Some(0),
+            destination_config: Some(pb::DestinationConfig {
+                on_success: Some(pb::Destination {
+                    destination:
+                        "acs:fc:cn-hangzhou:default:services/demo-service.LATEST/functions/on-ok"
+                            .into(),
+                }),
+                on_failure: Some(pb::Destination {
+                    destination: "acs:fc:::services/demo-service/functions/on-fail".into(),
+                }),
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    invoke(&mut c, "default", FUNCTION, "good").await;
+    invoke(&mut c, "default", FUNCTION, "bad").await;
+    let leases = poll(&mut w, "default", FUNCTION, 2, 1_000).await;
+    let by_id: HashMap<String, String> = leases
+        .iter()
+        .map(|l| {
+            (
+                l.invocation.as_ref().expect("inv").invocation_id.clone(),
+                l.lease_token.clone(),
+            )
+        })
+        .collect();
+    complete(
+        &mut w,
+        "default",
+        &by_id["good"],
+        success(r#"{"total":42}"#),
+    )
+    .await
+    .expect("succeed");
+    complete(
+        &mut w,
+        "default",
+        &by_id["bad"],
+        failure("card declined", true),
+    )
+    .await
+    .expect("fail");
+
+    for (id, sink, condition) in [("good", "on-ok", "Succeeded"), ("bad", "on-fail", "Failed")] {
+        let got = get(&mut c, "default", FUNCTION, id).await.expect("get");
+        assert_eq!(
+            got.destination_status,
+            pb::DestinationStatus::Succeeded as i32,
+            "{id}"
+        );
+        let record = poll(&mut w, "default", sink, 1, 1_000).await.remove(0);
+        let payload: serde_json::Value =
+            serde_json::from_str(&record.invocation.expect("invocation").invocation_payload)
+                .expect("record JSON");
+        assert_eq!(payload["requestContext"]["condition"], condition);
+        assert_eq!(payload["requestContext"]["invocationId"], id);
+        assert_eq!(payload["requestContext"]["approximateInvokeCount"], 1);
+        assert_eq!(payload["requestPayload"], format!(r#"{{"id":"{id}"}}"#));
+        if id == "good" {
+            assert_eq!(payload["responsePayload"], r#"{"total":42}"#);
+        } else {
+            assert_eq!(payload["responseContext"]["functionError"], "card declined");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_invocations_through_eight_workers_succeed_exactly_once() {
+    const INVOCATIONS: usize = 10_000;
+    const WORKERS: usize = 8;
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let mut w = server.worker().await;
+        workers.push(tokio::spawn(async move {
+            let mut completed: Vec<String> = Vec::new();
+            let mut idle_polls = 0;
+            while idle_polls < 3 {
+                let leases = poll(&mut w, "default", FUNCTION, 16, 500).await;
+                if leases.is_empty() {
+                    idle_polls += 1;
+                    continue;
+                }
+                idle_polls = 0;
+                for lease in leases {
+                    let id = lease.invocation.expect("inv").invocation_id;
+                    complete(&mut w, "default", &lease.lease_token, success(&id))
+                        .await
+                        .expect("complete");
+                    completed.push(id);
+                }
+            }
+            completed
+        }));
+    }
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let mut c = server.client().await;
+        producers.push(tokio::spawn(async move {
+            for i in (p..INVOCATIONS).step_by(4) {
+                invoke(&mut c, "default", FUNCTION, &format!("job-{i:05}")).await;
+            }
+        }));
+    }
+    for producer in producers {
+        producer.await.expect("producer");
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for worker in workers {
+        for id in worker.await.expect("worker") {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.len(), INVOCATIONS, "every invocation ran");
+    assert!(counts.values().all(|&n| n == 1), "none ran twice");
+    let mut succeeded = list_request(FUNCTION);
+    succeeded.status = pb::InvocationStatus::Succeeded as i32;
+    succeeded.limit = 100;
+    assert_eq!(
+        list_all(&mut c, "default", succeeded).await.len(),
+        INVOCATIONS
+    );
+}
