@@ -1,20 +1,46 @@
-//! The `sai` command line: `sai serve` runs the service; `sai demo` runs it and shows it at work.
+//! The `sai` command line: `serve` runs the service, `demo` shows it at work, `worker` runs a
+//! command per invocation, and the client commands (`invoke`, `get`, `list`, `watch`, `stop`,
+//! `functions`, `config`) talk to a server given by `--server` or `SAI_SERVER`.
 
+mod client;
 mod demo;
+mod output;
+mod worker;
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::EngineConfig;
 use crate::server::{self, ServerConfig};
 use crate::store::DEFAULT_WATCH_HISTORY;
 
+use client::{ConfigCommand, ListArgs, Target};
+use output::Format;
+use worker::WorkerArgs;
+
 /// sai: stateful async invocations over gRPC (Alibaba Cloud Function Compute's task model).
 #[derive(Debug, Parser)]
 #[command(name = "sai", version, about)]
 pub struct Cli {
+    /// Server to talk to (client commands and worker).
+    #[arg(
+        long,
+        global = true,
+        env = "SAI_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Account to act as (x-fc-account-id); the server's "default" when absent.
+    #[arg(long, global = true, env = "SAI_ACCOUNT")]
+    pub account: Option<String>,
+    /// Output: human tables, or JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub output: Format,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +58,54 @@ pub enum Command {
         #[arg(long, env = "SAI_LISTEN", default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
     },
+    /// Invoke a function asynchronously; prints the invocation id.
+    Invoke {
+        /// SERVICE/FUNCTION.
+        target: Target,
+        /// Invocation id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// Version or alias (default LATEST).
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// Payload; `-` reads standard input.
+        #[arg(long, default_value = "")]
+        payload: String,
+    },
+    /// Show one invocation with its events.
+    Get {
+        /// SERVICE/FUNCTION.
+        target: Target,
+        /// Invocation id.
+        id: String,
+    },
+    /// List a function's invocations.
+    List(ListArgs),
+    /// Print an invocation's events live until it ends. Exit code: 0 Succeeded, 2 Failed,
+    /// 3 Stopped, 4 Expired, 5 Invalid, 1 error.
+    Watch {
+        /// SERVICE/FUNCTION.
+        target: Target,
+        /// Invocation id.
+        id: String,
+        /// Resume after this event id.
+        #[arg(long, default_value_t = 0)]
+        from_event: i64,
+    },
+    /// Stop an invocation.
+    Stop {
+        /// SERVICE/FUNCTION.
+        target: Target,
+        /// Invocation id.
+        id: String,
+    },
+    /// List the functions with stateful async invocation enabled.
+    Functions,
+    /// Manage async invoke configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a command for each invocation of the given functions.
+    Worker(WorkerArgs),
 }
 
 /// Flags of `sai serve`.
@@ -74,8 +148,67 @@ impl ServeArgs {
     }
 }
 
+/// Why a command failed; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line was wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The server could not be reached.
+    #[error("cannot connect to {server}: {reason}")]
+    Connect {
+        /// Server address.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Rpc(#[from] tonic::Status),
+    /// Local I/O failed.
+    #[error("{0}")]
+    Io(String),
+    /// Shutting down.
+    #[error("shutting down")]
+    Closed,
+}
+
+/// Where and as whom client commands talk.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    server: String,
+    account: Option<String>,
+    format: Format,
+}
+
+impl Connection {
+    /// A channel to the server.
+    pub async fn channel(&self) -> Result<Channel, CliError> {
+        let connect_error = |reason: String| CliError::Connect {
+            server: self.server.clone(),
+            reason,
+        };
+        Endpoint::from_shared(self.server.clone())
+            .map_err(|err| connect_error(err.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|err| connect_error(err.to_string()))
+    }
+
+    /// `message` as a request of this connection's account.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(account) = self.account.as_deref().and_then(|a| a.parse().ok()) {
+            request.metadata_mut().insert("x-fc-account-id", account);
+        }
+        request
+    }
+}
+
 /// Parse the command line and run it; the process exit code follows the result.
-pub fn run() -> std::process::ExitCode {
+pub fn run() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -88,29 +221,68 @@ pub fn run() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("sai: cannot start the async runtime: {err}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Demo { listen } => demo::run(listen).await,
-        }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("sai: {message}");
-            std::process::ExitCode::FAILURE
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sai: {err}");
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
+    let connection = Connection {
+        server: cli.server,
+        account: cli.account,
+        format: cli.output,
+    };
+    let ok = |_| ExitCode::SUCCESS;
+    match cli.command {
+        Command::Serve(args) => serve(args).await.map(ok),
+        Command::Demo { listen } => demo::run(listen).await.map_err(CliError::Io).map(ok),
+        Command::Invoke {
+            target,
+            id,
+            qualifier,
+            payload,
+        } => {
+            let payload = if payload == "-" {
+                let mut buffer = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut buffer)
+                    .map_err(|err| {
+                        CliError::Io(format!("cannot read the payload from stdin: {err}"))
+                    })?;
+                buffer
+            } else {
+                payload
+            };
+            client::invoke(&connection, target, id, qualifier, payload)
+                .await
+                .map(ok)
+        }
+        Command::Get { target, id } => client::get(&connection, target, id).await.map(ok),
+        Command::List(args) => client::list(&connection, args).await.map(ok),
+        Command::Watch {
+            target,
+            id,
+            from_event,
+        } => client::watch(&connection, target, id, from_event).await,
+        Command::Stop { target, id } => client::stop(&connection, target, id).await.map(ok),
+        Command::Functions => client::functions(&connection).await.map(ok),
+        Command::Config(command) => client::config(&connection, command).await.map(ok),
+        Command::Worker(args) => worker::run(&connection, args).await.map(ok),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+        .map_err(|err| CliError::Io(format!("cannot listen on {}: {err}", args.listen)))?;
     server::serve(listener, args.server_config(), server::shutdown_signal())
         .await
-        .map_err(|err| err.to_string())
+        .map_err(|err| CliError::Io(err.to_string()))
 }

@@ -1,0 +1,156 @@
+//! The built `sai` binary end to end: `sai worker --exec` runs invocations that `sai invoke`
+//! submits, and `sai watch` follows them live with an exit code telling how they ended.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use sai::pb;
+use support::*;
+
+fn sai(server: &TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sai"))
+        .args(args)
+        .env("SAI_SERVER", server.url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sai")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_invoke_and_watch_through_the_binary() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let mut client = server.client().await;
+    configure(
+        &mut client,
+        "default",
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_retry_attempts: Some(0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_sai"))
+        .args([
+            "worker",
+            "--function",
+            "demo-service/demo-function",
+            "--concurrency",
+            "2",
+            "--worker-id",
+            "cli-worker",
+            "--exec",
+            r#"read input; if [ "$input" = fail ]; then echo "bad input" >&2; exit 7; fi; echo "$SAI_INVOCATION_ID:$input" | tr a-z A-Z"#,
+        ])
+        .env("SAI_SERVER", server.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker");
+
+    let binary_check = tokio::task::spawn_blocking({
+        let url = server.url();
+        move || {
+            let server_url = url;
+            let run = |args: &[&str]| {
+                Command::new(env!("CARGO_BIN_EXE_sai"))
+                    .args(args)
+                    .env("SAI_SERVER", &server_url)
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .expect("run sai")
+            };
+            let invoked = run(&[
+                "invoke",
+                "demo-service/demo-function",
+                "--id",
+                "job-1",
+                "--payload",
+                "hello",
+            ]);
+            assert!(invoked.status.success(), "{invoked:?}");
+            assert_eq!(String::from_utf8_lossy(&invoked.stdout).trim(), "job-1");
+            let watched = run(&["watch", "demo-service/demo-function", "job-1"]);
+            assert_eq!(watched.status.code(), Some(0), "{watched:?}");
+            let text = String::from_utf8_lossy(&watched.stdout).into_owned();
+            for status in ["Enqueued", "Dequeued", "Running", "Succeeded"] {
+                assert!(text.contains(status), "{status} in {text}");
+            }
+
+            let failing = run(&[
+                "invoke",
+                "demo-service/demo-function",
+                "--id",
+                "job-2",
+                "--payload",
+                "fail",
+            ]);
+            assert!(failing.status.success());
+            let watched = run(&["watch", "demo-service/demo-function", "job-2"]);
+            assert_eq!(
+                watched.status.code(),
+                Some(2),
+                "Failed exits with 2: {watched:?}"
+            );
+
+            let listed = run(&[
+                "--output",
+                "json",
+                "list",
+                "demo-service/demo-function",
+                "--all",
+            ]);
+            let listed: serde_json::Value =
+                serde_json::from_slice(&listed.stdout).expect("list --output json is JSON");
+            assert_eq!(listed["invocations"].as_array().map(Vec::len), Some(2));
+
+            let missing = run(&["get", "demo-service/demo-function", "nope"]);
+            assert_eq!(missing.status.code(), Some(1));
+            let err = String::from_utf8_lossy(&missing.stderr).into_owned();
+            assert!(err.starts_with("sai: NotFound"), "{err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err}");
+        }
+    });
+    let result = binary_check.await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    result.expect("binary checks");
+
+    let ok = get(&mut client, "default", FUNCTION, "job-1")
+        .await
+        .expect("get");
+    assert_eq!(ok.return_payload, "JOB-1:HELLO\n");
+    assert_eq!(ok.instance_id, "cli-worker");
+    let failed = get(&mut client, "default", FUNCTION, "job-2")
+        .await
+        .expect("get");
+    assert!(
+        failed.invocation_error_message.contains("bad input"),
+        "{}",
+        failed.invocation_error_message
+    );
+    assert!(
+        failed.invocation_error_message.contains("exit status: 7"),
+        "{}",
+        failed.invocation_error_message
+    );
+    let functions = stdout(&sai(&server, &["functions"]));
+    assert!(functions.contains("demo-function"), "{functions}");
+    let config = stdout(&sai(
+        &server,
+        &[
+            "--output",
+            "json",
+            "config",
+            "get",
+            "demo-service/demo-function",
+        ],
+    ));
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config JSON");
+    assert_eq!(config["maxAsyncRetryAttempts"], 0);
+}
