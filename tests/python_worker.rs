@@ -1,0 +1,135 @@
+//! Polyglot: the Python example worker (examples/python/worker.py), with stubs generated from
+//! proto/ by grpcio-tools in a virtual environment this test creates, runs invocations to
+//! Succeeded (and a failure to Failed) against the real server.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sai::pb;
+use support::*;
+
+/// The venv's python, with grpcio and grpcio-tools, created on first use.
+fn python_with_grpc() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-worker-venv");
+    let python = venv.join("bin").join("python");
+    let ready = venv.join(".installed");
+    if ready.exists() {
+        return python;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs");
+    assert!(created.success(), "python3 -m venv failed");
+    let requirements =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/requirements.txt");
+    let installed = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(&requirements)
+        .status()
+        .expect("pip runs");
+    assert!(
+        installed.success(),
+        "pip install grpcio grpcio-tools failed"
+    );
+    std::fs::write(&ready, b"ok").expect("mark venv ready");
+    python
+}
+
+/// Generate the Python stubs from proto/ into a fresh directory.
+fn generate_stubs(python: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-worker-gen");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("gen dir");
+    let protos: Vec<PathBuf> = [
+        "invocation",
+        "async_invoke_config",
+        "invocation_service",
+        "worker_service",
+    ]
+    .iter()
+    .map(|name| root.join(format!("proto/sai/v1/{name}.proto")))
+    .collect();
+    let generated = Command::new(python)
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("-I{}", root.join("proto").display()))
+        .arg(format!("--python_out={}", out.display()))
+        .arg(format!("--grpc_python_out={}", out.display()))
+        .args(&protos)
+        .status()
+        .expect("grpc_tools.protoc runs");
+    assert!(generated.success(), "stub generation failed");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_worker_runs_invocations_to_the_end() {
+    let python = tokio::task::spawn_blocking(python_with_grpc)
+        .await
+        .expect("venv");
+    let stubs = generate_stubs(&python);
+    let worker_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/worker.py");
+    let lines = std::fs::read_to_string(&worker_py)
+        .expect("worker.py")
+        .lines()
+        .count();
+    assert!(lines < 60, "the example stays short: {lines} lines");
+
+    let server = TestServer::start_with(fast_engine()).await;
+    let mut client = server.client().await;
+    configure(
+        &mut client,
+        "default",
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_retry_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    for (id, payload) in [("py-1", "hello"), ("py-2", "world"), ("py-3", "fail")] {
+        client
+            .invoke_function(pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                qualifier: String::new(),
+                invocation_id: id.into(),
+                payload: payload.into(),
+            })
+            .await
+            .expect("invoke");
+    }
+
+    // Two successes, and the failing one twice (first attempt and its one retry).
+    let addr = server.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(&worker_py)
+            .arg("demo-service/demo-function")
+            .env("SAI_SERVER", addr)
+            .env("SAI_PY_GEN", &stubs)
+            .env("SAI_MAX_INVOCATIONS", "4")
+            .output()
+            .expect("run worker.py")
+    })
+    .await
+    .expect("worker");
+    assert!(output.status.success(), "worker.py failed: {output:?}");
+
+    for (id, expected) in [("py-1", "HELLO"), ("py-2", "WORLD")] {
+        let got = get(&mut client, "default", FUNCTION, id)
+            .await
+            .expect("get");
+        assert_eq!(status_of(&got), pb::InvocationStatus::Succeeded, "{id}");
+        assert_eq!(got.return_payload, expected);
+        assert!(got.instance_id.starts_with("python-"));
+    }
+    let failed = wait_for(&mut client, "default", FUNCTION, "py-3", |i| i.end_time > 0).await;
+    assert_eq!(status_of(&failed), pb::InvocationStatus::Failed);
+    assert_eq!(failed.invocation_error_message, "asked to fail");
+    assert_eq!(failed.already_retried_times, 1);
+}
