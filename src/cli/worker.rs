@@ -235,9 +235,14 @@ async fn execute(
         err
     });
 
-    // Heartbeat at a third of the lease, so two can be lost before it runs out.
+    // Heartbeat at a third of the lease (so two can be lost before it runs out), and at
+    // least every second, since the heartbeat answer is also how a stop request arrives.
     let lease_left = lease.lease_deadline - crate::clock::now_ms();
-    let interval = Duration::from_millis(u64::try_from(lease_left / 3).unwrap_or(1_000).max(100));
+    let interval = Duration::from_millis(
+        u64::try_from(lease_left / 3)
+            .unwrap_or(1_000)
+            .clamp(100, 1_000),
+    );
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     let status = loop {
