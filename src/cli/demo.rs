@@ -1,6 +1,7 @@
-//! `sai demo`: start the service and show its main job with the real client: invocations
-//! accepted, followed live through a function-level watch, stopped, listed and fetched with
-//! their history. The server keeps running afterwards for exploring with grpcurl.
+//! `sai demo`: start the service and show its main job with the real clients: invocations
+//! accepted, run by a worker (one fails once and is retried), one stopped, all followed live
+//! through a function-level watch, then listed and fetched with their history. The server
+//! keeps running afterwards for exploring with grpcurl and the `sai` client commands.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,7 +72,7 @@ async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
         .into_inner();
     let printer = tokio::spawn(async move {
         while let Ok(Some(Ok(change))) =
-            tokio::time::timeout(Duration::from_millis(500), changes.next()).await
+            tokio::time::timeout(Duration::from_secs(2), changes.next()).await
         {
             let (Some(event), Some(inv)) = (change.event, change.invocation) else {
                 continue;
@@ -86,6 +87,18 @@ async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
         }
     });
 
+    client
+        .put_function_async_invoke_config(pb::PutFunctionAsyncInvokeConfigRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            qualifier: String::new(),
+            config: Some(pb::AsyncInvokeConfig {
+                max_async_retry_attempts: Some(2),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    println!("configured {SERVICE}/{FUNCTION}: up to 2 retries");
     for id in ["order-1001", "order-1002", "order-1003"] {
         let answer = client
             .invoke_function(pb::InvokeFunctionRequest {
@@ -110,7 +123,8 @@ async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
             invocation_id: "order-1002".into(),
         })
         .await?;
-    println!("stopped order-1002");
+    println!("stopped order-1002 while queued");
+    run_worker(addr, 3).await?;
     let _ = printer.await;
 
     let page = client
@@ -131,17 +145,17 @@ async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
             inv.started_time
         );
     }
-    let stopped = client
+    let retried = client
         .get_stateful_async_invocation(pb::GetStatefulAsyncInvocationRequest {
             service_name: SERVICE.into(),
             function_name: FUNCTION.into(),
             qualifier: String::new(),
-            invocation_id: "order-1002".into(),
+            invocation_id: "order-1003".into(),
         })
         .await?
         .into_inner();
-    println!("get order-1002: {} events", stopped.events.len());
-    for event in stopped.events {
+    println!("get order-1003: {} events", retried.events.len());
+    for event in retried.events {
         println!(
             "  event {} {:<9} at {} {}",
             event.event_id,
@@ -149,6 +163,59 @@ async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
             event.timestamp,
             event.event_detail
         );
+    }
+    Ok(())
+}
+
+/// A tiny in-process worker: completes `runs` attempts; the first attempt of order-1003 fails
+/// so that the retry shows.
+async fn run_worker(addr: SocketAddr, runs: usize) -> Result<(), tonic::Status> {
+    use crate::pb::complete_invocation_request::Outcome;
+    let mut worker =
+        crate::pb::worker_service_client::WorkerServiceClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let mut done = 0;
+    while done < runs {
+        let leases = worker
+            .poll_invocations(pb::PollInvocationsRequest {
+                functions: vec![pb::FunctionRef {
+                    service_name: SERVICE.into(),
+                    function_name: FUNCTION.into(),
+                    qualifier: String::new(),
+                }],
+                worker_id: "demo-worker".into(),
+                max_invocations: 10,
+                wait_time_ms: 5_000,
+            })
+            .await?
+            .into_inner()
+            .leases;
+        for lease in leases {
+            let invocation = lease.invocation.unwrap_or_default();
+            let outcome = if invocation.invocation_id == "order-1003" && lease.attempt == 1 {
+                println!("worker: {} attempt 1 fails", invocation.invocation_id);
+                Outcome::Failure(pb::CompleteFailure {
+                    error_message: "payment service timed out".into(),
+                    retryable: true,
+                })
+            } else {
+                println!(
+                    "worker: {} attempt {} succeeds",
+                    invocation.invocation_id, lease.attempt
+                );
+                Outcome::Success(pb::CompleteSuccess {
+                    return_payload: format!(r#"{{"shipped":"{}"}}"#, invocation.invocation_id),
+                })
+            };
+            worker
+                .complete_invocation(pb::CompleteInvocationRequest {
+                    lease_token: lease.lease_token,
+                    outcome: Some(outcome),
+                })
+                .await?;
+            done += 1;
+        }
     }
     Ok(())
 }
