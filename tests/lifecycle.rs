@@ -545,3 +545,39 @@ async fn ten_thousand_invocations_through_eight_workers_succeed_exactly_once() {
         INVOCATIONS
     );
 }
+
+#[tokio::test]
+async fn a_retry_that_would_run_past_the_max_event_age_expires() {
+    let mut config = fast_engine();
+    config.engine.backoff_initial = std::time::Duration::from_secs(4);
+    config.engine.backoff_max = std::time::Duration::from_secs(4);
+    let server = TestServer::start_with(config).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    configure(
+        &mut c,
+        "default",
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_event_age_in_seconds: Some(1),
+            max_async_retry_attempts: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    invoke(&mut c, "default", FUNCTION, "slow-retry").await;
+    let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    complete(
+        &mut w,
+        "default",
+        &lease.lease_token,
+        failure("flaky", true),
+    )
+    .await
+    .expect("fail");
+    let got = wait_for(&mut c, "default", FUNCTION, "slow-retry", terminal).await;
+    assert_eq!(
+        statuses(&got),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "RETRYING", "EXPIRED"]
+    );
+    assert!(poll(&mut w, "default", FUNCTION, 1, 0).await.is_empty());
+}
