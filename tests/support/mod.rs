@@ -337,3 +337,29 @@ pub async fn wait_for(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A Python virtual environment under the target dir named `name`, with `pip install ARGS`
+/// done once (a marker file records success, so an interrupted install is redone). Returns
+/// the venv directory. Blocking: call it from `spawn_blocking`.
+pub fn python_venv(name: &str, pip_args: &[&str]) -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let ready = venv.join(".installed");
+    if ready.exists() {
+        return venv;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs");
+    assert!(created.success(), "python3 -m venv {name} failed");
+    let installed = Command::new(venv.join("bin").join("python"))
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(pip_args)
+        .status()
+        .expect("pip runs");
+    assert!(installed.success(), "pip install {pip_args:?} failed");
+    std::fs::write(&ready, b"ok").expect("mark the venv ready");
+    venv
+}
