@@ -24,17 +24,7 @@ pub enum ApiError {
     Store(#[from] StoreError),
     /// The engine refused the request.
     #[error(transparent)]
-    Engine(EngineError),
-}
-
-impl From<EngineError> for ApiError {
-    fn from(err: EngineError) -> Self {
-        // Store errors keep one mapping, whichever layer passed them on.
-        match err {
-            EngineError::Store(store) => ApiError::Store(store),
-            other => ApiError::Engine(other),
-        }
-    }
+    Engine(#[from] EngineError),
 }
 
 fn status(code: Code, fc_code: Option<&'static str>, message: String) -> Status {
@@ -88,7 +78,8 @@ impl From<ApiError> for Status {
                 StoreError::ShuttingDown => status(Code::Unavailable, None, message),
             },
             ApiError::Engine(engine) => match engine {
-                EngineError::Store(_) => status(Code::Internal, None, message),
+                // Store errors keep one mapping, whichever layer passed them on.
+                EngineError::Store(store) => Status::from(ApiError::Store(store)),
                 EngineError::LeaseNotFound => status(Code::NotFound, None, message),
                 EngineError::LeaseFenced(_) | EngineError::OutcomeConflict => {
                     status(Code::FailedPrecondition, None, message)

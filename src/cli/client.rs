@@ -136,6 +136,28 @@ async fn client(connection: &Connection) -> Result<Client, CliError> {
     ))
 }
 
+/// Fetch pages starting at `first_token`, following next_token while `all` (else one page).
+/// Returns the items and the token to continue from ("" at the end of the list).
+async fn pages<Item, Fut>(
+    first_token: String,
+    all: bool,
+    mut fetch: impl FnMut(String) -> Fut,
+) -> Result<(Vec<Item>, String), CliError>
+where
+    Fut: std::future::Future<Output = Result<(Vec<Item>, String), tonic::Status>>,
+{
+    let mut items = Vec::new();
+    let mut token = first_token;
+    loop {
+        let (page, next) = fetch(token).await?;
+        items.extend(page);
+        if !all || next.is_empty() {
+            return Ok((items, next));
+        }
+        token = next;
+    }
+}
+
 fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
@@ -190,8 +212,8 @@ pub async fn get(connection: &Connection, target: Target, id: String) -> Result<
 
 /// `sai list`.
 pub async fn list(connection: &Connection, args: ListArgs) -> Result<(), CliError> {
-    let mut client = client(connection).await?;
-    let mut request = pb::ListStatefulAsyncInvocationsRequest {
+    let client = client(connection).await?;
+    let request = pb::ListStatefulAsyncInvocationsRequest {
         service_name: args.target.service,
         function_name: args.target.function,
         qualifier: args.qualifier.unwrap_or_default(),
@@ -211,20 +233,27 @@ pub async fn list(connection: &Connection, args: ListArgs) -> Result<(), CliErro
         },
         include_payload: args.include_payload,
         limit: args.limit,
-        next_token: args.next_token.unwrap_or_default(),
+        next_token: String::new(),
     };
-    let mut invocations = Vec::new();
-    let next_token = loop {
-        let page = client
-            .list_stateful_async_invocations(connection.request(request.clone()))
-            .await?
-            .into_inner();
-        invocations.extend(page.invocations);
-        if !args.all || page.next_token.is_empty() {
-            break page.next_token;
-        }
-        request.next_token = page.next_token;
-    };
+    let (invocations, next_token) = pages(
+        args.next_token.unwrap_or_default(),
+        args.all,
+        |next_token| {
+            let mut client = client.clone();
+            let request = connection.request(pb::ListStatefulAsyncInvocationsRequest {
+                next_token,
+                ..request.clone()
+            });
+            async move {
+                let page = client
+                    .list_stateful_async_invocations(request)
+                    .await?
+                    .into_inner();
+                Ok((page.invocations, page.next_token))
+            }
+        },
+    )
+    .await?;
     match connection.format {
         Format::Json => print_json(&serde_json::json!({
             "invocations": invocations.iter().map(output::invocation_json).collect::<Vec<_>>(),
@@ -319,23 +348,22 @@ pub async fn stop(connection: &Connection, target: Target, id: String) -> Result
 
 /// `sai functions`.
 pub async fn functions(connection: &Connection) -> Result<(), CliError> {
-    let mut client = client(connection).await?;
-    let mut request = pb::ListStatefulAsyncInvocationFunctionsRequest {
-        limit: 100,
-        next_token: String::new(),
-    };
-    let mut all = Vec::new();
-    loop {
-        let page = client
-            .list_stateful_async_invocation_functions(connection.request(request.clone()))
-            .await?
-            .into_inner();
-        all.extend(page.data);
-        if page.next_token.is_empty() {
-            break;
+    let client = client(connection).await?;
+    let (all, _) = pages(String::new(), true, |next_token| {
+        let mut client = client.clone();
+        let request = connection.request(pb::ListStatefulAsyncInvocationFunctionsRequest {
+            limit: 100,
+            next_token,
+        });
+        async move {
+            let page = client
+                .list_stateful_async_invocation_functions(request)
+                .await?
+                .into_inner();
+            Ok((page.data, page.next_token))
         }
-        request.next_token = page.next_token;
-    }
+    })
+    .await?;
     match connection.format {
         Format::Json => print_json(&serde_json::json!({
             "data": all.iter().map(|f| serde_json::json!({
@@ -456,24 +484,23 @@ pub async fn config(connection: &Connection, command: ConfigCommand) -> Result<(
             }
         }
         ConfigCommand::List { target } => {
-            let mut request = pb::ListFunctionAsyncInvokeConfigsRequest {
-                service_name: target.service,
-                function_name: target.function,
-                limit: 100,
-                next_token: String::new(),
-            };
-            let mut configs = Vec::new();
-            loop {
-                let page = client
-                    .list_function_async_invoke_configs(connection.request(request.clone()))
-                    .await?
-                    .into_inner();
-                configs.extend(page.configs);
-                if page.next_token.is_empty() {
-                    break;
+            let (configs, _) = pages(String::new(), true, |next_token| {
+                let mut client = client.clone();
+                let request = connection.request(pb::ListFunctionAsyncInvokeConfigsRequest {
+                    service_name: target.service.clone(),
+                    function_name: target.function.clone(),
+                    limit: 100,
+                    next_token,
+                });
+                async move {
+                    let page = client
+                        .list_function_async_invoke_configs(request)
+                        .await?
+                        .into_inner();
+                    Ok((page.configs, page.next_token))
                 }
-                request.next_token = page.next_token;
-            }
+            })
+            .await?;
             match connection.format {
                 Format::Json => print_json(&serde_json::json!({
                     "configs": configs.iter().map(output::config_json).collect::<Vec<_>>(),

@@ -9,21 +9,13 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 
 use crate::pb;
+
+use super::output::status_name;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use crate::server::{self, ServerConfig};
 
 const SERVICE: &str = "demo-service";
 const FUNCTION: &str = "demo-function";
-
-fn status_name(status: i32) -> String {
-    pb::InvocationStatus::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("INVOCATION_STATUS_")
-                .to_string()
-        })
-        .unwrap_or_else(|_| status.to_string())
-}
 
 /// Serve on `listen`, run the tour against it, then keep serving until SIGINT/SIGTERM.
 pub async fn run(listen: SocketAddr) -> Result<(), String> {

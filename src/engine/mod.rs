@@ -301,12 +301,18 @@ impl Engine {
         })
     }
 
-    /// The lease of `token` in `account`, checked against the invocation's current attempt.
-    fn held_lease(&self, account: &str, token: &str) -> Result<(Lease, Invocation), EngineError> {
-        let lease = self
-            .leases
-            .get(token, account)
-            .ok_or(EngineError::LeaseNotFound)?;
+    /// The invocation `lease` is for, if the lease still entitles its worker to act: the
+    /// lease is active and the invocation is still on that attempt and held by a worker.
+    fn leased_invocation(&self, lease: &Lease) -> Result<Invocation, EngineError> {
+        match lease.state {
+            LeaseState::Active => {}
+            LeaseState::Completed(_) => {
+                return Err(EngineError::LeaseFenced(
+                    "the attempt was already completed",
+                ))
+            }
+            LeaseState::Expired => return Err(EngineError::LeaseFenced("the lease expired")),
+        }
         let record = self
             .store
             .get(&lease.key)
@@ -321,7 +327,7 @@ impl Engine {
                 "the invocation already ended this attempt",
             ));
         }
-        Ok((lease, record))
+        Ok(record)
     }
 
     /// Extend a lease. Answers whether a stop was requested, and the new deadline.
@@ -330,16 +336,7 @@ impl Engine {
             .leases
             .get(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
-        match lease.state {
-            LeaseState::Active => {}
-            LeaseState::Completed(_) => {
-                return Err(EngineError::LeaseFenced(
-                    "the attempt was already completed",
-                ))
-            }
-            LeaseState::Expired => return Err(EngineError::LeaseFenced("the lease expired")),
-        }
-        let (_, record) = self.held_lease(account, token)?;
+        let record = self.leased_invocation(&lease)?;
         let deadline = Instant::now() + self.config.lease_timeout;
         let deadline_ms = now_ms() + millis(self.config.lease_timeout);
         let extended = self.leases.update(token, |lease| {
@@ -371,7 +368,7 @@ impl Engine {
         if let Some(answer) = self.repeated_completion(&lease, &outcome)? {
             return Ok(answer);
         }
-        let (lease, record) = self.held_lease(account, token)?;
+        let record = self.leased_invocation(&lease)?;
         let duration_ms = millis(lease.started.elapsed());
         match self
             .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
