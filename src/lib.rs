@@ -28,5 +28,6 @@ pub mod clock;
 pub mod engine;
 pub mod model;
 pub mod pb;
+pub mod persist;
 pub mod server;
 pub mod store;

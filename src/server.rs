@@ -2,17 +2,25 @@
 //! and a graceful shutdown that ends open watch streams before the server returns.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{InvocationService, RequestContextLayer, WorkerService};
+use crate::clock::now_ms;
 use crate::engine::{Engine, EngineConfig};
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;
-use crate::store::{Store, DEFAULT_WATCH_HISTORY};
+use crate::store::{Storage, Store, StoreError, DEFAULT_WATCH_HISTORY};
+
+/// How long terminal invocations are kept by default: FC's query window.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most invocations one retention pass examines before it yields to other work.
+const RETENTION_BATCH: usize = 1_000;
 
 /// Settings of a server.
 #[derive(Debug, Clone)]
@@ -21,6 +29,10 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Lifecycle timing: leases, retries, stop grace.
     pub engine: EngineConfig,
+    /// Memory only, or a data directory.
+    pub storage: Storage,
+    /// Terminal invocations that ended longer ago than this are purged.
+    pub retention: Duration,
 }
 
 impl Default for ServerConfig {
@@ -28,6 +40,8 @@ impl Default for ServerConfig {
         ServerConfig {
             watch_history: DEFAULT_WATCH_HISTORY,
             engine: EngineConfig::default(),
+            storage: Storage::Memory,
+            retention: DEFAULT_RETENTION,
         }
     }
 }
@@ -41,6 +55,9 @@ pub enum ServerError {
     /// The transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The data directory could not be opened, loaded or closed.
+    #[error("{0}")]
+    Storage(#[from] StoreError),
 }
 
 /// Serve on an already-bound `listener` until `shutdown` resolves, then end open watch
@@ -51,8 +68,37 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let stopping = CancellationToken::new();
-    let store = Store::new(config.watch_history, stopping.clone());
-    let engine = Engine::start(store, config.engine.clone(), stopping.clone());
+    let opened = {
+        let (storage, history, stopping) = (
+            config.storage.clone(),
+            config.watch_history,
+            stopping.clone(),
+        );
+        tokio::task::spawn_blocking(move || Store::open(&storage, history, stopping))
+            .await
+            .map_err(|err| StoreError::Storage(format!("loading the data directory: {err}")))?
+    };
+    let (store, loaded) = opened?;
+    let engine = Engine::start(store.clone(), config.engine.clone(), stopping.clone());
+    if let Storage::Disk(disk) = &config.storage {
+        let recovered = engine.recover().await;
+        tracing::info!(
+            dir = %disk.dir.display(),
+            durability = ?disk.durability,
+            invocations = loaded.invocations,
+            configs = loaded.configs,
+            queued = recovered.queued,
+            retrying = recovered.retrying,
+            stopping = recovered.stopping,
+            interrupted = recovered.interrupted,
+            "data directory loaded"
+        );
+    }
+    tokio::spawn(purge_expired(
+        store.clone(),
+        config.retention,
+        stopping.clone(),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -98,8 +144,35 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     stopping.cancel();
+    // Every acknowledged change is already durable; this syncs the rest and releases the lock.
+    store.close().await?;
     tracing::info!("sai stopped");
     Ok(result?)
+}
+
+/// Retention: purge terminal invocations that ended more than `retention` ago, a batch at a
+/// time so that requests never wait behind a long purge.
+async fn purge_expired(store: std::sync::Arc<Store>, retention: Duration, stop: CancellationToken) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    // Often enough that nothing outlives its retention by more than a tenth of it.
+    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        loop {
+            let cutoff = now_ms().saturating_sub(retention_ms);
+            let purged = store.purge_ended_before(cutoff, RETENTION_BATCH).await;
+            if purged > 0 {
+                tracing::debug!(purged, "retention purged terminal invocations");
+            }
+            if purged == 0 || stop.is_cancelled() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

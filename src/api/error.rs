@@ -75,7 +75,9 @@ impl From<ApiError> for Status {
                     status(Code::InvalidArgument, Some("InvalidArgument"), message)
                 }
                 StoreError::HistoryPurged { .. } => status(Code::OutOfRange, None, message),
-                StoreError::ShuttingDown => status(Code::Unavailable, None, message),
+                StoreError::ShuttingDown | StoreError::Storage(_) => {
+                    status(Code::Unavailable, None, message)
+                }
             },
             ApiError::Engine(engine) => match engine {
                 // Store errors keep one mapping, whichever layer passed them on.

@@ -9,6 +9,7 @@ mod worker;
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::EngineConfig;
+use crate::persist::Durability;
 use crate::server::{self, ServerConfig};
-use crate::store::DEFAULT_WATCH_HISTORY;
+use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
 
 use client::{ConfigCommand, ListArgs, Target};
 use output::Format;
@@ -130,6 +132,24 @@ pub struct ServeArgs {
     /// Longest backoff between attempts.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub retry_backoff_max: Duration,
+    /// Data directory: every acknowledged change is kept here and loaded back on start.
+    #[arg(
+        long,
+        env = "SAI_DATA_DIR",
+        default_value = "./sai-data",
+        conflicts_with = "in_memory"
+    )]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory only (lost when sai stops); for tests and demos.
+    #[arg(long)]
+    pub in_memory: bool,
+    /// `sync`: answer once a change is synced to disk. `buffered`: answer once the OS has it
+    /// and sync every 100 ms (survives kill -9, but a power loss may lose the last 100 ms).
+    #[arg(long, value_enum, default_value = "sync")]
+    pub durability: Durability,
+    /// Terminal invocations that ended longer ago than this are purged (FC keeps 7 days).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
 }
 
 impl ServeArgs {
@@ -144,6 +164,12 @@ impl ServeArgs {
                 backoff_max: self.retry_backoff_max,
                 ..EngineConfig::default()
             },
+            storage: if self.in_memory {
+                Storage::Memory
+            } else {
+                Storage::disk(&self.data_dir, self.durability)
+            },
+            retention: self.retention,
         }
     }
 }

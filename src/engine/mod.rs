@@ -91,6 +91,19 @@ pub struct Grant {
     pub deadline_ms: i64,
 }
 
+/// What [`Engine::recover`] picked up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Enqueued invocations put back in their queues.
+    pub queued: usize,
+    /// Retrying invocations whose backoff was re-armed.
+    pub retrying: usize,
+    /// Stopping invocations whose grace period was re-armed.
+    pub stopping: usize,
+    /// Attempts that were running at the crash, counted as failed.
+    pub interrupted: usize,
+}
+
 /// Drives invocations through their lifecycle on top of the store.
 pub struct Engine {
     store: Arc<Store>,
@@ -139,6 +152,65 @@ impl Engine {
         });
         tokio::spawn(engine.clone().drive_timers());
         engine
+    }
+
+    /// Pick up what a previous run left unfinished in a store loaded from disk: queued
+    /// invocations go back in their queues with their expiry; retries and stop grace periods
+    /// are re-armed at their stored deadlines; an attempt that was running has lost its
+    /// lease with the old process, so it counts as failed and is retried per its config.
+    pub async fn recover(&self) -> RecoveryReport {
+        let mut report = RecoveryReport::default();
+        for invocation in self.store.unfinished() {
+            let config = self.config_of(&invocation);
+            match invocation.status {
+                Status::Enqueued => {
+                    self.enqueued(&invocation);
+                    report.queued += 1;
+                }
+                Status::Retrying => {
+                    self.timers.schedule(
+                        instant_at(invocation.retry_at_ms),
+                        Timer::Requeue(invocation.key.clone()),
+                    );
+                    self.timers.schedule(
+                        instant_at(expiry_deadline_ms(&invocation, &config)),
+                        Timer::Expire(invocation.key.clone()),
+                    );
+                    report.retrying += 1;
+                }
+                Status::Stopping => {
+                    let requested_ms = self
+                        .store
+                        .get(&invocation.key)
+                        .and_then(|r| r.events.last().map(|e| e.timestamp_ms))
+                        .unwrap_or(invocation.started_time_ms);
+                    self.timers.schedule(
+                        instant_at(requested_ms.saturating_add(millis(self.config.stop_grace))),
+                        Timer::StopGrace(invocation.key.clone(), invocation.attempts),
+                    );
+                    report.stopping += 1;
+                }
+                Status::Dequeued | Status::Running => {
+                    let outcome = Outcome::Failure {
+                        error_message: "lease lost: sai restarted while the attempt ran".into(),
+                        retryable: true,
+                    };
+                    if let Err(err) = self
+                        .finish_attempt(&invocation, invocation.attempts, &outcome, 0)
+                        .await
+                    {
+                        tracing::warn!(invocation = %invocation.key.id, %err, "cannot fail the interrupted attempt");
+                    }
+                    report.interrupted += 1;
+                }
+                Status::Succeeded
+                | Status::Failed
+                | Status::Stopped
+                | Status::Expired
+                | Status::Invalid => {}
+            }
+        }
+        report
     }
 
     /// The store it drives (reads go to it directly).
@@ -440,12 +512,20 @@ impl Engine {
             Outcome::Failure {
                 error_message,
                 retryable,
-            } => Change::Fail {
-                error: error_message.clone(),
-                retry: *retryable
-                    && i64::from(record.already_retried_times) < config.max_retry_attempts(),
-                duration_ms,
-            },
+            } => {
+                let retry = *retryable
+                    && i64::from(record.already_retried_times) < config.max_retry_attempts();
+                let delay = retry::backoff(
+                    self.config.backoff_initial,
+                    self.config.backoff_max,
+                    attempt,
+                );
+                Change::Fail {
+                    error: error_message.clone(),
+                    retry_at_ms: retry.then(|| now.saturating_add(millis(delay))),
+                    duration_ms,
+                }
+            }
             Outcome::Stopped => Change::ConfirmStop { by: "worker" },
             Outcome::Invalid { reason } => Change::Invalidate {
                 reason: reason.clone(),
@@ -497,13 +577,8 @@ impl Engine {
             }
         }
         if invocation.status == Status::Retrying {
-            let delay = retry::backoff(
-                self.config.backoff_initial,
-                self.config.backoff_max,
-                invocation.attempts,
-            );
             self.timers.schedule(
-                Instant::now() + delay,
+                instant_at(invocation.retry_at_ms),
                 Timer::Requeue(invocation.key.clone()),
             );
         }

@@ -105,8 +105,8 @@ pub enum Change {
     Fail {
         /// What went wrong.
         error: String,
-        /// Whether a retry is scheduled.
-        retry: bool,
+        /// When the retry starts, epoch ms; `None` when no retry follows.
+        retry_at_ms: Option<i64>,
         /// Run time of the attempt.
         duration_ms: i64,
     },
@@ -135,8 +135,13 @@ impl Change {
             Change::Dispatch { .. } => Trigger::Dispatch,
             Change::Start => Trigger::Start,
             Change::Succeed { .. } => Trigger::Succeed,
-            Change::Fail { retry: true, .. } => Trigger::FailWithRetry,
-            Change::Fail { retry: false, .. } => Trigger::FailFinal,
+            Change::Fail {
+                retry_at_ms: Some(_),
+                ..
+            } => Trigger::FailWithRetry,
+            Change::Fail {
+                retry_at_ms: None, ..
+            } => Trigger::FailFinal,
             Change::Requeue => Trigger::Requeue,
             Change::Stop => Trigger::Stop,
             Change::ConfirmStop { .. } => Trigger::ConfirmStop,
@@ -177,6 +182,9 @@ pub struct Invocation {
     pub duration_ms: i64,
     /// What the worker returned on success.
     pub return_payload: Arc<str>,
+    /// When a Retrying invocation goes back to the queue, epoch ms; 0 otherwise. Stored so
+    /// that a restart re-arms the backoff where it was.
+    pub retry_at_ms: i64,
     /// Every status change, oldest first.
     pub events: Vec<Event>,
 }
@@ -206,6 +214,7 @@ impl Invocation {
             instance_id: "".into(),
             duration_ms: 0,
             return_payload: "".into(),
+            retry_at_ms: 0,
             events: vec![Event {
                 event_id: 1,
                 status: Status::Enqueued,
@@ -246,6 +255,7 @@ impl Invocation {
             instance_id: self.instance_id.clone(),
             duration_ms: self.duration_ms,
             return_payload: self.return_payload.clone(),
+            retry_at_ms: self.retry_at_ms,
             events: Vec::new(),
         }
     }
@@ -284,13 +294,22 @@ impl Invocation {
                 json!({ "attempt": self.attempts, "durationMs": duration_ms })
             }
             Change::Fail {
-                error, duration_ms, ..
+                error,
+                duration_ms,
+                retry_at_ms,
             } => {
                 self.error_message = error.clone();
                 self.duration_ms = *duration_ms;
-                json!({ "attempt": self.attempts, "error": error })
+                match retry_at_ms {
+                    Some(at) => {
+                        self.retry_at_ms = *at;
+                        json!({ "attempt": self.attempts, "error": error, "retryAt": at })
+                    }
+                    None => json!({ "attempt": self.attempts, "error": error }),
+                }
             }
             Change::Requeue => {
+                self.retry_at_ms = 0;
                 self.already_retried_times += 1;
                 json!({ "retry": self.already_retried_times })
             }

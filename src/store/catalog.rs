@@ -88,6 +88,12 @@ impl Catalog {
         stored
     }
 
+    /// Put back a config loaded from disk, as it was stored.
+    pub fn restore(&mut self, key: ConfigKey, config: StoredConfig) {
+        self.functions.insert(key.clone());
+        self.configs.insert(key, config);
+    }
+
     /// Remove a config.
     pub fn delete(&mut self, key: &ConfigKey) -> Result<StoredConfig, StoreError> {
         self.configs

@@ -57,7 +57,16 @@ pub enum StoreError {
         /// The oldest sequence still kept.
         oldest: u64,
     },
+    /// The data directory could not be read or written.
+    #[error("storage: {0}")]
+    Storage(String),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+}
+
+impl From<crate::persist::PersistError> for StoreError {
+    fn from(err: crate::persist::PersistError) -> Self {
+        StoreError::Storage(err.to_string())
+    }
 }

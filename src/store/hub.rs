@@ -77,15 +77,19 @@ impl Hub {
         }
     }
 
-    /// Publish one committed event. Called by the store's single commit path, in commit order.
-    pub fn publish(&self, event: Event, invocation: Arc<Invocation>) -> u64 {
+    /// Continue numbering after `head` (the last sequence handed out before a restart).
+    /// Resuming from before it is refused: the history of earlier changes is not kept.
+    pub fn restore_head(&self, head: u64) {
         let mut history = self.history.lock();
-        history.head += 1;
-        let change = Arc::new(StoredChange {
-            sequence: history.head,
-            event,
-            invocation,
-        });
+        history.head = head;
+        history.changes.clear();
+    }
+
+    /// Publish one committed change, numbered by the commit path. Called in commit order.
+    pub fn publish(&self, change: StoredChange) {
+        let mut history = self.history.lock();
+        history.head = change.sequence;
+        let change = Arc::new(change);
         if history.changes.len() == history.capacity {
             history.changes.pop_front();
         }
@@ -95,7 +99,6 @@ impl Hub {
             let _ = tx.send(change.clone());
         }
         let _ = self.all.send(change);
-        history.head
     }
 
     /// Sequence of the newest change.
@@ -166,8 +169,12 @@ mod tests {
     fn history_keeps_the_newest_and_refuses_purged_resume_points() {
         let hub = Hub::new(3, CancellationToken::new());
         for i in 0..5 {
-            let (event, inv) = change_for(&format!("i{i}"));
-            assert_eq!(hub.publish(event, inv), i + 1);
+            let (event, invocation) = change_for(&format!("i{i}"));
+            hub.publish(StoredChange {
+                sequence: i + 1,
+                event,
+                invocation,
+            });
         }
         let kept: Vec<u64> = hub
             .changes_after(2)

@@ -33,6 +33,14 @@ impl FunctionIndex {
     pub fn remove(&mut self, started_time_ms: i64, id: &Arc<str>) {
         self.entries.remove(&(started_time_ms, id.clone()));
     }
+
+    /// Ids of invocations started before `cutoff_ms`, oldest first.
+    pub fn started_before(&self, cutoff_ms: i64) -> impl Iterator<Item = &Arc<str>> {
+        self.entries
+            .iter()
+            .take_while(move |(started, _)| *started < cutoff_ms)
+            .map(|(_, id)| id)
+    }
 }
 
 /// Sort order of a list.

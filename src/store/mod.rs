@@ -1,10 +1,12 @@
 //! The serving store: invocation records in a `DashMap`, ordered per-function indexes for
 //! lists, the catalog of configs and functions, and the watch hub.
 //!
-//! Reads (get, list, watch) go straight to these structures and never wait on the engine.
-//! Every mutation goes through `Store::commit`, the one narrow write path: it takes the
-//! commit lock, checks the mutation against current state, applies it, and publishes its
-//! events to the hub in commit order. Durability slots in behind that one path.
+//! Reads (get, list, watch) go straight to these structures and never wait on the engine or
+//! the disk. Every mutation goes through `Store::commit`, the one narrow write path: under
+//! the commit lock it checks the mutation against current state, applies it in memory,
+//! numbers its events, and hands its writes to the journal (when the store is on disk). The
+//! caller is answered, and watchers see the events, only once the journal says the writes
+//! are durable; without a journal, events are published at once.
 
 mod catalog;
 mod error;
@@ -13,6 +15,7 @@ mod index;
 pub mod page;
 mod watch;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
@@ -21,9 +24,10 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    transition, AsyncInvokeConfig, Change, DestinationStatus, FunctionKey, Invocation,
+    transition, AsyncInvokeConfig, Change, DestinationStatus, Event, FunctionKey, Invocation,
     InvocationKey, Status, StoredConfig,
 };
+use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, WriteSet};
 
 pub use catalog::{ConfigKey, ConfigPage, FunctionMeta, FunctionPage};
 pub use error::StoreError;
@@ -72,41 +76,207 @@ impl Transition {
     }
 }
 
+/// Where the store keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// Memory only: everything is lost when the process ends.
+    #[default]
+    Memory,
+    /// A data directory: every acknowledged change survives a crash.
+    Disk(DiskConfig),
+}
+
+impl Storage {
+    /// A data directory at `dir` with `durability`.
+    pub fn disk(dir: impl Into<PathBuf>, durability: crate::persist::Durability) -> Self {
+        Storage::Disk(DiskConfig {
+            dir: dir.into(),
+            durability,
+        })
+    }
+}
+
 /// The in-memory serving store.
 pub struct Store {
     records: DashMap<InvocationKey, Invocation>,
     indexes: DashMap<FunctionKey, Arc<RwLock<FunctionIndex>>>,
     catalog: RwLock<Catalog>,
-    hub: Hub,
-    /// Serialises commits, so that checks, applies and sequence numbers follow one order.
-    commit_lock: Mutex<()>,
+    hub: Arc<Hub>,
+    /// Serialises commits, so that checks, applies, sequence numbers and journal writes
+    /// follow one order.
+    commit_lock: Mutex<CommitState>,
+}
+
+struct CommitState {
+    /// The last watch sequence number handed out.
+    sequence: u64,
+    /// Where durable writes go; `None` in memory.
+    journal: Option<Journal>,
+    /// Closed for shutdown: no more commits.
+    closed: bool,
+}
+
+/// What one commit changed: the writes for the journal, the events for watchers.
+struct Commit {
+    writes: Option<WriteSet>,
+    events: Vec<(Event, Arc<Invocation>)>,
+}
+
+impl Commit {
+    fn write(&mut self, write: impl FnOnce(&mut WriteSet)) {
+        if let Some(writes) = &mut self.writes {
+            write(writes);
+        }
+    }
 }
 
 impl Store {
-    /// An empty store keeping `watch_history` recent changes; watches end when `shutdown` fires.
+    /// An empty in-memory store keeping `watch_history` recent changes; watches end when
+    /// `shutdown` fires.
     pub fn new(watch_history: usize, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Store {
             records: DashMap::new(),
             indexes: DashMap::new(),
             catalog: RwLock::new(Catalog::default()),
-            hub: Hub::new(watch_history, shutdown),
-            commit_lock: Mutex::new(()),
+            hub: Arc::new(Hub::new(watch_history, shutdown)),
+            commit_lock: Mutex::new(CommitState {
+                sequence: 0,
+                journal: None,
+                closed: false,
+            }),
         })
     }
 
+    /// A store on `storage`: for a data directory, everything stored there is loaded back
+    /// first, and every later commit is written there before it is acknowledged.
+    pub fn open(
+        storage: &Storage,
+        watch_history: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Self>, LoadSummary), StoreError> {
+        let store = Store::new(watch_history, shutdown);
+        let Storage::Disk(disk) = storage else {
+            return Ok((store, LoadSummary::default()));
+        };
+        let persist = Persist::open(&disk.dir, disk.durability)?;
+        let summary = persist.load(|loaded| store.restore(loaded))?;
+        store.hub.restore_head(summary.sequence);
+        let mut state = store.commit_lock.lock();
+        state.sequence = summary.sequence;
+        state.journal = Some(persist.into_journal());
+        drop(state);
+        Ok((store, summary))
+    }
+
+    /// Put one loaded item in place (only while opening, before anyone else sees the store).
+    fn restore(&self, loaded: Loaded) {
+        match loaded {
+            Loaded::Invocation(invocation) => {
+                self.indexes
+                    .entry(invocation.key.function.clone())
+                    .or_default()
+                    .write()
+                    .insert(invocation.started_time_ms, invocation.key.id.clone());
+                self.records.insert(invocation.key.clone(), invocation);
+            }
+            Loaded::Config {
+                function,
+                qualifier,
+                config,
+            } => self.catalog.write().restore(
+                ConfigKey {
+                    function,
+                    qualifier,
+                },
+                config,
+            ),
+            Loaded::Function {
+                function,
+                qualifier,
+            } => self.catalog.write().register(ConfigKey {
+                function,
+                qualifier,
+            }),
+        }
+    }
+
+    /// Finish the journal's writes, sync, and refuse further commits. Watches are ended by
+    /// the shutdown token, not here.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let journal = {
+            let mut state = self.commit_lock.lock();
+            state.closed = true;
+            state.journal.take()
+        };
+        if let Some(journal) = journal {
+            tokio::task::spawn_blocking(move || journal.close())
+                .await
+                .map_err(|err| StoreError::Storage(err.to_string()))??;
+        }
+        Ok(())
+    }
+
     /// The one write path: every mutation runs `apply` through here, under the commit lock,
-    /// so that checks, applies and sequence numbers follow one order. Durability goes here.
+    /// so that checks, applies, sequence numbers and journal writes follow one order. Returns
+    /// once the commit is durable (at once in memory).
     async fn commit<T>(
         &self,
-        apply: impl FnOnce() -> Result<T, StoreError>,
+        apply: impl FnOnce(&mut Commit) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let _ordered = self.commit_lock.lock();
-        apply()
+        let (result, ticket) = {
+            let mut state = self.commit_lock.lock();
+            if state.closed {
+                return Err(StoreError::ShuttingDown);
+            }
+            if state.journal.as_ref().is_some_and(Journal::has_failed) {
+                return Err(crate::persist::PersistError::Failed.into());
+            }
+            let mut commit = Commit {
+                writes: state.journal.as_ref().map(|_| WriteSet::default()),
+                events: Vec::new(),
+            };
+            let result = apply(&mut commit)?;
+            let mut changes = Vec::with_capacity(commit.events.len());
+            for (event, invocation) in commit.events {
+                state.sequence += 1;
+                changes.push(StoredChange {
+                    sequence: state.sequence,
+                    event,
+                    invocation,
+                });
+            }
+            let sequence = state.sequence;
+            match (&state.journal, commit.writes) {
+                (Some(journal), Some(mut writes)) if !writes.is_empty() => {
+                    if !changes.is_empty() {
+                        writes.put_sequence(sequence);
+                    }
+                    let hub = self.hub.clone();
+                    let ticket = journal.submit(
+                        writes,
+                        Box::new(move || changes.into_iter().for_each(|c| hub.publish(c))),
+                    )?;
+                    (result, Some(ticket))
+                }
+                _ => {
+                    changes.into_iter().for_each(|c| self.hub.publish(c));
+                    (result, None)
+                }
+            }
+        };
+        if let Some(ticket) = ticket {
+            ticket
+                .await
+                .map_err(|_| StoreError::Storage("the writer stopped".into()))?
+                .map_err(StoreError::Storage)?;
+        }
+        Ok(result)
     }
 
     /// Store a newly accepted invocation; its id must be free in its function.
     pub async fn insert(&self, invocation: Invocation) -> Result<Arc<Invocation>, StoreError> {
-        self.commit(|| self.insert_now(invocation)).await
+        self.commit(|commit| self.insert_now(commit, invocation))
+            .await
     }
 
     /// Apply a transition. Returns the invocation after it (without events) and whether it
@@ -115,7 +285,8 @@ impl Store {
         &self,
         transition: Transition,
     ) -> Result<(Arc<Invocation>, bool), StoreError> {
-        self.commit(|| self.apply_now(transition)).await
+        self.commit(|commit| self.apply_now(commit, transition))
+            .await
     }
 
     /// Create or replace a config at `now_ms`.
@@ -125,16 +296,86 @@ impl Store {
         config: AsyncInvokeConfig,
         now_ms: i64,
     ) -> Result<StoredConfig, StoreError> {
-        self.commit(|| Ok(self.catalog.write().put(key, config, now_ms)))
-            .await
+        self.commit(|commit| {
+            let stored = self.catalog.write().put(key.clone(), config, now_ms);
+            commit.write(|w| {
+                w.put_config(&key.function, &key.qualifier, &stored);
+                w.put_function(&key.function, &key.qualifier);
+            });
+            Ok(stored)
+        })
+        .await
     }
 
     /// Remove a config, returning it.
     pub async fn delete_config(&self, key: ConfigKey) -> Result<StoredConfig, StoreError> {
-        self.commit(|| self.catalog.write().delete(&key)).await
+        self.commit(|commit| {
+            let removed = self.catalog.write().delete(&key)?;
+            commit.write(|w| w.delete_config(&key.function, &key.qualifier));
+            Ok(removed)
+        })
+        .await
     }
 
-    fn insert_now(&self, invocation: Invocation) -> Result<Arc<Invocation>, StoreError> {
+    /// Purge terminal invocations that ended before `cutoff_ms`, examining at most `budget`
+    /// of the oldest entries. Returns how many were purged; their ids are free again.
+    pub async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
+        let functions: Vec<(FunctionKey, Arc<RwLock<FunctionIndex>>)> = self
+            .indexes
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        let mut candidates = Vec::new();
+        let mut examined = 0;
+        for (function, index) in functions {
+            if examined >= budget {
+                break;
+            }
+            let index = index.read();
+            for id in index.started_before(cutoff_ms).take(budget - examined) {
+                examined += 1;
+                let key = function.invocation_ref(id);
+                let ended = self
+                    .records
+                    .get(&key)
+                    .is_some_and(|r| r.status.is_terminal() && r.end_time_ms < cutoff_ms);
+                if ended {
+                    candidates.push(key);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return 0;
+        }
+        let purged = self
+            .commit(|commit| {
+                let mut purged = 0;
+                for key in candidates {
+                    let Some(record) = self.records.get(&key).map(|r| r.without_events()) else {
+                        continue;
+                    };
+                    if record.status.is_terminal() && record.end_time_ms < cutoff_ms {
+                        self.remove_now(commit, &record);
+                        purged += 1;
+                    }
+                }
+                Ok(purged)
+            })
+            .await;
+        match purged {
+            Ok(purged) => purged,
+            Err(err) => {
+                tracing::warn!(%err, "retention purge failed");
+                0
+            }
+        }
+    }
+
+    fn insert_now(
+        &self,
+        commit: &mut Commit,
+        invocation: Invocation,
+    ) -> Result<Arc<Invocation>, StoreError> {
         let key = invocation.key.clone();
         let config_key = ConfigKey {
             function: key.function.clone(),
@@ -145,6 +386,10 @@ impl Store {
         match self.records.entry(key.clone()) {
             Entry::Occupied(_) => return Err(StoreError::InvocationAlreadyExists(key)),
             Entry::Vacant(slot) => {
+                commit.write(|w| {
+                    w.put_invocation(&invocation);
+                    w.put_payload(&key, &invocation.payload);
+                });
                 slot.insert(invocation);
             }
         }
@@ -154,13 +399,18 @@ impl Store {
             .write()
             .insert(summary.started_time_ms, key.id.clone());
         if !self.catalog.read().knows(&config_key) {
+            commit.write(|w| w.put_function(&config_key.function, &config_key.qualifier));
             self.catalog.write().register(config_key);
         }
-        self.hub.publish(first_event, summary.clone());
+        commit.events.push((first_event, summary.clone()));
         Ok(summary)
     }
 
-    fn apply_now(&self, t: Transition) -> Result<(Arc<Invocation>, bool), StoreError> {
+    fn apply_now(
+        &self,
+        commit: &mut Commit,
+        t: Transition,
+    ) -> Result<(Arc<Invocation>, bool), StoreError> {
         // Check first, so that a refused transition delivers no destination record.
         let to = {
             let record = self
@@ -191,7 +441,7 @@ impl Store {
             Status::Failed | Status::Expired => t.on_failure,
             _ => None,
         };
-        let destination_status = destination.map(|record| match self.insert_now(record) {
+        let destination_status = destination.map(|record| match self.insert_now(commit, record) {
             Ok(_) => DestinationStatus::Succeeded,
             Err(_) => DestinationStatus::Failed,
         });
@@ -208,20 +458,24 @@ impl Store {
             Err(source) => return Err(StoreError::IllegalTransition { key: t.key, source }),
         };
         let summary = Arc::new(record.without_events());
+        if event.is_some() {
+            commit.write(|w| w.put_invocation(&record));
+        }
         drop(record);
         let changed = event.is_some();
         if let Some(event) = event {
-            self.hub.publish(event, summary.clone());
+            commit.events.push((event, summary.clone()));
         }
         if summary.status.is_terminal() && !t.keep_record {
-            self.remove_now(&summary);
+            self.remove_now(commit, &summary);
         }
         Ok((summary, changed))
     }
 
     /// Drop a record and its index entry (a terminal record of a non-stateful function, or one
     /// past retention). Its id becomes free again.
-    fn remove_now(&self, invocation: &Invocation) {
+    fn remove_now(&self, commit: &mut Commit, invocation: &Invocation) {
+        commit.write(|w| w.delete_invocation(&invocation.key));
         self.records.remove(&invocation.key);
         if let Some(index) = self.indexes.get(&invocation.key.function) {
             index
@@ -248,6 +502,19 @@ impl Store {
                 .get(&query.function.invocation_ref(id))
                 .map(|r| r.without_events())
         })
+    }
+
+    /// Every invocation not yet terminal (without events), oldest first: what a restart
+    /// must pick up again.
+    pub fn unfinished(&self) -> Vec<Invocation> {
+        let mut open: Vec<Invocation> = self
+            .records
+            .iter()
+            .filter(|r| !r.status.is_terminal())
+            .map(|r| r.without_events())
+            .collect();
+        open.sort_by(|a, b| (a.started_time_ms, &a.key.id).cmp(&(b.started_time_ms, &b.key.id)));
+        open
     }
 
     /// How many invocations are stored (all accounts).

@@ -260,7 +260,7 @@ mod tests {
                 },
                 Change::Fail {
                     error: "boom".into(),
-                    retry: true,
+                    retry_at_ms: Some(0),
                     duration_ms: 1,
                 },
                 Change::Requeue,

@@ -363,3 +363,11 @@ pub fn python_venv(name: &str, pip_args: &[&str]) -> std::path::PathBuf {
     std::fs::write(&ready, b"ok").expect("mark the venv ready");
     venv
 }
+
+/// `fast_engine` timing with a data directory at `dir` (synced acks).
+pub fn on_disk(dir: &std::path::Path) -> sai::server::ServerConfig {
+    sai::server::ServerConfig {
+        storage: sai::store::Storage::disk(dir, sai::persist::Durability::Sync),
+        ..fast_engine()
+    }
+}

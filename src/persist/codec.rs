@@ -1,0 +1,278 @@
+//! How records are laid out as storage keys and values.
+//!
+//! Keys: a function prefix of three length-prefixed parts (account, service, function; u16
+//! big-endian length each), then the invocation id or qualifier as the rest. Values:
+//! postcard-encoded structs below, whose field order is part of the on-disk format (a change
+//! to it needs a new `FORMAT_VERSION`). The key is not repeated in the value, the payload is
+//! kept apart (written once, never rewritten by status changes), and event ids are not
+//! stored: they are 1-based positions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DestinationStatus, Event, FunctionKey, Invocation, InvocationKey, Status};
+
+/// Why a stored key or value could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
+
+fn push_part(key: &mut Vec<u8>, part: &str) {
+    // Names are validated to far below 64 KiB, so the length always fits.
+    let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(&part.as_bytes()[..usize::from(len)]);
+}
+
+/// The key prefix of everything stored under one function.
+pub fn function_prefix(function: &FunctionKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(
+        6 + function.account.len() + function.service.len() + function.function.len() + 40,
+    );
+    push_part(&mut key, &function.account);
+    push_part(&mut key, &function.service);
+    push_part(&mut key, &function.function);
+    key
+}
+
+/// The key of something named `rest` (an invocation id, a qualifier) under `function`.
+pub fn function_key(function: &FunctionKey, rest: &str) -> Vec<u8> {
+    let mut key = function_prefix(function);
+    key.extend_from_slice(rest.as_bytes());
+    key
+}
+
+/// Splits a key into its function prefix (length in bytes) and the rest.
+fn split_key(key: &[u8]) -> Result<(usize, [&str; 3], &str), DecodeError> {
+    let mut at = 0;
+    let mut parts = [""; 3];
+    for part in &mut parts {
+        let len = key
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .ok_or_else(|| DecodeError(format!("key {key:?} is cut short")))?;
+        let bytes = key
+            .get(at + 2..at + 2 + len)
+            .ok_or_else(|| DecodeError(format!("key {key:?} is cut short")))?;
+        *part = std::str::from_utf8(bytes)
+            .map_err(|_| DecodeError(format!("key {key:?} is not UTF-8")))?;
+        at += 2 + len;
+    }
+    let rest = std::str::from_utf8(&key[at..])
+        .map_err(|_| DecodeError(format!("key {key:?} is not UTF-8")))?;
+    Ok((at, parts, rest))
+}
+
+/// One stored invocation, without its key and payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredInvocation<'a> {
+    qualifier: &'a str,
+    status: Status,
+    started_time_ms: i64,
+    end_time_ms: i64,
+    destination_status: DestinationStatus,
+    error_message: &'a str,
+    attempts: u32,
+    already_retried_times: u32,
+    request_id: &'a str,
+    instance_id: &'a str,
+    duration_ms: i64,
+    return_payload: &'a str,
+    retry_at_ms: i64,
+    #[serde(borrow)]
+    events: Vec<StoredEvent<'a>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEvent<'a> {
+    status: Status,
+    timestamp_ms: i64,
+    detail: &'a str,
+}
+
+/// The stored value of an invocation (all but its key and payload).
+pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
+    let stored = StoredInvocation {
+        qualifier: &invocation.qualifier,
+        status: invocation.status,
+        started_time_ms: invocation.started_time_ms,
+        end_time_ms: invocation.end_time_ms,
+        destination_status: invocation.destination_status,
+        error_message: &invocation.error_message,
+        attempts: invocation.attempts,
+        already_retried_times: invocation.already_retried_times,
+        request_id: &invocation.request_id,
+        instance_id: &invocation.instance_id,
+        duration_ms: invocation.duration_ms,
+        return_payload: &invocation.return_payload,
+        retry_at_ms: invocation.retry_at_ms,
+        events: invocation
+            .events
+            .iter()
+            .map(|e| StoredEvent {
+                status: e.status,
+                timestamp_ms: e.timestamp_ms,
+                detail: &e.detail,
+            })
+            .collect(),
+    };
+    // Encoding into a Vec cannot fail: every field is a plain value or a string.
+    postcard::to_allocvec(&stored).unwrap_or_default()
+}
+
+/// Encode any serde value (configs).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// Decode any serde value (configs).
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, DecodeError> {
+    postcard::from_bytes(bytes).map_err(|e| DecodeError(format!("{what}: {e}")))
+}
+
+/// Rebuilds keys and records, sharing the strings that repeat across records (function
+/// keys, qualifiers, worker ids) so that a million recovered records do not hold a million
+/// copies of the same names.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    functions: HashMap<Box<[u8]>, FunctionKey>,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Decoder {
+    fn shared(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.strings.get(text) {
+            return known.clone();
+        }
+        let new: Arc<str> = text.into();
+        self.strings.insert(new.clone());
+        new
+    }
+
+    /// The function of a key and the rest of the key (id or qualifier).
+    pub fn function_and_rest<'k>(
+        &mut self,
+        key: &'k [u8],
+    ) -> Result<(FunctionKey, &'k str), DecodeError> {
+        let (prefix_len, [account, service, function], rest) = split_key(key)?;
+        let prefix = &key[..prefix_len];
+        let function = match self.functions.get(prefix) {
+            Some(known) => known.clone(),
+            None => {
+                let new = FunctionKey::new(account, service, function);
+                self.functions.insert(prefix.into(), new.clone());
+                new
+            }
+        };
+        Ok((function, rest))
+    }
+
+    /// A qualifier, shared.
+    pub fn qualifier(&mut self, text: &str) -> Arc<str> {
+        self.shared(text)
+    }
+
+    /// An invocation from its key, value and payload.
+    pub fn invocation(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        payload: Arc<str>,
+    ) -> Result<Invocation, DecodeError> {
+        let (function, id) = self.function_and_rest(key)?;
+        let stored: StoredInvocation<'_> = decode(value, "invocation record")?;
+        let events = stored
+            .events
+            .iter()
+            .zip(1u64..)
+            .map(|(e, event_id)| Event {
+                event_id,
+                status: e.status,
+                timestamp_ms: e.timestamp_ms,
+                detail: e.detail.to_string(),
+            })
+            .collect();
+        Ok(Invocation {
+            key: InvocationKey {
+                function,
+                id: id.into(),
+            },
+            qualifier: self.shared(stored.qualifier),
+            status: stored.status,
+            started_time_ms: stored.started_time_ms,
+            end_time_ms: stored.end_time_ms,
+            destination_status: stored.destination_status,
+            error_message: stored.error_message.to_string(),
+            payload,
+            attempts: stored.attempts,
+            already_retried_times: stored.already_retried_times,
+            request_id: stored.request_id.into(),
+            instance_id: self.shared(stored.instance_id),
+            duration_ms: stored.duration_ms,
+            return_payload: stored.return_payload.into(),
+            retry_at_ms: stored.retry_at_ms,
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Change;
+
+    #[test]
+    fn an_invocation_round_trips_through_key_value_and_payload() {
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let mut inv = Invocation::accept(
+            function.invocation("job-1"),
+            "LATEST",
+            "{\"x\":1}".into(),
+            "req",
+            5,
+        );
+        inv.apply(
+            &Change::Dispatch {
+                worker_id: "w1".into(),
+                attempt: 1,
+            },
+            6,
+        )
+        .expect("dispatch");
+        inv.apply(&Change::Start, 7).expect("start");
+        inv.apply(
+            &Change::Fail {
+                error: "boom".into(),
+                retry_at_ms: Some(99),
+                duration_ms: 3,
+            },
+            8,
+        )
+        .expect("fail");
+        let key = function_key(&inv.key.function, &inv.key.id);
+        let value = encode_invocation(&inv);
+        let mut decoder = Decoder::default();
+        let back = decoder
+            .invocation(&key, &value, inv.payload.clone())
+            .expect("decode");
+        assert_eq!(back, inv);
+        // The second record of the same function shares its key's strings.
+        let again = decoder
+            .invocation(&key, &value, inv.payload.clone())
+            .expect("decode");
+        assert!(Arc::ptr_eq(
+            &back.key.function.account,
+            &again.key.function.account
+        ));
+    }
+
+    #[test]
+    fn a_damaged_key_or_value_is_an_error_not_a_panic() {
+        let mut decoder = Decoder::default();
+        assert!(decoder.invocation(&[0, 9, b'a'], &[], "".into()).is_err());
+        let key = function_key(&FunctionKey::new("a", "s", "f"), "id");
+        assert!(decoder.invocation(&key, &[0xff; 3], "".into()).is_err());
+    }
+}

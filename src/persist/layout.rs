@@ -1,0 +1,168 @@
+//! The data directory: its lock, its format marker, and where the storage engine lives.
+//!
+//! ```text
+//! <data-dir>/LOCK      held (flock) by the one server using the directory
+//! <data-dir>/FORMAT    "sai-data-format <n>": refused when newer than this build knows
+//! <data-dir>/db/       the fjall keyspace
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::error::PersistError;
+
+/// The on-disk format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const FORMAT_PREFIX: &str = "sai-data-format ";
+
+/// An open, locked data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    /// Held for as long as the directory is in use; the OS releases it if the process dies.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Create or open `path`, take its lock, and check its format.
+    pub fn open(path: &Path) -> Result<DataDir, PersistError> {
+        let io = |context: &str| {
+            let context = format!("{context} {}", path.display());
+            move |source: std::io::Error| PersistError::io(context, source)
+        };
+        fs::create_dir_all(path).map_err(io("creating data directory"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("LOCK"))
+            .map_err(io("opening the lock file in"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(PersistError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(io("locking")(source));
+            }
+        }
+        let dir = DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        };
+        dir.check_format()?;
+        Ok(dir)
+    }
+
+    /// Where the storage engine keeps its files.
+    pub fn db_path(&self) -> PathBuf {
+        self.path.join("db")
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_format(&self) -> Result<(), PersistError> {
+        let marker = self.path.join("FORMAT");
+        match fs::read_to_string(&marker) {
+            Ok(text) => {
+                let version = text
+                    .trim()
+                    .strip_prefix(FORMAT_PREFIX)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| PersistError::Corrupt {
+                        what: format!(
+                            "{} does not name a sai data format (it reads {:?})",
+                            marker.display(),
+                            text.chars().take(40).collect::<String>()
+                        ),
+                    })?;
+                if version > FORMAT_VERSION {
+                    return Err(PersistError::NewerFormat {
+                        path: self.path.clone(),
+                        found: version,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                Ok(())
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if self.db_path().exists() {
+                    // Data without a marker: not ours, or damaged. Never reset it.
+                    return Err(PersistError::Corrupt {
+                        what: format!("{} holds data but no FORMAT marker", self.path.display()),
+                    });
+                }
+                self.write_format()
+            }
+            Err(err) => Err(PersistError::io(
+                format!("reading {}", marker.display()),
+                err,
+            )),
+        }
+    }
+
+    /// Write the marker atomically (temp file, sync, rename, sync the directory).
+    fn write_format(&self) -> Result<(), PersistError> {
+        let io = |context: &'static str| {
+            move |source: std::io::Error| PersistError::io(context.to_string(), source)
+        };
+        let temp = self.path.join("FORMAT.tmp");
+        let mut file = File::create(&temp).map_err(io("creating FORMAT.tmp"))?;
+        writeln!(file, "{FORMAT_PREFIX}{FORMAT_VERSION}").map_err(io("writing FORMAT.tmp"))?;
+        file.sync_all().map_err(io("syncing FORMAT.tmp"))?;
+        fs::rename(&temp, self.path.join("FORMAT")).map_err(io("renaming FORMAT.tmp"))?;
+        File::open(&self.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("syncing the data directory"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused_until_the_first_closes() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let first = DataDir::open(temp.path()).expect("first open");
+        assert!(matches!(
+            DataDir::open(temp.path()),
+            Err(PersistError::Locked { .. })
+        ));
+        drop(first);
+        DataDir::open(temp.path()).expect("open after the first closed");
+    }
+
+    #[test]
+    fn a_newer_or_unreadable_format_is_refused() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        fs::write(temp.path().join("FORMAT"), "sai-data-format 99\n").expect("write");
+        assert!(matches!(
+            DataDir::open(temp.path()),
+            Err(PersistError::NewerFormat { found: 99, .. })
+        ));
+        fs::write(temp.path().join("FORMAT"), "garbage").expect("write");
+        assert!(matches!(
+            DataDir::open(temp.path()),
+            Err(PersistError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn data_without_a_marker_is_refused_not_reset() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(temp.path().join("db")).expect("mkdir");
+        assert!(matches!(
+            DataDir::open(temp.path()),
+            Err(PersistError::Corrupt { .. })
+        ));
+        assert!(temp.path().join("db").exists());
+    }
+}

@@ -1,0 +1,351 @@
+//! Durability behind the store: every committed change is written to an embedded fjall
+//! keyspace in the data directory before the RPC that made it is answered, and everything is
+//! loaded back on start. The in-memory store stays the serving store; reads never touch disk.
+//!
+//! Why fjall: an LSM keyspace with atomic cross-partition batches, a checksummed journal that
+//! tolerates a torn tail (and refuses other corruption), and explicit sync modes; it saves
+//! writing and proving a log format and its compaction. One writer thread drains whatever
+//! commits are waiting, writes them as one batch, syncs once, and acknowledges them all
+//! (group commit): see [`writer`].
+
+mod codec;
+mod error;
+mod journal_check;
+mod layout;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle};
+
+use crate::model::{FunctionKey, Invocation, InvocationKey, StoredConfig};
+
+pub use codec::DecodeError;
+pub use error::PersistError;
+pub use layout::FORMAT_VERSION;
+pub use writer::{Journal, Ticket};
+
+use codec::Decoder;
+use journal_check::JournalCheck;
+use layout::DataDir;
+
+/// When an acknowledged change is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// Answer after the change is synced to disk (fdatasync): survives power loss.
+    #[default]
+    Sync,
+    /// Answer after the change is handed to the OS, sync in the background every 100 ms:
+    /// survives a crash or `kill -9` of sai, but a power loss or kernel crash may lose the
+    /// last ~100 ms of acknowledged changes.
+    Buffered,
+}
+
+/// How often buffered mode syncs.
+const BUFFERED_SYNC_MS: u16 = 100;
+
+/// One thing loaded from the data directory.
+#[derive(Debug)]
+pub enum Loaded {
+    /// An invocation with its events and payload.
+    Invocation(Invocation),
+    /// A config.
+    Config {
+        /// Function.
+        function: FunctionKey,
+        /// Qualifier.
+        qualifier: Arc<str>,
+        /// The config.
+        config: StoredConfig,
+    },
+    /// A (function, qualifier) that was invoked or configured.
+    Function {
+        /// Function.
+        function: FunctionKey,
+        /// Qualifier.
+        qualifier: Arc<str>,
+    },
+}
+
+/// Counts of what a load found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Invocations loaded.
+    pub invocations: usize,
+    /// Configs loaded.
+    pub configs: usize,
+    /// Functions loaded.
+    pub functions: usize,
+    /// The last watch sequence number handed out before the restart.
+    pub sequence: u64,
+}
+
+/// The partitions of the keyspace.
+#[derive(Clone)]
+struct Partitions {
+    /// Invocation records (all but payload), keyed by function prefix + id.
+    invocations: PartitionHandle,
+    /// Invocation payloads, same keys; written once.
+    payloads: PartitionHandle,
+    /// Configs, keyed by function prefix + qualifier.
+    configs: PartitionHandle,
+    /// Known (function, qualifier) pairs, same keys, empty values.
+    functions: PartitionHandle,
+    /// Counters: the watch sequence.
+    meta: PartitionHandle,
+}
+
+const SEQUENCE_KEY: &[u8] = b"sequence";
+
+/// An open data directory, before or while it is loaded.
+pub struct Persist {
+    dir: DataDir,
+    keyspace: Keyspace,
+    partitions: Partitions,
+    durability: Durability,
+}
+
+impl Persist {
+    /// Open (creating if new) the data directory at `path`: takes its lock, checks its
+    /// format, and recovers the keyspace (a torn journal tail is dropped; other corruption
+    /// is an error).
+    pub fn open(path: &Path, durability: Durability) -> Result<Persist, PersistError> {
+        let dir = DataDir::open(path)?;
+        let mut config = Config::new(dir.db_path())
+            // Bounds how much journal a restart replays.
+            .max_journaling_size(64 * 1024 * 1024)
+            .max_write_buffer_size(64 * 1024 * 1024);
+        if durability == Durability::Buffered {
+            config = config.fsync_ms(Some(BUFFERED_SYNC_MS));
+        }
+        let check = JournalCheck::before_open(&dir.db_path())?;
+        let keyspace = config.open().map_err(|err| recovery_error(path, err))?;
+        if let Some(damage) = check.damage()? {
+            drop(keyspace);
+            check.restore()?;
+            return Err(damage);
+        }
+        drop(check);
+        let open = |name: &str| {
+            keyspace
+                .open_partition(name, PartitionCreateOptions::default())
+                .map_err(|err| recovery_error(path, err))
+        };
+        let partitions = Partitions {
+            invocations: open("invocations")?,
+            payloads: open("payloads")?,
+            configs: open("configs")?,
+            functions: open("functions")?,
+            meta: open("meta")?,
+        };
+        Ok(Persist {
+            dir,
+            keyspace,
+            partitions,
+            durability,
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stream everything stored into `sink`: configs and functions first, then invocations.
+    pub fn load(&self, mut sink: impl FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
+        let mut decoder = Decoder::default();
+        let mut summary = LoadSummary::default();
+        let corrupt = |what: String| PersistError::Corrupt { what };
+        let p = &self.partitions;
+
+        for item in p.configs.iter() {
+            let (key, value) = item?;
+            let (function, qualifier) = decoder
+                .function_and_rest(&key)
+                .map_err(|e| corrupt(format!("config key: {e}")))?;
+            let qualifier = decoder.qualifier(qualifier);
+            let config = codec::decode(&value, "config")
+                .map_err(|e| corrupt(format!("config of {}: {e}", function.function)))?;
+            summary.configs += 1;
+            sink(Loaded::Config {
+                function,
+                qualifier,
+                config,
+            });
+        }
+        for item in p.functions.iter() {
+            let (key, _) = item?;
+            let (function, qualifier) = decoder
+                .function_and_rest(&key)
+                .map_err(|e| corrupt(format!("function key: {e}")))?;
+            let qualifier = decoder.qualifier(qualifier);
+            summary.functions += 1;
+            sink(Loaded::Function {
+                function,
+                qualifier,
+            });
+        }
+
+        // Both partitions share keys, so one pass over each pairs records with payloads.
+        let mut payloads = p.payloads.iter().peekable();
+        for item in p.invocations.iter() {
+            let (key, value) = item?;
+            let mut payload: Arc<str> = "".into();
+            while let Some(next) = payloads.peek() {
+                let Ok((payload_key, _)) = next else {
+                    // Surface the error through `next` below.
+                    payloads.next().transpose()?;
+                    continue;
+                };
+                match payload_key.as_ref().cmp(key.as_ref()) {
+                    std::cmp::Ordering::Less => {
+                        payloads.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let Some(Ok((_, bytes))) = payloads.next() {
+                            payload = std::str::from_utf8(&bytes)
+                                .map_err(|_| corrupt(format!("payload of {key:?} is not UTF-8")))?
+                                .into();
+                        }
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let invocation = decoder
+                .invocation(&key, &value, payload)
+                .map_err(|e| corrupt(format!("invocation {key:?}: {e}")))?;
+            summary.invocations += 1;
+            sink(Loaded::Invocation(invocation));
+        }
+
+        summary.sequence = match p.meta.get(SEQUENCE_KEY)? {
+            Some(bytes) => codec::decode(&bytes, "sequence")
+                .map_err(|e| corrupt(format!("watch sequence: {e}")))?,
+            None => 0,
+        };
+        Ok(summary)
+    }
+
+    /// Start the writer: from now on changes are written through the returned journal.
+    pub fn into_journal(self) -> Journal {
+        Journal::start(self.dir, self.keyspace, self.partitions, self.durability)
+    }
+}
+
+fn recovery_error(path: &Path, err: fjall::Error) -> PersistError {
+    match err {
+        fjall::Error::JournalRecovery(_)
+        | fjall::Error::InvalidVersion(_)
+        | fjall::Error::Decode(_) => PersistError::Corrupt {
+            what: format!("{}: {err}", path.display()),
+        },
+        other => PersistError::Engine(other),
+    }
+}
+
+/// The writes of one commit, encoded and ready for the writer.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    ops: Vec<Op>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Put(Part, Vec<u8>, Vec<u8>),
+    Delete(Part, Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Part {
+    Invocations,
+    Payloads,
+    Configs,
+    Functions,
+    Meta,
+}
+
+impl WriteSet {
+    /// Whether nothing is to be written.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Encoded size of the writes.
+    pub fn encoded_len(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(_, key, value) => key.len() + value.len(),
+                Op::Delete(_, key) => key.len(),
+            })
+            .sum()
+    }
+
+    /// Store an invocation's current state (all but its payload).
+    pub fn put_invocation(&mut self, invocation: &Invocation) {
+        let key = codec::function_key(&invocation.key.function, &invocation.key.id);
+        self.ops.push(Op::Put(
+            Part::Invocations,
+            key,
+            codec::encode_invocation(invocation),
+        ));
+    }
+
+    /// Store an invocation's payload (once, when it is accepted).
+    pub fn put_payload(&mut self, key: &InvocationKey, payload: &str) {
+        let key = codec::function_key(&key.function, &key.id);
+        self.ops
+            .push(Op::Put(Part::Payloads, key, payload.as_bytes().to_vec()));
+    }
+
+    /// Remove an invocation and its payload.
+    pub fn delete_invocation(&mut self, key: &InvocationKey) {
+        let key = codec::function_key(&key.function, &key.id);
+        self.ops.push(Op::Delete(Part::Payloads, key.clone()));
+        self.ops.push(Op::Delete(Part::Invocations, key));
+    }
+
+    /// Store a config.
+    pub fn put_config(&mut self, function: &FunctionKey, qualifier: &str, config: &StoredConfig) {
+        let key = codec::function_key(function, qualifier);
+        self.ops
+            .push(Op::Put(Part::Configs, key, codec::encode(config)));
+    }
+
+    /// Remove a config.
+    pub fn delete_config(&mut self, function: &FunctionKey, qualifier: &str) {
+        self.ops.push(Op::Delete(
+            Part::Configs,
+            codec::function_key(function, qualifier),
+        ));
+    }
+
+    /// Record a (function, qualifier) as known.
+    pub fn put_function(&mut self, function: &FunctionKey, qualifier: &str) {
+        self.ops.push(Op::Put(
+            Part::Functions,
+            codec::function_key(function, qualifier),
+            Vec::new(),
+        ));
+    }
+
+    /// Record the last watch sequence number handed out.
+    pub fn put_sequence(&mut self, sequence: u64) {
+        self.ops.push(Op::Put(
+            Part::Meta,
+            SEQUENCE_KEY.to_vec(),
+            codec::encode(&sequence),
+        ));
+    }
+}
+
+/// Where a data directory lives and how it syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// When acknowledged changes are on disk.
+    pub durability: Durability,
+}

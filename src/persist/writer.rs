@@ -1,0 +1,222 @@
+//! The single writer: group commit.
+//!
+//! Commits are submitted in commit order (the store submits under its commit lock). The
+//! writer thread takes the first waiting submission and every one queued behind it, writes
+//! them as one atomic batch, syncs once (sync mode), then, in order, runs each submission's
+//! `on_durable` (the store publishes its events to watchers there, so a watcher never sees a
+//! change a crash could take back) and acknowledges it. A failed write poisons the journal:
+//! every later submission is refused, because memory and disk no longer agree; a restart
+//! recovers from disk.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use fjall::{Keyspace, PersistMode};
+use tokio::sync::oneshot;
+
+use super::journal_check::BATCH_MARK;
+use super::layout::DataDir;
+use super::{Durability, Op, Part, Partitions, PersistError, WriteSet};
+
+/// Most commits written as one batch.
+const MAX_GROUP: usize = 4_096;
+
+/// Most encoded bytes in one batch (a single larger commit still goes alone): bounds the
+/// latency of one write and what a torn tail can hold.
+pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
+
+/// The meta key every batch writes its [`BATCH_MARK`] under.
+const BATCH_KEY: &[u8] = b"batch";
+
+/// What runs once a submission is durable, on the writer thread, in commit order.
+pub type OnDurable = Box<dyn FnOnce() + Send>;
+
+/// Resolves when a submission is durable (or its write failed).
+pub type Ticket = oneshot::Receiver<Result<(), String>>;
+
+struct Submission {
+    writes: WriteSet,
+    bytes: usize,
+    on_durable: OnDurable,
+    ack: oneshot::Sender<Result<(), String>>,
+}
+
+/// The handle to the writer thread.
+pub struct Journal {
+    sender: Option<mpsc::Sender<Submission>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+    keyspace: Keyspace,
+    /// Keeps the directory locked until the journal is closed.
+    _dir: DataDir,
+}
+
+impl Journal {
+    pub(super) fn start(
+        dir: DataDir,
+        keyspace: Keyspace,
+        partitions: Partitions,
+        durability: Durability,
+    ) -> Journal {
+        let (sender, receiver) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            keyspace: keyspace.clone(),
+            partitions,
+            mode: match durability {
+                // fdatasync: the journal's data and size, not its timestamps.
+                Durability::Sync => Some(PersistMode::SyncData),
+                Durability::Buffered => None,
+            },
+            failed: failed.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("sai-writer".into())
+            .spawn(move || writer.run(receiver))
+            .ok();
+        if thread.is_none() {
+            failed.store(true, Ordering::Release);
+        }
+        Journal {
+            sender: Some(sender),
+            thread,
+            failed,
+            keyspace,
+            _dir: dir,
+        }
+    }
+
+    /// Whether a write failed, so that nothing more is accepted.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Queue `writes`; `on_durable` runs once they are on disk, before the ticket resolves.
+    pub fn submit(&self, writes: WriteSet, on_durable: OnDurable) -> Result<Ticket, PersistError> {
+        if self.has_failed() {
+            return Err(PersistError::Failed);
+        }
+        let (ack, ticket) = oneshot::channel();
+        let bytes = writes.encoded_len();
+        self.sender
+            .as_ref()
+            .ok_or(PersistError::Failed)?
+            .send(Submission {
+                writes,
+                bytes,
+                on_durable,
+                ack,
+            })
+            .map_err(|_| PersistError::Failed)?;
+        Ok(ticket)
+    }
+
+    /// Write what is queued, stop the writer, and sync everything. Blocks.
+    pub fn close(mut self) -> Result<(), PersistError> {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+struct Writer {
+    keyspace: Keyspace,
+    partitions: Partitions,
+    mode: Option<PersistMode>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(self, receiver: mpsc::Receiver<Submission>) {
+        // A submission that would have pushed a group over its byte cap starts the next one.
+        let mut carried: Option<Submission> = None;
+        loop {
+            let first = match carried.take() {
+                Some(first) => first,
+                None => match receiver.recv() {
+                    Ok(first) => first,
+                    Err(_) => return,
+                },
+            };
+            let mut bytes = first.bytes;
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                match receiver.try_recv() {
+                    Ok(next) if bytes + next.bytes > MAX_GROUP_BYTES => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => {
+                        bytes += next.bytes;
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write_group(group);
+        }
+    }
+
+    fn write_group(&self, group: Vec<Submission>) {
+        let result = if self.failed.load(Ordering::Acquire) {
+            Err(PersistError::Failed.to_string())
+        } else {
+            self.write(&group).map_err(|err| {
+                self.failed.store(true, Ordering::Release);
+                tracing::error!(%err, "writing to the data directory failed; refusing further writes");
+                err.to_string()
+            })
+        };
+        for submission in group {
+            if result.is_ok() {
+                (submission.on_durable)();
+            }
+            let _ = submission.ack.send(result.clone());
+        }
+    }
+
+    /// One batch for the whole group; within it, the last write to a key wins.
+    fn write(&self, group: &[Submission]) -> Result<(), PersistError> {
+        let mut position: HashMap<(Part, &[u8]), usize> = HashMap::new();
+        let mut ops: Vec<&Op> = Vec::new();
+        for op in group.iter().flat_map(|s| &s.writes.ops) {
+            let slot = match op {
+                Op::Put(part, key, _) | Op::Delete(part, key) => (*part, key.as_slice()),
+            };
+            match position.get(&slot) {
+                Some(&at) => ops[at] = op,
+                None => {
+                    position.insert(slot, ops.len());
+                    ops.push(op);
+                }
+            }
+        }
+        let mut batch = self.keyspace.batch().durability(self.mode);
+        batch.insert(&self.partitions.meta, BATCH_KEY, BATCH_MARK.as_slice());
+        for op in ops {
+            match op {
+                Op::Put(part, key, value) => {
+                    batch.insert(self.partition(*part), key.as_slice(), value.as_slice())
+                }
+                Op::Delete(part, key) => batch.remove(self.partition(*part), key.as_slice()),
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    fn partition(&self, part: Part) -> &fjall::PartitionHandle {
+        match part {
+            Part::Invocations => &self.partitions.invocations,
+            Part::Payloads => &self.partitions.payloads,
+            Part::Configs => &self.partitions.configs,
+            Part::Functions => &self.partitions.functions,
+            Part::Meta => &self.partitions.meta,
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! Durability with a data directory, against real servers in this process: what was
+//! acknowledged comes back after a restart, unfinished work is picked up again, the
+//! directory is locked and its format checked, a torn journal tail is dropped while other
+//! corruption is refused, and retention purges old terminal records.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sai::pb;
+use sai::server::{self, ServerConfig};
+use support::*;
+use tokio_stream::StreamExt;
+
+const ACCOUNT: &str = "default";
+
+/// Everything a client can read about one function, to compare across a restart.
+async fn snapshot(client: &mut Client, function: &str) -> Vec<pb::StatefulAsyncInvocation> {
+    let mut request = list_request(function);
+    request.include_payload = true;
+    let mut all = Vec::new();
+    for listed in list_all(client, ACCOUNT, request).await {
+        all.push(
+            get(client, ACCOUNT, function, &listed.invocation_id)
+                .await
+                .expect("listed invocation exists"),
+        );
+    }
+    all
+}
+
+async fn functions(client: &mut Client) -> Vec<pb::AsyncConfigMeta> {
+    client
+        .list_stateful_async_invocation_functions(pb::ListStatefulAsyncInvocationFunctionsRequest {
+            limit: 100,
+            next_token: String::new(),
+        })
+        .await
+        .expect("functions")
+        .into_inner()
+        .data
+}
+
+async fn config(client: &mut Client, function: &str) -> pb::AsyncInvokeConfig {
+    client
+        .get_function_async_invoke_config(pb::GetFunctionAsyncInvokeConfigRequest {
+            service_name: SERVICE.into(),
+            function_name: function.into(),
+            qualifier: String::new(),
+        })
+        .await
+        .expect("config")
+        .into_inner()
+}
+
+async fn function_watch(client: &mut Client) -> tonic::Streaming<pb::WatchInvocationsResponse> {
+    client
+        .watch_invocations(pb::WatchInvocationsRequest {
+            service_name: SERVICE.into(),
+            function_name: String::new(),
+            from_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+async fn next_sequence(stream: &mut tonic::Streaming<pb::WatchInvocationsResponse>) -> u64 {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a change in time")
+        .expect("stream open")
+        .expect("change")
+        .sequence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_acknowledged_comes_back_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    configure(
+        &mut client,
+        ACCOUNT,
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_retry_attempts: Some(0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut watch = function_watch(&mut client).await;
+    let mut last_sequence = 0;
+    for i in 0..30 {
+        invoke(&mut client, ACCOUNT, FUNCTION, &format!("job-{i:02}")).await;
+        last_sequence = next_sequence(&mut watch).await;
+    }
+    invoke(&mut client, ACCOUNT, "other-function", "elsewhere").await;
+    // Run some to each end: success, final failure, stop.
+    let leases = poll(&mut worker, ACCOUNT, FUNCTION, 3, 1_000).await;
+    assert_eq!(leases.len(), 3);
+    complete(
+        &mut worker,
+        ACCOUNT,
+        &leases[0].lease_token,
+        success("done"),
+    )
+    .await
+    .expect("success");
+    complete(
+        &mut worker,
+        ACCOUNT,
+        &leases[1].lease_token,
+        failure("bad", false),
+    )
+    .await
+    .expect("failure");
+    stop(&mut client, ACCOUNT, FUNCTION, "job-29")
+        .await
+        .expect("stop");
+    let before = snapshot(&mut client, FUNCTION).await;
+    let other_before = snapshot(&mut client, "other-function").await;
+    let functions_before = functions(&mut client).await;
+    let config_before = config(&mut client, FUNCTION).await;
+    while let Ok(Some(Ok(change))) =
+        tokio::time::timeout(Duration::from_millis(200), watch.next()).await
+    {
+        last_sequence = change.sequence;
+    }
+    drop(watch);
+    server.stop().await.expect("clean stop");
+
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let after = snapshot(&mut client, FUNCTION).await;
+    // The third lease's attempt was running: after the restart it counts as failed
+    // (no retries configured), so only that record differs, by its new Failed event.
+    assert_eq!(before.len(), 30);
+    assert_eq!(after.len(), 30);
+    for (b, a) in before.iter().zip(&after) {
+        if b.invocation_id == leases[2].invocation.as_ref().expect("inv").invocation_id {
+            assert_eq!(a.events[..b.events.len()], b.events[..]);
+            assert_eq!(statuses(a).last(), Some(&"FAILED"));
+            assert!(
+                a.invocation_error_message.contains("restarted"),
+                "{}",
+                a.invocation_error_message
+            );
+        } else {
+            assert_eq!(a, b);
+        }
+    }
+    assert_eq!(snapshot(&mut client, "other-function").await, other_before);
+    assert_eq!(functions(&mut client).await, functions_before);
+    assert_eq!(config(&mut client, FUNCTION).await, config_before);
+
+    // Watch sequence numbers continue after the restart instead of starting over.
+    let mut watch = function_watch(&mut client).await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "after-restart").await;
+    let next = next_sequence(&mut watch).await;
+    assert!(next > last_sequence, "{next} must follow {last_sequence}");
+    // A taken id is still taken.
+    let duplicate = client
+        .invoke_function(pb::InvokeFunctionRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            invocation_id: "job-00".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("id taken before the restart");
+    assert_eq!(duplicate.code(), tonic::Code::AlreadyExists);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_attempt_at_restart_fails_and_is_retried_and_its_old_lease_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "interrupted").await;
+    let lease = poll(&mut worker, ACCOUNT, FUNCTION, 1, 1_000)
+        .await
+        .remove(0);
+    server.stop().await.expect("clean stop");
+
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    let refused = complete(&mut worker, ACCOUNT, &lease.lease_token, success("late"))
+        .await
+        .expect_err("the lease died with the old process");
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let again = poll(&mut worker, ACCOUNT, FUNCTION, 1, 3_000).await;
+    assert_eq!(again.len(), 1, "the retry is queued again");
+    assert_eq!(again[0].attempt, 2);
+    complete(&mut worker, ACCOUNT, &again[0].lease_token, success("ok"))
+        .await
+        .expect("complete");
+    let done = get(&mut client, ACCOUNT, FUNCTION, "interrupted")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&done),
+        [
+            "ENQUEUED",
+            "DEQUEUED",
+            "RUNNING",
+            "RETRYING",
+            "ENQUEUED",
+            "DEQUEUED",
+            "RUNNING",
+            "SUCCEEDED"
+        ]
+    );
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_backoff_and_stop_grace_are_rearmed_from_stored_deadlines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = on_disk(dir.path());
+    config.engine.backoff_initial = Duration::from_secs(2);
+    config.engine.backoff_max = Duration::from_secs(2);
+    config.engine.stop_grace = Duration::from_secs(2);
+    let server = TestServer::start_with(config.clone()).await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "retrying").await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "stopping").await;
+    let leases = poll(&mut worker, ACCOUNT, FUNCTION, 2, 1_000).await;
+    assert_eq!(leases.len(), 2);
+    complete(
+        &mut worker,
+        ACCOUNT,
+        &leases[0].lease_token,
+        failure("flaky", true),
+    )
+    .await
+    .expect("fail");
+    let stopping = stop(&mut client, ACCOUNT, FUNCTION, "stopping")
+        .await
+        .expect("stop");
+    assert_eq!(status_of(&stopping), pb::InvocationStatus::Stopping);
+    server.stop().await.expect("clean stop");
+
+    let started = tokio::time::Instant::now();
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    assert_eq!(
+        status_of(
+            &get(&mut client, ACCOUNT, FUNCTION, "retrying")
+                .await
+                .expect("get")
+        ),
+        pb::InvocationStatus::Retrying
+    );
+    // The retry comes back when its stored backoff ends (about 1-2 s after the failure).
+    let retried = poll(&mut worker, ACCOUNT, FUNCTION, 1, 5_000).await;
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        retried[0].invocation.as_ref().expect("inv").invocation_id,
+        "retrying"
+    );
+    assert_eq!(retried[0].attempt, 2);
+    // The stop's grace period ends it Stopped, without any worker.
+    let stopped = wait_for(&mut client, ACCOUNT, FUNCTION, "stopping", |i| {
+        status_of(i) == pb::InvocationStatus::Stopped
+    })
+    .await;
+    assert!(stopped
+        .events
+        .last()
+        .expect("event")
+        .event_detail
+        .contains("grace period"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop().await.expect("clean stop");
+}
+
+async fn serve_once(config: ServerConfig) -> Result<(), server::ServerError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        server::serve(listener, config, std::future::ready(())),
+    )
+    .await
+    .expect("serve returns")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = first.client().await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "held").await;
+    let refused = serve_once(on_disk(dir.path()))
+        .await
+        .expect_err("the directory is locked");
+    assert!(refused.to_string().contains("in use"), "{refused}");
+    first.stop().await.expect("clean stop");
+    serve_once(on_disk(dir.path()))
+        .await
+        .expect("free once the first stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_format_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("FORMAT"), "sai-data-format 7\n").expect("write");
+    let refused = serve_once(on_disk(dir.path()))
+        .await
+        .expect_err("newer format");
+    assert!(refused.to_string().contains("format 7"), "{refused}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).expect("read"),
+        "sai-data-format 7\n"
+    );
+}
+
+/// The journal files of a data directory, largest first.
+fn journals(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.join("db")];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.components().any(|c| c.as_os_str() == "journals") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
+    found
+}
+
+async fn ids_present(client: &mut Client, count: usize) -> Vec<bool> {
+    let mut present = Vec::new();
+    for i in 0..count {
+        present.push(
+            get(client, ACCOUNT, FUNCTION, &format!("rec-{i:03}"))
+                .await
+                .is_ok(),
+        );
+    }
+    present
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_dropped_but_corruption_in_the_middle_is_refused() {
+    const COUNT: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    for i in 0..COUNT {
+        invoke(&mut client, ACCOUNT, FUNCTION, &format!("rec-{i:03}")).await;
+    }
+    server.stop().await.expect("clean stop");
+    let journal = journals(dir.path()).remove(0);
+    let pristine = std::fs::read(&journal).expect("read journal");
+    // The journal file is preallocated with zeros; the records end at its last non-zero byte.
+    let end = pristine
+        .iter()
+        .rposition(|b| *b != 0)
+        .expect("journal has records")
+        + 1;
+
+    // A torn tail (a crash mid-write): the last record is dropped, the rest recovered.
+    let torn = &pristine[..end - 7];
+    std::fs::write(&journal, torn).expect("tear");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let present = ids_present(&mut client, COUNT).await;
+    let kept = present.iter().take_while(|p| **p).count();
+    assert!(
+        present[kept..].iter().all(|p| !p),
+        "recovery keeps a prefix of the writes"
+    );
+    assert_eq!(kept, COUNT - 1, "only the torn last write is lost");
+    server.stop().await.expect("clean stop");
+
+    // Damage in the middle is reported, not skipped over.
+    let mut damaged = pristine.clone();
+    let middle = end / 2;
+    for byte in &mut damaged[middle..middle + 16] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&journal, &damaged).expect("damage");
+    let refused = serve_once(on_disk(dir.path()))
+        .await
+        .expect_err("mid-journal corruption must be refused");
+    assert!(refused.to_string().contains("corrupt"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_terminal_invocations_from_memory_and_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = on_disk(dir.path());
+    config.retention = Duration::from_secs(1);
+    let server = TestServer::start_with(config.clone()).await;
+    let mut client = server.client().await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "short-lived").await;
+    invoke(&mut client, ACCOUNT, FUNCTION, "still-queued").await;
+    stop(&mut client, ACCOUNT, FUNCTION, "short-lived")
+        .await
+        .expect("stop");
+    let gone = tokio::time::Instant::now() + Duration::from_secs(5);
+    while get(&mut client, ACCOUNT, FUNCTION, "short-lived")
+        .await
+        .is_ok()
+    {
+        assert!(tokio::time::Instant::now() < gone, "not purged in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only terminal invocations go; the queued one stays.
+    get(&mut client, ACCOUNT, FUNCTION, "still-queued")
+        .await
+        .expect("a queued invocation is never purged");
+    server.stop().await.expect("clean stop");
+
+    config.retention = Duration::from_secs(3600);
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let missing = get(&mut client, ACCOUNT, FUNCTION, "short-lived")
+        .await
+        .expect_err("purged from disk too");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    // Its id is free again.
+    invoke(&mut client, ACCOUNT, FUNCTION, "short-lived").await;
+    server.stop().await.expect("clean stop");
+}
