@@ -1,0 +1,343 @@
+//! Crash safety of the real binary: `sai serve` with a data directory is killed with SIGKILL
+//! at random moments while clients invoke and workers complete, then restarted on the same
+//! directory, twenty times over. Whatever an RPC acknowledged must still be there.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+use sai::pb;
+use support::*;
+use tokio::task::JoinSet;
+
+const CYCLES: usize = 20;
+const CLIENTS: usize = 6;
+const WORKERS: usize = 2;
+
+/// What the workers were told each invocation returns: even ids succeed, odd ids fail for good.
+fn intended_outcome(id: &str) -> Result<String, String> {
+    let n: u64 = id
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if n.is_multiple_of(2) {
+        Ok(format!("ok:{id}"))
+    } else {
+        Err(format!("failed:{id}"))
+    }
+}
+
+/// Everything acknowledged so far, across all cycles.
+#[derive(Default)]
+struct Acknowledged {
+    invoked: BTreeSet<String>,
+    /// id -> outcome the worker reported and the server acknowledged.
+    completed: BTreeMap<String, Result<String, String>>,
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+// The child is handed to the caller, which kills and reaps it.
+#[allow(clippy::zombie_processes)]
+async fn start(dir: &Path) -> Server {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sai"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args([
+            "--lease-timeout",
+            "1s",
+            "--retry-backoff-initial",
+            "20ms",
+            "--retry-backoff-max",
+            "100ms",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sai serve");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut client) =
+            pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient::connect(
+                url.clone(),
+            )
+            .await
+        {
+            let ready = client
+                .list_stateful_async_invocation_functions(
+                    pb::ListStatefulAsyncInvocationFunctionsRequest::default(),
+                )
+                .await;
+            if ready.is_ok() {
+                return Server { child, url };
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sai did not start serving");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn client(url: &str) -> Client {
+    Client::connect(url.to_string()).await.expect("connect")
+}
+
+/// Invoke new ids until the server goes away, recording each acknowledged one.
+async fn invoking(url: String, cycle: usize, client_no: usize, acked: Arc<Mutex<Acknowledged>>) {
+    let Ok(mut client) = Client::connect(url).await else {
+        return;
+    };
+    for n in 0.. {
+        let id = format!("c{cycle}-k{client_no}-{n}");
+        let answer = client
+            .invoke_function(pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                invocation_id: id.clone(),
+                payload: format!("{{\"n\":{n}}}"),
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Ok(_) => {
+                acked.lock().invoked.insert(id);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Poll and complete with each id's intended outcome, recording acknowledged completions.
+async fn working(url: String, acked: Arc<Mutex<Acknowledged>>) {
+    let Ok(mut worker) = Worker::connect(url).await else {
+        return;
+    };
+    loop {
+        let Ok(leases) = worker
+            .poll_invocations(pb::PollInvocationsRequest {
+                functions: vec![pb::FunctionRef {
+                    service_name: SERVICE.into(),
+                    function_name: FUNCTION.into(),
+                    qualifier: String::new(),
+                }],
+                worker_id: "crash-worker".into(),
+                max_invocations: 16,
+                wait_time_ms: 200,
+            })
+            .await
+        else {
+            return;
+        };
+        for lease in leases.into_inner().leases {
+            let id = lease
+                .invocation
+                .map(|i| i.invocation_id)
+                .unwrap_or_default();
+            let outcome = intended_outcome(&id);
+            let reported = match &outcome {
+                Ok(payload) => success(payload),
+                Err(message) => failure(message, false),
+            };
+            let answer = worker
+                .complete_invocation(pb::CompleteInvocationRequest {
+                    lease_token: lease.lease_token,
+                    outcome: Some(reported),
+                })
+                .await;
+            match answer {
+                Ok(_) => {
+                    acked.lock().completed.insert(id, outcome);
+                }
+                Err(status) if status.code() == tonic::Code::Unavailable => return,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn assert_outcome(id: &str, got: &pb::StatefulAsyncInvocation, outcome: &Result<String, String>) {
+    match outcome {
+        Ok(payload) => {
+            assert_eq!(status_of(got), pb::InvocationStatus::Succeeded, "{id}");
+            assert_eq!(&got.return_payload, payload, "{id}");
+        }
+        Err(message) => {
+            assert_eq!(status_of(got), pb::InvocationStatus::Failed, "{id}");
+            assert_eq!(&got.invocation_error_message, message, "{id}");
+        }
+    }
+}
+
+/// After a restart, by listing: every acknowledged invocation exists, and every acknowledged
+/// completion is terminal with its outcome. Returns (invocations, completions) checked.
+async fn check_listed(url: &str, acked: &Acknowledged) -> (usize, usize) {
+    let mut client = client(url).await;
+    let stored: BTreeMap<String, pb::StatefulAsyncInvocation> =
+        list_all(&mut client, "default", list_request(FUNCTION))
+            .await
+            .into_iter()
+            .map(|i| (i.invocation_id.clone(), i))
+            .collect();
+    for id in &acked.invoked {
+        assert!(
+            stored.contains_key(id),
+            "acknowledged invocation {id} is lost"
+        );
+    }
+    for (id, outcome) in &acked.completed {
+        let got = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("completed invocation {id} is lost"));
+        assert_outcome(id, got, outcome);
+    }
+    (acked.invoked.len(), acked.completed.len())
+}
+
+/// Every acknowledged invocation, fetched with its events: event ids run 1, 2, 3, ... with
+/// no gap. Returns how many were checked.
+async fn check_events(url: &str, acked: &Acknowledged) -> usize {
+    let ids: Vec<String> = acked.invoked.iter().cloned().collect();
+    let mut checks = JoinSet::new();
+    for chunk in ids.chunks(ids.len().div_ceil(8).max(1)) {
+        let (chunk, url) = (chunk.to_vec(), url.to_string());
+        checks.spawn(async move {
+            let mut client = client(&url).await;
+            for id in &chunk {
+                let got = get(&mut client, "default", FUNCTION, id)
+                    .await
+                    .unwrap_or_else(|e| panic!("acknowledged invocation {id} is lost: {e}"));
+                for (at, event) in got.events.iter().enumerate() {
+                    assert_eq!(event.event_id, at as i64 + 1, "{id}: event ids have a gap");
+                }
+            }
+            chunk.len()
+        });
+    }
+    let mut checked = 0;
+    while let Some(done) = checks.join_next().await {
+        checked += done.expect("check task");
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let mut server = start(dir.path()).await;
+    let mut checked = (0, 0);
+    for cycle in 0..CYCLES {
+        let mut load = JoinSet::new();
+        for client_no in 0..CLIENTS {
+            load.spawn(invoking(
+                server.url.clone(),
+                cycle,
+                client_no,
+                acked.clone(),
+            ));
+        }
+        for _ in 0..WORKERS {
+            load.spawn(working(server.url.clone(), acked.clone()));
+        }
+        let run_for = rand::rng().random_range(150..600);
+        tokio::time::sleep(Duration::from_millis(run_for)).await;
+        server.child.kill().expect("SIGKILL sai");
+        server.child.wait().expect("reap sai");
+        // Whatever was in flight at the kill got an error; stop the load.
+        load.abort_all();
+        while load.join_next().await.is_some() {}
+
+        server = start(dir.path()).await;
+        let snapshot = {
+            let acked = acked.lock();
+            Acknowledged {
+                invoked: acked.invoked.clone(),
+                completed: acked.completed.clone(),
+            }
+        };
+        let (invocations, completions) = check_listed(&server.url, &snapshot).await;
+        checked.0 += invocations;
+        checked.1 += completions;
+    }
+
+    // After the last restart, everything not yet terminal reaches a terminal state.
+    let mut workers = JoinSet::new();
+    for _ in 0..WORKERS {
+        workers.spawn(working(server.url.clone(), acked.clone()));
+    }
+    let mut client = client(&server.url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let total = loop {
+        let all = list_all(&mut client, "default", list_request(FUNCTION)).await;
+        let open = all
+            .iter()
+            .filter(|i| {
+                !matches!(
+                    status_of(i),
+                    pb::InvocationStatus::Succeeded | pb::InvocationStatus::Failed
+                )
+            })
+            .count();
+        if open == 0 {
+            break all.len();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} invocations still not terminal"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    workers.abort_all();
+    let final_check = {
+        let acked = acked.lock();
+        Acknowledged {
+            invoked: acked.invoked.clone(),
+            completed: acked.completed.clone(),
+        }
+    };
+    let (invocations, completions) = check_listed(&server.url, &final_check).await;
+    let with_events = check_events(&server.url, &final_check).await;
+    assert_eq!(with_events, invocations);
+    assert!(total >= invocations);
+    assert!(
+        invocations > CYCLES * 10 && completions > CYCLES,
+        "too little load to mean anything: {invocations} invocations, {completions} completions"
+    );
+    println!(
+        "crash test: {CYCLES} SIGKILL/restart cycles; {invocations} acknowledged invocations \
+         and {completions} acknowledged completions all intact (checked {} and {} times over \
+         the restarts), event ids gap-free in all {with_events}; {total} stored invocations \
+         all reached a terminal state after the last restart",
+        checked.0, checked.1
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
