@@ -23,6 +23,7 @@
 //! - [`pb`]: generated code for `proto/sai/v1`.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod engine;

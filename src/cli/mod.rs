@@ -108,6 +108,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run a command for each invocation of the given functions.
     Worker(WorkerArgs),
+    /// Run a benchmark scenario against a `sai serve` child process; prints a table, writes JSON.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `sai serve`.
@@ -239,7 +241,10 @@ pub fn run() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The storage engine narrates every flush and write stall at info.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -301,6 +306,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Functions => client::functions(&connection).await.map(ok),
         Command::Config(command) => client::config(&connection, command).await.map(ok),
         Command::Worker(args) => worker::run(&connection, args).await.map(ok),
+        Command::Bench(args) => crate::bench::run(args)
+            .await
+            .map_err(|err| CliError::Io(err.to_string()))
+            .map(ok),
     }
 }
 

@@ -1,0 +1,63 @@
+//! `sai bench`: named load scenarios against a `sai serve` child process on this machine,
+//! each printing a table and writing JSON. The server runs in its own process (started from
+//! this same binary) so that the load generator never shares its runtime.
+
+mod invoke;
+mod report;
+mod restart;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use report::Report;
+
+/// Which scenario to run.
+#[derive(Debug, clap::Subcommand)]
+pub enum Scenario {
+    /// InvokeFunction throughput and latency at C concurrent clients, per storage mode.
+    Invoke(invoke::InvokeArgs),
+    /// Time from start to serving, and resident memory, with N invocations stored.
+    Restart(restart::RestartArgs),
+}
+
+/// Flags every scenario shares.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The scenario.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+    /// Where the JSON report goes.
+    #[arg(long, global = true, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Runs per figure; the median run is reported.
+    #[arg(long, global = true, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Starting or talking to the server failed.
+    #[error("server: {0}")]
+    Server(String),
+    /// Reading or writing files failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Run the chosen scenario.
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let report = match &args.scenario {
+        Scenario::Invoke(scenario) => invoke::run(scenario, args.runs).await?,
+        Scenario::Restart(scenario) => restart::run(scenario, args.runs).await?,
+    };
+    println!("{}", report.table());
+    let path = report.write_json(&args.out)?;
+    println!("JSON: {}", path.display());
+    Ok(())
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}

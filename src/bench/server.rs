@@ -1,0 +1,139 @@
+//! A `sai serve` child process for a benchmark: started from this binary on a free port and a
+//! fresh (or given) data directory, waited for until it answers, killed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+use crate::pb::ListStatefulAsyncInvocationFunctionsRequest;
+
+use super::report::proc_kib;
+use super::BenchError;
+
+/// Storage of a benchmarked server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `--durability sync` (the default of `sai serve`).
+    Sync,
+    /// `--durability buffered`.
+    Buffered,
+    /// `--in-memory`.
+    Memory,
+}
+
+impl Mode {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Buffered => "buffered",
+            Mode::Memory => "in-memory",
+        }
+    }
+}
+
+/// A running server.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// From spawn to the first answered RPC.
+    pub time_to_serving: Duration,
+}
+
+impl ServerProcess {
+    /// Start `sai serve` in `mode` on `data_dir` and wait until it answers.
+    pub async fn start(mode: Mode, data_dir: &Path) -> Result<ServerProcess, BenchError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BenchError::Server(format!("no free port: {e}")))?
+            .port();
+        let exe = std::env::current_exe()
+            .map_err(|e| BenchError::Server(format!("cannot find the sai binary: {e}")))?;
+        let mut command = Command::new(exe);
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match mode {
+            Mode::Memory => command.arg("--in-memory"),
+            Mode::Sync | Mode::Buffered => command
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(["--durability", mode.name()]),
+        };
+        let started = Instant::now();
+        let child = command
+            .spawn()
+            .map_err(|e| BenchError::Server(format!("cannot start sai serve: {e}")))?;
+        let mut server = ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            time_to_serving: Duration::ZERO,
+        };
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            if let Ok(mut client) =
+                StatefulAsyncInvocationServiceClient::connect(server.url.clone()).await
+            {
+                let answer = client
+                    .list_stateful_async_invocation_functions(
+                        ListStatefulAsyncInvocationFunctionsRequest::default(),
+                    )
+                    .await;
+                if answer.is_ok() {
+                    server.time_to_serving = started.elapsed();
+                    return Ok(server);
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(BenchError::Server(format!("sai serve exited: {status}")));
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Server(
+                    "sai serve did not answer in 120 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Resident and peak resident memory, bytes (from /proc).
+    pub fn memory(&self) -> (u64, u64) {
+        let status = format!("/proc/{}/status", self.child.id());
+        (proc_kib(&status, "VmRSS"), proc_kib(&status, "VmHWM"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh temporary data directory, removed when dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(label: &str) -> Result<ScratchDir, BenchError> {
+        let path = std::env::temp_dir().join(format!("sai-bench-{label}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| BenchError::Io(format!("{}: {e}", path.display())))?;
+        Ok(ScratchDir(path))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
