@@ -1,15 +1,13 @@
 //! `invoke`: InvokeFunction throughput and latency at C concurrent clients, each on its own
-//! connection, against a fresh server per storage mode and run.
+//! connection, against a fresh server per storage mode and run, and against the baseline.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
-use tokio::task::JoinSet;
 
-use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
-use crate::pb::InvokeFunctionRequest;
-
-use super::report::{median_index, Latencies, Report};
+use super::load::{closed_loop, Call};
+use super::report::{median_index, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
 
@@ -35,40 +33,47 @@ pub struct InvokeArgs {
     pub modes: Vec<Mode>,
 }
 
-struct Run {
-    throughput: f64,
-    latencies: Latencies,
-}
-
-/// Measure every mode `runs` times; report the median run of each.
+/// Measure every mode, then the baseline, `runs` times each; report the median run of each.
 pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
     let mut report = Report::new(
         "invoke",
         json!({ "clients": args.clients, "duration_s": args.duration.as_secs_f64(),
                 "payload_bytes": args.payload_bytes, "runs": runs }),
         vec![
-            "mode",
+            "server",
             "invocations/s",
             "p50 ms",
             "p99 ms",
+            "% of baseline",
             "runs (invocations/s)",
         ],
     );
-    for mode in &args.modes {
+    let payload: Arc<str> = "x".repeat(args.payload_bytes).into();
+    let mut rows = Vec::new();
+    for mode in args.modes.iter().copied().map(Some).chain([None]) {
         let mut measured = Vec::new();
         for _ in 0..runs.max(1) {
             let dir = ScratchDir::new("invoke")?;
-            let server = ServerProcess::start(*mode, dir.path()).await?;
-            measured.push(load(&server.url, args).await?);
+            let server = match mode {
+                Some(mode) => ServerProcess::start(mode, dir.path()).await?,
+                None => ServerProcess::start_baseline(0).await?,
+            };
+            let call = Call::Invoke(payload.clone());
+            measured.push(closed_loop(&server.url, args.clients, args.duration, call).await?);
             drop(server);
         }
         let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
-        let median = &mut measured[median_index(&throughputs)];
+        let median = measured.swap_remove(median_index(&throughputs));
+        rows.push((mode.map_or("baseline", Mode::name), median, throughputs));
+    }
+    let baseline = rows.last().map_or(1.0, |(_, run, _)| run.throughput);
+    for (name, mut median, throughputs) in rows {
         report.row(vec![
-            json!(mode.name()),
+            json!(name),
             json!(median.throughput.round() as u64),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
+            json!((median.throughput / baseline * 100.0).round()),
             json!(throughputs
                 .iter()
                 .map(|t| t.round().to_string())
@@ -77,59 +82,4 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
         ]);
     }
     Ok(report)
-}
-
-async fn load(url: &str, args: &InvokeArgs) -> Result<Run, BenchError> {
-    let payload = "x".repeat(args.payload_bytes);
-    let warm_up = Duration::from_secs(1);
-    let start = Instant::now();
-    let measure_from = start + warm_up;
-    let stop_at = measure_from + args.duration;
-    let mut clients = JoinSet::new();
-    for client_no in 0..args.clients {
-        let mut client = StatefulAsyncInvocationServiceClient::connect(url.to_string())
-            .await
-            .map_err(|e| BenchError::Server(e.to_string()))?;
-        let payload = payload.clone();
-        clients.spawn(async move {
-            let mut latencies = Latencies::default();
-            let mut errors = 0u64;
-            for n in 0u64.. {
-                let sent = Instant::now();
-                if sent >= stop_at {
-                    break;
-                }
-                let answer = client
-                    .invoke_function(InvokeFunctionRequest {
-                        service_name: "bench".into(),
-                        function_name: "invoke".into(),
-                        invocation_id: format!("c{client_no}-{n}"),
-                        payload: payload.clone(),
-                        ..Default::default()
-                    })
-                    .await;
-                if answer.is_err() {
-                    errors += 1;
-                } else if sent >= measure_from {
-                    latencies.record(sent.elapsed());
-                }
-            }
-            (latencies, errors)
-        });
-    }
-    let mut latencies = Latencies::default();
-    let mut errors = 0;
-    while let Some(done) = clients.join_next().await {
-        let (client_latencies, client_errors) =
-            done.map_err(|e| BenchError::Server(e.to_string()))?;
-        latencies.merge(client_latencies);
-        errors += client_errors;
-    }
-    if errors > 0 {
-        return Err(BenchError::Server(format!("{errors} invocations failed")));
-    }
-    Ok(Run {
-        throughput: latencies.len() as f64 / args.duration.as_secs_f64(),
-        latencies,
-    })
 }

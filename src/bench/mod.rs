@@ -2,7 +2,10 @@
 //! each printing a table and writing JSON. The server runs in its own process (started from
 //! this same binary) so that the load generator never shares its runtime.
 
+pub mod baseline;
 mod invoke;
+mod load;
+mod read;
 mod report;
 mod restart;
 mod server;
@@ -11,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use report::Report;
+pub use restart::{seed_function, SEED_SERVICE};
 
 /// Which scenario to run.
 #[derive(Debug, clap::Subcommand)]
@@ -19,6 +23,10 @@ pub enum Scenario {
     Invoke(invoke::InvokeArgs),
     /// Time from start to serving, and resident memory, with N invocations stored.
     Restart(restart::RestartArgs),
+    /// GetStatefulAsyncInvocation throughput and latency with N stored, beside the baseline.
+    Get(read::ReadArgs),
+    /// ListStatefulAsyncInvocations page throughput and latency with N stored.
+    List(read::ReadArgs),
 }
 
 /// Flags every scenario shares.
@@ -51,6 +59,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let report = match &args.scenario {
         Scenario::Invoke(scenario) => invoke::run(scenario, args.runs).await?,
         Scenario::Restart(scenario) => restart::run(scenario, args.runs).await?,
+        Scenario::Get(scenario) => read::run(read::Read::Get, scenario, args.runs).await?,
+        Scenario::List(scenario) => read::run(read::Read::List, scenario, args.runs).await?,
     };
     println!("{}", report.table());
     let path = report.write_json(&args.out)?;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::model::{Change, FunctionKey, Invocation};
+use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+use crate::pb::GetStatefulAsyncInvocationRequest;
 use crate::persist::{Durability, Persist, WriteSet};
 
 use super::report::{median_index, Report};
@@ -33,7 +35,9 @@ const SEED_BATCH: usize = 2_000;
 pub async fn run(args: &RestartArgs, runs: usize) -> Result<Report, BenchError> {
     let dir = ScratchDir::new("restart")?;
     let seeding = Instant::now();
-    let (events, disk_bytes) = seed(dir.path(), args).await?;
+    let Seeded {
+        events, disk_bytes, ..
+    } = seed(dir.path(), args.invocations, args.functions).await?;
     let seed_time = seeding.elapsed();
     eprintln!(
         "seeded {} invocations ({} events, {:.0} MiB on disk) in {:.1} s",
@@ -46,6 +50,9 @@ pub async fn run(args: &RestartArgs, runs: usize) -> Result<Report, BenchError> 
     let mut memory = Vec::new();
     for _ in 0..runs.max(1) {
         let server = ServerProcess::start(Mode::Sync, dir.path()).await?;
+        for n in [0, args.invocations.saturating_sub(1)] {
+            assert_stored(&server.url, n, args.functions).await?;
+        }
         // Let the first moments of serving settle before reading memory.
         tokio::time::sleep(Duration::from_millis(500)).await;
         times.push(millis(server.time_to_serving) / 1_000.0);
@@ -80,12 +87,34 @@ pub async fn run(args: &RestartArgs, runs: usize) -> Result<Report, BenchError> 
     Ok(report)
 }
 
+/// Fail unless seeded invocation `n` is served.
+async fn assert_stored(url: &str, n: usize, functions: usize) -> Result<(), BenchError> {
+    let mut client = StatefulAsyncInvocationServiceClient::connect(url.to_string())
+        .await
+        .map_err(|e| BenchError::Server(e.to_string()))?;
+    let mut request = tonic::Request::new(GetStatefulAsyncInvocationRequest {
+        service_name: SEED_SERVICE.into(),
+        function_name: seed_function(n % functions.max(1)),
+        qualifier: String::new(),
+        invocation_id: seed_id(n),
+    });
+    request.metadata_mut().insert(
+        "x-fc-account-id",
+        tonic::metadata::MetadataValue::from_static(SEED_ACCOUNT),
+    );
+    client
+        .get_stateful_async_invocation(request)
+        .await
+        .map_err(|e| BenchError::Server(format!("seeded invocation {n} is not served: {e}")))?;
+    Ok(())
+}
+
 /// One finished invocation: even numbers succeed at once (4 events), odd ones after a
 /// retry (8 events).
-fn finished(function: &FunctionKey, n: usize, payload: &Arc<str>) -> Invocation {
-    let started = 1_700_000_000_000 + i64::try_from(n).unwrap_or(0);
+fn finished(function: &FunctionKey, n: usize, start_ms: i64, payload: &Arc<str>) -> Invocation {
+    let started = start_ms + i64::try_from(n).unwrap_or(0);
     let mut invocation = Invocation::accept(
-        function.invocation(&format!("inv-{n:08}")),
+        function.invocation(&seed_id(n)),
         "LATEST",
         payload.clone(),
         &format!("req-{n:08}"),
@@ -118,12 +147,44 @@ fn finished(function: &FunctionKey, n: usize, payload: &Arc<str>) -> Invocation 
     invocation
 }
 
-async fn seed(dir: &std::path::Path, args: &RestartArgs) -> Result<(usize, u64), BenchError> {
+/// Account of seeded invocations.
+pub const SEED_ACCOUNT: &str = "bench";
+/// Service of seeded invocations.
+pub const SEED_SERVICE: &str = "seeded";
+
+/// The name of seeded function `f`.
+pub fn seed_function(f: usize) -> String {
+    format!("function-{f}")
+}
+
+/// The id of seeded invocation `n`.
+pub fn seed_id(n: usize) -> String {
+    format!("inv-{n:08}")
+}
+
+/// What [`seed`] wrote.
+pub struct Seeded {
+    /// Events written.
+    pub events: usize,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// Started time of invocation 0; invocation n started n ms later.
+    pub start_ms: i64,
+}
+
+/// Write `invocations` finished invocations over `functions` functions into a new data
+/// directory at `dir`. They start an hour ago, one per ms, so that retention leaves them be.
+pub async fn seed(
+    dir: &std::path::Path,
+    invocations: usize,
+    functions: usize,
+) -> Result<Seeded, BenchError> {
+    let start_ms = crate::clock::now_ms() - 3_600_000;
     let persist =
         Persist::open(dir, Durability::Buffered).map_err(|e| BenchError::Io(e.to_string()))?;
     let journal = persist.into_journal();
-    let functions: Vec<FunctionKey> = (0..args.functions.max(1))
-        .map(|f| FunctionKey::new("bench", "restart", &format!("function-{f}")))
+    let functions: Vec<FunctionKey> = (0..functions.max(1))
+        .map(|f| FunctionKey::new(SEED_ACCOUNT, SEED_SERVICE, &seed_function(f)))
         .collect();
     let payload: Arc<str> = "p".repeat(100).into();
     let mut events = 0;
@@ -132,13 +193,13 @@ async fn seed(dir: &std::path::Path, args: &RestartArgs) -> Result<(usize, u64),
     for function in &functions {
         batch.put_function(function, "LATEST");
     }
-    for n in 0..args.invocations {
+    for n in 0..invocations {
         let function = &functions[n % functions.len()];
-        let invocation = finished(function, n, &payload);
+        let invocation = finished(function, n, start_ms, &payload);
         events += invocation.events.len();
         batch.put_invocation(&invocation);
         batch.put_payload(&invocation.key, &invocation.payload);
-        if (n + 1) % SEED_BATCH == 0 || n + 1 == args.invocations {
+        if (n + 1) % SEED_BATCH == 0 || n + 1 == invocations {
             batch.put_sequence(u64::try_from(events).unwrap_or(u64::MAX));
             let ticket = journal
                 .submit(std::mem::take(&mut batch), Box::new(|| {}))
@@ -165,7 +226,11 @@ async fn seed(dir: &std::path::Path, args: &RestartArgs) -> Result<(usize, u64),
         .await
         .map_err(|e| BenchError::Io(e.to_string()))?
         .map_err(|e| BenchError::Io(e.to_string()))?;
-    Ok((events, directory_bytes(dir)))
+    Ok(Seeded {
+        events,
+        disk_bytes: directory_bytes(dir),
+        start_ms,
+    })
 }
 
 fn directory_bytes(dir: &std::path::Path) -> u64 {

@@ -45,18 +45,8 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `sai serve` in `mode` on `data_dir` and wait until it answers.
     pub async fn start(mode: Mode, data_dir: &Path) -> Result<ServerProcess, BenchError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| BenchError::Server(format!("no free port: {e}")))?
-            .port();
-        let exe = std::env::current_exe()
-            .map_err(|e| BenchError::Server(format!("cannot find the sai binary: {e}")))?;
-        let mut command = Command::new(exe);
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let (mut command, port) = sai_command()?;
+        command.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
         match mode {
             Mode::Memory => command.arg("--in-memory"),
             Mode::Sync | Mode::Buffered => command
@@ -64,46 +54,77 @@ impl ServerProcess {
                 .arg(data_dir)
                 .args(["--durability", mode.name()]),
         };
-        let started = Instant::now();
-        let child = command
-            .spawn()
-            .map_err(|e| BenchError::Server(format!("cannot start sai serve: {e}")))?;
-        let mut server = ServerProcess {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            time_to_serving: Duration::ZERO,
-        };
-        let deadline = started + Duration::from_secs(120);
-        loop {
-            if let Ok(mut client) =
-                StatefulAsyncInvocationServiceClient::connect(server.url.clone()).await
-            {
-                let answer = client
-                    .list_stateful_async_invocation_functions(
-                        ListStatefulAsyncInvocationFunctionsRequest::default(),
-                    )
-                    .await;
-                if answer.is_ok() {
-                    server.time_to_serving = started.elapsed();
-                    return Ok(server);
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(BenchError::Server(format!("sai serve exited: {status}")));
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Server(
-                    "sai serve did not answer in 120 s".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        launch(command, port).await
+    }
+
+    /// Start the baseline server (see [`super::baseline`]) holding `records` ready-made
+    /// invocations of the seeded service's first function.
+    pub async fn start_baseline(records: usize) -> Result<ServerProcess, BenchError> {
+        let (mut command, port) = sai_command()?;
+        command
+            .args(["bench-baseline", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--records", &records.to_string()]);
+        launch(command, port).await
     }
 
     /// Resident and peak resident memory, bytes (from /proc).
     pub fn memory(&self) -> (u64, u64) {
         let status = format!("/proc/{}/status", self.child.id());
         (proc_kib(&status, "VmRSS"), proc_kib(&status, "VmHWM"))
+    }
+}
+
+/// `sai` (this binary) with logging quiet, and a free port for it.
+fn sai_command() -> Result<(Command, u16), BenchError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BenchError::Server(format!("no free port: {e}")))?
+        .port();
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Server(format!("cannot find the sai binary: {e}")))?;
+    let mut command = Command::new(exe);
+    command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Ok((command, port))
+}
+
+/// Spawn `command` and wait until it answers on `port`.
+async fn launch(mut command: Command, port: u16) -> Result<ServerProcess, BenchError> {
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .map_err(|e| BenchError::Server(format!("cannot start the server: {e}")))?;
+    let mut server = ServerProcess {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        time_to_serving: Duration::ZERO,
+    };
+    let deadline = started + Duration::from_secs(300);
+    loop {
+        if let Ok(mut client) =
+            StatefulAsyncInvocationServiceClient::connect(server.url.clone()).await
+        {
+            let answer = client
+                .list_stateful_async_invocation_functions(
+                    ListStatefulAsyncInvocationFunctionsRequest::default(),
+                )
+                .await;
+            if answer.is_ok() {
+                server.time_to_serving = started.elapsed();
+                return Ok(server);
+            }
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(BenchError::Server(format!("the server exited: {status}")));
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Server(
+                "the server did not answer in 300 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -110,6 +110,16 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a benchmark scenario against a `sai serve` child process; prints a table, writes JSON.
     Bench(crate::bench::BenchArgs),
+    /// The benchmarks' baseline server: a bare tonic service over one DashMap.
+    #[command(hide = true)]
+    BenchBaseline {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Ready-made invocations to hold.
+        #[arg(long, default_value_t = 0)]
+        records: usize,
+    },
 }
 
 /// Flags of `sai serve`.
@@ -306,6 +316,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Functions => client::functions(&connection).await.map(ok),
         Command::Config(command) => client::config(&connection, command).await.map(ok),
         Command::Worker(args) => worker::run(&connection, args).await.map(ok),
+        Command::BenchBaseline { listen, records } => crate::bench::baseline::serve(
+            listen,
+            crate::bench::SEED_SERVICE,
+            &crate::bench::seed_function(0),
+            records,
+        )
+        .await
+        .map_err(|err| CliError::Io(err.to_string()))
+        .map(ok),
         Command::Bench(args) => crate::bench::run(args)
             .await
             .map_err(|err| CliError::Io(err.to_string()))

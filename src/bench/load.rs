@@ -1,0 +1,162 @@
+//! The closed-loop load generator: C clients, one connection each, each sending its next call
+//! as soon as the last one is answered, for a warm-up and then a measured duration.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::pb;
+use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+
+use super::report::Latencies;
+use super::restart::{seed_function, seed_id, SEED_ACCOUNT, SEED_SERVICE};
+use super::BenchError;
+
+/// Warm-up before measuring.
+pub const WARM_UP: Duration = Duration::from_secs(1);
+
+/// One kind of call.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// InvokeFunction with a fresh id and this payload.
+    Invoke(Arc<str>),
+    /// GetStatefulAsyncInvocation of a random one of `stored` seeded invocations.
+    Get(usize),
+    /// A page of `limit` of the seeded function, starting at a random one of `stored`
+    /// (seeded from `start_ms`, one per ms).
+    List {
+        /// How many are stored.
+        stored: usize,
+        /// Page size.
+        limit: i32,
+        /// Started time of the first.
+        start_ms: i64,
+    },
+}
+
+/// One run's answers.
+pub struct Run {
+    /// Calls answered per second while measuring.
+    pub throughput: f64,
+    /// Their latencies.
+    pub latencies: Latencies,
+}
+
+/// Run `call` from `clients` clients against `url` for `duration` after the warm-up.
+pub async fn closed_loop(
+    url: &str,
+    clients: usize,
+    duration: Duration,
+    call: Call,
+) -> Result<Run, BenchError> {
+    let measure_from = Instant::now() + WARM_UP;
+    let stop_at = measure_from + duration;
+    let mut tasks = JoinSet::new();
+    for client_no in 0..clients {
+        let client = StatefulAsyncInvocationServiceClient::connect(url.to_string())
+            .await
+            .map_err(|e| BenchError::Server(e.to_string()))?;
+        let call = call.clone();
+        tasks.spawn(async move {
+            let mut client = client;
+            let mut latencies = Latencies::default();
+            let mut failure = None;
+            for n in 0u64.. {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                if let Err(status) = one(&mut client, &call, client_no, n).await {
+                    failure = Some(status.to_string());
+                    break;
+                }
+                if sent >= measure_from {
+                    latencies.record(sent.elapsed());
+                }
+            }
+            (latencies, failure)
+        });
+    }
+    let mut latencies = Latencies::default();
+    while let Some(done) = tasks.join_next().await {
+        let (client_latencies, failure) = done.map_err(|e| BenchError::Server(e.to_string()))?;
+        if let Some(failure) = failure {
+            return Err(BenchError::Server(format!("a call failed: {failure}")));
+        }
+        latencies.merge(client_latencies);
+    }
+    Ok(Run {
+        throughput: latencies.len() as f64 / duration.as_secs_f64(),
+        latencies,
+    })
+}
+
+fn as_seeded<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "x-fc-account-id",
+        tonic::metadata::MetadataValue::from_static(SEED_ACCOUNT),
+    );
+    request
+}
+
+async fn one(
+    client: &mut StatefulAsyncInvocationServiceClient<Channel>,
+    call: &Call,
+    client_no: usize,
+    n: u64,
+) -> Result<(), tonic::Status> {
+    match call {
+        Call::Invoke(payload) => {
+            client
+                .invoke_function(pb::InvokeFunctionRequest {
+                    service_name: "bench".into(),
+                    function_name: "invoke".into(),
+                    invocation_id: format!("c{client_no}-{n}"),
+                    payload: payload.to_string(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Call::Get(stored) => {
+            let pick = rand::rng().random_range(0..*stored);
+            client
+                .get_stateful_async_invocation(as_seeded(pb::GetStatefulAsyncInvocationRequest {
+                    service_name: SEED_SERVICE.into(),
+                    function_name: seed_function(0),
+                    qualifier: String::new(),
+                    invocation_id: seed_id(pick),
+                }))
+                .await?;
+        }
+        Call::List {
+            stored,
+            limit,
+            start_ms,
+        } => {
+            let from = rand::rng().random_range(0..*stored);
+            let page = client
+                .list_stateful_async_invocations(as_seeded(
+                    pb::ListStatefulAsyncInvocationsRequest {
+                        service_name: SEED_SERVICE.into(),
+                        function_name: seed_function(0),
+                        started_time_begin: start_ms + i64::try_from(from).unwrap_or(0),
+                        sort_order_by_time: pb::SortOrder::Asc as i32,
+                        limit: *limit,
+                        ..Default::default()
+                    },
+                ))
+                .await?
+                .into_inner();
+            if page.invocations.is_empty() {
+                return Err(tonic::Status::internal(
+                    "an empty page from a seeded function",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
