@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::load::{closed_loop, Call};
+use super::load::{closed_loop, Call, Run};
 use super::report::{median_index, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
@@ -49,21 +49,24 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
         ],
     );
     let payload: Arc<str> = "x".repeat(args.payload_bytes).into();
-    let mut rows = Vec::new();
-    for mode in args.modes.iter().copied().map(Some).chain([None]) {
-        let mut measured = Vec::new();
-        for _ in 0..runs.max(1) {
+    let servers: Vec<Option<Mode>> = args.modes.iter().copied().map(Some).chain([None]).collect();
+    // Rounds visit every server in turn, so that the machine's drift weighs on all alike.
+    let mut measured: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs.max(1) {
+        for (at, mode) in servers.iter().enumerate() {
             let dir = ScratchDir::new("invoke")?;
             let server = match mode {
-                Some(mode) => ServerProcess::start(mode, dir.path()).await?,
+                Some(mode) => ServerProcess::start(*mode, dir.path()).await?,
                 None => ServerProcess::start_baseline(0).await?,
             };
             let call = Call::Invoke(payload.clone());
-            measured.push(closed_loop(&server.url, args.clients, args.duration, call).await?);
-            drop(server);
+            measured[at].push(closed_loop(&server.url, args.clients, args.duration, call).await?);
         }
-        let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
-        let median = measured.swap_remove(median_index(&throughputs));
+    }
+    let mut rows = Vec::new();
+    for (mode, mut runs) in servers.iter().zip(measured) {
+        let throughputs: Vec<f64> = runs.iter().map(|r| r.throughput).collect();
+        let median = runs.swap_remove(median_index(&throughputs));
         rows.push((mode.map_or("baseline", Mode::name), median, throughputs));
     }
     let baseline = rows.last().map_or(1.0, |(_, run, _)| run.throughput);

@@ -3,6 +3,7 @@
 //! this same binary) so that the load generator never shares its runtime.
 
 pub mod baseline;
+mod e2e;
 mod invoke;
 mod load;
 mod read;
@@ -27,6 +28,8 @@ pub enum Scenario {
     Get(read::ReadArgs),
     /// ListStatefulAsyncInvocations page throughput and latency with N stored.
     List(read::ReadArgs),
+    /// invoke -> poll -> complete -> Succeeded through W workers: throughput and latency.
+    E2e(e2e::E2eArgs),
 }
 
 /// Flags every scenario shares.
@@ -61,6 +64,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Restart(scenario) => restart::run(scenario, args.runs).await?,
         Scenario::Get(scenario) => read::run(read::Read::Get, scenario, args.runs).await?,
         Scenario::List(scenario) => read::run(read::Read::List, scenario, args.runs).await?,
+        Scenario::E2e(scenario) => e2e::run(scenario, args.runs).await?,
     };
     println!("{}", report.table());
     let path = report.write_json(&args.out)?;

@@ -38,21 +38,6 @@ pub enum Read {
     List,
 }
 
-async fn median_of(
-    runs: usize,
-    url: &str,
-    args: &ReadArgs,
-    call: Call,
-) -> Result<(Run, Vec<f64>), BenchError> {
-    let mut measured = Vec::new();
-    for _ in 0..runs.max(1) {
-        measured.push(closed_loop(url, args.clients, args.duration, call.clone()).await?);
-    }
-    let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
-    let median = measured.swap_remove(median_index(&throughputs));
-    Ok((median, throughputs))
-}
-
 /// Measure `read` at every stored count.
 pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, BenchError> {
     let name = match read {
@@ -84,23 +69,32 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
                 start_ms: seeded.start_ms,
             },
         };
-        let sai = ServerProcess::start(Mode::Sync, dir.path()).await?;
-        let (mut measured, all) = median_of(runs, &sai.url, args, call.clone()).await?;
-        drop(sai);
-        let baseline = if read == Read::Get {
-            let server = ServerProcess::start_baseline(stored).await?;
-            let result = median_of(runs, &server.url, args, call).await?;
-            Some(result)
-        } else {
-            None
-        };
-        let share = baseline
-            .as_ref()
-            .map(|(b, _)| json!((measured.throughput / b.throughput * 100.0).round()))
-            .unwrap_or(json!("-"));
-        report.row(row(stored, "sai", &mut measured, &all, share));
-        if let Some((mut b, all)) = baseline {
-            report.row(row(stored, "baseline", &mut b, &all, json!(100)));
+        // Both servers stay up and runs alternate between them, so that the machine's drift
+        // over the minutes of a benchmark weighs on both alike.
+        let mut servers = vec![("sai", ServerProcess::start(Mode::Sync, dir.path()).await?)];
+        if read == Read::Get {
+            servers.push(("baseline", ServerProcess::start_baseline(stored).await?));
+        }
+        let mut measured: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+        for _ in 0..runs.max(1) {
+            for (at, (_, server)) in servers.iter().enumerate() {
+                let run =
+                    closed_loop(&server.url, args.clients, args.duration, call.clone()).await?;
+                measured[at].push(run);
+            }
+        }
+        let mut medians = Vec::new();
+        for runs in measured {
+            let all: Vec<f64> = runs.iter().map(|r| r.throughput).collect();
+            let mut runs = runs;
+            medians.push((runs.swap_remove(median_index(&all)), all));
+        }
+        let baseline = medians.get(1).map(|(b, _)| b.throughput);
+        for ((name, _), (mut median, all)) in servers.iter().zip(medians) {
+            let share = baseline
+                .map(|b| json!((median.throughput / b * 100.0).round()))
+                .unwrap_or(json!("-"));
+            report.row(row(stored, name, &mut median, &all, share));
         }
     }
     Ok(report)

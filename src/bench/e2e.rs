@@ -1,0 +1,234 @@
+//! `e2e`: invoke -> worker poll -> complete -> Succeeded. P producers invoke N invocations (as
+//! fast as they are answered, or paced at a total rate); W workers, each on its own
+//! connection, long-poll batches and complete every lease concurrently. Reports throughput
+//! (N over first invoke to last completion) and the latency from sending the invoke to the
+//! acknowledged Succeeded completion.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::pb;
+use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+use crate::pb::worker_service_client::WorkerServiceClient;
+
+use super::report::{median_index, Latencies, Report};
+use super::server::{Mode, ScratchDir, ServerProcess};
+use super::BenchError;
+
+/// Flags of `sai bench e2e`.
+#[derive(Debug, clap::Args)]
+pub struct E2eArgs {
+    /// Invocations per run.
+    #[arg(long, default_value_t = 20_000)]
+    pub invocations: usize,
+    /// Producers (clients invoking), one connection each.
+    #[arg(long, default_value_t = 16)]
+    pub producers: usize,
+    /// Workers, one connection each.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Leases a worker asks for per poll.
+    #[arg(long, default_value_t = 32)]
+    pub batch: i32,
+    /// Offered rate in invocations/s across all producers (0: as fast as answered).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Storage modes to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sync")]
+    pub modes: Vec<Mode>,
+}
+
+const SERVICE: &str = "bench";
+const FUNCTION: &str = "e2e";
+
+struct Run {
+    throughput: f64,
+    latencies: Latencies,
+}
+
+/// Measure every mode `runs` times; report the median run of each.
+pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
+    let mut report = Report::new(
+        "e2e",
+        json!({ "invocations": args.invocations, "producers": args.producers,
+                "workers": args.workers, "batch": args.batch, "rate": args.rate, "runs": runs }),
+        vec![
+            "mode",
+            "offered/s",
+            "completed/s",
+            "p50 ms",
+            "p99 ms",
+            "runs (completed/s)",
+        ],
+    );
+    for mode in &args.modes {
+        let mut measured = Vec::new();
+        for _ in 0..runs.max(1) {
+            let dir = ScratchDir::new("e2e")?;
+            let server = ServerProcess::start(*mode, dir.path()).await?;
+            measured.push(once(&server.url, args).await?);
+        }
+        let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
+        let mut median = measured.swap_remove(median_index(&throughputs));
+        report.row(vec![
+            json!(mode.name()),
+            if args.rate == 0 {
+                json!("max")
+            } else {
+                json!(args.rate)
+            },
+            json!(median.throughput.round() as u64),
+            json!(median.latencies.percentile_ms(50.0)),
+            json!(median.latencies.percentile_ms(99.0)),
+            json!(throughputs
+                .iter()
+                .map(|t| t.round().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")),
+        ]);
+    }
+    Ok(report)
+}
+
+fn server_error(err: impl std::fmt::Display) -> BenchError {
+    BenchError::Server(err.to_string())
+}
+
+async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
+    let n = args.invocations;
+    let origin = Instant::now();
+    // Send time of invocation i, in µs after `origin` (+1 so that 0 means "not sent yet").
+    let sent: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
+        (0..n)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+    );
+    let completed = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+
+    let mut workers = JoinSet::new();
+    for w in 0..args.workers {
+        let mut worker = WorkerServiceClient::connect(url.to_string())
+            .await
+            .map_err(server_error)?;
+        let (sent, completed, batch) = (sent.clone(), completed.clone(), args.batch);
+        workers.spawn(async move {
+            let mut latencies = Latencies::default();
+            let mut last_done: Option<Instant> = None;
+            while completed.load(Ordering::Acquire) < n {
+                let leases = worker
+                    .poll_invocations(pb::PollInvocationsRequest {
+                        functions: vec![pb::FunctionRef {
+                            service_name: SERVICE.into(),
+                            function_name: FUNCTION.into(),
+                            qualifier: String::new(),
+                        }],
+                        worker_id: format!("bench-worker-{w}"),
+                        max_invocations: batch,
+                        wait_time_ms: 200,
+                    })
+                    .await
+                    .map_err(server_error)?
+                    .into_inner()
+                    .leases;
+                let mut completions = JoinSet::new();
+                for lease in leases {
+                    let mut worker = worker.clone();
+                    completions.spawn(async move {
+                        let id = lease
+                            .invocation
+                            .map(|i| i.invocation_id)
+                            .unwrap_or_default();
+                        worker
+                            .complete_invocation(pb::CompleteInvocationRequest {
+                                lease_token: lease.lease_token,
+                                outcome: Some(pb::complete_invocation_request::Outcome::Success(
+                                    pb::CompleteSuccess {
+                                        return_payload: "ok".into(),
+                                    },
+                                )),
+                            })
+                            .await
+                            .map(|_| (id, Instant::now()))
+                    });
+                }
+                while let Some(done) = completions.join_next().await {
+                    let (id, at) = done.map_err(server_error)?.map_err(server_error)?;
+                    let index: usize = id
+                        .strip_prefix('e')
+                        .and_then(|i| i.parse().ok())
+                        .ok_or_else(|| server_error(format!("unexpected id {id}")))?;
+                    let sent_us = sent[index].load(Ordering::Acquire);
+                    let done_us = at.duration_since(origin).as_micros() as u64 + 1;
+                    latencies.record(Duration::from_micros(done_us.saturating_sub(sent_us)));
+                    last_done = Some(last_done.map_or(at, |l| l.max(at)));
+                    completed.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Ok::<_, BenchError>((latencies, last_done))
+        });
+    }
+
+    let started = Instant::now();
+    let mut producers = JoinSet::new();
+    let per_producer_interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.producers as f64 / args.rate as f64));
+    for _ in 0..args.producers {
+        let client: StatefulAsyncInvocationServiceClient<Channel> =
+            StatefulAsyncInvocationServiceClient::connect(url.to_string())
+                .await
+                .map_err(server_error)?;
+        let (sent, next) = (sent.clone(), next.clone());
+        producers.spawn(async move {
+            let mut client = client;
+            let mut tick = per_producer_interval.map(tokio::time::interval);
+            loop {
+                if let Some(tick) = &mut tick {
+                    tick.tick().await;
+                }
+                let i = next.fetch_add(1, Ordering::AcqRel);
+                if i >= n {
+                    return Ok::<_, BenchError>(());
+                }
+                sent[i].store(origin.elapsed().as_micros() as u64 + 1, Ordering::Release);
+                client
+                    .invoke_function(pb::InvokeFunctionRequest {
+                        service_name: SERVICE.into(),
+                        function_name: FUNCTION.into(),
+                        invocation_id: format!("e{i}"),
+                        payload: "x".repeat(100),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(server_error)?;
+            }
+        });
+    }
+    while let Some(done) = producers.join_next().await {
+        done.map_err(server_error)??;
+    }
+    let mut latencies = Latencies::default();
+    let mut last = started;
+    let deadline = tokio::time::timeout(Duration::from_secs(600), async {
+        while let Some(done) = workers.join_next().await {
+            let (worker_latencies, finished) = done.map_err(server_error)??;
+            latencies.merge(worker_latencies);
+            if let Some(finished) = finished {
+                last = last.max(finished);
+            }
+        }
+        Ok::<_, BenchError>(())
+    });
+    deadline
+        .await
+        .map_err(|_| server_error("the workers did not finish in 600 s"))??;
+    Ok(Run {
+        throughput: n as f64 / last.duration_since(started).as_secs_f64(),
+        latencies,
+    })
+}
