@@ -304,13 +304,7 @@ impl Engine {
             let grants = tokio::spawn(async move {
                 let offset = engine.poll_rotation.fetch_add(1, Ordering::Relaxed);
                 let keys = engine.queues.pop(&targets_now, max, offset);
-                let mut grants = Vec::with_capacity(keys.len());
-                for key in keys {
-                    if let Some(grant) = engine.dispatch(key, &worker).await {
-                        grants.push(grant);
-                    }
-                }
-                grants
+                engine.dispatch(keys, &worker).await
             })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
@@ -325,52 +319,78 @@ impl Engine {
         }
     }
 
-    /// Hand one popped invocation to `worker_id`: Dequeued, then Running under a new lease.
-    /// `None` when the entry is stale (stopped or expired while queued).
-    async fn dispatch(&self, key: InvocationKey, worker_id: &str) -> Option<Grant> {
-        let record = self.store.get(&key)?;
-        if record.status != Status::Enqueued {
-            return None;
-        }
-        let config = self.config_of(&record);
-        if now_ms() > expiry_deadline_ms(&record, &config) {
-            self.expire(&record, &config).await;
-            return None;
-        }
-        let attempt = record.attempts + 1;
+    /// Hand popped invocations to `worker_id`: each goes Dequeued, then Running under a new
+    /// lease, all in one commit (one sync however many the poll takes). Stale entries
+    /// (stopped or expired while queued) are skipped.
+    async fn dispatch(&self, keys: Vec<InvocationKey>, worker_id: &str) -> Vec<Grant> {
         let now = now_ms();
-        let mut dispatch = Transition::new(
-            key.clone(),
-            Change::Dispatch {
-                worker_id: worker_id.to_string(),
-                attempt,
-            },
-            now,
-        );
-        dispatch.attempt = Some(record.attempts);
-        self.store.apply(dispatch).await.ok()?;
-        let mut start = Transition::new(key.clone(), Change::Start, now);
-        start.attempt = Some(attempt);
-        // A stop that lands between the two leaves it Stopping; its grace timer ends it.
-        let (invocation, _) = self.store.apply(start).await.ok()?;
-        let deadline = Instant::now() + self.config.lease_timeout;
+        let mut transitions = Vec::with_capacity(keys.len() * 2);
+        let mut attempts = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(record) = self.store.summary(&key) else {
+                continue;
+            };
+            if record.status != Status::Enqueued {
+                continue;
+            }
+            let config = self.config_of(&record);
+            if now > expiry_deadline_ms(&record, &config) {
+                self.expire(&record, &config).await;
+                continue;
+            }
+            let attempt = record.attempts + 1;
+            let mut dispatch = Transition::new(
+                key.clone(),
+                Change::Dispatch {
+                    worker_id: worker_id.to_string(),
+                    attempt,
+                },
+                now,
+            );
+            dispatch.attempt = Some(record.attempts);
+            let mut start = Transition::new(key.clone(), Change::Start, now);
+            start.attempt = Some(attempt);
+            transitions.push(dispatch);
+            transitions.push(start);
+            attempts.push((key, attempt));
+        }
+        if transitions.is_empty() {
+            return Vec::new();
+        }
+        let results = match self.store.apply_all(transitions).await {
+            Ok(results) => results,
+            Err(err) => {
+                tracing::warn!(%err, "dispatch could not be committed");
+                return Vec::new();
+            }
+        };
+        let started = Instant::now();
+        let deadline = started + self.config.lease_timeout;
         let deadline_ms = now_ms() + millis(self.config.lease_timeout);
-        let token = self.leases.grant(Lease {
-            key,
-            attempt,
-            started: Instant::now(),
-            deadline,
-            deadline_ms,
-            state: LeaseState::Active,
-        });
-        self.timers
-            .schedule(deadline, Timer::LeaseExpiry(token.clone()));
-        Some(Grant {
-            token,
-            invocation,
-            attempt,
-            deadline_ms,
-        })
+        let mut grants = Vec::with_capacity(attempts.len());
+        // Results come in (dispatch, start) pairs, in the order of `attempts`.
+        for ((key, attempt), pair) in attempts.into_iter().zip(results.chunks(2)) {
+            let Some(Ok((invocation, _))) = pair.get(1) else {
+                continue;
+            };
+            let token = self.leases.grant(Lease {
+                key,
+                attempt,
+                started,
+                deadline,
+                deadline_ms,
+                state: LeaseState::Active,
+            });
+            self.timers
+                .schedule(deadline, Timer::LeaseExpiry(token.clone()));
+            grants.push(Grant {
+                token,
+                invocation: invocation.clone(),
+                attempt,
+                deadline_ms,
+            });
+        }
+        grants
     }
 
     /// The invocation `lease` is for, if the lease still entitles its worker to act: the
@@ -387,7 +407,7 @@ impl Engine {
         }
         let record = self
             .store
-            .get(&lease.key)
+            .summary(&lease.key)
             .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
         if record.attempts != lease.attempt {
             return Err(EngineError::LeaseFenced(
@@ -618,7 +638,7 @@ impl Engine {
             Timer::LeaseExpiry(token) => self.lease_deadline(&token).await,
             Timer::ForgetLease(token) => self.leases.forget(&token),
             Timer::Expire(key) => {
-                if let Some(record) = self.store.get(&key) {
+                if let Some(record) = self.store.summary(&key) {
                     if matches!(record.status, Status::Enqueued | Status::Retrying) {
                         let config = self.config_of(&record);
                         self.expire(&record, &config).await;
@@ -627,7 +647,7 @@ impl Engine {
             }
             Timer::Requeue(key) => self.requeue(&key).await,
             Timer::StopGrace(key, attempt) => {
-                let Some(record) = self.store.get(&key) else {
+                let Some(record) = self.store.summary(&key) else {
                     return;
                 };
                 if record.status != Status::Stopping || record.attempts != attempt {
@@ -658,7 +678,7 @@ impl Engine {
             Instant::now() + self.config.completed_lease_memory,
             Timer::ForgetLease(token.to_string()),
         );
-        let Some(record) = self.store.get(&lease.key) else {
+        let Some(record) = self.store.summary(&lease.key) else {
             return;
         };
         if record.attempts != lease.attempt || !is_held(record.status) {
@@ -679,7 +699,7 @@ impl Engine {
 
     /// A retry's backoff ended: back to the queue, or Expired if past its max age.
     async fn requeue(&self, key: &InvocationKey) {
-        let Some(record) = self.store.get(key) else {
+        let Some(record) = self.store.summary(key) else {
             return;
         };
         if record.status != Status::Retrying {

@@ -289,6 +289,21 @@ impl Store {
             .await
     }
 
+    /// Apply several transitions in one commit (one sync), in order. Each has its own
+    /// outcome; the outer error is the commit's (storage, shutdown).
+    pub async fn apply_all(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> Result<Vec<Result<(Arc<Invocation>, bool), StoreError>>, StoreError> {
+        self.commit(|commit| {
+            Ok(transitions
+                .into_iter()
+                .map(|t| self.apply_now(commit, t))
+                .collect())
+        })
+        .await
+    }
+
     /// Create or replace a config at `now_ms`.
     pub async fn put_config(
         &self,
@@ -487,6 +502,11 @@ impl Store {
     /// One invocation with its events.
     pub fn get(&self, key: &InvocationKey) -> Option<Invocation> {
         self.records.get(key).map(|r| r.clone())
+    }
+
+    /// One invocation without its events (cheaper, for decisions about it).
+    pub fn summary(&self, key: &InvocationKey) -> Option<Invocation> {
+        self.records.get(key).map(|r| r.without_events())
     }
 
     /// One page of a function's invocations.
