@@ -581,3 +581,99 @@ async fn a_retry_that_would_run_past_the_max_event_age_expires() {
     );
     assert!(poll(&mut w, "default", FUNCTION, 1, 0).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_invocations_applies_each_entry_as_complete_invocation_would() {
+    let server = TestServer::start_with(fast_engine()).await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    for id in ["b1", "b2", "b3"] {
+        invoke(&mut client, "default", FUNCTION, id).await;
+    }
+    let leases = poll(&mut worker, "default", FUNCTION, 3, 1_000).await;
+    assert_eq!(leases.len(), 3);
+    let entry = |lease: &pb::InvocationLease, outcome| pb::CompleteInvocationRequest {
+        lease_token: lease.lease_token.clone(),
+        outcome: Some(outcome),
+    };
+    let results = worker
+        .complete_invocations(pb::CompleteInvocationsRequest {
+            completions: vec![
+                entry(&leases[0], success("one")),
+                entry(&leases[1], failure("two", false)),
+                pb::CompleteInvocationRequest {
+                    lease_token: String::new(),
+                    outcome: Some(success("x")),
+                },
+                // The same token again with another outcome: refused, the first stands.
+                entry(&leases[0], failure("changed my mind", false)),
+                pb::CompleteInvocationRequest {
+                    lease_token: leases[2].lease_token.clone(),
+                    outcome: None,
+                },
+            ],
+        })
+        .await
+        .expect("the batch is answered")
+        .into_inner()
+        .results;
+    let codes: Vec<tonic::Code> = results.iter().map(|r| tonic::Code::from(r.code)).collect();
+    assert_eq!(codes[0], tonic::Code::Ok);
+    assert_eq!(codes[1], tonic::Code::Ok);
+    assert_eq!(codes[2], tonic::Code::InvalidArgument);
+    assert!(
+        results[2].message.contains("lease_token"),
+        "{}",
+        results[2].message
+    );
+    assert_eq!(codes[4], tonic::Code::InvalidArgument);
+    assert!(
+        results[4].message.contains("outcome"),
+        "{}",
+        results[4].message
+    );
+    let first = results[0]
+        .invocation
+        .as_ref()
+        .expect("applied entries carry the invocation");
+    assert_eq!(status_of(first), pb::InvocationStatus::Succeeded);
+    // Entries of one lease apply in request order: the conflicting repeat is refused.
+    assert_eq!(codes[3], tonic::Code::FailedPrecondition);
+    let one = get(&mut client, "default", FUNCTION, &first.invocation_id)
+        .await
+        .expect("get");
+    assert_eq!(one.return_payload, "one");
+    let two = get(
+        &mut client,
+        "default",
+        FUNCTION,
+        &leases[1].invocation.as_ref().expect("inv").invocation_id,
+    )
+    .await
+    .expect("get");
+    assert_eq!(status_of(&two), pb::InvocationStatus::Failed);
+    // The third lease is untouched by its bad entry and can still be completed.
+    complete(
+        &mut worker,
+        "default",
+        &leases[2].lease_token,
+        success("three"),
+    )
+    .await
+    .expect("still held");
+
+    for count in [0, 101] {
+        let refused = worker
+            .complete_invocations(pb::CompleteInvocationsRequest {
+                completions: vec![entry(&leases[2], success("x")); count],
+            })
+            .await
+            .expect_err("out of range");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("completions"),
+            "{}",
+            refused.message()
+        );
+    }
+}

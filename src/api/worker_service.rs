@@ -1,10 +1,13 @@
 //! `sai.v1.WorkerService`: thin handlers over the engine's poll, heartbeat and complete.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
+use crate::model::validate;
 use crate::pb;
 use crate::pb::worker_service_server::WorkerService as WorkerServiceApi;
 
@@ -93,13 +96,87 @@ impl WorkerServiceApi for WorkerService {
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::CompleteInvocationResponse {
-            invocation: Some(convert::invocation_to_pb(
-                &invocation,
-                View {
-                    payload: false,
-                    events: false,
-                },
-            )),
+            invocation: Some(completed_view(&invocation)),
         }))
     }
+
+    async fn complete_invocations(
+        &self,
+        request: Request<pb::CompleteInvocationsRequest>,
+    ) -> Result<Response<pb::CompleteInvocationsResponse>, Status> {
+        let account = account(&request)?;
+        let completions = request.into_inner().completions;
+        validate::completion_count(completions.len()).map_err(ApiError::from)?;
+        let count = completions.len();
+        // Entries of one lease apply in request order; different leases run concurrently, so
+        // that their commits share one sync. Answers come back in request order.
+        let mut by_lease: HashMap<String, Vec<(usize, pb::CompleteInvocationRequest)>> =
+            HashMap::new();
+        for (at, completion) in completions.into_iter().enumerate() {
+            by_lease
+                .entry(completion.lease_token.clone())
+                .or_default()
+                .push((at, completion));
+        }
+        let mut pending = JoinSet::new();
+        for (_, entries) in by_lease {
+            let (engine, account) = (self.engine.clone(), account.clone());
+            pending.spawn(async move {
+                let mut results = Vec::with_capacity(entries.len());
+                for (at, completion) in entries {
+                    results.push((at, complete_one(&engine, &account, completion).await));
+                }
+                results
+            });
+        }
+        let mut results = vec![pb::CompleteInvocationResult::default(); count];
+        while let Some(done) = pending.join_next().await {
+            let done = done.map_err(|_| Status::unavailable("the server is shutting down"))?;
+            for (at, result) in done {
+                results[at] = answer(result);
+            }
+        }
+        Ok(Response::new(pb::CompleteInvocationsResponse { results }))
+    }
+}
+
+/// One entry's result as CompleteInvocations reports it.
+fn answer(result: Result<Arc<crate::model::Invocation>, Status>) -> pb::CompleteInvocationResult {
+    match result {
+        Ok(invocation) => pb::CompleteInvocationResult {
+            code: 0,
+            message: String::new(),
+            invocation: Some(completed_view(&invocation)),
+        },
+        Err(status) => pb::CompleteInvocationResult {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            invocation: None,
+        },
+    }
+}
+
+/// One completion, checked and applied as CompleteInvocation does.
+async fn complete_one(
+    engine: &Engine,
+    account: &str,
+    completion: pb::CompleteInvocationRequest,
+) -> Result<Arc<crate::model::Invocation>, Status> {
+    convert::lease_token(&completion.lease_token).map_err(ApiError::from)?;
+    let outcome = convert::outcome(completion.outcome).map_err(ApiError::from)?;
+    Ok(engine
+        .complete(account, &completion.lease_token, outcome)
+        .await
+        .map_err(ApiError::from)?)
+}
+
+/// What a completion answers: the invocation without payload or events.
+fn completed_view(invocation: &crate::model::Invocation) -> pb::StatefulAsyncInvocation {
+    convert::invocation_to_pb(
+        invocation,
+        View {
+            payload: false,
+            events: false,
+        },
+    )
 }

@@ -35,12 +35,25 @@ pub struct E2eArgs {
     /// Leases a worker asks for per poll.
     #[arg(long, default_value_t = 32)]
     pub batch: i32,
+    /// How workers report: `batch` (one CompleteInvocations per poll) or `each` (one
+    /// CompleteInvocation per lease, all in flight at once).
+    #[arg(long, value_enum, default_value = "batch")]
+    pub complete: Completion,
     /// Offered rate in invocations/s across all producers (0: as fast as answered).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Storage modes to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync")]
     pub modes: Vec<Mode>,
+}
+
+/// How a bench worker reports outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Completion {
+    /// One CompleteInvocations per poll.
+    Batch,
+    /// One CompleteInvocation per lease.
+    Each,
 }
 
 const SERVICE: &str = "bench";
@@ -99,6 +112,69 @@ fn server_error(err: impl std::fmt::Display) -> BenchError {
     BenchError::Server(err.to_string())
 }
 
+fn succeeded(lease: &pb::InvocationLease) -> pb::CompleteInvocationRequest {
+    pb::CompleteInvocationRequest {
+        lease_token: lease.lease_token.clone(),
+        outcome: Some(pb::complete_invocation_request::Outcome::Success(
+            pb::CompleteSuccess {
+                return_payload: "ok".into(),
+            },
+        )),
+    }
+}
+
+/// Complete every lease as succeeded; returns (invocation id, when acknowledged).
+async fn report(
+    worker: &mut WorkerServiceClient<Channel>,
+    leases: Vec<pb::InvocationLease>,
+    mode: Completion,
+) -> Result<Vec<(String, Instant)>, BenchError> {
+    let id = |lease: &pb::InvocationLease| {
+        lease
+            .invocation
+            .as_ref()
+            .map(|i| i.invocation_id.clone())
+            .unwrap_or_default()
+    };
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    match mode {
+        Completion::Batch => {
+            let results = worker
+                .complete_invocations(pb::CompleteInvocationsRequest {
+                    completions: leases.iter().map(succeeded).collect(),
+                })
+                .await
+                .map_err(server_error)?
+                .into_inner()
+                .results;
+            let at = Instant::now();
+            if let Some(failed) = results.iter().find(|r| r.code != 0) {
+                return Err(server_error(&failed.message));
+            }
+            Ok(leases.iter().map(|l| (id(l), at)).collect())
+        }
+        Completion::Each => {
+            let mut completions = JoinSet::new();
+            for lease in leases {
+                let mut worker = worker.clone();
+                completions.spawn(async move {
+                    worker
+                        .complete_invocation(succeeded(&lease))
+                        .await
+                        .map(|_| (id(&lease), Instant::now()))
+                });
+            }
+            let mut done = Vec::new();
+            while let Some(one) = completions.join_next().await {
+                done.push(one.map_err(server_error)?.map_err(server_error)?);
+            }
+            Ok(done)
+        }
+    }
+}
+
 async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let n = args.invocations;
     let origin = Instant::now();
@@ -116,7 +192,8 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
         let mut worker = WorkerServiceClient::connect(url.to_string())
             .await
             .map_err(server_error)?;
-        let (sent, completed, batch) = (sent.clone(), completed.clone(), args.batch);
+        let (sent, completed, batch, mode) =
+            (sent.clone(), completed.clone(), args.batch, args.complete);
         workers.spawn(async move {
             let mut latencies = Latencies::default();
             let mut last_done: Option<Instant> = None;
@@ -136,29 +213,8 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
                     .map_err(server_error)?
                     .into_inner()
                     .leases;
-                let mut completions = JoinSet::new();
-                for lease in leases {
-                    let mut worker = worker.clone();
-                    completions.spawn(async move {
-                        let id = lease
-                            .invocation
-                            .map(|i| i.invocation_id)
-                            .unwrap_or_default();
-                        worker
-                            .complete_invocation(pb::CompleteInvocationRequest {
-                                lease_token: lease.lease_token,
-                                outcome: Some(pb::complete_invocation_request::Outcome::Success(
-                                    pb::CompleteSuccess {
-                                        return_payload: "ok".into(),
-                                    },
-                                )),
-                            })
-                            .await
-                            .map(|_| (id, Instant::now()))
-                    });
-                }
-                while let Some(done) = completions.join_next().await {
-                    let (id, at) = done.map_err(server_error)?.map_err(server_error)?;
+                let done = report(&mut worker, leases, mode).await?;
+                for (id, at) in done {
                     let index: usize = id
                         .strip_prefix('e')
                         .and_then(|i| i.parse().ok())

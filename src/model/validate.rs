@@ -143,6 +143,21 @@ pub fn worker_id(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Most completions one CompleteInvocations carries.
+pub const MAX_COMPLETIONS: usize = 100;
+
+/// CompleteInvocations: 1 to [`MAX_COMPLETIONS`] completions.
+pub fn completion_count(count: usize) -> Result<(), ValidationError> {
+    if (1..=MAX_COMPLETIONS).contains(&count) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "completions",
+            &format!("must hold 1 to {MAX_COMPLETIONS} entries, not {count}"),
+        ))
+    }
+}
+
 /// A page size: 0 means `default`, otherwise it must be in [1, max].
 pub fn limit(
     field: &str,
