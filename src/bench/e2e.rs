@@ -27,10 +27,10 @@ pub struct E2eArgs {
     #[arg(long, default_value_t = 20_000)]
     pub invocations: usize,
     /// Producers (clients invoking), one connection each.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     pub producers: usize,
     /// Workers, one connection each.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub workers: usize,
     /// Leases a worker asks for per poll.
     #[arg(long, default_value_t = 32)]
@@ -62,6 +62,7 @@ const FUNCTION: &str = "e2e";
 struct Run {
     throughput: f64,
     latencies: Latencies,
+    cpu_us: f64,
 }
 
 /// Measure every mode `runs` times; report the median run of each.
@@ -74,6 +75,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             "mode",
             "offered/s",
             "completed/s",
+            "server CPU µs/invocation",
             "p50 ms",
             "p99 ms",
             "runs (completed/s)",
@@ -84,7 +86,11 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
         for _ in 0..runs.max(1) {
             let dir = ScratchDir::new("e2e")?;
             let server = ServerProcess::start(*mode, dir.path()).await?;
-            measured.push(once(&server.url, args).await?);
+            let cpu_before = server.cpu_time();
+            let mut run = once(&server.url, args).await?;
+            let cpu = server.cpu_time().saturating_sub(cpu_before);
+            run.cpu_us = cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
+            measured.push(run);
         }
         let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
         let mut median = measured.swap_remove(median_index(&throughputs));
@@ -96,6 +102,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
                 json!(args.rate)
             },
             json!(median.throughput.round() as u64),
+            json!((median.cpu_us * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
             json!(throughputs
@@ -286,5 +293,6 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     Ok(Run {
         throughput: n as f64 / last.duration_since(started).as_secs_f64(),
         latencies,
+        cpu_us: 0.0,
     })
 }

@@ -42,6 +42,7 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
         vec![
             "server",
             "invocations/s",
+            "server CPU µs/call",
             "p50 ms",
             "p99 ms",
             "% of baseline",
@@ -51,7 +52,7 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
     let payload: Arc<str> = "x".repeat(args.payload_bytes).into();
     let servers: Vec<Option<Mode>> = args.modes.iter().copied().map(Some).chain([None]).collect();
     // Rounds visit every server in turn, so that the machine's drift weighs on all alike.
-    let mut measured: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+    let mut measured: Vec<Vec<(Run, f64)>> = servers.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs.max(1) {
         for (at, mode) in servers.iter().enumerate() {
             let dir = ScratchDir::new("invoke")?;
@@ -60,20 +61,25 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
                 None => ServerProcess::start_baseline(0).await?,
             };
             let call = Call::Invoke(payload.clone());
-            measured[at].push(closed_loop(&server.url, args.clients, args.duration, call).await?);
+            let cpu_before = server.cpu_time();
+            let run = closed_loop(&server.url, args.clients, args.duration, call).await?;
+            let cpu = server.cpu_time().saturating_sub(cpu_before);
+            let cpu_us = cpu.as_secs_f64() * 1e6 / run.calls.max(1) as f64;
+            measured[at].push((run, cpu_us));
         }
     }
     let mut rows = Vec::new();
     for (mode, mut runs) in servers.iter().zip(measured) {
-        let throughputs: Vec<f64> = runs.iter().map(|r| r.throughput).collect();
+        let throughputs: Vec<f64> = runs.iter().map(|(r, _)| r.throughput).collect();
         let median = runs.swap_remove(median_index(&throughputs));
         rows.push((mode.map_or("baseline", Mode::name), median, throughputs));
     }
-    let baseline = rows.last().map_or(1.0, |(_, run, _)| run.throughput);
-    for (name, mut median, throughputs) in rows {
+    let baseline = rows.last().map_or(1.0, |(_, (run, _), _)| run.throughput);
+    for (name, (mut median, cpu_us), throughputs) in rows {
         report.row(vec![
             json!(name),
             json!(median.throughput.round() as u64),
+            json!((cpu_us * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
             json!((median.throughput / baseline * 100.0).round()),

@@ -43,6 +43,8 @@ pub struct Run {
     pub throughput: f64,
     /// Their latencies.
     pub latencies: Latencies,
+    /// Every call answered, warm-up included.
+    pub calls: u64,
 }
 
 /// Run `call` from `clients` clients against `url` for `duration` after the warm-up.
@@ -64,11 +66,13 @@ pub async fn closed_loop(
             let mut client = client;
             let mut latencies = Latencies::default();
             let mut failure = None;
+            let mut calls = 0;
             for n in 0u64.. {
                 let sent = Instant::now();
                 if sent >= stop_at {
                     break;
                 }
+                calls += 1;
                 if let Err(status) = one(&mut client, &call, client_no, n).await {
                     failure = Some(status.to_string());
                     break;
@@ -77,12 +81,15 @@ pub async fn closed_loop(
                     latencies.record(sent.elapsed());
                 }
             }
-            (latencies, failure)
+            (latencies, failure, calls)
         });
     }
     let mut latencies = Latencies::default();
+    let mut calls = 0;
     while let Some(done) = tasks.join_next().await {
-        let (client_latencies, failure) = done.map_err(|e| BenchError::Server(e.to_string()))?;
+        let (client_latencies, failure, client_calls) =
+            done.map_err(|e| BenchError::Server(e.to_string()))?;
+        calls += client_calls;
         if let Some(failure) = failure {
             return Err(BenchError::Server(format!("a call failed: {failure}")));
         }
@@ -91,6 +98,7 @@ pub async fn closed_loop(
     Ok(Run {
         throughput: latencies.len() as f64 / duration.as_secs_f64(),
         latencies,
+        calls,
     })
 }
 

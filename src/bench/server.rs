@@ -67,6 +67,22 @@ impl ServerProcess {
         launch(command, port).await
     }
 
+    /// CPU time the server has used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after_name = stat.rsplit(')').next().unwrap_or_default();
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|t| t.parse::<u64>().ok())
+            .sum();
+        // Linux reports these in USER_HZ, 100 per second on every mainstream platform.
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Resident and peak resident memory, bytes (from /proc).
     pub fn memory(&self) -> (u64, u64) {
         let status = format!("/proc/{}/status", self.child.id());
