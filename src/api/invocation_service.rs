@@ -1,10 +1,10 @@
 //! `sai.v1.StatefulAsyncInvocationService`: thin handlers over the engine (writes) and the
 //! store (reads). Each parses its request, makes one call, and converts the answer.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
@@ -16,9 +16,6 @@ use crate::store::{StoreError, StoredChange, WatchScope};
 use super::convert::{self, InvocationRef, View};
 use super::metadata::{account, request_id};
 use super::ApiError;
-
-/// Messages buffered per watch stream before the watcher's cursor waits for the client.
-const WATCH_STREAM_BUFFER: usize = 16;
 
 /// The FC mirror service.
 #[derive(Clone)]
@@ -43,9 +40,11 @@ impl InvocationService {
 }
 
 /// Stream of WatchInvocation answers.
-pub type InvocationEventStream = ReceiverStream<Result<pb::WatchInvocationResponse, Status>>;
+pub type InvocationEventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchInvocationResponse, Status>> + Send>>;
 /// Stream of WatchInvocations answers.
-pub type InvocationChangeStream = ReceiverStream<Result<pb::WatchInvocationsResponse, Status>>;
+pub type InvocationChangeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchInvocationsResponse, Status>> + Send>>;
 
 const SUMMARY: View = View {
     payload: false,
@@ -67,28 +66,21 @@ fn watch_changes_message(change: &StoredChange) -> pb::WatchInvocationsResponse 
     }
 }
 
-/// Pump a watch cursor into a bounded channel until it ends, fails, or the client leaves.
-macro_rules! pump {
+/// A watch cursor as a response stream: each change becomes one message, the first error is
+/// sent and ends the stream. No task or channel of its own: the transport polls the cursor
+/// directly, and dropping the stream (the client left) drops the cursor.
+macro_rules! stream_of {
     ($watch:expr, $to_message:expr) => {{
-        let mut watch = $watch;
-        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    _ = tx.closed() => break,
-                    item = watch.next() => item,
-                };
-                let Some(item) = item else { break };
-                let message = item
-                    .map(|change| $to_message(&change))
-                    .map_err(|err| Status::from(ApiError::from(err)));
-                let failed = message.is_err();
-                if tx.send(message).await.is_err() || failed {
-                    break;
+        Box::pin(futures_util::stream::unfold(
+            Some($watch),
+            |watch| async move {
+                let mut watch = watch?;
+                match watch.next().await? {
+                    Ok(change) => Some((Ok($to_message(&change)), Some(watch))),
+                    Err(err) => Some((Err(Status::from(ApiError::from(err))), None)),
                 }
-            }
-        });
-        ReceiverStream::new(rx)
+            },
+        ))
     }};
 }
 
@@ -201,7 +193,7 @@ impl StatefulAsyncInvocationService for InvocationService {
             .store()
             .watch_invocation(target.key, from_event_id)
             .map_err(ApiError::from)?;
-        Ok(Response::new(pump!(watch, watch_invocation_message)))
+        Ok(Response::new(stream_of!(watch, watch_invocation_message)))
     }
 
     type WatchInvocationsStream = InvocationChangeStream;
@@ -218,7 +210,7 @@ impl StatefulAsyncInvocationService for InvocationService {
             .store()
             .watch_changes(scope, r.from_sequence)
             .map_err(ApiError::from)?;
-        Ok(Response::new(pump!(watch, watch_changes_message)))
+        Ok(Response::new(stream_of!(watch, watch_changes_message)))
     }
 
     async fn list_stateful_async_invocation_functions(

@@ -10,6 +10,7 @@ mod read;
 mod report;
 mod restart;
 mod server;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub enum Scenario {
     List(read::ReadArgs),
     /// invoke -> poll -> complete -> Succeeded through W workers: throughput and latency.
     E2e(e2e::E2eArgs),
+    /// W watchers of invocations being run: commit-to-receive latency, memory per watcher.
+    Watch(watch::WatchArgs),
 }
 
 /// Flags every scenario shares.
@@ -65,6 +68,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Get(scenario) => read::run(read::Read::Get, scenario, args.runs).await?,
         Scenario::List(scenario) => read::run(read::Read::List, scenario, args.runs).await?,
         Scenario::E2e(scenario) => e2e::run(scenario, args.runs).await?,
+        Scenario::Watch(scenario) => watch::run(scenario).await?,
     };
     println!("{}", report.table());
     let path = report.write_json(&args.out)?;
