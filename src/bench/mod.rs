@@ -25,6 +25,8 @@ pub enum Scenario {
     Invoke(invoke::InvokeArgs),
     /// Time from start to serving, and resident memory, with N invocations stored.
     Restart(restart::RestartArgs),
+    /// Resident bytes per stored finished invocation (the restart scenario, one run).
+    Memory(restart::RestartArgs),
     /// GetStatefulAsyncInvocation throughput and latency with N stored, beside the baseline.
     Get(read::ReadArgs),
     /// ListStatefulAsyncInvocations page throughput and latency with N stored.
@@ -65,6 +67,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let report = match &args.scenario {
         Scenario::Invoke(scenario) => invoke::run(scenario, args.runs).await?,
         Scenario::Restart(scenario) => restart::run(scenario, args.runs).await?,
+        Scenario::Memory(scenario) => restart::run(scenario, 1).await?,
         Scenario::Get(scenario) => read::run(read::Read::Get, scenario, args.runs).await?,
         Scenario::List(scenario) => read::run(read::Read::List, scenario, args.runs).await?,
         Scenario::E2e(scenario) => e2e::run(scenario, args.runs).await?,

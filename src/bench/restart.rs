@@ -28,6 +28,9 @@ pub struct RestartArgs {
     pub functions: usize,
 }
 
+/// Payload size of seeded invocations.
+const PAYLOAD_BYTES: usize = 100;
+
 /// How many invocations one seeding write carries.
 const SEED_BATCH: usize = 2_000;
 
@@ -46,6 +49,12 @@ pub async fn run(args: &RestartArgs, runs: usize) -> Result<Report, BenchError> 
         disk_bytes as f64 / (1 << 20) as f64,
         seed_time.as_secs_f64()
     );
+    // What a server holding nothing takes, to count only what the invocations add.
+    let empty_dir = ScratchDir::new("empty")?;
+    let empty = ServerProcess::start(Mode::Sync, empty_dir.path()).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (empty_rss, _) = empty.memory();
+    drop(empty);
     let mut times = Vec::new();
     let mut memory = Vec::new();
     for _ in 0..runs.max(1) {
@@ -61,15 +70,20 @@ pub async fn run(args: &RestartArgs, runs: usize) -> Result<Report, BenchError> 
     }
     let median = median_index(&times);
     let mib = |bytes: u64| (bytes as f64 / (1u64 << 20) as f64).round();
+    let per_invocation = memory[median].0.saturating_sub(empty_rss) as f64
+        / args.invocations.max(1) as f64
+        - PAYLOAD_BYTES as f64;
     let mut report = Report::new(
         "restart",
-        json!({ "invocations": args.invocations, "events": events, "payload_bytes": 100,
+        json!({ "invocations": args.invocations, "events": events, "payload_bytes": PAYLOAD_BYTES,
+                "empty_server_rss_bytes": empty_rss,
                 "functions": args.functions, "disk_bytes": disk_bytes, "runs": runs }),
         vec![
             "invocations",
             "time to serving s",
             "RSS MiB",
             "peak RSS MiB",
+            "bytes/invocation beyond payload",
             "runs (s)",
         ],
     );
@@ -78,6 +92,7 @@ pub async fn run(args: &RestartArgs, runs: usize) -> Result<Report, BenchError> 
         json!((times[median] * 100.0).round() / 100.0),
         json!(mib(memory[median].0)),
         json!(mib(memory[median].1)),
+        json!(per_invocation.round() as u64),
         json!(times
             .iter()
             .map(|t| format!("{t:.2}"))
@@ -186,7 +201,7 @@ pub async fn seed(
     let functions: Vec<FunctionKey> = (0..functions.max(1))
         .map(|f| FunctionKey::new(SEED_ACCOUNT, SEED_SERVICE, &seed_function(f)))
         .collect();
-    let payload: Arc<str> = "p".repeat(100).into();
+    let payload: Arc<str> = "p".repeat(PAYLOAD_BYTES).into();
     let mut events = 0;
     let mut pending = Vec::new();
     let mut batch = WriteSet::default();

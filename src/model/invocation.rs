@@ -340,6 +340,10 @@ impl Invocation {
             timestamp_ms: now_ms,
             detail: detail.to_string(),
         });
+        if to.is_terminal() {
+            // No event follows a terminal one; kept records should not carry spare capacity.
+            self.events.shrink_to_fit();
+        }
         Ok(self.events.last())
     }
 }
