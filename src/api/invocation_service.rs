@@ -29,12 +29,17 @@ impl InvocationService {
         InvocationService { engine }
     }
 
-    /// The invocation `target` names, if it exists and matches the qualifier asked for.
-    fn find(&self, target: &InvocationRef) -> Result<crate::model::Invocation, ApiError> {
+    /// `read` of the invocation `target` names, if it exists and matches the qualifier
+    /// asked for; it reads the stored record in place, without copying it first.
+    fn find<R>(
+        &self,
+        target: &InvocationRef,
+        read: impl FnOnce(&crate::model::Invocation) -> R,
+    ) -> Result<R, ApiError> {
         self.engine
             .store()
-            .get(&target.key)
-            .filter(|inv| target.matches(inv))
+            .read(&target.key, |inv| target.matches(inv).then(|| read(inv)))
+            .flatten()
             .ok_or_else(|| StoreError::InvocationNotFound(target.key.clone()).into())
     }
 }
@@ -115,14 +120,12 @@ impl StatefulAsyncInvocationService for InvocationService {
             &r.invocation_id,
         )
         .map_err(ApiError::from)?;
-        let invocation = self.find(&target)?;
-        Ok(Response::new(convert::invocation_to_pb(
-            &invocation,
-            View {
-                payload: true,
-                events: true,
-            },
-        )))
+        let view = View {
+            payload: true,
+            events: true,
+        };
+        let invocation = self.find(&target, |inv| convert::invocation_to_pb(inv, view))?;
+        Ok(Response::new(invocation))
     }
 
     async fn list_stateful_async_invocations(
@@ -162,7 +165,7 @@ impl StatefulAsyncInvocationService for InvocationService {
         )
         .map_err(ApiError::from)?;
         // The qualifier is immutable, so checking it before the stop cannot race.
-        self.find(&target)?;
+        self.find(&target, |_| ())?;
         let invocation = self.engine.stop(target.key).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::StopStatefulAsyncInvocationResponse {
             invocation: Some(convert::invocation_to_pb(&invocation, SUMMARY)),
@@ -187,7 +190,7 @@ impl StatefulAsyncInvocationService for InvocationService {
         .map_err(ApiError::from)?;
         let from_event_id =
             convert::non_negative("from_event_id", r.from_event_id).map_err(ApiError::from)?;
-        self.find(&target)?;
+        self.find(&target, |_| ())?;
         let watch = self
             .engine
             .store()

@@ -52,6 +52,7 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
             "stored",
             "server",
             "calls/s",
+            "server CPU µs/call",
             "p50 ms",
             "p99 ms",
             "% of baseline",
@@ -75,26 +76,29 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
         if read == Read::Get {
             servers.push(("baseline", ServerProcess::start_baseline(stored).await?));
         }
-        let mut measured: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+        let mut measured: Vec<Vec<(Run, f64)>> = servers.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs.max(1) {
             for (at, (_, server)) in servers.iter().enumerate() {
+                let cpu_before = server.cpu_time();
                 let run =
                     closed_loop(&server.url, args.clients, args.duration, call.clone()).await?;
-                measured[at].push(run);
+                let cpu = server.cpu_time().saturating_sub(cpu_before);
+                let cpu_us = cpu.as_secs_f64() * 1e6 / run.calls.max(1) as f64;
+                measured[at].push((run, cpu_us));
             }
         }
         let mut medians = Vec::new();
         for runs in measured {
-            let all: Vec<f64> = runs.iter().map(|r| r.throughput).collect();
+            let all: Vec<f64> = runs.iter().map(|(r, _)| r.throughput).collect();
             let mut runs = runs;
             medians.push((runs.swap_remove(median_index(&all)), all));
         }
-        let baseline = medians.get(1).map(|(b, _)| b.throughput);
-        for ((name, _), (mut median, all)) in servers.iter().zip(medians) {
+        let baseline = medians.get(1).map(|((b, _), _)| b.throughput);
+        for ((name, _), ((mut median, cpu_us), all)) in servers.iter().zip(medians) {
             let share = baseline
                 .map(|b| json!((median.throughput / b * 100.0).round()))
                 .unwrap_or(json!("-"));
-            report.row(row(stored, name, &mut median, &all, share));
+            report.row(row(stored, name, &mut median, cpu_us, &all, share));
         }
     }
     Ok(report)
@@ -104,6 +108,7 @@ fn row(
     stored: usize,
     server: &str,
     run: &mut Run,
+    cpu_us: f64,
     all: &[f64],
     share: serde_json::Value,
 ) -> Vec<serde_json::Value> {
@@ -111,6 +116,7 @@ fn row(
         json!(stored),
         json!(server),
         json!(run.throughput.round() as u64),
+        json!((cpu_us * 10.0).round() / 10.0),
         json!(run.latencies.percentile_ms(50.0)),
         json!(run.latencies.percentile_ms(99.0)),
         share,

@@ -504,6 +504,11 @@ impl Store {
         self.records.get(key).map(|r| r.clone())
     }
 
+    /// `read` applied to one invocation in place (no copy of the record).
+    pub fn read<R>(&self, key: &InvocationKey, read: impl FnOnce(&Invocation) -> R) -> Option<R> {
+        self.records.get(key).map(|r| read(&r))
+    }
+
     /// One invocation without its events (cheaper, for decisions about it).
     pub fn summary(&self, key: &InvocationKey) -> Option<Invocation> {
         self.records.get(key).map(|r| r.without_events())
