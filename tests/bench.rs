@@ -1,0 +1,89 @@
+//! `sai bench` works end to end: each scenario, run tiny, starts its server child process,
+//! drives it, and writes a JSON report with a row per configuration. (No figure is checked:
+//! speed is measured by the benchmarks themselves, see BENCHMARKS.md.)
+
+use std::path::Path;
+use std::process::Command;
+
+fn bench(out: &Path, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_sai"))
+        .args(["bench", "--runs", "1", "--out"])
+        .arg(out)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run sai bench");
+    assert!(
+        output.status.success(),
+        "sai bench {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scenario = args[0];
+    let report = std::fs::read_to_string(out.join(format!("{scenario}.json"))).expect("report");
+    serde_json::from_str(&report).expect("JSON report")
+}
+
+#[test]
+fn every_scenario_runs_and_reports() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let invoke = bench(
+        out.path(),
+        &[
+            "invoke",
+            "--clients",
+            "2",
+            "--duration",
+            "300ms",
+            "--modes",
+            "sync,memory",
+        ],
+    );
+    // sync, in-memory, and the baseline.
+    assert_eq!(invoke["rows"].as_array().expect("rows").len(), 3);
+    assert!(invoke["machine"]["cores"].as_u64().expect("cores") >= 1);
+
+    let get = bench(
+        out.path(),
+        &[
+            "get",
+            "--stored",
+            "200",
+            "--clients",
+            "2",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert_eq!(get["rows"].as_array().expect("rows").len(), 2);
+    let list = bench(
+        out.path(),
+        &[
+            "list",
+            "--stored",
+            "200",
+            "--clients",
+            "2",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert_eq!(list["rows"].as_array().expect("rows").len(), 1);
+
+    let e2e = bench(
+        out.path(),
+        &[
+            "e2e",
+            "--invocations",
+            "300",
+            "--producers",
+            "4",
+            "--workers",
+            "2",
+        ],
+    );
+    assert!(e2e["rows"][0]["completed/s"].as_u64().expect("rate") > 0);
+    let watch = bench(out.path(), &["watch", "--watchers", "50"]);
+    assert_eq!(watch["rows"][0]["live deliveries"].as_u64(), Some(150));
+    let restart = bench(out.path(), &["restart", "--invocations", "500"]);
+    assert_eq!(restart["rows"][0]["invocations"].as_u64(), Some(500));
+}
