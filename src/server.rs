@@ -2,13 +2,15 @@
 //! and a graceful shutdown that ends open watch streams before the server returns.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{InvocationService, RequestContextLayer, WorkerService};
+use crate::api::auth::TokenFileError;
+use crate::api::{AuthLayer, InvocationService, RequestContextLayer, Tokens, WorkerService};
 use crate::clock::now_ms;
 use crate::engine::{Engine, EngineConfig};
 use crate::pb;
@@ -33,6 +35,10 @@ pub struct ServerConfig {
     pub storage: Storage,
     /// Terminal invocations that ended longer ago than this are purged.
     pub retention: Duration,
+    /// A token file: with it, calls need a bearer token (see `api::auth`).
+    pub auth_tokens: Option<PathBuf>,
+    /// Serve a non-loopback address without tokens.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +48,8 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             storage: Storage::Memory,
             retention: DEFAULT_RETENTION,
+            auth_tokens: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -58,6 +66,16 @@ pub enum ServerError {
     /// The data directory could not be opened, loaded or closed.
     #[error("{0}")]
     Storage(#[from] StoreError),
+    /// The token file could not be used.
+    #[error("{0}")]
+    Tokens(#[from] TokenFileError),
+    /// No tokens, and an address others can reach.
+    #[error(
+        "refusing to serve {0} without authentication: anyone who can connect could act for any \
+         account. Give --auth-tokens FILE, listen on a loopback address, or pass \
+         --allow-unauthenticated if the network is otherwise protected"
+    )]
+    Unprotected(std::net::SocketAddr),
 }
 
 /// Serve on an already-bound `listener` until `shutdown` resolves, then end open watch
@@ -67,7 +85,20 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let tokens = match &config.auth_tokens {
+        Some(path) => Some(Tokens::load(path)?),
+        None => None,
+    };
+    if let (None, false, Ok(addr)) = (&tokens, config.allow_unauthenticated, listener.local_addr())
+    {
+        if !addr.ip().is_loopback() {
+            return Err(ServerError::Unprotected(addr));
+        }
+    }
     let stopping = CancellationToken::new();
+    if let Some(tokens) = &tokens {
+        tokio::spawn(reload_tokens_on_hangup(tokens.clone(), stopping.clone()));
+    }
     let opened = {
         let (storage, history, stopping) = (
             config.storage.clone(),
@@ -134,6 +165,7 @@ pub async fn serve(
     };
     let result = tonic::transport::Server::builder()
         .layer(RequestContextLayer)
+        .layer(AuthLayer::new(tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -148,6 +180,34 @@ pub async fn serve(
     store.close().await?;
     tracing::info!("sai stopped");
     Ok(result?)
+}
+
+/// Read the token file again on every SIGHUP; a file that does not parse changes nothing.
+async fn reload_tokens_on_hangup(tokens: std::sync::Arc<Tokens>, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGHUP; tokens will not be reloaded");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => match tokens.reload() {
+                    Ok(count) => tracing::info!(count, file = %tokens.path().display(), "tokens reloaded"),
+                    Err(err) => tracing::error!(%err, "tokens not reloaded; the previous ones stay in force"),
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (tokens, stop);
+    }
 }
 
 /// Retention: purge terminal invocations that ended more than `retention` ago, a batch at a

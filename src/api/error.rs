@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The engine refused the request.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Authentication refused the call.
+    #[error(transparent)]
+    Auth(#[from] super::auth::AuthError),
 }
 
 fn status(code: Code, fc_code: Option<&'static str>, message: String) -> Status {
@@ -42,6 +45,12 @@ impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
         let message = err.to_string();
         match err {
+            ApiError::Auth(super::auth::AuthError::Unauthenticated(_)) => {
+                status(Code::Unauthenticated, None, message)
+            }
+            ApiError::Auth(super::auth::AuthError::WrongAccount { .. }) => {
+                status(Code::PermissionDenied, None, message)
+            }
             ApiError::Invalid(invalid) => {
                 let fc_code =
                     if invalid.field.ends_with("payload") && invalid.rule.contains("bytes") {

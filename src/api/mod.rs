@@ -2,12 +2,14 @@
 //! engine or read the store, and map every error to a `tonic::Status` in one place (`error`).
 //! Handlers stay thin; they hold no state of their own.
 
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod invocation_service;
 pub mod metadata;
 pub mod worker_service;
 
+pub use auth::{AuthLayer, Tokens};
 pub use error::ApiError;
 pub use invocation_service::InvocationService;
 pub use metadata::RequestContextLayer;

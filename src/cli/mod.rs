@@ -37,9 +37,14 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    /// Account to act as (x-fc-account-id); the server's "default" when absent.
+    /// Account to act as (x-fc-account-id); the server's "default" when absent. With a
+    /// token, the token's account is used and this must match it or be left out.
     #[arg(long, global = true, env = "SAI_ACCOUNT")]
     pub account: Option<String>,
+    /// Bearer token for a server started with --auth-tokens. Prefer the environment
+    /// variable: a command line is visible to other users of the machine.
+    #[arg(long, global = true, env = "SAI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output: human tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value = "table")]
     pub output: Format,
@@ -162,6 +167,15 @@ pub struct ServeArgs {
     /// Terminal invocations that ended longer ago than this are purged (FC keeps 7 days).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// Require bearer tokens: a file of `TOKEN ACCOUNT` lines, read again on SIGHUP. Every
+    /// RPC but health and reflection then needs `authorization: Bearer <token>`, and acts
+    /// for the token's account.
+    #[arg(long, env = "SAI_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address (anyone who can connect can act for
+    /// any account). Without this, sai refuses to.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
 }
 
 impl ServeArgs {
@@ -182,6 +196,8 @@ impl ServeArgs {
                 Storage::disk(&self.data_dir, self.durability)
             },
             retention: self.retention,
+            auth_tokens: self.auth_tokens.clone(),
+            allow_unauthenticated: self.allow_unauthenticated,
         }
     }
 }
@@ -216,6 +232,7 @@ pub enum CliError {
 pub struct Connection {
     server: String,
     account: Option<String>,
+    token: Option<String>,
     format: Format,
 }
 
@@ -240,6 +257,13 @@ impl Connection {
         let mut request = tonic::Request::new(message);
         if let Some(account) = self.account.as_deref().and_then(|a| a.parse().ok()) {
             request.metadata_mut().insert("x-fc-account-id", account);
+        }
+        if let Some(bearer) = self
+            .token
+            .as_deref()
+            .and_then(|t| format!("Bearer {t}").parse().ok())
+        {
+            request.metadata_mut().insert("authorization", bearer);
         }
         request
     }
@@ -278,6 +302,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let connection = Connection {
         server: cli.server,
         account: cli.account,
+        token: cli.token,
         format: cli.output,
     };
     let ok = |_| ExitCode::SUCCESS;
