@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::auth::TokenFileError;
-use crate::api::{AuthLayer, InvocationService, RequestContextLayer, Tokens, WorkerService};
+use crate::api::{
+    AuthLayer, EdgeLimits, InvocationService, RequestContextLayer, Tokens, WorkerService,
+};
 use crate::clock::now_ms;
 use crate::engine::{Engine, EngineConfig};
 use crate::pb;
@@ -39,6 +41,39 @@ pub struct ServerConfig {
     pub auth_tokens: Option<PathBuf>,
     /// Serve a non-loopback address without tokens.
     pub allow_unauthenticated: bool,
+    /// Limits that protect the service.
+    pub limits: ServerLimits,
+}
+
+/// Limits that protect the service; defaults in [`ServerLimits::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Per-account limits on watch streams and polls.
+    pub edge: EdgeLimits,
+    /// Unfinished invocations one function may have; more are RESOURCE_EXHAUSTED.
+    pub max_open_per_function: usize,
+    /// Largest request message, bytes (decoded); larger is refused before it is read whole.
+    pub max_request_bytes: usize,
+    /// Concurrent HTTP/2 streams (calls, watches) per connection.
+    pub max_streams_per_connection: u32,
+    /// How often an idle connection is pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            edge: EdgeLimits::default(),
+            max_open_per_function: 1_000_000,
+            // A 1 MiB return payload with room for the rest of the message.
+            max_request_bytes: 2 * 1024 * 1024,
+            max_streams_per_connection: 1_024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -50,6 +85,7 @@ impl Default for ServerConfig {
             retention: DEFAULT_RETENTION,
             auth_tokens: None,
             allow_unauthenticated: false,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -110,6 +146,7 @@ pub async fn serve(
             .map_err(|err| StoreError::Storage(format!("loading the data directory: {err}")))?
     };
     let (store, loaded) = opened?;
+    store.limit_open_per_function(config.limits.max_open_per_function);
     let engine = Engine::start(store.clone(), config.engine.clone(), stopping.clone());
     if let Storage::Disk(disk) = &config.storage {
         let recovered = engine.recover().await;
@@ -163,16 +200,28 @@ pub async fn serve(
             stopping.cancel();
         }
     };
+    let limits = config.limits.clone();
     let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        // Dead peers (a worker whose host vanished) are found and their streams reaped.
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .layer(RequestContextLayer)
         .layer(AuthLayer::new(tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(StatefulAsyncInvocationServiceServer::new(
-            InvocationService::new(engine.clone()),
-        ))
-        .add_service(WorkerServiceServer::new(WorkerService::new(engine)))
+        .add_service(
+            StatefulAsyncInvocationServiceServer::new(InvocationService::new(
+                engine.clone(),
+                &limits.edge,
+            ))
+            .max_decoding_message_size(limits.max_request_bytes),
+        )
+        .add_service(
+            WorkerServiceServer::new(WorkerService::new(engine, &limits.edge))
+                .max_decoding_message_size(limits.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     stopping.cancel();

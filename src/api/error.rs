@@ -28,6 +28,9 @@ pub enum ApiError {
     /// Authentication refused the call.
     #[error(transparent)]
     Auth(#[from] super::auth::AuthError),
+    /// A per-account limit refused the call.
+    #[error(transparent)]
+    Limit(#[from] super::limits::LimitReached),
 }
 
 fn status(code: Code, fc_code: Option<&'static str>, message: String) -> Status {
@@ -51,6 +54,7 @@ impl From<ApiError> for Status {
             ApiError::Auth(super::auth::AuthError::WrongAccount { .. }) => {
                 status(Code::PermissionDenied, None, message)
             }
+            ApiError::Limit(_) => status(Code::ResourceExhausted, None, message),
             ApiError::Invalid(invalid) => {
                 let fc_code =
                     if invalid.field.ends_with("payload") && invalid.rule.contains("bytes") {
@@ -80,6 +84,7 @@ impl From<ApiError> for Status {
                 StoreError::ConfigNotFound { .. } => {
                     status(Code::NotFound, Some("AsyncConfigNotExists"), message)
                 }
+                StoreError::FunctionFull { .. } => status(Code::ResourceExhausted, None, message),
                 StoreError::InvalidPageToken { .. } => {
                     status(Code::InvalidArgument, Some("InvalidArgument"), message)
                 }

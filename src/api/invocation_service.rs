@@ -14,6 +14,7 @@ use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocation
 use crate::store::{StoreError, StoredChange, WatchScope};
 
 use super::convert::{self, InvocationRef, View};
+use super::limits::{EdgeLimits, PerAccount};
 use super::metadata::{account, request_id};
 use super::ApiError;
 
@@ -21,12 +22,20 @@ use super::ApiError;
 #[derive(Clone)]
 pub struct InvocationService {
     engine: Arc<Engine>,
+    watches: Arc<PerAccount>,
 }
 
 impl InvocationService {
-    /// The service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        InvocationService { engine }
+    /// The service over `engine`, within `limits`.
+    pub fn new(engine: Arc<Engine>, limits: &EdgeLimits) -> Self {
+        InvocationService {
+            engine,
+            watches: PerAccount::new(
+                "watch streams",
+                "--max-watches-per-account",
+                limits.watches_per_account,
+            ),
+        }
     }
 
     /// `read` of the invocation `target` names, if it exists and matches the qualifier
@@ -75,17 +84,17 @@ fn watch_changes_message(change: &StoredChange) -> pb::WatchInvocationsResponse 
 /// sent and ends the stream. No task or channel of its own: the transport polls the cursor
 /// directly, and dropping the stream (the client left) drops the cursor.
 macro_rules! stream_of {
-    ($watch:expr, $to_message:expr) => {{
-        Box::pin(futures_util::stream::unfold(
-            Some($watch),
-            |watch| async move {
-                let mut watch = watch?;
-                match watch.next().await? {
-                    Ok(change) => Some((Ok($to_message(&change)), Some(watch))),
-                    Err(err) => Some((Err(Status::from(ApiError::from(err))), None)),
-                }
-            },
-        ))
+    ($watch:expr, $slot:expr, $to_message:expr) => {{
+        // The slot lives as long as the stream: it is given back when the stream ends or the
+        // client goes away.
+        let state = Some(($watch, $slot));
+        Box::pin(futures_util::stream::unfold(state, |state| async move {
+            let (mut watch, slot) = state?;
+            match watch.next().await? {
+                Ok(change) => Some((Ok($to_message(&change)), Some((watch, slot)))),
+                Err(err) => Some((Err(Status::from(ApiError::from(err))), None)),
+            }
+        }))
     }};
 }
 
@@ -191,12 +200,17 @@ impl StatefulAsyncInvocationService for InvocationService {
         let from_event_id =
             convert::non_negative("from_event_id", r.from_event_id).map_err(ApiError::from)?;
         self.find(&target, |_| ())?;
+        let slot = self.watches.acquire(&account)?;
         let watch = self
             .engine
             .store()
             .watch_invocation(target.key, from_event_id)
             .map_err(ApiError::from)?;
-        Ok(Response::new(stream_of!(watch, watch_invocation_message)))
+        Ok(Response::new(stream_of!(
+            watch,
+            slot,
+            watch_invocation_message
+        )))
     }
 
     type WatchInvocationsStream = InvocationChangeStream;
@@ -207,13 +221,18 @@ impl StatefulAsyncInvocationService for InvocationService {
     ) -> Result<Response<Self::WatchInvocationsStream>, Status> {
         let account = account(&request)?;
         let r = request.into_inner();
+        let slot = self.watches.acquire(&account)?;
         let scope = watch_scope(account, &r).map_err(ApiError::from)?;
         let watch = self
             .engine
             .store()
             .watch_changes(scope, r.from_sequence)
             .map_err(ApiError::from)?;
-        Ok(Response::new(stream_of!(watch, watch_changes_message)))
+        Ok(Response::new(stream_of!(
+            watch,
+            slot,
+            watch_changes_message
+        )))
     }
 
     async fn list_stateful_async_invocation_functions(

@@ -6,11 +6,13 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod invocation_service;
+pub mod limits;
 pub mod metadata;
 pub mod worker_service;
 
 pub use auth::{AuthLayer, Tokens};
 pub use error::ApiError;
 pub use invocation_service::InvocationService;
+pub use limits::EdgeLimits;
 pub use metadata::RequestContextLayer;
 pub use worker_service::WorkerService;

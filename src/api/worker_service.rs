@@ -12,6 +12,7 @@ use crate::pb;
 use crate::pb::worker_service_server::WorkerService as WorkerServiceApi;
 
 use super::convert::{self, View};
+use super::limits::{EdgeLimits, PerAccount};
 use super::metadata::account;
 use super::ApiError;
 
@@ -19,12 +20,16 @@ use super::ApiError;
 #[derive(Clone)]
 pub struct WorkerService {
     engine: Arc<Engine>,
+    polls: Arc<PerAccount>,
 }
 
 impl WorkerService {
-    /// The service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        WorkerService { engine }
+    /// The service over `engine`, within `limits`.
+    pub fn new(engine: Arc<Engine>, limits: &EdgeLimits) -> Self {
+        WorkerService {
+            engine,
+            polls: PerAccount::new("polls", "--max-polls-per-account", limits.polls_per_account),
+        }
     }
 }
 
@@ -41,6 +46,7 @@ impl WorkerServiceApi for WorkerService {
     ) -> Result<Response<pb::PollInvocationsResponse>, Status> {
         let account = account(&request)?;
         let poll = convert::poll_request(&account, request.into_inner()).map_err(ApiError::from)?;
+        let _slot = self.polls.acquire(&account)?;
         let grants = self
             .engine
             .poll(

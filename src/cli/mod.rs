@@ -16,9 +16,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::api::EdgeLimits;
 use crate::engine::EngineConfig;
 use crate::persist::Durability;
-use crate::server::{self, ServerConfig};
+use crate::server::{self, ServerConfig, ServerLimits};
 use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
 
 use client::{ConfigCommand, ListArgs, Target};
@@ -176,6 +177,28 @@ pub struct ServeArgs {
     /// any account). Without this, sai refuses to.
     #[arg(long)]
     pub allow_unauthenticated: bool,
+    /// Unfinished (queued, retrying or running) invocations one function may have; more
+    /// invokes are RESOURCE_EXHAUSTED and store nothing.
+    #[arg(long, default_value_t = ServerLimits::default().max_open_per_function)]
+    pub max_open_per_function: usize,
+    /// Largest request message in bytes; larger requests are refused unread.
+    #[arg(long, default_value_t = ServerLimits::default().max_request_bytes)]
+    pub max_request_bytes: usize,
+    /// Concurrent calls and watch streams on one connection.
+    #[arg(long, default_value_t = ServerLimits::default().max_streams_per_connection)]
+    pub max_streams_per_connection: u32,
+    /// Open watch streams per account; more are RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = EdgeLimits::default().watches_per_account)]
+    pub max_watches_per_account: usize,
+    /// PollInvocations calls waiting at once per account; more are RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = EdgeLimits::default().polls_per_account)]
+    pub max_polls_per_account: usize,
+    /// How often idle connections are pinged (HTTP/2 keepalive).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -198,6 +221,17 @@ impl ServeArgs {
             retention: self.retention,
             auth_tokens: self.auth_tokens.clone(),
             allow_unauthenticated: self.allow_unauthenticated,
+            limits: ServerLimits {
+                edge: EdgeLimits {
+                    watches_per_account: self.max_watches_per_account,
+                    polls_per_account: self.max_polls_per_account,
+                },
+                max_open_per_function: self.max_open_per_function,
+                max_request_bytes: self.max_request_bytes,
+                max_streams_per_connection: self.max_streams_per_connection,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+            },
         }
     }
 }

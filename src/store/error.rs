@@ -57,6 +57,14 @@ pub enum StoreError {
         /// The oldest sequence still kept.
         oldest: u64,
     },
+    /// The function already has as many unfinished invocations as allowed.
+    #[error("{}/{} already has {limit} unfinished invocations, the most allowed (--max-open-per-function); nothing was stored, retry later", .function.service, .function.function)]
+    FunctionFull {
+        /// The function.
+        function: crate::model::FunctionKey,
+        /// The limit.
+        limit: usize,
+    },
     /// The data directory could not be read or written.
     #[error("storage: {0}")]
     Storage(String),

@@ -21,9 +21,26 @@ pub const SCAN_BUDGET: usize = 4_096;
 #[derive(Debug, Default)]
 pub struct FunctionIndex {
     entries: BTreeSet<(i64, Arc<str>)>,
+    /// How many of them are not terminal yet.
+    open: usize,
 }
 
 impl FunctionIndex {
+    /// How many invocations of the function are not terminal yet.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// One more invocation is open (accepted, or loaded while unfinished).
+    pub fn opened(&mut self) {
+        self.open += 1;
+    }
+
+    /// An open invocation became terminal.
+    pub fn closed(&mut self) {
+        self.open = self.open.saturating_sub(1);
+    }
+
     /// Add an invocation.
     pub fn insert(&mut self, started_time_ms: i64, id: Arc<str>) {
         self.entries.insert((started_time_ms, id));

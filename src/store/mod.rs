@@ -105,6 +105,8 @@ pub struct Store {
     /// Serialises commits, so that checks, applies, sequence numbers and journal writes
     /// follow one order.
     commit_lock: Mutex<CommitState>,
+    /// Most unfinished invocations one function may have.
+    max_open_per_function: std::sync::atomic::AtomicUsize,
 }
 
 struct CommitState {
@@ -144,7 +146,14 @@ impl Store {
                 journal: None,
                 closed: false,
             }),
+            max_open_per_function: std::sync::atomic::AtomicUsize::new(usize::MAX),
         })
+    }
+
+    /// Refuse new invocations of a function that already has `limit` unfinished ones.
+    pub fn limit_open_per_function(&self, limit: usize) {
+        self.max_open_per_function
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A store on `storage`: for a data directory, everything stored there is loaded back
@@ -172,11 +181,17 @@ impl Store {
     fn restore(&self, loaded: Loaded) {
         match loaded {
             Loaded::Invocation(invocation) => {
-                self.indexes
+                let index = self
+                    .indexes
                     .entry(invocation.key.function.clone())
                     .or_default()
-                    .write()
-                    .insert(invocation.started_time_ms, invocation.key.id.clone());
+                    .clone();
+                let mut index = index.write();
+                index.insert(invocation.started_time_ms, invocation.key.id.clone());
+                if !invocation.status.is_terminal() {
+                    index.opened();
+                }
+                drop(index);
                 self.records.insert(invocation.key.clone(), invocation);
             }
             Loaded::Config {
@@ -398,6 +413,20 @@ impl Store {
         };
         let summary = Arc::new(invocation.without_events());
         let first_event = invocation.events[0].clone();
+        let index = self
+            .indexes
+            .entry(key.function.clone())
+            .or_default()
+            .clone();
+        let limit = self
+            .max_open_per_function
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if index.read().open() >= limit {
+            return Err(StoreError::FunctionFull {
+                function: key.function.clone(),
+                limit,
+            });
+        }
         match self.records.entry(key.clone()) {
             Entry::Occupied(_) => return Err(StoreError::InvocationAlreadyExists(key)),
             Entry::Vacant(slot) => {
@@ -408,11 +437,11 @@ impl Store {
                 slot.insert(invocation);
             }
         }
-        self.indexes
-            .entry(key.function.clone())
-            .or_default()
-            .write()
-            .insert(summary.started_time_ms, key.id.clone());
+        {
+            let mut index = index.write();
+            index.insert(summary.started_time_ms, key.id.clone());
+            index.opened();
+        }
         if !self.catalog.read().knows(&config_key) {
             commit.write(|w| w.put_function(&config_key.function, &config_key.qualifier));
             self.catalog.write().register(config_key);
@@ -480,6 +509,11 @@ impl Store {
         let changed = event.is_some();
         if let Some(event) = event {
             commit.events.push((event, summary.clone()));
+            if summary.status.is_terminal() {
+                if let Some(index) = self.indexes.get(&t.key.function) {
+                    index.write().closed();
+                }
+            }
         }
         if summary.status.is_terminal() && !t.keep_record {
             self.remove_now(commit, &summary);
