@@ -437,3 +437,67 @@ async fn retention_purges_old_terminal_invocations_from_memory_and_disk() {
     invoke(&mut client, ACCOUNT, FUNCTION, "short-lived").await;
     server.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_tokens_are_signed_bound_to_their_list_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    for i in 0..5 {
+        invoke(&mut client, ACCOUNT, FUNCTION, &format!("p{i}")).await;
+        invoke(&mut client, "other-account", FUNCTION, &format!("p{i}")).await;
+    }
+    let mut first_page = list_request(FUNCTION);
+    first_page.limit = 2;
+    let token = client
+        .list_stateful_async_invocations(as_account(ACCOUNT, first_page.clone()))
+        .await
+        .expect("page 1")
+        .into_inner()
+        .next_token;
+    assert!(!token.is_empty());
+    let with_token = |token: &str, function: &str| {
+        let mut request = list_request(function);
+        request.limit = 2;
+        request.next_token = token.to_string();
+        request
+    };
+    // Another account, another function, or an altered token: refused, naming the field.
+    for (account, request) in [
+        ("other-account", with_token(&token, FUNCTION)),
+        (ACCOUNT, with_token(&token, "other-function")),
+        (ACCOUNT, with_token(&format!("{token}A"), FUNCTION)),
+        (
+            ACCOUNT,
+            with_token(&token.replacen(|_| true, "B", 1), FUNCTION),
+        ),
+    ] {
+        let refused = client
+            .list_stateful_async_invocations(as_account(account, request))
+            .await
+            .expect_err("not this list's token");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("next_token"),
+            "{}",
+            refused.message()
+        );
+    }
+    let before = client
+        .list_stateful_async_invocations(as_account(ACCOUNT, with_token(&token, FUNCTION)))
+        .await
+        .expect("page 2")
+        .into_inner();
+    server.stop().await.expect("clean stop");
+
+    // The key is kept in the data directory: the same token still works after a restart.
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let after = client
+        .list_stateful_async_invocations(as_account(ACCOUNT, with_token(&token, FUNCTION)))
+        .await
+        .expect("page 2 after the restart")
+        .into_inner();
+    assert_eq!(after, before);
+    server.stop().await.expect("clean stop");
+}

@@ -68,6 +68,34 @@ impl DataDir {
         &self.path
     }
 
+    /// A 32-byte secret kept in file `name` (mode 0600), made at random the first time.
+    pub fn secret(&self, name: &str) -> Result<[u8; 32], PersistError> {
+        let path = self.path.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => bytes.try_into().map_err(|_| PersistError::Corrupt {
+                what: format!("{} is not a 32-byte key", path.display()),
+            }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let secret: [u8; 32] = rand::random();
+                let temp = self.path.join(format!("{name}.tmp"));
+                let io = |context: &str| {
+                    let context = format!("{context} {}", temp.display());
+                    move |source| PersistError::io(context, source)
+                };
+                let mut options = OpenOptions::new();
+                options.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(&temp).map_err(io("creating"))?;
+                file.write_all(&secret).map_err(io("writing"))?;
+                file.sync_all().map_err(io("syncing"))?;
+                fs::rename(&temp, &path).map_err(io("renaming"))?;
+                Ok(secret)
+            }
+            Err(err) => Err(PersistError::io(format!("reading {}", path.display()), err)),
+        }
+    }
+
     fn check_format(&self) -> Result<(), PersistError> {
         let marker = self.path.join("FORMAT");
         match fs::read_to_string(&marker) {

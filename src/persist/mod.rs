@@ -152,6 +152,12 @@ impl Persist {
         self.dir.path()
     }
 
+    /// The key page tokens are signed with: made once, kept in the data directory so that
+    /// tokens stay valid across restarts.
+    pub fn page_key(&self) -> Result<[u8; 32], PersistError> {
+        self.dir.secret("page-token.key")
+    }
+
     /// Stream everything stored into `sink`: configs and functions first, then invocations.
     pub fn load(&self, mut sink: impl FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
         let mut decoder = Decoder::default();

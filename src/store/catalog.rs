@@ -8,7 +8,7 @@ use crate::model::{AsyncInvokeConfig, FunctionKey, StoredConfig};
 
 use super::error::StoreError;
 use super::index::SCAN_BUDGET;
-use super::page;
+use super::page::{self, PageSigner};
 
 /// A config's identity: one qualifier of one function.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,17 +108,19 @@ impl Catalog {
     /// A page of `function`'s configs ordered by qualifier.
     pub fn list_configs(
         &self,
+        signer: &PageSigner,
         function: &FunctionKey,
         limit: usize,
         next_token: &str,
     ) -> Result<ConfigPage, StoreError> {
+        let scope: [&str; 3] = [&function.account, &function.service, &function.function];
         let low = if next_token.is_empty() {
             Bound::Included(ConfigKey {
                 function: function.clone(),
                 qualifier: "".into(),
             })
         } else {
-            let parts = page::decode("next_token", next_token, page::KIND_CONFIGS, 1)?;
+            let parts = signer.decode("next_token", next_token, page::KIND_CONFIGS, &scope, 1)?;
             Bound::Excluded(ConfigKey {
                 function: function.clone(),
                 qualifier: parts[0].as_str().into(),
@@ -131,7 +133,7 @@ impl Catalog {
                 break;
             }
             if let (true, Some((last, _))) = (items.len() == limit, items.last()) {
-                next = page::encode(page::KIND_CONFIGS, &[&**last]);
+                next = signer.encode(page::KIND_CONFIGS, &scope, &[&**last]);
                 break;
             }
             items.push((key.qualifier.clone(), config.clone()));
@@ -146,10 +148,12 @@ impl Catalog {
     /// (service, function, qualifier). Examines at most [`SCAN_BUDGET`] functions.
     pub fn list_functions(
         &self,
+        signer: &PageSigner,
         account: &Arc<str>,
         limit: usize,
         next_token: &str,
     ) -> Result<FunctionPage, StoreError> {
+        let scope: [&str; 1] = [account];
         let low = if next_token.is_empty() {
             Bound::Included(ConfigKey {
                 function: FunctionKey {
@@ -160,7 +164,7 @@ impl Catalog {
                 qualifier: "".into(),
             })
         } else {
-            let parts = page::decode("next_token", next_token, page::KIND_FUNCTIONS, 3)?;
+            let parts = signer.decode("next_token", next_token, page::KIND_FUNCTIONS, &scope, 3)?;
             Bound::Excluded(ConfigKey {
                 function: FunctionKey {
                     account: account.clone(),
@@ -179,8 +183,9 @@ impl Catalog {
             }
             if items.len() == limit || examined == SCAN_BUDGET {
                 if let Some(last) = last {
-                    next = page::encode(
+                    next = signer.encode(
                         page::KIND_FUNCTIONS,
+                        &scope,
                         &[
                             &last.function.service,
                             &last.function.function,

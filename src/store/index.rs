@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::model::{FunctionKey, Invocation, Status};
 
 use super::error::StoreError;
-use super::page;
+use super::page::{self, PageSigner};
 
 /// Most index entries one page examines.
 pub const SCAN_BUDGET: usize = 4_096;
@@ -108,12 +108,24 @@ fn token_kind(order: Order) -> &'static str {
     }
 }
 
+/// What an invocation list's tokens are bound to: its account and function.
+fn scope(query: &ListQuery) -> [&str; 3] {
+    let f = &query.function;
+    [&f.account, &f.service, &f.function]
+}
+
 /// Decode the cursor of `query`: the last entry the previous page examined.
-fn cursor(query: &ListQuery) -> Result<Option<(i64, Arc<str>)>, StoreError> {
+fn cursor(signer: &PageSigner, query: &ListQuery) -> Result<Option<(i64, Arc<str>)>, StoreError> {
     if query.next_token.is_empty() {
         return Ok(None);
     }
-    let parts = page::decode("next_token", &query.next_token, token_kind(query.order), 2)?;
+    let parts = signer.decode(
+        "next_token",
+        &query.next_token,
+        token_kind(query.order),
+        &scope(query),
+        2,
+    )?;
     let time = parts[0]
         .parse::<i64>()
         .map_err(|_| StoreError::InvalidPageToken {
@@ -125,11 +137,12 @@ fn cursor(query: &ListQuery) -> Result<Option<(i64, Arc<str>)>, StoreError> {
 
 /// Run `query` over `index`, reading each examined record through `lookup`.
 pub fn list(
+    signer: &PageSigner,
     index: &FunctionIndex,
     query: &ListQuery,
     lookup: impl Fn(&Arc<str>) -> Option<Invocation>,
 ) -> Result<Page, StoreError> {
-    let cursor = cursor(query)?;
+    let cursor = cursor(signer, query)?;
     let low: Bound<(i64, Arc<str>)> = match (query.order, &cursor, query.begin) {
         (Order::Asc, Some(c), _) => Bound::Excluded(c.clone()),
         (_, _, Some(begin)) => Bound::Included((begin, Arc::from(""))),
@@ -183,9 +196,11 @@ pub fn list(
         }
     }
     let next_token = match (exhausted, last) {
-        (false, Some((time, id))) => {
-            page::encode(token_kind(query.order), &[&time.to_string(), id])
-        }
+        (false, Some((time, id))) => signer.encode(
+            token_kind(query.order),
+            &scope(query),
+            &[&time.to_string(), id],
+        ),
         _ => String::new(),
     };
     Ok(Page {

@@ -13,6 +13,8 @@ mod error;
 mod hub;
 mod index;
 pub mod page;
+
+use page::PageSigner;
 mod watch;
 
 use std::path::PathBuf;
@@ -107,6 +109,8 @@ pub struct Store {
     commit_lock: Mutex<CommitState>,
     /// Most unfinished invocations one function may have.
     max_open_per_function: std::sync::atomic::AtomicUsize,
+    /// Signs page tokens.
+    pages: RwLock<PageSigner>,
 }
 
 struct CommitState {
@@ -147,6 +151,7 @@ impl Store {
                 closed: false,
             }),
             max_open_per_function: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            pages: RwLock::new(PageSigner::random()),
         })
     }
 
@@ -168,6 +173,7 @@ impl Store {
             return Ok((store, LoadSummary::default()));
         };
         let persist = Persist::open(&disk.dir, disk.durability)?;
+        *store.pages.write() = PageSigner::new(persist.page_key()?);
         let summary = persist.load(|loaded| store.restore(loaded))?;
         store.hub.restore_head(summary.sequence);
         let mut state = store.commit_lock.lock();
@@ -553,10 +559,10 @@ impl Store {
         let Some(index) = self.indexes.get(&query.function).map(|i| i.clone()) else {
             // Still decode the token, so that a bad one is refused for an empty function too.
             let empty = FunctionIndex::default();
-            return index::list(&empty, query, |_| None);
+            return index::list(&self.pages.read(), &empty, query, |_| None);
         };
         let index = index.read();
-        index::list(&index, query, |id| {
+        index::list(&self.pages.read(), &index, query, |id| {
             self.records
                 .get(&query.function.invocation_ref(id))
                 .map(|r| r.without_events())
@@ -617,7 +623,7 @@ impl Store {
     ) -> Result<ConfigPage, StoreError> {
         self.catalog
             .read()
-            .list_configs(function, limit, next_token)
+            .list_configs(&self.pages.read(), function, limit, next_token)
     }
 
     /// A page of an account's functions with stateful invocation enabled.
@@ -629,7 +635,7 @@ impl Store {
     ) -> Result<FunctionPage, StoreError> {
         self.catalog
             .read()
-            .list_functions(account, limit, next_token)
+            .list_functions(&self.pages.read(), account, limit, next_token)
     }
 
     /// Watch one invocation's events after `from_event_id`.
