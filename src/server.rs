@@ -43,6 +43,17 @@ pub struct ServerConfig {
     pub allow_unauthenticated: bool,
     /// Limits that protect the service.
     pub limits: ServerLimits,
+    /// Serve TLS with this certificate chain and key (PEM files); plaintext when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// Limits that protect the service; defaults in [`ServerLimits::default`].
@@ -86,6 +97,7 @@ impl Default for ServerConfig {
             auth_tokens: None,
             allow_unauthenticated: false,
             limits: ServerLimits::default(),
+            tls: None,
         }
     }
 }
@@ -105,6 +117,16 @@ pub enum ServerError {
     /// The token file could not be used.
     #[error("{0}")]
     Tokens(#[from] TokenFileError),
+    /// The TLS certificate or key could not be read.
+    #[error("cannot read TLS {what} {path}: {source}")]
+    TlsFile {
+        /// "certificate" or "key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// No tokens, and an address others can reach.
     #[error(
         "refusing to serve {0} without authentication: anyone who can connect could act for any \
@@ -121,6 +143,23 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    // Read the TLS files before anything else, so that a bad path fails fast.
+    let identity = match &config.tls {
+        Some(tls) => {
+            let read = |what, path: &PathBuf| {
+                std::fs::read(path).map_err(|source| ServerError::TlsFile {
+                    what,
+                    path: path.clone(),
+                    source,
+                })
+            };
+            Some(tonic::transport::Identity::from_pem(
+                read("certificate", &tls.cert)?,
+                read("key", &tls.key)?,
+            ))
+        }
+        None => None,
+    };
     let tokens = match &config.auth_tokens {
         Some(path) => Some(Tokens::load(path)?),
         None => None,
@@ -201,7 +240,12 @@ pub async fn serve(
         }
     };
     let limits = config.limits.clone();
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = identity {
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let result = builder
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         // Dead peers (a worker whose host vanished) are found and their streams reaped.
         .http2_keepalive_interval(Some(limits.keepalive_interval))

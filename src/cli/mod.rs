@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::api::EdgeLimits;
 use crate::engine::EngineConfig;
 use crate::persist::Durability;
-use crate::server::{self, ServerConfig, ServerLimits};
+use crate::server::{self, ServerConfig, ServerLimits, TlsFiles};
 use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
 
 use client::{ConfigCommand, ListArgs, Target};
@@ -42,6 +42,9 @@ pub struct Cli {
     /// token, the token's account is used and this must match it or be left out.
     #[arg(long, global = true, env = "SAI_ACCOUNT")]
     pub account: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// server.
+    #[arg(long, global = true, env = "SAI_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Bearer token for a server started with --auth-tokens. Prefer the environment
     /// variable: a command line is visible to other users of the machine.
     #[arg(long, global = true, env = "SAI_TOKEN", hide_env_values = true)]
@@ -190,6 +193,12 @@ pub struct ServeArgs {
     /// Open watch streams per account; more are RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = EdgeLimits::default().watches_per_account)]
     pub max_watches_per_account: usize,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// PollInvocations calls waiting at once per account; more are RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = EdgeLimits::default().polls_per_account)]
     pub max_polls_per_account: usize,
@@ -221,6 +230,13 @@ impl ServeArgs {
             retention: self.retention,
             auth_tokens: self.auth_tokens.clone(),
             allow_unauthenticated: self.allow_unauthenticated,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             limits: ServerLimits {
                 edge: EdgeLimits {
                     watches_per_account: self.max_watches_per_account,
@@ -267,6 +283,7 @@ pub struct Connection {
     server: String,
     account: Option<String>,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
     format: Format,
 }
 
@@ -277,13 +294,27 @@ impl Connection {
             server: self.server.clone(),
             reason,
         };
-        Endpoint::from_shared(self.server.clone())
-            .map_err(|err| connect_error(err.to_string()))?
+        let mut endpoint = Endpoint::from_shared(self.server.clone())
+            .map_err(|err| connect_error(err.to_string()))?;
+        if self.server.starts_with("https://") {
+            let ca_path = self.ca_cert.as_ref().ok_or_else(|| {
+                connect_error("an https:// server needs --ca-cert FILE (or SAI_CA_CERT)".into())
+            })?;
+            let ca = std::fs::read(ca_path).map_err(|err| {
+                connect_error(format!("cannot read {}: {err}", ca_path.display()))
+            })?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|err| connect_error(err.to_string()))?;
+        }
+        endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|err| connect_error(err.to_string()))
+            .map_err(|err| connect_error(error_chain(&err)))
     }
 
     /// `message` as a request of this connection's account.
@@ -301,6 +332,19 @@ impl Connection {
         }
         request
     }
+}
+
+/// An error with its causes, "a: b: c": the transport's own message is often just
+/// "transport error".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Parse the command line and run it; the process exit code follows the result.
@@ -337,6 +381,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         server: cli.server,
         account: cli.account,
         token: cli.token,
+        ca_cert: cli.ca_cert,
         format: cli.output,
     };
     let ok = |_| ExitCode::SUCCESS;
