@@ -88,7 +88,9 @@ impl From<ApiError> for Status {
                 StoreError::InvalidPageToken { .. } => {
                     status(Code::InvalidArgument, Some("InvalidArgument"), message)
                 }
-                StoreError::HistoryPurged { .. } => status(Code::OutOfRange, None, message),
+                StoreError::HistoryPurged { .. } | StoreError::ResumePointAhead { .. } => {
+                    status(Code::OutOfRange, None, message)
+                }
                 StoreError::ShuttingDown | StoreError::Storage(_) => {
                     status(Code::Unavailable, None, message)
                 }

@@ -68,6 +68,14 @@ pub enum StoreError {
     /// The data directory could not be read or written.
     #[error("storage: {0}")]
     Storage(String),
+    /// A watch asked to resume after a change that has not happened yet.
+    #[error("from_sequence {requested} is ahead of the newest change, {head}; resume from a sequence you received")]
+    ResumePointAhead {
+        /// Where the watcher wanted to resume after.
+        requested: u64,
+        /// The newest sequence.
+        head: u64,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -148,6 +148,14 @@ impl ChangesWatch {
         from_sequence: u64,
     ) -> Result<Self, StoreError> {
         let rx = store.hub.subscribe_all();
+        let head = store.hub.head();
+        if from_sequence > head {
+            // A resume point no change has reached yet would wait forever for nothing.
+            return Err(StoreError::ResumePointAhead {
+                requested: from_sequence,
+                head,
+            });
+        }
         let mut pending = VecDeque::new();
         let last_sequence = if from_sequence == 0 {
             store.hub.head()
