@@ -209,3 +209,136 @@ async fn concurrent_polls_per_account_are_limited() {
     long_poll.await.expect("long poll");
     poll(&mut worker, "default", FUNCTION, 1, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start_with(limited(ServerLimits {
+        keepalive_interval: Duration::from_millis(200),
+        keepalive_timeout: Duration::from_millis(200),
+        ..Default::default()
+    }))
+    .await;
+    // A raw HTTP/2 peer: the client preface and an empty SETTINGS frame, then silence. It
+    // reads what the server sends but never acknowledges a ping, like a host that vanished
+    // behind a half-open connection.
+    let mut peer = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    peer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .expect("settings");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match peer.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the silent peer was not disconnected");
+    // Live clients are unaffected.
+    let mut client = server.client().await;
+    invoke(&mut client, "default", FUNCTION, "still-serving").await;
+}
+
+/// One HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), for names
+/// and values shorter than 127 bytes.
+fn literal_header(block: &mut Vec<u8>, name: &str, value: &str) {
+    block.push(0x00);
+    block.push(name.len() as u8);
+    block.extend_from_slice(name.as_bytes());
+    block.push(value.len() as u8);
+    block.extend_from_slice(value.as_bytes());
+}
+
+/// An HTTP/2 frame header: 24-bit length, type, flags, 31-bit stream id.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut bytes = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    bytes.extend_from_slice(&stream.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_per_connection_cap_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start_with(limited(ServerLimits {
+        max_streams_per_connection: 2,
+        ..Default::default()
+    }))
+    .await;
+    // A raw HTTP/2 client that ignores the server's SETTINGS_MAX_CONCURRENT_STREAMS (a
+    // well-behaved one would queue): it opens three watch calls at once and sends no body,
+    // so the first two stay open.
+    let mut peer = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    peer.write_all(&frame(4, 0, 0, &[]))
+        .await
+        .expect("settings");
+    // Read the server's SETTINGS and acknowledge it, so that its limit is in force.
+    let mut head = [0u8; 9];
+    peer.read_exact(&mut head).await.expect("server settings");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    peer.read_exact(&mut payload)
+        .await
+        .expect("settings payload");
+    assert_eq!(head[3], 4, "the server speaks first with SETTINGS");
+    peer.write_all(&frame(4, 1, 0, &[]))
+        .await
+        .expect("settings ack");
+    for stream in [1u32, 3, 5] {
+        let mut block = Vec::new();
+        literal_header(&mut block, ":method", "POST");
+        literal_header(&mut block, ":scheme", "http");
+        literal_header(
+            &mut block,
+            ":path",
+            "/sai.v1.StatefulAsyncInvocationService/WatchInvocations",
+        );
+        literal_header(&mut block, ":authority", "sai");
+        literal_header(&mut block, "content-type", "application/grpc");
+        literal_header(&mut block, "te", "trailers");
+        // END_HEADERS, no END_STREAM: the request body never comes.
+        peer.write_all(&frame(1, 0x4, stream, &block))
+            .await
+            .expect("headers");
+    }
+    // Expect RST_STREAM(REFUSED_STREAM = 7) for stream 5, and none for 1 or 3.
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut head = [0u8; 9];
+            peer.read_exact(&mut head).await.expect("a frame");
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            peer.read_exact(&mut payload).await.expect("frame payload");
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if head[3] == 3 {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                return (stream, code);
+            }
+        }
+    })
+    .await
+    .expect("the third stream is refused");
+    assert_eq!(
+        refused,
+        (5, 7),
+        "RST_STREAM(REFUSED_STREAM) on the stream over the cap"
+    );
+    let mut client = server.client().await;
+    invoke(&mut client, "default", FUNCTION, "still-serving").await;
+}
