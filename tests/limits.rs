@@ -342,3 +342,75 @@ async fn streams_beyond_the_per_connection_cap_are_refused() {
     let mut client = server.client().await;
     invoke(&mut client, "default", FUNCTION, "still-serving").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_and_return_payload_limits_are_flags_and_refuse_without_changing_anything() {
+    let server = TestServer::start_with(limited(ServerLimits {
+        edge: EdgeLimits {
+            max_payload_bytes: 1_000,
+            max_return_payload_bytes: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    }))
+    .await;
+    let mut client = server.client().await;
+    let mut worker = server.worker().await;
+    let refused = client
+        .invoke_function(pb::InvokeFunctionRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            invocation_id: "too-big".into(),
+            payload: "x".repeat(1_001),
+            ..Default::default()
+        })
+        .await
+        .expect_err("over --max-payload-bytes");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("payload") && refused.message().contains("1000"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        get(&mut client, "default", FUNCTION, "too-big")
+            .await
+            .expect_err("not stored")
+            .code(),
+        Code::NotFound
+    );
+    invoke(&mut client, "default", FUNCTION, "fits").await;
+    let lease = poll(&mut worker, "default", FUNCTION, 1, 1_000)
+        .await
+        .remove(0);
+    let refused = complete(
+        &mut worker,
+        "default",
+        &lease.lease_token,
+        success("eleven char"),
+    )
+    .await
+    .expect_err("over --max-return-payload-bytes");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("return_payload"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        status_of(
+            &get(&mut client, "default", FUNCTION, "fits")
+                .await
+                .expect("get")
+        ),
+        pb::InvocationStatus::Running
+    );
+    complete(
+        &mut worker,
+        "default",
+        &lease.lease_token,
+        success("ten chars!"),
+    )
+    .await
+    .expect("within the limit");
+}

@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
     match selector % 6 {
         0 => {
             if let Ok(request) = pb::InvokeFunctionRequest::decode(bytes) {
-                if let Ok(new) = convert::new_invocation(&account, "req", request) {
+                let max = validate::MAX_PAYLOAD_BYTES;
+                if let Ok(new) = convert::new_invocation(&account, "req", request, max) {
                     assert!(validate::existing_invocation_id("id", &new.key.id).is_ok());
                     assert!(new.payload.len() <= validate::MAX_PAYLOAD_BYTES);
                 }
@@ -50,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         4 => {
             if let Ok(request) = pb::CompleteInvocationRequest::decode(bytes) {
                 let _ = convert::lease_token(&request.lease_token);
-                let _ = convert::outcome(request.outcome);
+                let _ = convert::outcome(request.outcome, validate::MAX_RETURN_PAYLOAD_BYTES);
             }
         }
         _ => {

@@ -192,6 +192,7 @@ pub fn new_invocation(
     account: &Arc<str>,
     request_id: &str,
     request: pb::InvokeFunctionRequest,
+    max_payload_bytes: usize,
 ) -> Result<NewInvocation, ValidationError> {
     let function = function_key(account, &request.service_name, &request.function_name)?;
     let qualifier = qualifier_or_default(&request.qualifier)?;
@@ -201,7 +202,7 @@ pub fn new_invocation(
         validate::new_invocation_id("invocation_id", &request.invocation_id)?;
         request.invocation_id
     };
-    validate::payload("payload", &request.payload)?;
+    validate::max_bytes("payload", &request.payload, max_payload_bytes)?;
     Ok(NewInvocation {
         key: function.invocation(&id),
         qualifier,
@@ -410,6 +411,7 @@ pub fn lease_token(token: &str) -> Result<(), ValidationError> {
 /// The outcome of a CompleteInvocation request, validated.
 pub fn outcome(
     outcome: Option<pb::complete_invocation_request::Outcome>,
+    max_return_payload_bytes: usize,
 ) -> Result<Outcome, ValidationError> {
     use pb::complete_invocation_request::Outcome as P;
     match outcome {
@@ -421,7 +423,7 @@ pub fn outcome(
             validate::max_bytes(
                 "success.return_payload",
                 &success.return_payload,
-                validate::MAX_RETURN_PAYLOAD_BYTES,
+                max_return_payload_bytes,
             )?;
             Ok(Outcome::Success {
                 return_payload: success.return_payload.into(),

@@ -23,6 +23,7 @@ use super::ApiError;
 pub struct InvocationService {
     engine: Arc<Engine>,
     watches: Arc<PerAccount>,
+    max_payload_bytes: usize,
 }
 
 impl InvocationService {
@@ -35,6 +36,7 @@ impl InvocationService {
                 "--max-watches-per-account",
                 limits.watches_per_account,
             ),
+            max_payload_bytes: limits.max_payload_bytes,
         }
     }
 
@@ -106,8 +108,13 @@ impl StatefulAsyncInvocationService for InvocationService {
     ) -> Result<Response<pb::InvokeFunctionResponse>, Status> {
         let account = account(&request)?;
         let request_id = request_id(&request);
-        let new = convert::new_invocation(&account, &request_id, request.into_inner())
-            .map_err(ApiError::from)?;
+        let new = convert::new_invocation(
+            &account,
+            &request_id,
+            request.into_inner(),
+            self.max_payload_bytes,
+        )
+        .map_err(ApiError::from)?;
         let invocation = self.engine.invoke(new).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::InvokeFunctionResponse {
             invocation_id: invocation.key.id.to_string(),

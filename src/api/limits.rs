@@ -16,6 +16,10 @@ pub struct EdgeLimits {
     pub watches_per_account: usize,
     /// PollInvocations calls in flight per account.
     pub polls_per_account: usize,
+    /// Largest invoke payload, bytes (FC: 128 KiB).
+    pub max_payload_bytes: usize,
+    /// Largest return payload a worker may report, bytes.
+    pub max_return_payload_bytes: usize,
 }
 
 impl Default for EdgeLimits {
@@ -23,6 +27,8 @@ impl Default for EdgeLimits {
         EdgeLimits {
             watches_per_account: 100_000,
             polls_per_account: 1_000,
+            max_payload_bytes: crate::model::validate::MAX_PAYLOAD_BYTES,
+            max_return_payload_bytes: crate::model::validate::MAX_RETURN_PAYLOAD_BYTES,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::ApiError;
 pub struct WorkerService {
     engine: Arc<Engine>,
     polls: Arc<PerAccount>,
+    max_return_payload_bytes: usize,
 }
 
 impl WorkerService {
@@ -29,6 +30,7 @@ impl WorkerService {
         WorkerService {
             engine,
             polls: PerAccount::new("polls", "--max-polls-per-account", limits.polls_per_account),
+            max_return_payload_bytes: limits.max_return_payload_bytes,
         }
     }
 }
@@ -95,7 +97,8 @@ impl WorkerServiceApi for WorkerService {
         let account = account(&request)?;
         let r = request.into_inner();
         convert::lease_token(&r.lease_token).map_err(ApiError::from)?;
-        let outcome = convert::outcome(r.outcome).map_err(ApiError::from)?;
+        let outcome =
+            convert::outcome(r.outcome, self.max_return_payload_bytes).map_err(ApiError::from)?;
         let invocation = self
             .engine
             .complete(&account, &r.lease_token, outcome)
@@ -127,10 +130,12 @@ impl WorkerServiceApi for WorkerService {
         let mut pending = JoinSet::new();
         for (_, entries) in by_lease {
             let (engine, account) = (self.engine.clone(), account.clone());
+            let max_return = self.max_return_payload_bytes;
             pending.spawn(async move {
                 let mut results = Vec::with_capacity(entries.len());
                 for (at, completion) in entries {
-                    results.push((at, complete_one(&engine, &account, completion).await));
+                    let result = complete_one(&engine, &account, completion, max_return).await;
+                    results.push((at, result));
                 }
                 results
             });
@@ -167,9 +172,11 @@ async fn complete_one(
     engine: &Engine,
     account: &str,
     completion: pb::CompleteInvocationRequest,
+    max_return_payload_bytes: usize,
 ) -> Result<Arc<crate::model::Invocation>, Status> {
     convert::lease_token(&completion.lease_token).map_err(ApiError::from)?;
-    let outcome = convert::outcome(completion.outcome).map_err(ApiError::from)?;
+    let outcome =
+        convert::outcome(completion.outcome, max_return_payload_bytes).map_err(ApiError::from)?;
     Ok(engine
         .complete(account, &completion.lease_token, outcome)
         .await

@@ -202,6 +202,13 @@ pub struct ServeArgs {
     /// PollInvocations calls waiting at once per account; more are RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = EdgeLimits::default().polls_per_account)]
     pub max_polls_per_account: usize,
+    /// Largest invoke payload in bytes (FC's limit is 128 KiB).
+    #[arg(long, default_value_t = EdgeLimits::default().max_payload_bytes)]
+    pub max_payload_bytes: usize,
+    /// Largest return payload a worker may report, in bytes (keep it below
+    /// --max-request-bytes).
+    #[arg(long, default_value_t = EdgeLimits::default().max_return_payload_bytes)]
+    pub max_return_payload_bytes: usize,
     /// How often idle connections are pinged (HTTP/2 keepalive).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub keepalive_interval: Duration,
@@ -241,6 +248,8 @@ impl ServeArgs {
                 edge: EdgeLimits {
                     watches_per_account: self.max_watches_per_account,
                     polls_per_account: self.max_polls_per_account,
+                    max_payload_bytes: self.max_payload_bytes,
+                    max_return_payload_bytes: self.max_return_payload_bytes,
                 },
                 max_open_per_function: self.max_open_per_function,
                 max_request_bytes: self.max_request_bytes,

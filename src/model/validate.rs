@@ -104,17 +104,6 @@ pub fn account_id(field: &str, value: &str) -> Result<(), ValidationError> {
         .map_err(|_| ValidationError::new(field, "must be 1-128 of letters, digits, '_' and '-'"))
 }
 
-/// A payload: at most 128 KiB.
-pub fn payload(field: &str, value: &str) -> Result<(), ValidationError> {
-    if value.len() > MAX_PAYLOAD_BYTES {
-        return Err(ValidationError::new(
-            field,
-            "must be at most 131072 bytes (128 KiB)",
-        ));
-    }
-    Ok(())
-}
-
 /// Largest return payload in bytes (1 MiB).
 pub const MAX_RETURN_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Largest error message or invalid reason in bytes (64 KiB).
@@ -254,7 +243,12 @@ mod tests {
         assert_eq!(time_range("b", 5, "e", 5), Ok((Some(5), Some(5))));
         assert_eq!(time_range("b", 6, "e", 5).expect_err("b > e").field, "b");
         assert_eq!(time_range("b", 0, "e", -1).expect_err("neg").field, "e");
-        assert!(payload("payload", &"x".repeat(MAX_PAYLOAD_BYTES)).is_ok());
-        assert!(payload("payload", &"x".repeat(MAX_PAYLOAD_BYTES + 1)).is_err());
+        assert!(max_bytes("payload", &"x".repeat(MAX_PAYLOAD_BYTES), MAX_PAYLOAD_BYTES).is_ok());
+        assert!(max_bytes(
+            "payload",
+            &"x".repeat(MAX_PAYLOAD_BYTES + 1),
+            MAX_PAYLOAD_BYTES
+        )
+        .is_err());
     }
 }
