@@ -212,7 +212,7 @@ async fn concurrent_polls_per_account_are_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     let server = TestServer::start_with(limited(ServerLimits {
         keepalive_interval: Duration::from_millis(200),
@@ -223,15 +223,7 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
     // A raw HTTP/2 peer: the client preface and an empty SETTINGS frame, then silence. It
     // reads what the server sends but never acknowledges a ping, like a host that vanished
     // behind a half-open connection.
-    let mut peer = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .expect("preface");
-    peer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
-        .await
-        .expect("settings");
+    let mut peer = raw_http2_peer(server.addr).await;
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         let mut buffer = [0u8; 1024];
         loop {
@@ -246,6 +238,21 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
     // Live clients are unaffected.
     let mut client = server.client().await;
     invoke(&mut client, "default", FUNCTION, "still-serving").await;
+}
+
+/// A TCP connection that has sent the HTTP/2 client preface and an empty SETTINGS frame, and
+/// nothing else: the test decides what (if anything) it says next.
+async fn raw_http2_peer(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+
+    let mut peer = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    peer.write_all(&frame(4, 0, 0, &[]))
+        .await
+        .expect("settings");
+    peer
 }
 
 /// One HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), for names
@@ -279,15 +286,7 @@ async fn streams_beyond_the_per_connection_cap_are_refused() {
     // A raw HTTP/2 client that ignores the server's SETTINGS_MAX_CONCURRENT_STREAMS (a
     // well-behaved one would queue): it opens three watch calls at once and sends no body,
     // so the first two stay open.
-    let mut peer = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .expect("preface");
-    peer.write_all(&frame(4, 0, 0, &[]))
-        .await
-        .expect("settings");
+    let mut peer = raw_http2_peer(server.addr).await;
     // Read the server's SETTINGS and acknowledge it, so that its limit is in force.
     let mut head = [0u8; 9];
     peer.read_exact(&mut head).await.expect("server settings");
