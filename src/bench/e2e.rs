@@ -18,7 +18,7 @@ use crate::pb::worker_service_client::WorkerServiceClient;
 
 use super::report::{median_index, Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::BenchError;
+use super::{poll_request, server_error, succeeded, BenchError};
 
 /// Flags of `sai bench e2e`.
 #[derive(Debug, clap::Args)]
@@ -115,21 +115,6 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-fn server_error(err: impl std::fmt::Display) -> BenchError {
-    BenchError::Server(err.to_string())
-}
-
-fn succeeded(lease: &pb::InvocationLease) -> pb::CompleteInvocationRequest {
-    pb::CompleteInvocationRequest {
-        lease_token: lease.lease_token.clone(),
-        outcome: Some(pb::complete_invocation_request::Outcome::Success(
-            pb::CompleteSuccess {
-                return_payload: "ok".into(),
-            },
-        )),
-    }
-}
-
 /// Complete every lease as succeeded; returns (invocation id, when acknowledged).
 async fn report(
     worker: &mut WorkerServiceClient<Channel>,
@@ -206,16 +191,13 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
             let mut last_done: Option<Instant> = None;
             while completed.load(Ordering::Acquire) < n {
                 let leases = worker
-                    .poll_invocations(pb::PollInvocationsRequest {
-                        functions: vec![pb::FunctionRef {
-                            service_name: SERVICE.into(),
-                            function_name: FUNCTION.into(),
-                            qualifier: String::new(),
-                        }],
-                        worker_id: format!("bench-worker-{w}"),
-                        max_invocations: batch,
-                        wait_time_ms: 200,
-                    })
+                    .poll_invocations(poll_request(
+                        SERVICE,
+                        FUNCTION,
+                        format!("bench-worker-{w}"),
+                        batch,
+                        200,
+                    ))
                     .await
                     .map_err(server_error)?
                     .into_inner()

@@ -79,6 +79,42 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+fn server_error(err: impl std::fmt::Display) -> BenchError {
+    BenchError::Server(err.to_string())
+}
+
+/// A poll of `service/function` for up to `max` leases, waiting at most `wait_ms`.
+fn poll_request(
+    service: &str,
+    function: &str,
+    worker_id: String,
+    max: i32,
+    wait_ms: i32,
+) -> crate::pb::PollInvocationsRequest {
+    crate::pb::PollInvocationsRequest {
+        functions: vec![crate::pb::FunctionRef {
+            service_name: service.into(),
+            function_name: function.into(),
+            qualifier: String::new(),
+        }],
+        worker_id,
+        max_invocations: max,
+        wait_time_ms: wait_ms,
+    }
+}
+
+/// The completion a bench worker reports: succeeded, returning "ok".
+fn succeeded(lease: &crate::pb::InvocationLease) -> crate::pb::CompleteInvocationRequest {
+    crate::pb::CompleteInvocationRequest {
+        lease_token: lease.lease_token.clone(),
+        outcome: Some(crate::pb::complete_invocation_request::Outcome::Success(
+            crate::pb::CompleteSuccess {
+                return_payload: "ok".into(),
+            },
+        )),
+    }
+}
+
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1_000.0
 }

@@ -16,7 +16,7 @@ use crate::pb::worker_service_client::WorkerServiceClient;
 
 use super::report::{Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::BenchError;
+use super::{poll_request, server_error, succeeded, BenchError};
 
 /// Flags of `sai bench watch`.
 #[derive(Debug, clap::Args)]
@@ -31,10 +31,6 @@ pub struct WatchArgs {
 
 const SERVICE: &str = "bench";
 const FUNCTION: &str = "watched";
-
-fn server_error(err: impl std::fmt::Display) -> BenchError {
-    BenchError::Server(err.to_string())
-}
 
 fn wall_us() -> i64 {
     std::time::SystemTime::now()
@@ -133,16 +129,13 @@ pub async fn run(args: &WatchArgs) -> Result<Report, BenchError> {
     let mut done = 0;
     while done < args.watchers {
         let leases = worker
-            .poll_invocations(pb::PollInvocationsRequest {
-                functions: vec![pb::FunctionRef {
-                    service_name: SERVICE.into(),
-                    function_name: FUNCTION.into(),
-                    qualifier: String::new(),
-                }],
-                worker_id: "bench-watch-worker".into(),
-                max_invocations: 100,
-                wait_time_ms: 1_000,
-            })
+            .poll_invocations(poll_request(
+                SERVICE,
+                FUNCTION,
+                "bench-watch-worker".into(),
+                100,
+                1_000,
+            ))
             .await
             .map_err(server_error)?
             .into_inner()
@@ -151,17 +144,7 @@ pub async fn run(args: &WatchArgs) -> Result<Report, BenchError> {
             continue;
         }
         done += leases.len();
-        let completions = leases
-            .iter()
-            .map(|lease| pb::CompleteInvocationRequest {
-                lease_token: lease.lease_token.clone(),
-                outcome: Some(pb::complete_invocation_request::Outcome::Success(
-                    pb::CompleteSuccess {
-                        return_payload: "ok".into(),
-                    },
-                )),
-            })
-            .collect();
+        let completions = leases.iter().map(succeeded).collect();
         worker
             .complete_invocations(pb::CompleteInvocationsRequest { completions })
             .await
