@@ -1,6 +1,6 @@
 //! `e2e`: invoke -> worker poll -> complete -> Succeeded. P producers invoke N invocations (as
-//! fast as they are answered, or paced at a total rate); W workers, each on its own
-//! connection, long-poll batches and complete every lease concurrently. Reports throughput
+//! fast as they are answered, or paced at a total rate) over shared connections; W workers,
+//! each on its own connection, long-poll batches and complete every lease concurrently. Reports throughput
 //! (N over first invoke to last completion) and the latency from sending the invoke to the
 //! acknowledged Succeeded completion.
 
@@ -16,6 +16,7 @@ use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use crate::pb::worker_service_client::WorkerServiceClient;
 
+use super::load::connect;
 use super::report::{median_index, Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{poll_request, server_error, succeeded, BenchError};
@@ -26,12 +27,20 @@ pub struct E2eArgs {
     /// Invocations per run.
     #[arg(long, default_value_t = 20_000)]
     pub invocations: usize,
-    /// Producers (clients invoking), one connection each.
+    /// Producers (clients invoking, each one call at a time).
     #[arg(long, default_value_t = 64)]
     pub producers: usize,
+    /// Connections the producers share, round robin, as the callers in one process share a
+    /// gRPC channel (0: a connection per producer).
+    #[arg(long, default_value_t = 1)]
+    pub producer_connections: usize,
     /// Workers, one connection each.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
+    /// Connections the workers share, round robin (0: a connection per worker, as workers
+    /// in separate processes have).
+    #[arg(long, default_value_t = 0)]
+    pub worker_connections: usize,
     /// Leases a worker asks for per poll.
     #[arg(long, default_value_t = 32)]
     pub batch: i32,
@@ -180,10 +189,9 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let next = Arc::new(AtomicUsize::new(0));
 
     let mut workers = JoinSet::new();
+    let channels = connect(url, args.workers, args.worker_connections).await?;
     for w in 0..args.workers {
-        let mut worker = WorkerServiceClient::connect(url.to_string())
-            .await
-            .map_err(server_error)?;
+        let mut worker = WorkerServiceClient::new(channels[w % channels.len()].clone());
         let (sent, completed, batch, mode) =
             (sent.clone(), completed.clone(), args.batch, args.complete);
         workers.spawn(async move {
@@ -223,11 +231,10 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let mut producers = JoinSet::new();
     let per_producer_interval =
         (args.rate > 0).then(|| Duration::from_secs_f64(args.producers as f64 / args.rate as f64));
-    for _ in 0..args.producers {
-        let client: StatefulAsyncInvocationServiceClient<Channel> =
-            StatefulAsyncInvocationServiceClient::connect(url.to_string())
-                .await
-                .map_err(server_error)?;
+    let channels = connect(url, args.producers, args.producer_connections).await?;
+    for p in 0..args.producers {
+        let client =
+            StatefulAsyncInvocationServiceClient::new(channels[p % channels.len()].clone());
         let (sent, next) = (sent.clone(), next.clone());
         producers.spawn(async move {
             let mut client = client;

@@ -1,12 +1,13 @@
-//! `invoke`: InvokeFunction throughput and latency at C concurrent clients, each on its own
-//! connection, against a fresh server per storage mode and run, and against the baseline.
+//! `invoke`: InvokeFunction throughput and latency at C concurrent clients (sharing one
+//! connection unless told otherwise), against a fresh server per storage mode and run, and
+//! against the baseline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::load::{closed_loop, Call, Run};
+use super::load::{closed_loop, Call, Clients, Run};
 use super::report::{median_index, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
@@ -14,9 +15,9 @@ use super::BenchError;
 /// Flags of `sai bench invoke`.
 #[derive(Debug, clap::Args)]
 pub struct InvokeArgs {
-    /// Concurrent clients, one connection each.
-    #[arg(long, default_value_t = 64)]
-    pub clients: usize,
+    /// Who calls.
+    #[command(flatten)]
+    pub clients: Clients,
     /// Measured time per run (after a 1 s warm-up).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -37,7 +38,7 @@ pub struct InvokeArgs {
 pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
     let mut report = Report::new(
         "invoke",
-        json!({ "clients": args.clients, "duration_s": args.duration.as_secs_f64(),
+        json!({ "clients": args.clients.clients, "connections": args.clients.connections, "duration_s": args.duration.as_secs_f64(),
                 "payload_bytes": args.payload_bytes, "runs": runs }),
         vec![
             "server",

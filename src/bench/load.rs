@@ -1,5 +1,5 @@
-//! The closed-loop load generator: C clients, one connection each, each sending its next call
-//! as soon as the last one is answered, for a warm-up and then a measured duration.
+//! The closed-loop load generator: C clients sharing K connections, each client sending its
+//! next call as soon as the last one is answered, for a warm-up and then a measured duration.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,39 @@ pub enum Call {
     },
 }
 
+/// How many clients call, and over how many connections.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Clients {
+    /// Concurrent clients, each with one call in flight.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Connections the clients share, round robin, as the clients of one process share a
+    /// gRPC channel (0: a connection per client).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+}
+
+/// `wanted` connections to `url` for `clients` clients to share (0: one per client).
+pub async fn connect(url: &str, clients: usize, wanted: usize) -> Result<Vec<Channel>, BenchError> {
+    let count = match wanted {
+        0 => clients,
+        n => n.min(clients),
+    }
+    .max(1);
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let endpoint =
+            Channel::from_shared(url.to_string()).map_err(|e| BenchError::Server(e.to_string()))?;
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| BenchError::Server(e.to_string()))?,
+        );
+    }
+    Ok(channels)
+}
+
 /// One run's answers.
 pub struct Run {
     /// Calls answered per second while measuring.
@@ -47,20 +80,20 @@ pub struct Run {
     pub calls: u64,
 }
 
-/// Run `call` from `clients` clients against `url` for `duration` after the warm-up.
+/// Run `call` from `clients` against `url` for `duration` after the warm-up.
 pub async fn closed_loop(
     url: &str,
-    clients: usize,
+    clients: Clients,
     duration: Duration,
     call: Call,
 ) -> Result<Run, BenchError> {
+    let channels = connect(url, clients.clients, clients.connections).await?;
     let measure_from = Instant::now() + WARM_UP;
     let stop_at = measure_from + duration;
     let mut tasks = JoinSet::new();
-    for client_no in 0..clients {
-        let client = StatefulAsyncInvocationServiceClient::connect(url.to_string())
-            .await
-            .map_err(|e| BenchError::Server(e.to_string()))?;
+    for client_no in 0..clients.clients {
+        let client =
+            StatefulAsyncInvocationServiceClient::new(channels[client_no % channels.len()].clone());
         let call = call.clone();
         tasks.spawn(async move {
             let mut client = client;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::load::{closed_loop, Call, Run};
+use super::load::{closed_loop, Call, Clients, Run};
 use super::report::{median_index, Report};
 use super::restart::seed;
 use super::server::{Mode, ScratchDir, ServerProcess};
@@ -18,9 +18,9 @@ pub struct ReadArgs {
     /// Stored invocation counts to measure at (all in one function).
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     pub stored: Vec<usize>,
-    /// Concurrent clients, one connection each.
-    #[arg(long, default_value_t = 64)]
-    pub clients: usize,
+    /// Who calls.
+    #[command(flatten)]
+    pub clients: Clients,
     /// Measured time per run (after a 1 s warm-up).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -46,7 +46,7 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
     };
     let mut report = Report::new(
         name,
-        json!({ "clients": args.clients, "duration_s": args.duration.as_secs_f64(),
+        json!({ "clients": args.clients.clients, "connections": args.clients.connections, "duration_s": args.duration.as_secs_f64(),
                 "limit": args.limit, "runs": runs, "durability": "sync" }),
         vec![
             "stored",

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::clock::now_ms;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use crate::pb::worker_service_client::WorkerServiceClient;
 
+use super::load::connect;
 use super::report::{Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{poll_request, server_error, succeeded, BenchError};
@@ -63,15 +63,7 @@ pub async fn run(args: &WatchArgs) -> Result<Report, BenchError> {
 
     // Open every stream and read its replayed first event before measuring memory.
     let connections = args.watchers.div_ceil(args.per_connection.max(1));
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let channel: Channel = Endpoint::from_shared(url.clone())
-            .map_err(server_error)?
-            .connect()
-            .await
-            .map_err(server_error)?;
-        channels.push(channel);
-    }
+    let channels = connect(&url, args.watchers, connections).await?;
     let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(args.watchers.max(1));
     let mut watchers = JoinSet::new();
     for i in 0..args.watchers {
