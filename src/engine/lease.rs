@@ -67,7 +67,7 @@ pub struct Lease {
 /// Every live or recently completed lease by token.
 #[derive(Debug, Default)]
 pub struct Leases {
-    by_token: DashMap<String, Lease>,
+    by_token: DashMap<String, Lease, crate::store::Hashing>,
 }
 
 impl Leases {

@@ -40,7 +40,7 @@ pub struct StoredChange {
 pub struct Hub {
     history: Mutex<History>,
     all: broadcast::Sender<Arc<StoredChange>>,
-    per_invocation: DashMap<InvocationKey, broadcast::Sender<Arc<StoredChange>>>,
+    per_invocation: DashMap<InvocationKey, broadcast::Sender<Arc<StoredChange>>, super::Hashing>,
     shutdown: CancellationToken,
 }
 
@@ -72,7 +72,7 @@ impl Hub {
                 capacity: history_capacity.max(1),
             }),
             all,
-            per_invocation: DashMap::new(),
+            per_invocation: DashMap::default(),
             shutdown,
         }
     }
