@@ -324,6 +324,76 @@ async fn a_newer_format_is_refused_and_left_untouched() {
     );
 }
 
+/// Copy the directory tree at `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_directory_is_read_as_it_is_and_marked_format_2() {
+    use pb::InvocationStatus as Status;
+    // Written by the format-1 build (every payload kept apart from its record): two small
+    // payloads, one of them stopped, and one of 3,011 bytes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1"),
+        dir.path(),
+    );
+    let large = format!("{{\"big\":\"{}\"}}", "y".repeat(3000));
+    let expected = [
+        ("small-1", Status::Enqueued, "{\"n\":1}".to_string()),
+        ("small-2", Status::Stopped, "{\"n\":2}".to_string()),
+        ("large-1", Status::Enqueued, large),
+    ];
+    let check = |found: &pb::StatefulAsyncInvocation, status: Status, payload: &str| {
+        assert_eq!(status_of(found), status, "{}", found.invocation_id);
+        assert_eq!(found.invocation_payload, payload, "{}", found.invocation_id);
+    };
+
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    for (id, status, payload) in &expected {
+        let found = get(&mut client, ACCOUNT, FUNCTION, id).await.expect("get");
+        check(&found, *status, payload);
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).expect("read"),
+        format!("sai-data-format {}\n", sai::persist::FORMAT_VERSION)
+    );
+    // New records go in format 2 beside the old ones; both come back after a restart.
+    invoke(&mut client, ACCOUNT, FUNCTION, "new-1").await;
+    stop(&mut client, ACCOUNT, FUNCTION, "small-1")
+        .await
+        .expect("stop an old record");
+    server.stop().await.expect("clean stop");
+
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    for (id, status, payload) in &expected {
+        let status = if *id == "small-1" {
+            Status::Stopped
+        } else {
+            *status
+        };
+        let found = get(&mut client, ACCOUNT, FUNCTION, id).await.expect("get");
+        check(&found, status, payload);
+    }
+    let new = get(&mut client, ACCOUNT, FUNCTION, "new-1")
+        .await
+        .expect("get");
+    check(&new, Status::Enqueued, "{\"id\":\"new-1\"}");
+    server.stop().await.expect("clean stop");
+}
+
 /// The journal files of a data directory, largest first.
 fn journals(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

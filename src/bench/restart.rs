@@ -212,8 +212,7 @@ pub async fn seed(
         let function = &functions[n % functions.len()];
         let invocation = finished(function, n, start_ms, &payload);
         events += invocation.events.len();
-        batch.put_invocation(&invocation);
-        batch.put_payload(&invocation.key, &invocation.payload);
+        batch.put_accepted(&invocation);
         if (n + 1) % SEED_BATCH == 0 || n + 1 == invocations {
             batch.put_sequence(u64::try_from(events).unwrap_or(u64::MAX));
             let ticket = journal

@@ -3,9 +3,14 @@
 //! Keys: a function prefix of three length-prefixed parts (account, service, function; u16
 //! big-endian length each), then the invocation id or qualifier as the rest. Values:
 //! postcard-encoded structs below, whose field order is part of the on-disk format (a change
-//! to it needs a new `FORMAT_VERSION`). The key is not repeated in the value, the payload is
-//! kept apart (written once, never rewritten by status changes), and event ids are not
-//! stored: they are 1-based positions.
+//! to it needs a new `FORMAT_VERSION`). The key is not repeated in the value, and event ids
+//! are not stored: they are 1-based positions.
+//!
+//! A payload of up to [`INLINE_PAYLOAD_MAX`] bytes follows its record in the same value (one
+//! storage entry per write instead of two: the storage engine's cost is mostly per entry); a
+//! larger one is kept apart, written once and never rewritten by status changes. Format 1
+//! kept every payload apart, so a record followed by nothing is still read, its payload found
+//! apart.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +23,13 @@ use crate::model::{DestinationStatus, Event, FunctionKey, Invocation, Invocation
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DecodeError(String);
+
+impl DecodeError {
+    /// An error saying `what` is wrong.
+    pub fn new(what: impl Into<String>) -> Self {
+        DecodeError(what.into())
+    }
+}
 
 fn push_part(key: &mut Vec<u8>, part: &str) {
     // Names are validated to far below 64 KiB, so the length always fits.
@@ -92,7 +104,15 @@ struct StoredEvent<'a> {
     detail: &'a str,
 }
 
-/// The stored value of an invocation (all but its key and payload).
+/// Payloads up to this size are stored with their record.
+pub const INLINE_PAYLOAD_MAX: usize = 1024;
+
+/// Whether `payload` is stored with its record rather than apart.
+pub fn payload_is_inline(payload: &str) -> bool {
+    payload.len() <= INLINE_PAYLOAD_MAX
+}
+
+/// The stored value of an invocation: all but its key, and its payload if that is small.
 pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
     let stored = StoredInvocation {
         qualifier: &invocation.qualifier,
@@ -119,7 +139,12 @@ pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
             .collect(),
     };
     // Encoding into a Vec cannot fail: every field is a plain value or a string.
-    postcard::to_allocvec(&stored).unwrap_or_default()
+    let value = postcard::to_allocvec(&stored).unwrap_or_default();
+    if payload_is_inline(&invocation.payload) {
+        postcard::to_extend(&*invocation.payload, value).unwrap_or_default()
+    } else {
+        value
+    }
 }
 
 /// Encode any serde value (configs).
@@ -174,15 +199,23 @@ impl Decoder {
         self.shared(text)
     }
 
-    /// An invocation from its key, value and payload.
+    /// An invocation from its key and value; `apart` gives its payload when the value does
+    /// not hold it.
     pub fn invocation(
         &mut self,
         key: &[u8],
         value: &[u8],
-        payload: Arc<str>,
+        apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
     ) -> Result<Invocation, DecodeError> {
         let (function, id) = self.function_and_rest(key)?;
-        let stored: StoredInvocation<'_> = decode(value, "invocation record")?;
+        let (stored, rest): (StoredInvocation<'_>, &[u8]) = postcard::take_from_bytes(value)
+            .map_err(|e| DecodeError(format!("invocation record: {e}")))?;
+        let payload: Arc<str> = if rest.is_empty() {
+            apart()?
+        } else {
+            let inline: &str = decode(rest, "inline payload")?;
+            inline.into()
+        };
         let events = stored
             .events
             .iter()
@@ -254,13 +287,14 @@ mod tests {
         let key = function_key(&inv.key.function, &inv.key.id);
         let value = encode_invocation(&inv);
         let mut decoder = Decoder::default();
+        let no_payload_apart = || Err(DecodeError("not looked up: the payload is inline".into()));
         let back = decoder
-            .invocation(&key, &value, inv.payload.clone())
+            .invocation(&key, &value, no_payload_apart)
             .expect("decode");
         assert_eq!(back, inv);
         // The second record of the same function shares its key's strings.
         let again = decoder
-            .invocation(&key, &value, inv.payload.clone())
+            .invocation(&key, &value, no_payload_apart)
             .expect("decode");
         assert!(Arc::ptr_eq(
             &back.key.function.account,
@@ -271,8 +305,39 @@ mod tests {
     #[test]
     fn a_damaged_key_or_value_is_an_error_not_a_panic() {
         let mut decoder = Decoder::default();
-        assert!(decoder.invocation(&[0, 9, b'a'], &[], "".into()).is_err());
+        assert!(decoder
+            .invocation(&[0, 9, b'a'], &[], || Ok("".into()))
+            .is_err());
         let key = function_key(&FunctionKey::new("a", "s", "f"), "id");
-        assert!(decoder.invocation(&key, &[0xff; 3], "".into()).is_err());
+        assert!(decoder
+            .invocation(&key, &[0xff; 3], || Ok("".into()))
+            .is_err());
+    }
+
+    #[test]
+    fn a_large_payload_is_kept_apart_and_a_format_1_record_reads_its_payload_from_apart() {
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let large: Arc<str> = "x".repeat(INLINE_PAYLOAD_MAX + 1).into();
+        let inv = Invocation::accept(function.invocation("big"), "LATEST", large.clone(), "r", 5);
+        let key = function_key(&inv.key.function, &inv.key.id);
+        let value = encode_invocation(&inv);
+        assert!(
+            value.len() < INLINE_PAYLOAD_MAX,
+            "the payload is not in the record"
+        );
+        let back = Decoder::default()
+            .invocation(&key, &value, || Ok(large.clone()))
+            .expect("decode");
+        assert_eq!(back, inv);
+
+        // A format-1 record of a small payload: the record alone, its payload apart.
+        let small = Invocation::accept(function.invocation("v1"), "LATEST", "{}".into(), "r", 5);
+        let key = function_key(&small.key.function, &small.key.id);
+        let mut value = encode_invocation(&small);
+        value.truncate(value.len() - 3); // the inline "{}": its length byte and two bytes
+        let back = Decoder::default()
+            .invocation(&key, &value, || Ok("{}".into()))
+            .expect("decode");
+        assert_eq!(back, small);
     }
 }

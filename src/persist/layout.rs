@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::PersistError;
 
-/// The on-disk format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes. 2: a small payload is stored after its record
+/// instead of apart. This build reads format 1 too (every payload apart), and marks a
+/// format-1 directory as 2 when it opens it, since its writes are format 2 from then on.
+pub const FORMAT_VERSION: u32 = 2;
 
 const FORMAT_PREFIX: &str = "sai-data-format ";
 
@@ -117,6 +119,11 @@ impl DataDir {
                         found: version,
                         supported: FORMAT_VERSION,
                     });
+                }
+                if version < FORMAT_VERSION {
+                    // Older formats are read as they are; only the marker changes, so that
+                    // an older build refuses what this one writes.
+                    self.write_format()?;
                 }
                 Ok(())
             }

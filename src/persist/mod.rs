@@ -84,9 +84,9 @@ pub struct LoadSummary {
 /// The partitions of the keyspace.
 #[derive(Clone)]
 struct Partitions {
-    /// Invocation records (all but payload), keyed by function prefix + id.
+    /// Invocation records (with their payload if it is small), keyed by function prefix + id.
     invocations: PartitionHandle,
-    /// Invocation payloads, same keys; written once.
+    /// Large invocation payloads, same keys; written once.
     payloads: PartitionHandle,
     /// Configs, keyed by function prefix + qualifier.
     configs: PartitionHandle,
@@ -193,11 +193,12 @@ impl Persist {
             });
         }
 
-        // Both partitions share keys, so one pass over each pairs records with payloads.
+        // Both partitions share keys, so one pass over each pairs records with the payloads
+        // kept apart (large ones, and every one written in format 1).
         let mut payloads = p.payloads.iter().peekable();
         for item in p.invocations.iter() {
             let (key, value) = item?;
-            let mut payload: Arc<str> = "".into();
+            let mut apart: Result<Arc<str>, DecodeError> = Ok("".into());
             while let Some(next) = payloads.peek() {
                 let Ok((payload_key, _)) = next else {
                     // Surface the error through `next` below.
@@ -210,9 +211,9 @@ impl Persist {
                     }
                     std::cmp::Ordering::Equal => {
                         if let Some(Ok((_, bytes))) = payloads.next() {
-                            payload = std::str::from_utf8(&bytes)
-                                .map_err(|_| corrupt(format!("payload of {key:?} is not UTF-8")))?
-                                .into();
+                            apart = std::str::from_utf8(&bytes)
+                                .map(Arc::from)
+                                .map_err(|_| DecodeError::new("its payload is not UTF-8"));
                         }
                         break;
                     }
@@ -220,7 +221,7 @@ impl Persist {
                 }
             }
             let invocation = decoder
-                .invocation(&key, &value, payload)
+                .invocation(&key, &value, || apart)
                 .map_err(|e| corrupt(format!("invocation {key:?}: {e}")))?;
             summary.invocations += 1;
             sink(Loaded::Invocation(invocation));
@@ -289,9 +290,26 @@ impl WriteSet {
             .sum()
     }
 
-    /// Store an invocation's current state (all but its payload).
+    /// Store a newly accepted invocation, with its payload.
+    pub fn put_accepted(&mut self, invocation: &Invocation) {
+        let key = codec::function_key(&invocation.key.function, &invocation.key.id);
+        if !codec::payload_is_inline(&invocation.payload) {
+            self.ops.push(Op::Put(
+                Part::Payloads,
+                key.clone(),
+                invocation.payload.as_bytes().to_vec(),
+            ));
+        }
+        self.put_record(key, invocation);
+    }
+
+    /// Store an invocation's current state (a large payload, kept apart, is not rewritten).
     pub fn put_invocation(&mut self, invocation: &Invocation) {
         let key = codec::function_key(&invocation.key.function, &invocation.key.id);
+        self.put_record(key, invocation);
+    }
+
+    fn put_record(&mut self, key: Vec<u8>, invocation: &Invocation) {
         self.ops.push(Op::Put(
             Part::Invocations,
             key,
@@ -299,14 +317,7 @@ impl WriteSet {
         ));
     }
 
-    /// Store an invocation's payload (once, when it is accepted).
-    pub fn put_payload(&mut self, key: &InvocationKey, payload: &str) {
-        let key = codec::function_key(&key.function, &key.id);
-        self.ops
-            .push(Op::Put(Part::Payloads, key, payload.as_bytes().to_vec()));
-    }
-
-    /// Remove an invocation and its payload.
+    /// Remove an invocation and its payload (apart too: format 1 kept small ones there).
     pub fn delete_invocation(&mut self, key: &InvocationKey) {
         let key = codec::function_key(&key.function, &key.id);
         self.ops.push(Op::Delete(Part::Payloads, key.clone()));

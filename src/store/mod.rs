@@ -443,10 +443,7 @@ impl Store {
         match self.records.entry(key.clone()) {
             Entry::Occupied(_) => return Err(StoreError::InvocationAlreadyExists(key)),
             Entry::Vacant(slot) => {
-                commit.write(|w| {
-                    w.put_invocation(&invocation);
-                    w.put_payload(&key, &invocation.payload);
-                });
+                commit.write(|w| w.put_accepted(&invocation));
                 slot.insert(Box::new(invocation));
             }
         }
