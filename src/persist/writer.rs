@@ -224,7 +224,8 @@ impl Writer {
 
     /// One batch for the whole group; within it, the last write to a key wins.
     fn write(&self, group: &[Submission]) -> Result<(), PersistError> {
-        let mut position: HashMap<(Part, &[u8]), usize> = HashMap::new();
+        let mut position: HashMap<(Part, &[u8]), usize, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut ops: Vec<&Op> = Vec::new();
         for op in group.iter().flat_map(|s| &s.writes.ops) {
             let slot = match op {
