@@ -310,11 +310,16 @@ impl WriteSet {
     }
 
     fn put_record(&mut self, key: Vec<u8>, invocation: &Invocation) {
-        self.ops.push(Op::Put(
-            Part::Invocations,
-            key,
-            codec::encode_invocation(invocation),
-        ));
+        let value = codec::encode_invocation(invocation);
+        // A dispatch writes Dequeued then Running for the same record back to back: only
+        // the last state needs storing.
+        if let Some(Op::Put(Part::Invocations, last_key, last_value)) = self.ops.last_mut() {
+            if *last_key == key {
+                *last_value = value;
+                return;
+            }
+        }
+        self.ops.push(Op::Put(Part::Invocations, key, value));
     }
 
     /// Remove an invocation and its payload (apart too: format 1 kept small ones there).
