@@ -442,3 +442,114 @@ async fn pages_of_seven_never_repeat_or_skip_while_inserts_continue() {
     }
     inserter.abort();
 }
+
+fn batch_entry(function: &str, id: &str) -> pb::InvokeFunctionRequest {
+    pb::InvokeFunctionRequest {
+        service_name: SERVICE.into(),
+        function_name: function.into(),
+        qualifier: String::new(),
+        invocation_id: id.into(),
+        payload: format!("{{\"batch\":\"{id}\"}}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_functions_answers_every_entry_and_stores_the_accepted_durably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    invoke(&mut client, "default", FUNCTION, "taken").await;
+
+    let answer = client
+        .invoke_functions(pb::InvokeFunctionsRequest {
+            invocations: vec![
+                batch_entry(FUNCTION, "b-1"),
+                batch_entry("not a name!", "b-2"),
+                batch_entry(FUNCTION, "taken"),
+                batch_entry(FUNCTION, "b-1"),
+                batch_entry(FUNCTION, ""),
+            ],
+        })
+        .await
+        .expect("a batch with bad entries is still answered")
+        .into_inner();
+    let codes: Vec<Code> = answer.results.iter().map(|r| Code::from(r.code)).collect();
+    assert_eq!(
+        codes,
+        [
+            Code::Ok,
+            Code::InvalidArgument,
+            Code::AlreadyExists,
+            Code::AlreadyExists,
+            Code::Ok
+        ]
+    );
+    assert!(
+        answer.results[1].message.contains("function_name"),
+        "{}",
+        answer.results[1].message
+    );
+    assert_eq!(answer.results[0].invocation_id, "b-1");
+    let generated = answer.results[4].invocation_id.clone();
+    assert!(!generated.is_empty());
+    assert!(!answer.request_id.is_empty());
+
+    for id in ["b-1", generated.as_str()] {
+        let stored = get(&mut client, "default", FUNCTION, id)
+            .await
+            .expect("accepted entries are stored");
+        assert_eq!(status_of(&stored), pb::InvocationStatus::Enqueued);
+        assert_eq!(stored.request_id, answer.request_id);
+        assert_eq!(stored.events.len(), 1);
+    }
+    // The entry that lost to an earlier one of the same call left the first untouched.
+    let first = get(&mut client, "default", FUNCTION, "b-1")
+        .await
+        .expect("b-1");
+    assert_eq!(first.invocation_payload, "{\"batch\":\"b-1\"}");
+    // Accepted entries are queued like any other.
+    let mut worker = server.worker().await;
+    let leased: HashSet<String> = poll(&mut worker, "default", FUNCTION, 10, 500)
+        .await
+        .into_iter()
+        .filter_map(|lease| lease.invocation.map(|i| i.invocation_id))
+        .collect();
+    assert_eq!(
+        leased,
+        HashSet::from(["taken".to_string(), "b-1".to_string(), generated.clone()])
+    );
+    server.stop().await.expect("clean stop");
+
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    for id in ["b-1", generated.as_str()] {
+        get(&mut client, "default", FUNCTION, id)
+            .await
+            .expect("accepted entries survive a restart");
+    }
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn invoke_functions_refuses_an_empty_or_oversized_batch_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for count in [0, 101] {
+        let refused = client
+            .invoke_functions(pb::InvokeFunctionsRequest {
+                invocations: (0..count)
+                    .map(|i| batch_entry(FUNCTION, &format!("over-{i}")))
+                    .collect(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            refused.message().contains("invocations") && refused.message().contains("1 to 100"),
+            "{}",
+            refused.message()
+        );
+    }
+    let listed = list_all(&mut client, "default", list_request(FUNCTION)).await;
+    assert!(listed.is_empty(), "nothing was stored: {listed:?}");
+}

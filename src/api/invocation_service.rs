@@ -122,6 +122,40 @@ impl StatefulAsyncInvocationService for InvocationService {
         }))
     }
 
+    async fn invoke_functions(
+        &self,
+        request: Request<pb::InvokeFunctionsRequest>,
+    ) -> Result<Response<pb::InvokeFunctionsResponse>, Status> {
+        let account = account(&request)?;
+        let request_id = request_id(&request);
+        let entries = request.into_inner().invocations;
+        validate::batch_count("invocations", entries.len()).map_err(ApiError::from)?;
+        // Entries that fail their checks are answered without reaching the store; the rest
+        // are accepted together, and their results put back in request order.
+        let mut results = vec![pb::InvokeFunctionResult::default(); entries.len()];
+        let mut accepted_at = Vec::with_capacity(entries.len());
+        let mut new = Vec::with_capacity(entries.len());
+        for (at, entry) in entries.into_iter().enumerate() {
+            match convert::new_invocation(&account, &request_id, entry, self.max_payload_bytes) {
+                Ok(one) => {
+                    accepted_at.push(at);
+                    new.push(one);
+                }
+                Err(err) => results[at] = invoke_result(Err(ApiError::from(err).into())),
+            }
+        }
+        if !new.is_empty() {
+            let stored = self.engine.invoke_all(new).await.map_err(ApiError::from)?;
+            for (at, one) in accepted_at.into_iter().zip(stored) {
+                results[at] = invoke_result(one.map_err(|err| ApiError::from(err).into()));
+            }
+        }
+        Ok(Response::new(pb::InvokeFunctionsResponse {
+            results,
+            request_id: request_id.to_string(),
+        }))
+    }
+
     async fn get_stateful_async_invocation(
         &self,
         request: Request<pb::GetStatefulAsyncInvocationRequest>,
@@ -385,4 +419,22 @@ fn watch_scope(
         service: service.map(Into::into),
         function: function.map(Into::into),
     })
+}
+
+/// One entry's result as InvokeFunctions reports it.
+fn invoke_result(
+    result: Result<Arc<crate::model::Invocation>, Status>,
+) -> pb::InvokeFunctionResult {
+    match result {
+        Ok(invocation) => pb::InvokeFunctionResult {
+            code: 0,
+            message: String::new(),
+            invocation_id: invocation.key.id.to_string(),
+        },
+        Err(status) => pb::InvokeFunctionResult {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            invocation_id: String::new(),
+        },
+    }
 }

@@ -115,7 +115,7 @@ impl WorkerServiceApi for WorkerService {
     ) -> Result<Response<pb::CompleteInvocationsResponse>, Status> {
         let account = account(&request)?;
         let completions = request.into_inner().completions;
-        validate::completion_count(completions.len()).map_err(ApiError::from)?;
+        validate::batch_count("completions", completions.len()).map_err(ApiError::from)?;
         let count = completions.len();
         // Entries of one lease apply in request order; different leases run concurrently, so
         // that their commits share one sync. Answers come back in request order.

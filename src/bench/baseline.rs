@@ -112,6 +112,13 @@ impl StatefulAsyncInvocationService for Baseline {
         }))
     }
 
+    async fn invoke_functions(
+        &self,
+        _: Request<pb::InvokeFunctionsRequest>,
+    ) -> Result<Response<pb::InvokeFunctionsResponse>, Status> {
+        unimplemented()
+    }
+
     async fn get_stateful_async_invocation(
         &self,
         request: Request<pb::GetStatefulAsyncInvocationRequest>,

@@ -239,6 +239,30 @@ impl Engine {
         Ok(stored)
     }
 
+    /// Accept several invocations in one commit; each has its own outcome, as `invoke`
+    /// would give it.
+    pub async fn invoke_all(
+        &self,
+        new: Vec<NewInvocation>,
+    ) -> Result<Vec<Result<Arc<Invocation>, EngineError>>, EngineError> {
+        let now = now_ms();
+        let accepted = new
+            .into_iter()
+            .map(|new| {
+                Invocation::accept(new.key, &new.qualifier, new.payload, &new.request_id, now)
+            })
+            .collect();
+        let stored = self.store.insert_all(accepted).await?;
+        Ok(stored
+            .into_iter()
+            .map(|one| {
+                let stored = one?;
+                self.enqueued(&stored);
+                Ok(stored)
+            })
+            .collect())
+    }
+
     /// Put a just-Enqueued invocation in its queue and arm its expiry.
     fn enqueued(&self, invocation: &Invocation) {
         let config = self.config_of(invocation);

@@ -132,17 +132,17 @@ pub fn worker_id(field: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Most completions one CompleteInvocations carries.
-pub const MAX_COMPLETIONS: usize = 100;
+/// Most entries one batch call (CompleteInvocations, InvokeFunctions) carries.
+pub const MAX_BATCH: usize = 100;
 
-/// CompleteInvocations: 1 to [`MAX_COMPLETIONS`] completions.
-pub fn completion_count(count: usize) -> Result<(), ValidationError> {
-    if (1..=MAX_COMPLETIONS).contains(&count) {
+/// A batch call's `field`: 1 to [`MAX_BATCH`] entries.
+pub fn batch_count(field: &str, count: usize) -> Result<(), ValidationError> {
+    if (1..=MAX_BATCH).contains(&count) {
         Ok(())
     } else {
         Err(ValidationError::new(
-            "completions",
-            &format!("must hold 1 to {MAX_COMPLETIONS} entries, not {count}"),
+            field,
+            &format!("must hold 1 to {MAX_BATCH} entries, not {count}"),
         ))
     }
 }

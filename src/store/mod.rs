@@ -307,6 +307,21 @@ impl Store {
             .await
     }
 
+    /// Store several newly accepted invocations in one commit (one sync). Each has its own
+    /// outcome, as `insert` would give it; the outer error is the commit's.
+    pub async fn insert_all(
+        &self,
+        invocations: Vec<Invocation>,
+    ) -> Result<Vec<Result<Arc<Invocation>, StoreError>>, StoreError> {
+        self.commit(|commit| {
+            Ok(invocations
+                .into_iter()
+                .map(|invocation| self.insert_now(commit, invocation))
+                .collect())
+        })
+        .await
+    }
+
     /// Apply a transition. Returns the invocation after it (without events) and whether it
     /// changed (a stop while Stopping does not).
     pub async fn apply(
