@@ -41,6 +41,10 @@ pub struct E2eArgs {
     /// in separate processes have).
     #[arg(long, default_value_t = 0)]
     pub worker_connections: usize,
+    /// Invocations per producer call: 1 sends InvokeFunction, more send InvokeFunctions
+    /// of that many (up to 100; as BullMQ's addBulk).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub invoke_batch: u16,
     /// Leases a worker asks for per poll.
     #[arg(long, default_value_t = 32)]
     pub batch: i32,
@@ -79,6 +83,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
     let mut report = Report::new(
         "e2e",
         json!({ "invocations": args.invocations, "producers": args.producers,
+                "producer_connections": args.producer_connections, "invoke_batch": args.invoke_batch,
                 "workers": args.workers, "batch": args.batch, "rate": args.rate, "runs": runs }),
         vec![
             "mode",
@@ -176,6 +181,17 @@ async fn report(
     }
 }
 
+/// The bench's invocation number `i`: 100-byte payload.
+fn invoke_request(i: usize) -> pb::InvokeFunctionRequest {
+    pb::InvokeFunctionRequest {
+        service_name: SERVICE.into(),
+        function_name: FUNCTION.into(),
+        invocation_id: format!("e{i}"),
+        payload: "x".repeat(100),
+        ..Default::default()
+    }
+}
+
 async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let n = args.invocations;
     let origin = Instant::now();
@@ -229,8 +245,11 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
 
     let started = Instant::now();
     let mut producers = JoinSet::new();
-    let per_producer_interval =
-        (args.rate > 0).then(|| Duration::from_secs_f64(args.producers as f64 / args.rate as f64));
+    let invoke_batch = usize::from(args.invoke_batch);
+    // Each tick of a producer sends one call of `invoke_batch` invocations.
+    let per_producer_interval = (args.rate > 0).then(|| {
+        Duration::from_secs_f64(args.producers as f64 * invoke_batch as f64 / args.rate as f64)
+    });
     let channels = connect(url, args.producers, args.producer_connections).await?;
     for p in 0..args.producers {
         let client =
@@ -243,21 +262,33 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
                 if let Some(tick) = &mut tick {
                     tick.tick().await;
                 }
-                let i = next.fetch_add(1, Ordering::AcqRel);
-                if i >= n {
+                let first = next.fetch_add(invoke_batch, Ordering::AcqRel);
+                if first >= n {
                     return Ok::<_, BenchError>(());
                 }
-                sent[i].store(origin.elapsed().as_micros() as u64 + 1, Ordering::Release);
-                client
-                    .invoke_function(pb::InvokeFunctionRequest {
-                        service_name: SERVICE.into(),
-                        function_name: FUNCTION.into(),
-                        invocation_id: format!("e{i}"),
-                        payload: "x".repeat(100),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(server_error)?;
+                let batch = first..(first + invoke_batch).min(n);
+                let at = origin.elapsed().as_micros() as u64 + 1;
+                for i in batch.clone() {
+                    sent[i].store(at, Ordering::Release);
+                }
+                if invoke_batch == 1 {
+                    client
+                        .invoke_function(invoke_request(first))
+                        .await
+                        .map_err(server_error)?;
+                } else {
+                    let results = client
+                        .invoke_functions(pb::InvokeFunctionsRequest {
+                            invocations: batch.map(invoke_request).collect(),
+                        })
+                        .await
+                        .map_err(server_error)?
+                        .into_inner()
+                        .results;
+                    if let Some(refused) = results.iter().find(|r| r.code != 0) {
+                        return Err(server_error(&refused.message));
+                    }
+                }
             }
         });
     }
