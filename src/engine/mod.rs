@@ -579,26 +579,26 @@ impl Engine {
         transition.attempt = Some(attempt);
         transition.keep_record = config.is_stateful();
         if let (Some(target), Outcome::Success { return_payload }) = (&config.on_success, outcome) {
-            transition.on_success = Some(result_record(
+            transition.on_success = Some(Box::new(result_record(
                 record,
                 target,
                 Condition::Succeeded,
                 Some(return_payload),
                 None,
                 now,
-            ));
+            )));
         }
         if let (Some(target), Outcome::Failure { error_message, .. }) =
             (&config.on_failure, outcome)
         {
-            transition.on_failure = Some(result_record(
+            transition.on_failure = Some(Box::new(result_record(
                 record,
                 target,
                 Condition::Failed,
                 None,
                 Some(error_message),
                 now,
-            ));
+            )));
         }
         self.apply_and_follow(transition).await
     }
@@ -635,14 +635,14 @@ impl Engine {
         let mut transition = Transition::new(record.key.clone(), Change::Expire, now);
         transition.keep_record = config.is_stateful();
         transition.on_failure = config.on_failure.as_ref().map(|target| {
-            result_record(
+            Box::new(result_record(
                 record,
                 target,
                 Condition::Expired,
                 None,
                 Some("the invocation expired before it was dispatched"),
                 now,
-            )
+            ))
         });
         if let Err(err) = self.apply_and_follow(transition).await {
             tracing::debug!(invocation = %record.key.id, %err, "expiry no longer applies");

@@ -55,10 +55,11 @@ pub struct Transition {
     pub now_ms: i64,
     /// Fencing: refuse unless the invocation is on this attempt.
     pub attempt: Option<u32>,
-    /// Result record delivered in the same commit if the change ends in Succeeded.
-    pub on_success: Option<Invocation>,
+    /// Result record delivered in the same commit if the change ends in Succeeded (boxed:
+    /// most transitions carry none, and a poll builds dozens of them at once).
+    pub on_success: Option<Box<Invocation>>,
     /// Result record delivered in the same commit if the change ends in Failed or Expired.
-    pub on_failure: Option<Invocation>,
+    pub on_failure: Option<Box<Invocation>>,
     /// False drops the record once terminal (stateful invocation off).
     pub keep_record: bool,
 }
@@ -510,7 +511,7 @@ impl Store {
             Status::Failed | Status::Expired => t.on_failure,
             _ => None,
         };
-        let destination_status = destination.map(|record| match self.insert_now(commit, record) {
+        let destination_status = destination.map(|record| match self.insert_now(commit, *record) {
             Ok(_) => DestinationStatus::Succeeded,
             Err(_) => DestinationStatus::Failed,
         });
