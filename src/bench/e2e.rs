@@ -251,13 +251,19 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
         Duration::from_secs_f64(args.producers as f64 * invoke_batch as f64 / args.rate as f64)
     });
     let channels = connect(url, args.producers, args.producer_connections).await?;
+    let producer_count = args.producers;
     for p in 0..args.producers {
         let client =
             StatefulAsyncInvocationServiceClient::new(channels[p % channels.len()].clone());
         let (sent, next) = (sent.clone(), next.clone());
         producers.spawn(async move {
             let mut client = client;
-            let mut tick = per_producer_interval.map(tokio::time::interval);
+            // Producers start a fraction of the interval apart, so that the total offered
+            // load arrives evenly instead of in bursts of one call per producer.
+            let mut tick = per_producer_interval.map(|every| {
+                let offset = every.mul_f64(p as f64 / producer_count as f64);
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, every)
+            });
             loop {
                 if let Some(tick) = &mut tick {
                     tick.tick().await;
