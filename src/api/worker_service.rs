@@ -1,9 +1,7 @@
 //! `sai.v1.WorkerService`: thin handlers over the engine's poll, heartbeat and complete.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
@@ -116,36 +114,25 @@ impl WorkerServiceApi for WorkerService {
         let account = account(&request)?;
         let completions = request.into_inner().completions;
         validate::batch_count("completions", completions.len()).map_err(ApiError::from)?;
-        let count = completions.len();
-        // Entries of one lease apply in request order; different leases run concurrently, so
-        // that their commits share one sync. Answers come back in request order.
-        let mut by_lease: HashMap<String, Vec<(usize, pb::CompleteInvocationRequest)>> =
-            HashMap::new();
+        // Entries that fail their checks are answered without reaching the engine; the rest
+        // are applied together, in one commit, and put back in request order.
+        let mut results = vec![pb::CompleteInvocationResult::default(); completions.len()];
+        let mut applying_at = Vec::with_capacity(completions.len());
+        let mut entries = Vec::with_capacity(completions.len());
         for (at, completion) in completions.into_iter().enumerate() {
-            by_lease
-                .entry(completion.lease_token.clone())
-                .or_default()
-                .push((at, completion));
-        }
-        let mut pending = JoinSet::new();
-        for (_, entries) in by_lease {
-            let (engine, account) = (self.engine.clone(), account.clone());
-            let max_return = self.max_return_payload_bytes;
-            pending.spawn(async move {
-                let mut results = Vec::with_capacity(entries.len());
-                for (at, completion) in entries {
-                    let result = complete_one(&engine, &account, completion, max_return).await;
-                    results.push((at, result));
+            let checked = convert::lease_token(&completion.lease_token)
+                .and_then(|()| convert::outcome(completion.outcome, self.max_return_payload_bytes));
+            match checked {
+                Ok(outcome) => {
+                    applying_at.push(at);
+                    entries.push((completion.lease_token, outcome));
                 }
-                results
-            });
-        }
-        let mut results = vec![pb::CompleteInvocationResult::default(); count];
-        while let Some(done) = pending.join_next().await {
-            let done = done.map_err(|_| Status::unavailable("the server is shutting down"))?;
-            for (at, result) in done {
-                results[at] = answer(result);
+                Err(err) => results[at] = answer(Err(ApiError::from(err).into())),
             }
+        }
+        let applied = self.engine.complete_all(&account, entries).await;
+        for (at, result) in applying_at.into_iter().zip(applied) {
+            results[at] = answer(result.map_err(|err| ApiError::from(err).into()));
         }
         Ok(Response::new(pb::CompleteInvocationsResponse { results }))
     }
@@ -165,22 +152,6 @@ fn answer(result: Result<Arc<crate::model::Invocation>, Status>) -> pb::Complete
             invocation: None,
         },
     }
-}
-
-/// One completion, checked and applied as CompleteInvocation does.
-async fn complete_one(
-    engine: &Engine,
-    account: &str,
-    completion: pb::CompleteInvocationRequest,
-    max_return_payload_bytes: usize,
-) -> Result<Arc<crate::model::Invocation>, Status> {
-    convert::lease_token(&completion.lease_token).map_err(ApiError::from)?;
-    let outcome =
-        convert::outcome(completion.outcome, max_return_payload_bytes).map_err(ApiError::from)?;
-    Ok(engine
-        .complete(account, &completion.lease_token, outcome)
-        .await
-        .map_err(ApiError::from)?)
 }
 
 /// What a completion answers: the invocation without payload or events.

@@ -486,10 +486,107 @@ impl Engine {
         }
         let record = self.leased_invocation(&lease)?;
         let duration_ms = millis(lease.started.elapsed());
-        match self
+        let result = self
             .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
-            .await
-        {
+            .await;
+        self.completed(account, token, outcome, result)
+    }
+
+    /// Report the outcomes of several leases of `account`, in order, in one commit: each is
+    /// checked and answered as `complete` would answer it. A token given twice is answered
+    /// as a repeat of its first entry.
+    pub async fn complete_all(
+        &self,
+        account: &str,
+        entries: Vec<(String, Outcome)>,
+    ) -> Vec<Result<Arc<Invocation>, EngineError>> {
+        let mut answers: Vec<Option<Result<Arc<Invocation>, EngineError>>> =
+            entries.iter().map(|_| None).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut repeats = Vec::new();
+        let mut applying = Vec::new();
+        let mut transitions = Vec::new();
+        for (at, (token, outcome)) in entries.into_iter().enumerate() {
+            if !seen.insert(token.clone()) {
+                repeats.push((at, token, outcome));
+                continue;
+            }
+            let prepared = self
+                .leases
+                .get(&token, account)
+                .ok_or(EngineError::LeaseNotFound);
+            let prepared = prepared.and_then(|lease| {
+                if let Some(answer) = self.repeated_completion(&lease, &outcome)? {
+                    return Ok(Err(answer));
+                }
+                let record = self.leased_invocation(&lease)?;
+                let duration_ms = millis(lease.started.elapsed());
+                Ok(Ok(self.attempt_transition(
+                    &record,
+                    lease.attempt,
+                    &outcome,
+                    duration_ms,
+                )))
+            });
+            match prepared {
+                Ok(Ok(transition)) => {
+                    applying.push((
+                        at,
+                        token,
+                        outcome,
+                        [transition.on_success.clone(), transition.on_failure.clone()],
+                    ));
+                    transitions.push(transition);
+                }
+                Ok(Err(answer)) => answers[at] = Some(Ok(answer)),
+                Err(err) => answers[at] = Some(Err(err)),
+            }
+        }
+        if !transitions.is_empty() {
+            match self.store.apply_all(transitions).await {
+                Ok(results) => {
+                    for ((at, token, outcome, destinations), result) in
+                        applying.into_iter().zip(results)
+                    {
+                        let result = result
+                            .map(|(invocation, _)| {
+                                self.follow(&invocation, &destinations);
+                                invocation
+                            })
+                            .map_err(EngineError::from);
+                        answers[at] = Some(self.completed(account, &token, outcome, result));
+                    }
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    for (at, ..) in applying {
+                        answers[at] = Some(Err(
+                            crate::store::StoreError::Storage(message.clone()).into()
+                        ));
+                    }
+                }
+            }
+        }
+        // Repeats run after their first entry was applied, as a second call would.
+        for (at, token, outcome) in repeats {
+            answers[at] = Some(self.complete(account, &token, outcome).await);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or(Err(EngineError::LeaseNotFound)))
+            .collect()
+    }
+
+    /// Record a finished attempt's lease as used, or, when applying failed, answer as a
+    /// repeat if a concurrent duplicate with the same outcome won the race.
+    fn completed(
+        &self,
+        account: &str,
+        token: &str,
+        outcome: Outcome,
+        result: Result<Arc<Invocation>, EngineError>,
+    ) -> Result<Arc<Invocation>, EngineError> {
+        match result {
             Ok(invocation) => {
                 self.leases.update(token, |lease| {
                     lease.state = LeaseState::Completed(outcome);
@@ -501,7 +598,6 @@ impl Engine {
                 Ok(invocation)
             }
             Err(err) => {
-                // A concurrent duplicate may have won the race with the same outcome.
                 let lease = self
                     .leases
                     .get(token, account)
@@ -546,6 +642,19 @@ impl Engine {
         outcome: &Outcome,
         duration_ms: i64,
     ) -> Result<Arc<Invocation>, EngineError> {
+        let transition = self.attempt_transition(record, attempt, outcome, duration_ms);
+        self.apply_and_follow(transition).await
+    }
+
+    /// The transition that ends `attempt` of `record` with `outcome`, fenced on the attempt,
+    /// with the destination records it delivers.
+    fn attempt_transition(
+        &self,
+        record: &Invocation,
+        attempt: u32,
+        outcome: &Outcome,
+        duration_ms: i64,
+    ) -> Transition {
         let config = self.config_of(record);
         let now = now_ms();
         let change = match outcome {
@@ -600,7 +709,7 @@ impl Engine {
                 now,
             )));
         }
-        self.apply_and_follow(transition).await
+        transition
     }
 
     /// Apply a transition, then do what its result calls for: queue a delivered destination
@@ -611,6 +720,13 @@ impl Engine {
     ) -> Result<Arc<Invocation>, EngineError> {
         let destinations = [transition.on_success.clone(), transition.on_failure.clone()];
         let (invocation, _) = self.store.apply(transition).await?;
+        self.follow(&invocation, &destinations);
+        Ok(invocation)
+    }
+
+    /// What an applied transition calls for: queue its delivered destination record,
+    /// schedule a retry.
+    fn follow(&self, invocation: &Invocation, destinations: &[Option<Box<Invocation>>; 2]) {
         if invocation.destination_status == DestinationStatus::Succeeded {
             let delivered = match invocation.status {
                 Status::Succeeded => &destinations[0],
@@ -626,7 +742,6 @@ impl Engine {
                 Timer::Requeue(invocation.key.clone()),
             );
         }
-        Ok(invocation)
     }
 
     /// Expire a queued invocation, delivering its on-failure record.
