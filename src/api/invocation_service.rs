@@ -16,7 +16,7 @@ use crate::store::{StoreError, StoredChange, WatchScope};
 use super::convert::{self, InvocationRef, View};
 use super::limits::{EdgeLimits, PerAccount};
 use super::metadata::{account, request_id};
-use super::ApiError;
+use super::{detached, ApiError};
 
 /// The FC mirror service.
 #[derive(Clone)]
@@ -115,7 +115,10 @@ impl StatefulAsyncInvocationService for InvocationService {
             self.max_payload_bytes,
         )
         .map_err(ApiError::from)?;
-        let invocation = self.engine.invoke(new).await.map_err(ApiError::from)?;
+        let engine = self.engine.clone();
+        let invocation = detached(async move { engine.invoke(new).await })
+            .await?
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::InvokeFunctionResponse {
             invocation_id: invocation.key.id.to_string(),
             request_id: request_id.to_string(),
@@ -145,7 +148,10 @@ impl StatefulAsyncInvocationService for InvocationService {
             }
         }
         if !new.is_empty() {
-            let stored = self.engine.invoke_all(new).await.map_err(ApiError::from)?;
+            let engine = self.engine.clone();
+            let stored = detached(async move { engine.invoke_all(new).await })
+                .await?
+                .map_err(ApiError::from)?;
             for (at, one) in accepted_at.into_iter().zip(stored) {
                 results[at] = invoke_result(one.map_err(|err| ApiError::from(err).into()));
             }
@@ -216,7 +222,10 @@ impl StatefulAsyncInvocationService for InvocationService {
         .map_err(ApiError::from)?;
         // The qualifier is immutable, so checking it before the stop cannot race.
         self.find(&target, |_| ())?;
-        let invocation = self.engine.stop(target.key).await.map_err(ApiError::from)?;
+        let engine = self.engine.clone();
+        let invocation = detached(async move { engine.stop(target.key).await })
+            .await?
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::StopStatefulAsyncInvocationResponse {
             invocation: Some(convert::invocation_to_pb(&invocation, SUMMARY)),
         }))

@@ -16,3 +16,15 @@ pub use invocation_service::InvocationService;
 pub use limits::EdgeLimits;
 pub use metadata::RequestContextLayer;
 pub use worker_service::WorkerService;
+
+/// Run an engine call to the end in its own task. A gRPC handler's future is dropped when its
+/// client goes away; once a commit is submitted, what follows it in memory (queueing the
+/// invocation, arming its timers, marking the lease used) must happen anyway, or a stored
+/// invocation would sit unqueued until the next restart.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    tokio::spawn(work)
+        .await
+        .map_err(|_| tonic::Status::unavailable("the server is shutting down"))
+}

@@ -12,7 +12,7 @@ use crate::pb::worker_service_server::WorkerService as WorkerServiceApi;
 use super::convert::{self, View};
 use super::limits::{EdgeLimits, PerAccount};
 use super::metadata::account;
-use super::ApiError;
+use super::{detached, ApiError};
 
 /// The worker-facing service.
 #[derive(Clone)]
@@ -97,11 +97,11 @@ impl WorkerServiceApi for WorkerService {
         convert::lease_token(&r.lease_token).map_err(ApiError::from)?;
         let outcome =
             convert::outcome(r.outcome, self.max_return_payload_bytes).map_err(ApiError::from)?;
-        let invocation = self
-            .engine
-            .complete(&account, &r.lease_token, outcome)
-            .await
-            .map_err(ApiError::from)?;
+        let engine = self.engine.clone();
+        let invocation =
+            detached(async move { engine.complete(&account, &r.lease_token, outcome).await })
+                .await?
+                .map_err(ApiError::from)?;
         Ok(Response::new(pb::CompleteInvocationResponse {
             invocation: Some(completed_view(&invocation)),
         }))
@@ -130,7 +130,8 @@ impl WorkerServiceApi for WorkerService {
                 Err(err) => results[at] = answer(Err(ApiError::from(err).into())),
             }
         }
-        let applied = self.engine.complete_all(&account, entries).await;
+        let engine = self.engine.clone();
+        let applied = detached(async move { engine.complete_all(&account, entries).await }).await?;
         for (at, result) in applying_at.into_iter().zip(applied) {
             results[at] = answer(result.map_err(|err| ApiError::from(err).into()));
         }
