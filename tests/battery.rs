@@ -96,7 +96,11 @@ fn check(case: &str, outcome: Outcome) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_malformed_requests_are_refused_cleanly_and_change_nothing() {
-    let server = TestServer::start_with(fast_engine()).await;
+    // The held lease must outlast the whole battery (a slow CI machine takes ~0.5 s for it),
+    // so that the snapshot after it differs only if a refused request changed something.
+    let mut config = fast_engine();
+    config.engine.lease_timeout = std::time::Duration::from_secs(60);
+    let server = TestServer::start_with(config).await;
     let mut client = server.client().await;
     let mut worker = server.worker().await;
     invoke(&mut client, "default", FUNCTION, "existing").await;
