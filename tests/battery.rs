@@ -136,6 +136,63 @@ async fn hundreds_of_malformed_requests_are_refused_cleanly_and_change_nothing()
             client.invoke_function(r).await.map(drop),
         );
     }
+    // InvokeFunctions: the same bad fields as entries of batches (each answered in its own
+    // result, none stored), and batches of the wrong size refused whole.
+    let bad_entries: Vec<pb::InvokeFunctionRequest> = names()
+        .into_iter()
+        .flat_map(|name| {
+            let good = pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                invocation_id: "fresh".into(),
+                ..Default::default()
+            };
+            [
+                pb::InvokeFunctionRequest {
+                    service_name: name.clone(),
+                    ..good.clone()
+                },
+                pb::InvokeFunctionRequest {
+                    function_name: name.clone(),
+                    ..good.clone()
+                },
+                pb::InvokeFunctionRequest {
+                    qualifier: format!("{name}!"),
+                    ..good
+                },
+            ]
+        })
+        .chain([pb::InvokeFunctionRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            invocation_id: "existing".into(),
+            ..Default::default()
+        }])
+        .collect();
+    for batch in bad_entries.chunks(100) {
+        let results = client
+            .invoke_functions(pb::InvokeFunctionsRequest {
+                invocations: batch.to_vec(),
+            })
+            .await
+            .expect("a batch of bad entries is answered entry by entry")
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), batch.len());
+        for (entry, result) in batch.iter().zip(&results) {
+            let status = tonic::Status::new(Code::from(result.code), result.message.clone());
+            count += check(&format!("invoke batch entry {entry:?}"), Err(status));
+        }
+    }
+    for size in [0, 101] {
+        let refused = client
+            .invoke_functions(pb::InvokeFunctionsRequest {
+                invocations: vec![bad_entries[0].clone(); size],
+            })
+            .await
+            .map(drop);
+        count += check("invoke batch size", refused);
+    }
     // (An empty id is not among them: it asks the server to make one.)
     for id in ids()
         .into_iter()
