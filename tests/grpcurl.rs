@@ -98,6 +98,28 @@ async fn grpcurl_explores_and_calls_every_read_path_through_reflection() {
     );
     assert!(invoked["requestId"].as_str().is_some_and(|r| !r.is_empty()));
 
+    // A client stream of two messages, as grpcurl sends them: one result each, in order.
+    let streamed = run(call(
+        "InvokeFunctionStream",
+        r#"{"serviceName":"demo-service","functionName":"stream-function","invocationId":"streamed-1"}
+           {"serviceName":"demo-service","functionName":"not a name!","invocationId":"streamed-2"}"#,
+    ))
+    .await
+    .expect("invoke over a stream");
+    let results: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&streamed)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("a JSON object per result");
+    assert_eq!(results.len(), 2, "{streamed}");
+    assert_eq!(results[0]["invocationId"], "streamed-1");
+    assert_eq!(results[1]["code"], 3, "INVALID_ARGUMENT: {streamed}");
+    assert!(
+        results[1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("function_name")),
+        "{streamed}"
+    );
+
     let target = r#"{"serviceName":"demo-service","functionName":"demo-function","invocationId":"e026ae92-61e5-472f-b32d-1c9e3c4e1234"}"#;
     let got = run(call("GetStatefulAsyncInvocation", target))
         .await

@@ -553,3 +553,80 @@ async fn invoke_functions_refuses_an_empty_or_oversized_batch_and_stores_nothing
     let listed = list_all(&mut client, "default", list_request(FUNCTION)).await;
     assert!(listed.is_empty(), "nothing was stored: {listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_function_stream_answers_each_message_in_order_and_stores_the_accepted_durably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let (send, outgoing) = tokio::sync::mpsc::channel(512);
+    let answer = client
+        .invoke_function_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("stream opened");
+    let request_id = answer
+        .metadata()
+        .get("x-fc-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id header")
+        .to_string();
+    let mut results = answer.into_inner();
+
+    // A quiet stream answers a message without waiting for more.
+    send.send(batch_entry(FUNCTION, "s-0")).await.expect("send");
+    let first = results.message().await.expect("ok").expect("a result");
+    assert_eq!(
+        (Code::from(first.code), first.invocation_id.as_str()),
+        (Code::Ok, "s-0")
+    );
+
+    // A busy one: 249 more sent at once, answered in order, with per-message errors.
+    let mut expected = vec![(Code::Ok, "s-0".to_string())];
+    for i in 1..250 {
+        let entry = match i {
+            3 => batch_entry("not a name!", "s-3"),
+            120 => batch_entry(FUNCTION, "s-0"),
+            _ => batch_entry(FUNCTION, &format!("s-{i}")),
+        };
+        expected.push(match i {
+            3 => (Code::InvalidArgument, String::new()),
+            120 => (Code::AlreadyExists, String::new()),
+            _ => (Code::Ok, format!("s-{i}")),
+        });
+        send.send(entry).await.expect("send");
+    }
+    drop(send);
+    let mut answered = vec![(Code::from(first.code), first.invocation_id)];
+    while let Some(result) = results.message().await.expect("no stream error") {
+        if result.code == Code::InvalidArgument as i32 {
+            assert!(
+                result.message.contains("function_name"),
+                "{}",
+                result.message
+            );
+        }
+        answered.push((Code::from(result.code), result.invocation_id));
+    }
+    assert_eq!(
+        answered, expected,
+        "one result per message, in the order sent"
+    );
+
+    let stored = list_all(&mut client, "default", list_request(FUNCTION)).await;
+    assert_eq!(stored.len(), 248);
+    assert!(stored.iter().all(|i| i.request_id == request_id));
+    server.stop().await.expect("clean stop");
+
+    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let mut client = server.client().await;
+    let stored = list_all(&mut client, "default", list_request(FUNCTION)).await;
+    assert_eq!(stored.len(), 248, "accepted messages survive a restart");
+    let mut worker = server.worker().await;
+    let leased = poll(&mut worker, "default", FUNCTION, 32, 500).await;
+    assert_eq!(
+        leased.len(),
+        32,
+        "accepted messages are queued like any other"
+    );
+    server.stop().await.expect("clean stop");
+}

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -53,6 +54,62 @@ impl InvocationService {
             .flatten()
             .ok_or_else(|| StoreError::InvocationNotFound(target.key.clone()).into())
     }
+}
+
+impl InvocationService {
+    /// Check and accept `entries` as InvokeFunction would, the accepted ones in one commit;
+    /// one result per entry, in order. Only a failure of the commit itself is an error.
+    async fn invoke_entries(
+        &self,
+        account: &Arc<str>,
+        request_id: &str,
+        entries: Vec<pb::InvokeFunctionRequest>,
+    ) -> Result<Vec<pb::InvokeFunctionResult>, Status> {
+        // Entries that fail their checks are answered without reaching the store; the rest
+        // are accepted together, and their results put back in request order.
+        let mut results = vec![pb::InvokeFunctionResult::default(); entries.len()];
+        let mut accepted_at = Vec::with_capacity(entries.len());
+        let mut new = Vec::with_capacity(entries.len());
+        for (at, entry) in entries.into_iter().enumerate() {
+            match convert::new_invocation(account, request_id, entry, self.max_payload_bytes) {
+                Ok(one) => {
+                    accepted_at.push(at);
+                    new.push(one);
+                }
+                Err(err) => results[at] = invoke_result(Err(ApiError::from(err).into())),
+            }
+        }
+        if !new.is_empty() {
+            let engine = self.engine.clone();
+            let stored = detached(async move { engine.invoke_all(new).await })
+                .await?
+                .map_err(ApiError::from)?;
+            for (at, one) in accepted_at.into_iter().zip(stored) {
+                results[at] = invoke_result(one.map_err(|err| ApiError::from(err).into()));
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Stream of InvokeFunctionStream answers.
+pub type InvokeResultStream =
+    Pin<Box<dyn Stream<Item = Result<pb::InvokeFunctionResult, Status>> + Send>>;
+
+/// Results an InvokeFunctionStream holds for a client slower to read them than to send.
+const STREAM_RESULTS_BUFFERED: usize = 2 * validate::MAX_BATCH;
+
+/// The messages of a group up to the first broken one (undecodable, too large), and that
+/// one's error: the stream ends there, after the messages before it are answered.
+fn split_at_error<T>(group: Vec<Result<T, Status>>) -> (Vec<T>, Option<Status>) {
+    let mut entries = Vec::with_capacity(group.len());
+    for message in group {
+        match message {
+            Ok(entry) => entries.push(entry),
+            Err(status) => return (entries, Some(status)),
+        }
+    }
+    (entries, None)
 }
 
 /// Stream of WatchInvocation answers.
@@ -133,33 +190,55 @@ impl StatefulAsyncInvocationService for InvocationService {
         let request_id = request_id(&request);
         let entries = request.into_inner().invocations;
         validate::batch_count("invocations", entries.len()).map_err(ApiError::from)?;
-        // Entries that fail their checks are answered without reaching the store; the rest
-        // are accepted together, and their results put back in request order.
-        let mut results = vec![pb::InvokeFunctionResult::default(); entries.len()];
-        let mut accepted_at = Vec::with_capacity(entries.len());
-        let mut new = Vec::with_capacity(entries.len());
-        for (at, entry) in entries.into_iter().enumerate() {
-            match convert::new_invocation(&account, &request_id, entry, self.max_payload_bytes) {
-                Ok(one) => {
-                    accepted_at.push(at);
-                    new.push(one);
-                }
-                Err(err) => results[at] = invoke_result(Err(ApiError::from(err).into())),
-            }
-        }
-        if !new.is_empty() {
-            let engine = self.engine.clone();
-            let stored = detached(async move { engine.invoke_all(new).await })
-                .await?
-                .map_err(ApiError::from)?;
-            for (at, one) in accepted_at.into_iter().zip(stored) {
-                results[at] = invoke_result(one.map_err(|err| ApiError::from(err).into()));
-            }
-        }
+        let results = self.invoke_entries(&account, &request_id, entries).await?;
         Ok(Response::new(pb::InvokeFunctionsResponse {
             results,
             request_id: request_id.to_string(),
         }))
+    }
+
+    type InvokeFunctionStreamStream = InvokeResultStream;
+
+    async fn invoke_function_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::InvokeFunctionRequest>>,
+    ) -> Result<Response<Self::InvokeFunctionStreamStream>, Status> {
+        let account = account(&request)?;
+        let request_id = request_id(&request);
+        // Whatever has arrived when the previous group is stored forms the next group, so a
+        // busy stream commits many messages at once and a quiet one answers each at once.
+        let mut groups = request.into_inner().ready_chunks(validate::MAX_BATCH);
+        let (results, answers) = tokio::sync::mpsc::channel(STREAM_RESULTS_BUFFERED);
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Some(group) = groups.next().await {
+                let (entries, error) = split_at_error(group);
+                let answered = if entries.is_empty() {
+                    Vec::new()
+                } else {
+                    match service.invoke_entries(&account, &request_id, entries).await {
+                        Ok(answered) => answered,
+                        // The commit failed (storage, shutdown): nothing more can be accepted.
+                        Err(status) => {
+                            let _ = results.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                };
+                for result in answered {
+                    if results.send(Ok(result)).await.is_err() {
+                        return; // the client went away; what was accepted stays accepted
+                    }
+                }
+                if let Some(status) = error {
+                    let _ = results.send(Err(status)).await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(answers),
+        )))
     }
 
     async fn get_stateful_async_invocation(

@@ -119,6 +119,15 @@ impl StatefulAsyncInvocationService for Baseline {
         unimplemented()
     }
 
+    type InvokeFunctionStreamStream = Stream<pb::InvokeFunctionResult>;
+
+    async fn invoke_function_stream(
+        &self,
+        _: Request<tonic::Streaming<pb::InvokeFunctionRequest>>,
+    ) -> Result<Response<Self::InvokeFunctionStreamStream>, Status> {
+        unimplemented()
+    }
+
     async fn get_stateful_async_invocation(
         &self,
         request: Request<pb::GetStatefulAsyncInvocationRequest>,

@@ -45,6 +45,11 @@ pub struct E2eArgs {
     /// of that many (up to 100; as BullMQ's addBulk).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub invoke_batch: u16,
+    /// Producers send over InvokeFunctionStream: one stream per producer connection, with
+    /// `--producers` invocations in flight in all, each its own message (as BullMQ's add
+    /// pipelined on one Redis connection).
+    #[arg(long, conflicts_with = "invoke_batch")]
+    pub invoke_stream: bool,
     /// Leases a worker asks for per poll.
     #[arg(long, default_value_t = 32)]
     pub batch: i32,
@@ -82,7 +87,7 @@ struct Run {
 pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
     let mut report = Report::new(
         "e2e",
-        json!({ "invocations": args.invocations, "producers": args.producers,
+        json!({ "invocations": args.invocations, "producers": args.producers, "invoke_stream": args.invoke_stream,
                 "producer_connections": args.producer_connections, "invoke_batch": args.invoke_batch,
                 "workers": args.workers, "batch": args.batch, "rate": args.rate, "runs": runs }),
         vec![
@@ -244,6 +249,29 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     }
 
     let started = Instant::now();
+    if args.invoke_stream {
+        let streams = connect(url, args.producers, args.producer_connections).await?;
+        let mut producers = JoinSet::new();
+        for (at, channel) in streams.iter().enumerate() {
+            // Producers spread over the streams as evenly as they divide.
+            let in_flight =
+                args.producers / streams.len() + usize::from(at < args.producers % streams.len());
+            let every = (args.rate > 0)
+                .then(|| Duration::from_secs_f64(streams.len() as f64 / args.rate as f64));
+            let shared = Producing {
+                n,
+                origin,
+                sent: sent.clone(),
+                next: next.clone(),
+            };
+            let client = StatefulAsyncInvocationServiceClient::new(channel.clone());
+            producers.spawn(stream_producer(client, shared, in_flight.max(1), every));
+        }
+        while let Some(done) = producers.join_next().await {
+            done.map_err(server_error)??;
+        }
+        return finish(workers, started).await;
+    }
     let mut producers = JoinSet::new();
     let invoke_batch = usize::from(args.invoke_batch);
     // Each tick of a producer sends one call of `invoke_batch` invocations.
@@ -301,6 +329,13 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     while let Some(done) = producers.join_next().await {
         done.map_err(server_error)??;
     }
+    finish(workers, started).await
+}
+
+type Workers = JoinSet<Result<(Latencies, Option<Instant>), BenchError>>;
+
+/// Wait for the workers to complete everything; the run from `started` to the last completion.
+async fn finish(mut workers: Workers, started: Instant) -> Result<Run, BenchError> {
     let mut latencies = Latencies::default();
     let mut last = started;
     let deadline = tokio::time::timeout(Duration::from_secs(600), async {
@@ -316,9 +351,70 @@ async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     deadline
         .await
         .map_err(|_| server_error("the workers did not finish in 600 s"))??;
+    let completed = latencies.len();
     Ok(Run {
-        throughput: n as f64 / last.duration_since(started).as_secs_f64(),
+        throughput: completed as f64 / last.duration_since(started).as_secs_f64(),
         latencies,
         cpu_us: 0.0,
     })
+}
+
+/// What the producers of one run share.
+struct Producing {
+    n: usize,
+    origin: Instant,
+    /// Send time of invocation i, in µs after `origin` (+1 so that 0 means "not sent yet").
+    sent: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    /// The next invocation number to send.
+    next: Arc<AtomicUsize>,
+}
+
+/// Invoke over one InvokeFunctionStream, keeping `in_flight` messages unanswered (one sent
+/// per `every`, when paced), until all `n` are sent and answered.
+async fn stream_producer(
+    mut client: StatefulAsyncInvocationServiceClient<Channel>,
+    shared: Producing,
+    in_flight: usize,
+    every: Option<Duration>,
+) -> Result<(), BenchError> {
+    let (send, outgoing) = tokio::sync::mpsc::channel(in_flight);
+    let mut results = client
+        .invoke_function_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let sender = tokio::spawn({
+        let window = window.clone();
+        async move {
+            let mut tick = every.map(tokio::time::interval);
+            loop {
+                if let Some(tick) = &mut tick {
+                    tick.tick().await;
+                }
+                let Ok(permit) = window.acquire().await else {
+                    return;
+                };
+                permit.forget();
+                let i = shared.next.fetch_add(1, Ordering::AcqRel);
+                if i >= shared.n {
+                    return; // dropping `send` closes the stream
+                }
+                let at = shared.origin.elapsed().as_micros() as u64 + 1;
+                shared.sent[i].store(at, Ordering::Release);
+                if send.send(invoke_request(i)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    while let Some(result) = results.message().await.map_err(server_error)? {
+        if result.code != 0 {
+            sender.abort();
+            return Err(server_error(&result.message));
+        }
+        window.add_permits(1);
+    }
+    sender.await.map_err(server_error)?;
+    Ok(())
 }
