@@ -67,14 +67,16 @@ pub struct Lease {
 /// Every live or recently completed lease by token.
 #[derive(Debug, Default)]
 pub struct Leases {
-    by_token: DashMap<String, Lease, crate::store::Hashing>,
+    /// Boxed, as the store's records are: completed leases are kept for a while, so the map
+    /// grows under load, and a resize then moves pointers rather than whole leases.
+    by_token: DashMap<String, Box<Lease>, crate::store::Hashing>,
 }
 
 impl Leases {
     /// Record a new lease; returns its token.
     pub fn grant(&self, lease: Lease) -> String {
         let token = format!("lt1.{}", uuid::Uuid::new_v4().simple());
-        self.by_token.insert(token.clone(), lease);
+        self.by_token.insert(token.clone(), Box::new(lease));
         token
     }
 
@@ -84,12 +86,12 @@ impl Leases {
         self.by_token
             .get(token)
             .filter(|lease| &*lease.key.function.account == account)
-            .map(|lease| lease.clone())
+            .map(|lease| Lease::clone(&lease))
     }
 
     /// The lease of `token`, whatever its account (for the engine's own timers).
     pub fn get_any(&self, token: &str) -> Option<Lease> {
-        self.by_token.get(token).map(|lease| lease.clone())
+        self.by_token.get(token).map(|lease| Lease::clone(&lease))
     }
 
     /// Change a lease in place; false if it is gone.

@@ -138,13 +138,45 @@ pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
             })
             .collect(),
     };
+    let inline = payload_is_inline(&invocation.payload);
+    // Sized up front: growing from empty cost several reallocations per record written.
+    let buffer = Vec::with_capacity(encoded_len_bound(invocation, inline));
     // Encoding into a Vec cannot fail: every field is a plain value or a string.
-    let value = postcard::to_allocvec(&stored).unwrap_or_default();
-    if payload_is_inline(&invocation.payload) {
+    let value = postcard::to_extend(&stored, buffer).unwrap_or_default();
+    if inline {
         postcard::to_extend(&*invocation.payload, value).unwrap_or_default()
     } else {
         value
     }
+}
+
+/// At least the encoded size of `invocation`'s record: postcard writes each integer in at
+/// most 10 bytes and each string as its bytes after a length of at most 5.
+fn encoded_len_bound(invocation: &Invocation, inline_payload: bool) -> usize {
+    const NUMBER: usize = 10;
+    const STRING: usize = 5;
+    let strings = [
+        &*invocation.qualifier,
+        &invocation.error_message,
+        &*invocation.request_id,
+        &*invocation.instance_id,
+        &*invocation.return_payload,
+    ];
+    let events: usize = invocation
+        .events
+        .iter()
+        .map(|e| 2 * NUMBER + STRING + e.detail.len())
+        .sum();
+    let payload = if inline_payload {
+        STRING + invocation.payload.len()
+    } else {
+        0
+    };
+    12 * NUMBER
+        + strings.iter().map(|s| STRING + s.len()).sum::<usize>()
+        + NUMBER
+        + events
+        + payload
 }
 
 /// Encode any serde value (configs).
@@ -286,6 +318,10 @@ mod tests {
         .expect("fail");
         let key = function_key(&inv.key.function, &inv.key.id);
         let value = encode_invocation(&inv);
+        assert!(
+            value.len() <= encoded_len_bound(&inv, true),
+            "sized up front"
+        );
         let mut decoder = Decoder::default();
         let no_payload_apart = || Err(DecodeError("not looked up: the payload is inline".into()));
         let back = decoder
@@ -300,6 +336,25 @@ mod tests {
             &back.key.function.account,
             &again.key.function.account
         ));
+    }
+
+    #[test]
+    fn the_size_bound_holds_for_large_numbers_and_long_strings() {
+        let function = FunctionKey::new("acct", "svc", "fn");
+        for payload_len in [0, 100, INLINE_PAYLOAD_MAX, INLINE_PAYLOAD_MAX + 1] {
+            let mut inv = Invocation::accept(
+                function.invocation("job"),
+                "LATEST",
+                "p".repeat(payload_len).into(),
+                &"r".repeat(300),
+                i64::MIN,
+            );
+            inv.end_time_ms = i64::MAX;
+            inv.attempts = u32::MAX;
+            inv.error_message = "e".repeat(70_000);
+            let inline = payload_is_inline(&inv.payload);
+            assert!(encode_invocation(&inv).len() <= encoded_len_bound(&inv, inline));
+        }
     }
 
     #[test]
