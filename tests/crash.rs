@@ -47,6 +47,14 @@ struct Server {
     url: String,
 }
 
+impl Drop for Server {
+    // A failed assertion must not leave the server running (and holding the test's output).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -57,6 +65,12 @@ fn free_port() -> u16 {
 // The child is handed to the caller, which kills and reaps it.
 #[allow(clippy::zombie_processes)]
 async fn start(dir: &Path) -> Server {
+    start_with(dir, &[]).await
+}
+
+// The child is handed to the caller, which kills and reaps it.
+#[allow(clippy::zombie_processes)]
+async fn start_with(dir: &Path, extra_args: &[&str]) -> Server {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sai"))
         .args([
@@ -74,6 +88,7 @@ async fn start(dir: &Path) -> Server {
             "--retry-backoff-max",
             "100ms",
         ])
+        .args(extra_args)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -340,4 +355,34 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
     );
     let _ = server.child.kill();
     let _ = server.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_mode_keeps_what_it_acknowledged_through_kill_9() {
+    // Buffered mode answers once the OS has a change: a kill -9 right after the answers,
+    // before any periodic sync, must lose none of them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acknowledged = Vec::new();
+    for cycle in 0..5 {
+        let mut server = start_with(dir.path(), &["--durability", "buffered"]).await;
+        let mut rpc = client(&server.url).await;
+        for i in 0..5 {
+            let id = format!("buffered-{cycle}-{i}");
+            invoke(&mut rpc, "default", FUNCTION, &id).await;
+            acknowledged.push(id);
+        }
+        server.child.kill().expect("SIGKILL sai");
+        server.child.wait().expect("reap sai");
+
+        let mut server = start_with(dir.path(), &["--durability", "buffered"]).await;
+        let mut rpc = client(&server.url).await;
+        for id in &acknowledged {
+            assert!(
+                get(&mut rpc, "default", FUNCTION, id).await.is_ok(),
+                "{id} was acknowledged before the kill and is gone after it"
+            );
+        }
+        server.child.kill().expect("SIGKILL sai");
+        server.child.wait().expect("reap sai");
+    }
 }

@@ -77,8 +77,11 @@ impl Journal {
             partitions,
             mode: match durability {
                 // fdatasync: the journal's data and size, not its timestamps.
-                Durability::Sync => Some(PersistMode::SyncData),
-                Durability::Buffered => None,
+                Durability::Sync => PersistMode::SyncData,
+                // Flushes the journal's buffer to the OS with every batch: without it, the
+                // last few KiB of acknowledged writes sat in fjall's user-space buffer until
+                // the periodic sync, and a kill -9 lost them.
+                Durability::Buffered => PersistMode::Buffer,
             },
             failed: failed.clone(),
         };
@@ -177,7 +180,8 @@ impl Group {
 struct Writer {
     keyspace: Keyspace,
     partitions: Partitions,
-    mode: Option<PersistMode>,
+    /// How far each batch is pushed before it is acknowledged.
+    mode: PersistMode,
     failed: Arc<AtomicBool>,
 }
 
@@ -195,7 +199,7 @@ impl Writer {
             };
             let mut group = Group::new(first);
             carried = group.take_waiting(&receiver);
-            if carried.is_none() && self.mode.is_some() && group.busy() {
+            if carried.is_none() && self.mode == PersistMode::SyncData && group.busy() {
                 // Busy: more commits are on their way, so let them join this sync.
                 std::thread::sleep(COMMIT_DELAY);
                 carried = group.take_waiting(&receiver);
@@ -239,7 +243,7 @@ impl Writer {
                 }
             }
         }
-        let mut batch = self.keyspace.batch().durability(self.mode);
+        let mut batch = self.keyspace.batch().durability(Some(self.mode));
         batch.insert(&self.partitions.meta, BATCH_KEY, BATCH_MARK.as_slice());
         for op in ops {
             match op {
