@@ -630,3 +630,30 @@ async fn invoke_function_stream_answers_each_message_in_order_and_stores_the_acc
     );
     server.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_an_open_invoke_stream_after_answering_what_it_accepted() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let (send, outgoing) = tokio::sync::mpsc::channel(8);
+    let mut results = client
+        .invoke_function_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    send.send(batch_entry(FUNCTION, "before-stop"))
+        .await
+        .expect("send");
+    let accepted = results.message().await.expect("ok").expect("a result");
+    assert_eq!(accepted.invocation_id, "before-stop");
+
+    // The producer keeps its side open; stopping must not wait for it.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "serve returned: {stopped:?}");
+    let ended = results
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    drop(send);
+}

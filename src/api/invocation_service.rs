@@ -54,9 +54,7 @@ impl InvocationService {
             .flatten()
             .ok_or_else(|| StoreError::InvocationNotFound(target.key.clone()).into())
     }
-}
 
-impl InvocationService {
     /// Check and accept `entries` as InvokeFunction would, the accepted ones in one commit;
     /// one result per entry, in order. Only a failure of the commit itself is an error.
     async fn invoke_entries(
@@ -211,7 +209,21 @@ impl StatefulAsyncInvocationService for InvocationService {
         let (results, answers) = tokio::sync::mpsc::channel(STREAM_RESULTS_BUFFERED);
         let service = self.clone();
         tokio::spawn(async move {
-            while let Some(group) = groups.next().await {
+            loop {
+                let group = tokio::select! {
+                    group = groups.next() => group,
+                    _ = service.engine.stopping() => {
+                        // Every message answered so far stays answered; the client resends
+                        // the rest (those without a result) once it reconnects.
+                        let _ = results.send(Err(Status::from(ApiError::from(
+                            crate::engine::EngineError::ShuttingDown,
+                        )))).await;
+                        return;
+                    }
+                };
+                let Some(group) = group else {
+                    return; // the client closed its side, and has every result
+                };
                 let (entries, error) = split_at_error(group);
                 let answered = if entries.is_empty() {
                     Vec::new()

@@ -218,6 +218,12 @@ impl Engine {
         &self.store
     }
 
+    /// Resolves once the server starts shutting down: long-lived calls end then, so that the
+    /// graceful drain does not wait on clients that keep them open.
+    pub async fn stopping(&self) {
+        self.shutdown.cancelled().await
+    }
+
     fn config_of(&self, invocation: &Invocation) -> AsyncInvokeConfig {
         self.store.effective_config(&ConfigKey {
             function: invocation.key.function.clone(),
