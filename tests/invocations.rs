@@ -657,3 +657,45 @@ async fn shutdown_ends_an_open_invoke_stream_after_answering_what_it_accepted() 
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     drop(send);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_stream_message_ends_the_stream_after_the_earlier_results() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let (send, outgoing) = tokio::sync::mpsc::channel(8);
+    let mut results = client
+        .invoke_function_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    send.send(batch_entry(FUNCTION, "fits"))
+        .await
+        .expect("send");
+    let first = results.message().await.expect("ok").expect("a result");
+    assert_eq!(first.invocation_id, "fits");
+
+    // Past the server's 2 MiB message limit: the message cannot even be read.
+    let mut oversized = batch_entry(FUNCTION, "too-big");
+    oversized.payload = "x".repeat(3 * 1024 * 1024);
+    send.send(oversized).await.expect("send");
+    send.send(batch_entry(FUNCTION, "after"))
+        .await
+        .expect("send");
+    let ended = results
+        .message()
+        .await
+        .expect_err("the stream ends with the error");
+    assert_eq!(ended.code(), Code::OutOfRange, "{ended:?}");
+    drop(send);
+
+    let stored: Vec<String> = list_all(&mut client, "default", list_request(FUNCTION))
+        .await
+        .into_iter()
+        .map(|i| i.invocation_id)
+        .collect();
+    assert_eq!(
+        stored,
+        ["fits"],
+        "nothing after the broken message was accepted"
+    );
+}
