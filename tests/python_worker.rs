@@ -1,6 +1,7 @@
-//! Polyglot: the Python example worker (examples/python/worker.py), with stubs generated from
-//! proto/ by grpcio-tools in a virtual environment this test creates, runs invocations to
-//! Succeeded (and a failure to Failed) against the real server.
+//! Polyglot: the Python examples (examples/python/), with stubs generated from proto/ by
+//! grpcio-tools in a virtual environment this test creates, against the real server: the
+//! worker runs invocations to Succeeded (and a failure to Failed), the producer streams
+//! invocations over InvokeFunctionStream.
 
 mod support;
 
@@ -20,10 +21,11 @@ fn python_with_grpc() -> PathBuf {
         .join("python")
 }
 
-/// Generate the Python stubs from proto/ into a fresh directory.
-fn generate_stubs(python: &Path) -> PathBuf {
+/// Generate the Python stubs from proto/ into a fresh directory `name` (one per test: tests
+/// run in parallel).
+fn generate_stubs(python: &Path, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-worker-gen");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("gen dir");
     let protos: Vec<PathBuf> = [
@@ -52,7 +54,7 @@ async fn the_python_example_worker_runs_invocations_to_the_end() {
     let python = tokio::task::spawn_blocking(python_with_grpc)
         .await
         .expect("venv");
-    let stubs = generate_stubs(&python);
+    let stubs = generate_stubs(&python, "python-worker-gen");
     let worker_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/worker.py");
     let lines = std::fs::read_to_string(&worker_py)
         .expect("worker.py")
@@ -113,4 +115,69 @@ async fn the_python_example_worker_runs_invocations_to_the_end() {
     assert_eq!(status_of(&failed), pb::InvocationStatus::Failed);
     assert_eq!(failed.invocation_error_message, "asked to fail");
     assert_eq!(failed.already_retried_times, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_producer_streams_invocations() {
+    let python = tokio::task::spawn_blocking(python_with_grpc)
+        .await
+        .expect("venv");
+    let stubs = generate_stubs(&python, "python-producer-gen");
+    let producer_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/producer.py");
+    let server = TestServer::start().await;
+
+    // 300 payloads; the 100th is over the 128 KiB payload limit.
+    let mut stdin = String::new();
+    for i in 0..300 {
+        if i == 99 {
+            stdin.push_str(&"x".repeat(200 * 1024));
+        } else {
+            stdin.push_str(&format!("{{\"n\":{i}}}"));
+        }
+        stdin.push('\n');
+    }
+    let addr = server.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(&python)
+            .arg(&producer_py)
+            .arg("demo-service/demo-function")
+            .env("SAI_SERVER", addr)
+            .env("SAI_PY_GEN", &stubs)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run producer.py");
+        let mut input = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut input, stdin.as_bytes()).expect("write payloads");
+        drop(input);
+        child.wait_with_output().expect("producer.py ends")
+    })
+    .await
+    .expect("producer");
+    assert!(output.status.success(), "producer.py failed: {output:?}");
+
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 300, "a result per message");
+    assert!(
+        lines[99].starts_with("refused INVALID_ARGUMENT") && lines[99].contains("payload"),
+        "{}",
+        lines[99]
+    );
+    let accepted: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("accepted "))
+        .collect();
+    assert_eq!(accepted.len(), 299);
+
+    let mut client = server.client().await;
+    let stored = list_all(&mut client, "default", list_request(FUNCTION)).await;
+    assert_eq!(stored.len(), 299);
+    let first = get(&mut client, "default", FUNCTION, accepted[0])
+        .await
+        .expect("the first accepted invocation");
+    assert_eq!(first.invocation_payload, "{\"n\":0}");
 }
