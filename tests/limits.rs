@@ -413,3 +413,59 @@ async fn payload_and_return_payload_limits_are_flags_and_refuse_without_changing
     .await
     .expect("within the limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_streams_per_account_are_limited_and_given_back_when_a_stream_ends() {
+    let server = TestServer::start_with(limited(ServerLimits {
+        edge: EdgeLimits {
+            invoke_streams_per_account: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }))
+    .await;
+    let mut client = server.client().await;
+    let open = |client: &mut Client, account: &'static str| {
+        let (send, outgoing) = tokio::sync::mpsc::channel::<pb::InvokeFunctionRequest>(4);
+        let mut client = client.clone();
+        async move {
+            let opened = client
+                .invoke_function_stream(as_account(
+                    account,
+                    tokio_stream::wrappers::ReceiverStream::new(outgoing),
+                ))
+                .await;
+            (send, opened)
+        }
+    };
+    let (first_sender, first) = open(&mut client, "default").await;
+    let mut first = first.expect("1 of 1").into_inner();
+    let (_, refused) = open(&mut client, "default").await;
+    let refused = refused.expect_err("2 of 1");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .contains("--max-invoke-streams-per-account"),
+        "{}",
+        refused.message()
+    );
+    let (_other_sender, other) = open(&mut client, "another-account").await;
+    other.expect("another account has its own");
+
+    // Closing the sending side ends the stream and gives the slot back.
+    drop(first_sender);
+    assert!(first.message().await.expect("ends cleanly").is_none());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_sender, again) = open(&mut client, "default").await;
+        if again.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

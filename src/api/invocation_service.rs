@@ -24,6 +24,7 @@ use super::{detached, ApiError};
 pub struct InvocationService {
     engine: Arc<Engine>,
     watches: Arc<PerAccount>,
+    invoke_streams: Arc<PerAccount>,
     max_payload_bytes: usize,
 }
 
@@ -36,6 +37,11 @@ impl InvocationService {
                 "watch streams",
                 "--max-watches-per-account",
                 limits.watches_per_account,
+            ),
+            invoke_streams: PerAccount::new(
+                "invoke streams",
+                "--max-invoke-streams-per-account",
+                limits.invoke_streams_per_account,
             ),
             max_payload_bytes: limits.max_payload_bytes,
         }
@@ -203,12 +209,15 @@ impl StatefulAsyncInvocationService for InvocationService {
     ) -> Result<Response<Self::InvokeFunctionStreamStream>, Status> {
         let account = account(&request)?;
         let request_id = request_id(&request);
+        // Held for as long as the stream is served.
+        let slot = self.invoke_streams.acquire(&account)?;
         // Whatever has arrived when the previous group is stored forms the next group, so a
         // busy stream commits many messages at once and a quiet one answers each at once.
         let mut groups = request.into_inner().ready_chunks(validate::MAX_BATCH);
         let (results, answers) = tokio::sync::mpsc::channel(STREAM_RESULTS_BUFFERED);
         let service = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let group = tokio::select! {
                     group = groups.next() => group,

@@ -1,4 +1,5 @@
-//! Per-account limits on long-lived calls: open watch streams and waiting polls. A call takes
+//! Per-account limits on long-lived calls: open watch streams, open invoke streams and
+//! waiting polls. A call takes
 //! a slot for as long as it lasts (a watch stream until it ends or its client leaves) and
 //! gives it back when its [`Slot`] is dropped; a call over the limit is RESOURCE_EXHAUSTED
 //! before it does anything.
@@ -16,6 +17,8 @@ pub struct EdgeLimits {
     pub watches_per_account: usize,
     /// PollInvocations calls in flight per account.
     pub polls_per_account: usize,
+    /// Open InvokeFunctionStream streams per account.
+    pub invoke_streams_per_account: usize,
     /// Largest invoke payload, bytes (FC: 128 KiB).
     pub max_payload_bytes: usize,
     /// Largest return payload a worker may report, bytes.
@@ -27,6 +30,7 @@ impl Default for EdgeLimits {
         EdgeLimits {
             watches_per_account: 100_000,
             polls_per_account: 1_000,
+            invoke_streams_per_account: 1_000,
             max_payload_bytes: crate::model::validate::MAX_PAYLOAD_BYTES,
             max_return_payload_bytes: crate::model::validate::MAX_RETURN_PAYLOAD_BYTES,
         }

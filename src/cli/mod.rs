@@ -202,6 +202,9 @@ pub struct ServeArgs {
     /// PollInvocations calls waiting at once per account; more are RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = EdgeLimits::default().polls_per_account)]
     pub max_polls_per_account: usize,
+    /// Open InvokeFunctionStream streams per account; more are RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = EdgeLimits::default().invoke_streams_per_account)]
+    pub max_invoke_streams_per_account: usize,
     /// Largest invoke payload in bytes (FC's limit is 128 KiB).
     #[arg(long, default_value_t = EdgeLimits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
@@ -248,6 +251,7 @@ impl ServeArgs {
                 edge: EdgeLimits {
                     watches_per_account: self.max_watches_per_account,
                     polls_per_account: self.max_polls_per_account,
+                    invoke_streams_per_account: self.max_invoke_streams_per_account,
                     max_payload_bytes: self.max_payload_bytes,
                     max_return_payload_bytes: self.max_return_payload_bytes,
                 },
