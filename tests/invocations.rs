@@ -631,21 +631,37 @@ async fn invoke_function_stream_answers_each_message_in_order_and_stores_the_acc
     server.stop().await.expect("clean stop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_an_open_invoke_stream_after_answering_what_it_accepted() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
+/// An open InvokeFunctionStream whose first message, `first_id`, has been answered as
+/// accepted: the sender for more messages and the results still to come.
+async fn stream_with_one_accepted(
+    client: &mut Client,
+    first_id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<pb::InvokeFunctionRequest>,
+    tonic::Streaming<pb::InvokeFunctionResult>,
+) {
     let (send, outgoing) = tokio::sync::mpsc::channel(8);
     let mut results = client
         .invoke_function_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
         .await
         .expect("stream opened")
         .into_inner();
-    send.send(batch_entry(FUNCTION, "before-stop"))
+    send.send(batch_entry(FUNCTION, first_id))
         .await
         .expect("send");
     let accepted = results.message().await.expect("ok").expect("a result");
-    assert_eq!(accepted.invocation_id, "before-stop");
+    assert_eq!(
+        (Code::from(accepted.code), accepted.invocation_id.as_str()),
+        (Code::Ok, first_id)
+    );
+    (send, results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_an_open_invoke_stream_after_answering_what_it_accepted() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let (send, mut results) = stream_with_one_accepted(&mut client, "before-stop").await;
 
     // The producer keeps its side open; stopping must not wait for it.
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server.stop()).await;
@@ -662,17 +678,7 @@ async fn shutdown_ends_an_open_invoke_stream_after_answering_what_it_accepted() 
 async fn an_oversized_stream_message_ends_the_stream_after_the_earlier_results() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let (send, outgoing) = tokio::sync::mpsc::channel(8);
-    let mut results = client
-        .invoke_function_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
-        .await
-        .expect("stream opened")
-        .into_inner();
-    send.send(batch_entry(FUNCTION, "fits"))
-        .await
-        .expect("send");
-    let first = results.message().await.expect("ok").expect("a result");
-    assert_eq!(first.invocation_id, "fits");
+    let (send, mut results) = stream_with_one_accepted(&mut client, "fits").await;
 
     // Past the server's 2 MiB message limit: the message cannot even be read.
     let mut oversized = batch_entry(FUNCTION, "too-big");
