@@ -343,6 +343,12 @@ pub async fn wait_for(
 /// the venv directory. Blocking: call it from `spawn_blocking`.
 pub fn python_venv(name: &str, pip_args: &[&str]) -> std::path::PathBuf {
     use std::process::Command;
+    // Tests of one binary run in parallel and may share a venv: one creates it, the others
+    // wait and find it ready (two `venv` runs on one directory fail).
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _creating = CREATING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let ready = venv.join(".installed");
     if ready.exists() {
