@@ -339,13 +339,27 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_format_1_directory_is_read_as_it_is_and_marked_format_2() {
+async fn a_format_1_directory_is_moved_to_the_current_format_and_nothing_is_lost() {
+    // Written by the format-1 build (every payload kept apart from its record).
+    older_format_is_moved("format-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_2_directory_is_moved_to_the_current_format_and_nothing_is_lost() {
+    // Written by the format-2 build (records keyed by function and id).
+    older_format_is_moved("format-2").await;
+}
+
+/// Open a copy of the fixture `name` (two small payloads, one of them stopped, and one of
+/// 3,011 bytes), and check that its invocations are served, move to the current layout, take
+/// changes, and come back after a restart with new invocations beside them.
+async fn older_format_is_moved(name: &str) {
     use pb::InvocationStatus as Status;
-    // Written by the format-1 build (every payload kept apart from its record): two small
-    // payloads, one of them stopped, and one of 3,011 bytes.
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1"),
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
         dir.path(),
     );
     let large = format!("{{\"big\":\"{}\"}}", "y".repeat(3000));
@@ -369,20 +383,30 @@ async fn a_format_1_directory_is_read_as_it_is_and_marked_format_2() {
         std::fs::read_to_string(dir.path().join("FORMAT")).expect("read"),
         format!("sai-data-format {}\n", sai::persist::FORMAT_VERSION)
     );
-    // New records go in format 2 beside the old ones; both come back after a restart.
+    // A moved record takes changes; a new one is stored beside the moved ones.
     invoke(&mut client, ACCOUNT, FUNCTION, "new-1").await;
     stop(&mut client, ACCOUNT, FUNCTION, "small-1")
         .await
-        .expect("stop an old record");
+        .expect("stop a moved record");
+    stop(&mut client, ACCOUNT, FUNCTION, "large-1")
+        .await
+        .expect("stop a moved record with its payload apart");
     server.stop().await.expect("clean stop");
+
+    // Everything was moved on the first open: nothing is left in the old layout.
+    let persist = sai::persist::Persist::open(dir.path(), sai::persist::Durability::Sync)
+        .expect("open the directory");
+    let summary = persist.load(|_| {}).expect("load");
+    assert_eq!((summary.invocations, summary.migrated), (4, 0));
+    drop(persist);
 
     let server = TestServer::start_with(on_disk(dir.path())).await;
     let mut client = server.client().await;
     for (id, status, payload) in &expected {
-        let status = if *id == "small-1" {
-            Status::Stopped
-        } else {
+        let status = if *id == "small-2" {
             *status
+        } else {
+            Status::Stopped
         };
         let found = get(&mut client, ACCOUNT, FUNCTION, id).await.expect("get");
         check(&found, status, payload);

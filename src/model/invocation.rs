@@ -187,6 +187,10 @@ pub struct Invocation {
     pub retry_at_ms: i64,
     /// Every status change, oldest first.
     pub events: Vec<Event>,
+    /// The store's number for this record: unique, increasing in the order records were
+    /// accepted, never reused; 0 until the store accepts it. Storage keys records by it, so
+    /// that new records are appended at the end rather than scattered among the old.
+    pub record_number: u64,
 }
 
 impl Invocation {
@@ -221,6 +225,7 @@ impl Invocation {
                 timestamp_ms: now_ms,
                 detail,
             }],
+            record_number: 0,
         }
     }
 
@@ -257,6 +262,7 @@ impl Invocation {
             return_payload: self.return_payload.clone(),
             retry_at_ms: self.retry_at_ms,
             events: Vec::new(),
+            record_number: self.record_number,
         }
     }
 

@@ -1,16 +1,20 @@
 //! How records are laid out as storage keys and values.
 //!
-//! Keys: a function prefix of three length-prefixed parts (account, service, function; u16
-//! big-endian length each), then the invocation id or qualifier as the rest. Values:
-//! postcard-encoded structs below, whose field order is part of the on-disk format (a change
-//! to it needs a new `FORMAT_VERSION`). The key is not repeated in the value, and event ids
-//! are not stored: they are 1-based positions.
+//! Invocation records (format 3) are keyed by their record number (u64, big-endian), so that
+//! new records land after the old ones in key order instead of among them. Their value starts
+//! with the record's identity (a varint length, then the identity key below), then the record
+//! itself. Configs and functions are keyed by the identity key: a function prefix of three
+//! length-prefixed parts (account, service, function; u16 big-endian length each), then the
+//! qualifier as the rest. Values are postcard-encoded structs below, whose field order is part
+//! of the on-disk format (a change to it needs a new `FORMAT_VERSION`). Event ids are not
+//! stored: they are 1-based positions.
 //!
 //! A payload of up to [`INLINE_PAYLOAD_MAX`] bytes follows its record in the same value (one
 //! storage entry per write instead of two: the storage engine's cost is mostly per entry); a
-//! larger one is kept apart, written once and never rewritten by status changes. Format 1
-//! kept every payload apart, so a record followed by nothing is still read, its payload found
-//! apart.
+//! larger one is kept apart, written once and never rewritten by status changes.
+//!
+//! Formats 1 and 2 keyed invocation records by their identity key and did not repeat it in
+//! the value (format 1 also kept every payload apart); they are still read, to be moved.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -112,8 +116,51 @@ pub fn payload_is_inline(payload: &str) -> bool {
     payload.len() <= INLINE_PAYLOAD_MAX
 }
 
-/// The stored value of an invocation: all but its key, and its payload if that is small.
-pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
+/// The storage key of an invocation record: its record number.
+pub fn record_key(invocation: &Invocation) -> Vec<u8> {
+    invocation.record_number.to_be_bytes().to_vec()
+}
+
+/// The record number a storage key holds.
+pub fn record_number(key: &[u8]) -> Result<u64, DecodeError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| DecodeError(format!("record key {key:?} is not 8 bytes")))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The stored value of an invocation record: its identity, the record, and its payload if
+/// that is small.
+pub fn encode_record(invocation: &Invocation) -> Vec<u8> {
+    let identity_len = identity_len(invocation);
+    let inline = payload_is_inline(&invocation.payload);
+    // Sized up front: growing from empty cost several reallocations per record written.
+    let mut buffer =
+        Vec::with_capacity(VARINT_MAX + identity_len + encoded_len_bound(invocation, inline));
+    // A u32 varint into a Vec cannot fail.
+    buffer = postcard::to_extend(&u32::try_from(identity_len).unwrap_or(u32::MAX), buffer)
+        .unwrap_or_default();
+    let function = &invocation.key.function;
+    push_part(&mut buffer, &function.account);
+    push_part(&mut buffer, &function.service);
+    push_part(&mut buffer, &function.function);
+    buffer.extend_from_slice(invocation.key.id.as_bytes());
+    encode_body(invocation, buffer)
+}
+
+/// Most bytes of a u32 varint.
+const VARINT_MAX: usize = 5;
+
+fn identity_len(invocation: &Invocation) -> usize {
+    let function = &invocation.key.function;
+    6 + function.account.len()
+        + function.service.len()
+        + function.function.len()
+        + invocation.key.id.len()
+}
+
+/// The record and its payload if that is small, after what `buffer` holds.
+fn encode_body(invocation: &Invocation, buffer: Vec<u8>) -> Vec<u8> {
     let stored = StoredInvocation {
         qualifier: &invocation.qualifier,
         status: invocation.status,
@@ -139,8 +186,6 @@ pub fn encode_invocation(invocation: &Invocation) -> Vec<u8> {
             .collect(),
     };
     let inline = payload_is_inline(&invocation.payload);
-    // Sized up front: growing from empty cost several reallocations per record written.
-    let buffer = Vec::with_capacity(encoded_len_bound(invocation, inline));
     // Encoding into a Vec cannot fail: every field is a plain value or a string.
     let value = postcard::to_extend(&stored, buffer).unwrap_or_default();
     if inline {
@@ -231,8 +276,25 @@ impl Decoder {
         self.shared(text)
     }
 
-    /// An invocation from its key and value; `apart` gives its payload when the value does
-    /// not hold it.
+    /// An invocation from a record value (format 3); `apart` gives its payload when the
+    /// value does not hold it. Its record number is the caller's to set, from the key.
+    pub fn record(
+        &mut self,
+        value: &[u8],
+        apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
+    ) -> Result<Invocation, DecodeError> {
+        let (identity_len, rest): (u32, &[u8]) = postcard::take_from_bytes(value)
+            .map_err(|e| DecodeError(format!("record identity: {e}")))?;
+        let identity_len = usize::try_from(identity_len).unwrap_or(usize::MAX);
+        let (identity, body) = (rest.get(..identity_len), rest.get(identity_len..));
+        let (Some(identity), Some(body)) = (identity, body) else {
+            return Err(DecodeError("record identity is cut short".into()));
+        };
+        self.invocation(identity, body, apart)
+    }
+
+    /// An invocation from its identity key and the rest of its value (formats 1 and 2 store
+    /// them as key and value); `apart` gives its payload when the value does not hold it.
     pub fn invocation(
         &mut self,
         key: &[u8],
@@ -279,6 +341,7 @@ impl Decoder {
             return_payload: stored.return_payload.into(),
             retry_at_ms: stored.retry_at_ms,
             events,
+            record_number: 0,
         })
     }
 }
@@ -316,26 +379,33 @@ mod tests {
             8,
         )
         .expect("fail");
-        let key = function_key(&inv.key.function, &inv.key.id);
-        let value = encode_invocation(&inv);
+        inv.record_number = 7;
+        assert_eq!(record_number(&record_key(&inv)).expect("key"), 7);
+        let value = encode_record(&inv);
         assert!(
-            value.len() <= encoded_len_bound(&inv, true),
+            value.len() <= VARINT_MAX + identity_len(&inv) + encoded_len_bound(&inv, true),
             "sized up front"
         );
         let mut decoder = Decoder::default();
         let no_payload_apart = || Err(DecodeError("not looked up: the payload is inline".into()));
-        let back = decoder
-            .invocation(&key, &value, no_payload_apart)
-            .expect("decode");
+        let mut back = decoder.record(&value, no_payload_apart).expect("decode");
+        back.record_number = 7;
         assert_eq!(back, inv);
         // The second record of the same function shares its key's strings.
-        let again = decoder
-            .invocation(&key, &value, no_payload_apart)
-            .expect("decode");
+        let again = decoder.record(&value, no_payload_apart).expect("decode");
         assert!(Arc::ptr_eq(
             &back.key.function.account,
             &again.key.function.account
         ));
+
+        // Format 2: the identity as the key, the rest as the value.
+        inv.record_number = 0;
+        let key = function_key(&inv.key.function, &inv.key.id);
+        let value = encode_body(&inv, Vec::new());
+        let back = decoder
+            .invocation(&key, &value, no_payload_apart)
+            .expect("decode format 2");
+        assert_eq!(back, inv);
     }
 
     #[test]
@@ -353,7 +423,7 @@ mod tests {
             inv.attempts = u32::MAX;
             inv.error_message = "e".repeat(70_000);
             let inline = payload_is_inline(&inv.payload);
-            assert!(encode_invocation(&inv).len() <= encoded_len_bound(&inv, inline));
+            assert!(encode_body(&inv, Vec::new()).len() <= encoded_len_bound(&inv, inline));
         }
     }
 
@@ -367,6 +437,10 @@ mod tests {
         assert!(decoder
             .invocation(&key, &[0xff; 3], || Ok("".into()))
             .is_err());
+        for value in [&[][..], &[0xff; 3], &[40, 0, 1, b'a']] {
+            assert!(decoder.record(value, || Ok("".into())).is_err());
+        }
+        assert!(record_number(&[1, 2, 3]).is_err());
     }
 
     #[test]
@@ -374,21 +448,20 @@ mod tests {
         let function = FunctionKey::new("acct", "svc", "fn");
         let large: Arc<str> = "x".repeat(INLINE_PAYLOAD_MAX + 1).into();
         let inv = Invocation::accept(function.invocation("big"), "LATEST", large.clone(), "r", 5);
-        let key = function_key(&inv.key.function, &inv.key.id);
-        let value = encode_invocation(&inv);
+        let value = encode_record(&inv);
         assert!(
             value.len() < INLINE_PAYLOAD_MAX,
             "the payload is not in the record"
         );
         let back = Decoder::default()
-            .invocation(&key, &value, || Ok(large.clone()))
+            .record(&value, || Ok(large.clone()))
             .expect("decode");
         assert_eq!(back, inv);
 
         // A format-1 record of a small payload: the record alone, its payload apart.
         let small = Invocation::accept(function.invocation("v1"), "LATEST", "{}".into(), "r", 5);
         let key = function_key(&small.key.function, &small.key.id);
-        let mut value = encode_invocation(&small);
+        let mut value = encode_body(&small, Vec::new());
         value.truncate(value.len() - 3); // the inline "{}": its length byte and two bytes
         let back = Decoder::default()
             .invocation(&key, &value, || Ok("{}".into()))

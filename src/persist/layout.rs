@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use super::error::PersistError;
 
 /// The on-disk format this build writes. 2: a small payload is stored after its record
-/// instead of apart. This build reads format 1 too (every payload apart), and marks a
-/// format-1 directory as 2 when it opens it, since its writes are format 2 from then on.
-pub const FORMAT_VERSION: u32 = 2;
+/// instead of apart. 3: invocation records are keyed by record number, their identity in the
+/// value. This build reads formats 1 and 2 too, marks such a directory as 3 when it opens it
+/// (its writes are format 3 from then on), and moves its invocations to the format-3 layout.
+pub const FORMAT_VERSION: u32 = 3;
 
 const FORMAT_PREFIX: &str = "sai-data-format ";
 
@@ -121,8 +122,8 @@ impl DataDir {
                     });
                 }
                 if version < FORMAT_VERSION {
-                    // Older formats are read as they are; only the marker changes, so that
-                    // an older build refuses what this one writes.
+                    // Marked first, so that an older build refuses what this one writes
+                    // (the move of old records included) even if the move is cut short.
                     self.write_format()?;
                 }
                 Ok(())

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle};
 
-use crate::model::{FunctionKey, Invocation, InvocationKey, StoredConfig};
+use crate::model::{FunctionKey, Invocation, StoredConfig};
 
 pub use codec::DecodeError;
 pub use error::PersistError;
@@ -79,14 +79,22 @@ pub struct LoadSummary {
     pub functions: usize,
     /// The last watch sequence number handed out before the restart.
     pub sequence: u64,
+    /// The highest record number stored: the next record takes the one after it.
+    pub last_record_number: u64,
+    /// Invocations found in the format-1/2 layout and moved under record numbers.
+    pub migrated: usize,
 }
 
 /// The partitions of the keyspace.
 #[derive(Clone)]
 struct Partitions {
-    /// Invocation records (with their payload if it is small), keyed by function prefix + id.
-    invocations: PartitionHandle,
+    /// Invocation records (with their payload if it is small), keyed by record number.
+    records: PartitionHandle,
     /// Large invocation payloads, same keys; written once.
+    record_payloads: PartitionHandle,
+    /// Formats 1 and 2: invocation records keyed by function prefix + id; emptied on open.
+    invocations: PartitionHandle,
+    /// Formats 1 and 2: payloads kept apart, same keys; emptied on open.
     payloads: PartitionHandle,
     /// Configs, keyed by function prefix + qualifier.
     configs: PartitionHandle,
@@ -133,6 +141,8 @@ impl Persist {
                 .map_err(|err| recovery_error(path, err))
         };
         let partitions = Partitions {
+            records: open("records")?,
+            record_payloads: open("record_payloads")?,
             invocations: open("invocations")?,
             payloads: open("payloads")?,
             configs: open("configs")?,
@@ -193,39 +203,37 @@ impl Persist {
             });
         }
 
-        // Both partitions share keys, so one pass over each pairs records with the payloads
-        // kept apart (large ones, and every one written in format 1).
-        let mut payloads = p.payloads.iter().peekable();
-        for item in p.invocations.iter() {
-            let (key, value) = item?;
-            let mut apart: Result<Arc<str>, DecodeError> = Ok("".into());
-            while let Some(next) = payloads.peek() {
-                let Ok((payload_key, _)) = next else {
-                    // Surface the error through `next` below.
-                    payloads.next().transpose()?;
-                    continue;
-                };
-                match payload_key.as_ref().cmp(key.as_ref()) {
-                    std::cmp::Ordering::Less => {
-                        payloads.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if let Some(Ok((_, bytes))) = payloads.next() {
-                            apart = std::str::from_utf8(&bytes)
-                                .map(Arc::from)
-                                .map_err(|_| DecodeError::new("its payload is not UTF-8"));
-                        }
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => break,
-                }
-            }
-            let invocation = decoder
-                .invocation(&key, &value, || apart)
-                .map_err(|e| corrupt(format!("invocation {key:?}: {e}")))?;
+        for item in with_payloads(&p.records, &p.record_payloads) {
+            let (key, value, apart) = item?;
+            let number = codec::record_number(&key)
+                .map_err(|e| corrupt(format!("invocation record {key:?}: {e}")))?;
+            let mut invocation = decoder
+                .record(&value, || apart)
+                .map_err(|e| corrupt(format!("invocation record {number}: {e}")))?;
+            invocation.record_number = number;
+            summary.last_record_number = summary.last_record_number.max(number);
             summary.invocations += 1;
             sink(Loaded::Invocation(invocation));
         }
+
+        // Formats 1 and 2 keyed invocations by function and id: each is moved under the next
+        // record number as it loads, in atomic batches that also delete it from the old
+        // partitions, so that a crash part way leaves every invocation in exactly one place
+        // and the next start moves the rest.
+        let mut migration = Migration::new(&self.keyspace, p);
+        for item in with_payloads(&p.invocations, &p.payloads) {
+            let (key, value, apart) = item?;
+            let mut invocation = decoder
+                .invocation(&key, &value, || apart)
+                .map_err(|e| corrupt(format!("invocation {key:?}: {e}")))?;
+            summary.last_record_number += 1;
+            invocation.record_number = summary.last_record_number;
+            migration.move_record(&key, &invocation)?;
+            summary.invocations += 1;
+            summary.migrated += 1;
+            sink(Loaded::Invocation(invocation));
+        }
+        migration.finish()?;
 
         summary.sequence = match p.meta.get(SEQUENCE_KEY)? {
             Some(bytes) => codec::decode(&bytes, "sequence")
@@ -238,6 +246,120 @@ impl Persist {
     /// Start the writer: from now on changes are written through the returned journal.
     pub fn into_journal(self) -> Journal {
         Journal::start(self.dir, self.keyspace, self.partitions, self.durability)
+    }
+}
+
+/// A stored record's key and value, and its payload kept apart (empty when there is none).
+type WithPayload = (fjall::Slice, fjall::Slice, Result<Arc<str>, DecodeError>);
+
+/// Each record of `records` with its payload from `payloads` when kept apart there (the two
+/// partitions share keys, so one ordered pass over each pairs them); a record holding its
+/// payload never looks.
+fn with_payloads<'p>(
+    records: &'p PartitionHandle,
+    payloads: &'p PartitionHandle,
+) -> impl Iterator<Item = Result<WithPayload, PersistError>> + 'p {
+    let mut payloads = payloads.iter().peekable();
+    records.iter().map(move |item| {
+        let (key, value) = item?;
+        // As before format 2: a record without its payload and none apart has an empty one.
+        let mut apart = Ok("".into());
+        while let Some(next) = payloads.peek() {
+            let Ok((payload_key, _)) = next else {
+                // Surface the error through `next`.
+                payloads.next().transpose()?;
+                continue;
+            };
+            match payload_key.as_ref().cmp(key.as_ref()) {
+                std::cmp::Ordering::Less => {
+                    payloads.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if let Some(Ok((_, bytes))) = payloads.next() {
+                        apart = std::str::from_utf8(&bytes)
+                            .map(Arc::from)
+                            .map_err(|_| DecodeError::new("its payload is not UTF-8"));
+                    }
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok((key, value, apart))
+    })
+}
+
+/// Moves format-1/2 invocations under record numbers, a batch at a time.
+struct Migration<'p> {
+    keyspace: &'p Keyspace,
+    partitions: &'p Partitions,
+    batch: Option<fjall::Batch>,
+    moved: usize,
+}
+
+impl<'p> Migration<'p> {
+    /// Invocations moved per batch.
+    const BATCH: usize = 1_000;
+
+    fn new(keyspace: &'p Keyspace, partitions: &'p Partitions) -> Self {
+        Migration {
+            keyspace,
+            partitions,
+            batch: None,
+            moved: 0,
+        }
+    }
+
+    /// Write `invocation` (loaded from `old_key`) under its record number and delete it
+    /// from the old partitions, in the current batch.
+    fn move_record(&mut self, old_key: &[u8], invocation: &Invocation) -> Result<(), PersistError> {
+        let p = self.partitions;
+        let batch = self.batch.get_or_insert_with(|| {
+            let mut batch = self.keyspace.batch().durability(None);
+            batch.insert(&p.meta, writer::BATCH_KEY, writer::BATCH_MARK.as_slice());
+            batch
+        });
+        let mut writes = WriteSet::default();
+        writes.put_accepted(invocation);
+        for op in writes.ops {
+            if let Op::Put(part, key, value) = op {
+                batch.insert(partition(p, part), key, value);
+            }
+        }
+        batch.remove(&p.invocations, old_key);
+        batch.remove(&p.payloads, old_key);
+        self.moved += 1;
+        if self.moved.is_multiple_of(Self::BATCH) {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), PersistError> {
+        if let Some(batch) = self.batch.take() {
+            batch.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Write the last batch and sync, so that the move is on disk before anything new is.
+    fn finish(mut self) -> Result<(), PersistError> {
+        self.commit()?;
+        if self.moved > 0 {
+            self.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        }
+        Ok(())
+    }
+}
+
+/// The partition a write goes to.
+fn partition(partitions: &Partitions, part: Part) -> &PartitionHandle {
+    match part {
+        Part::Records => &partitions.records,
+        Part::RecordPayloads => &partitions.record_payloads,
+        Part::Configs => &partitions.configs,
+        Part::Functions => &partitions.functions,
+        Part::Meta => &partitions.meta,
     }
 }
 
@@ -266,8 +388,8 @@ enum Op {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Part {
-    Invocations,
-    Payloads,
+    Records,
+    RecordPayloads,
     Configs,
     Functions,
     Meta,
@@ -292,10 +414,10 @@ impl WriteSet {
 
     /// Store a newly accepted invocation, with its payload.
     pub fn put_accepted(&mut self, invocation: &Invocation) {
-        let key = codec::function_key(&invocation.key.function, &invocation.key.id);
+        let key = codec::record_key(invocation);
         if !codec::payload_is_inline(&invocation.payload) {
             self.ops.push(Op::Put(
-                Part::Payloads,
+                Part::RecordPayloads,
                 key.clone(),
                 invocation.payload.as_bytes().to_vec(),
             ));
@@ -305,28 +427,29 @@ impl WriteSet {
 
     /// Store an invocation's current state (a large payload, kept apart, is not rewritten).
     pub fn put_invocation(&mut self, invocation: &Invocation) {
-        let key = codec::function_key(&invocation.key.function, &invocation.key.id);
-        self.put_record(key, invocation);
+        self.put_record(codec::record_key(invocation), invocation);
     }
 
     fn put_record(&mut self, key: Vec<u8>, invocation: &Invocation) {
-        let value = codec::encode_invocation(invocation);
+        let value = codec::encode_record(invocation);
         // A dispatch writes Dequeued then Running for the same record back to back: only
         // the last state needs storing.
-        if let Some(Op::Put(Part::Invocations, last_key, last_value)) = self.ops.last_mut() {
+        if let Some(Op::Put(Part::Records, last_key, last_value)) = self.ops.last_mut() {
             if *last_key == key {
                 *last_value = value;
                 return;
             }
         }
-        self.ops.push(Op::Put(Part::Invocations, key, value));
+        self.ops.push(Op::Put(Part::Records, key, value));
     }
 
-    /// Remove an invocation and its payload (apart too: format 1 kept small ones there).
-    pub fn delete_invocation(&mut self, key: &InvocationKey) {
-        let key = codec::function_key(&key.function, &key.id);
-        self.ops.push(Op::Delete(Part::Payloads, key.clone()));
-        self.ops.push(Op::Delete(Part::Invocations, key));
+    /// Remove an invocation and its payload if that is kept apart.
+    pub fn delete_invocation(&mut self, invocation: &Invocation) {
+        let key = codec::record_key(invocation);
+        if !codec::payload_is_inline(&invocation.payload) {
+            self.ops.push(Op::Delete(Part::RecordPayloads, key.clone()));
+        }
+        self.ops.push(Op::Delete(Part::Records, key));
     }
 
     /// Store a config.

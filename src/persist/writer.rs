@@ -17,9 +17,9 @@ use std::thread::JoinHandle;
 use fjall::{Keyspace, PersistMode};
 use tokio::sync::oneshot;
 
-use super::journal_check::BATCH_MARK;
+pub(super) use super::journal_check::BATCH_MARK;
 use super::layout::DataDir;
-use super::{Durability, Op, Part, Partitions, PersistError, WriteSet};
+use super::{partition, Durability, Op, Part, Partitions, PersistError, WriteSet};
 
 /// Most commits written as one batch.
 const MAX_GROUP: usize = 4_096;
@@ -38,7 +38,7 @@ const COMMIT_SIBLINGS: usize = 8;
 const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// The meta key every batch writes its [`BATCH_MARK`] under.
-const BATCH_KEY: &[u8] = b"batch";
+pub(super) const BATCH_KEY: &[u8] = b"batch";
 
 /// What runs once a submission is durable, on the writer thread, in commit order.
 pub type OnDurable = Box<dyn FnOnce() + Send>;
@@ -247,23 +247,17 @@ impl Writer {
         batch.insert(&self.partitions.meta, BATCH_KEY, BATCH_MARK.as_slice());
         for op in ops {
             match op {
-                Op::Put(part, key, value) => {
-                    batch.insert(self.partition(*part), key.as_slice(), value.as_slice())
+                Op::Put(part, key, value) => batch.insert(
+                    partition(&self.partitions, *part),
+                    key.as_slice(),
+                    value.as_slice(),
+                ),
+                Op::Delete(part, key) => {
+                    batch.remove(partition(&self.partitions, *part), key.as_slice())
                 }
-                Op::Delete(part, key) => batch.remove(self.partition(*part), key.as_slice()),
             }
         }
         batch.commit()?;
         Ok(())
-    }
-
-    fn partition(&self, part: Part) -> &fjall::PartitionHandle {
-        match part {
-            Part::Invocations => &self.partitions.invocations,
-            Part::Payloads => &self.partitions.payloads,
-            Part::Configs => &self.partitions.configs,
-            Part::Functions => &self.partitions.functions,
-            Part::Meta => &self.partitions.meta,
-        }
     }
 }

@@ -118,6 +118,8 @@ pub struct Store {
     max_open_per_function: std::sync::atomic::AtomicUsize,
     /// Signs page tokens.
     pages: RwLock<PageSigner>,
+    /// The last record number handed out (under the commit lock).
+    last_record_number: std::sync::atomic::AtomicU64,
 }
 
 struct CommitState {
@@ -159,6 +161,7 @@ impl Store {
             }),
             max_open_per_function: std::sync::atomic::AtomicUsize::new(usize::MAX),
             pages: RwLock::new(PageSigner::random()),
+            last_record_number: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -183,6 +186,16 @@ impl Store {
         *store.pages.write() = PageSigner::new(persist.page_key()?);
         let summary = persist.load(|loaded| store.restore(loaded))?;
         store.hub.restore_head(summary.sequence);
+        store.last_record_number.store(
+            summary.last_record_number,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if summary.migrated > 0 {
+            tracing::info!(
+                invocations = summary.migrated,
+                "moved invocations stored by an older sai to the current layout"
+            );
+        }
         let mut state = store.commit_lock.lock();
         state.sequence = summary.sequence;
         state.journal = Some(persist.into_journal());
@@ -433,15 +446,13 @@ impl Store {
     fn insert_now(
         &self,
         commit: &mut Commit,
-        invocation: Invocation,
+        mut invocation: Invocation,
     ) -> Result<Arc<Invocation>, StoreError> {
         let key = invocation.key.clone();
         let config_key = ConfigKey {
             function: key.function.clone(),
             qualifier: invocation.qualifier.clone(),
         };
-        let summary = Arc::new(invocation.without_events());
-        let first_event = invocation.events[0].clone();
         let index = self
             .indexes
             .entry(key.function.clone())
@@ -456,13 +467,21 @@ impl Store {
                 limit,
             });
         }
-        match self.records.entry(key.clone()) {
+        let (summary, first_event) = match self.records.entry(key.clone()) {
             Entry::Occupied(_) => return Err(StoreError::InvocationAlreadyExists(key)),
             Entry::Vacant(slot) => {
+                // Under the commit lock: numbers follow commit order.
+                invocation.record_number = self
+                    .last_record_number
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
                 commit.write(|w| w.put_accepted(&invocation));
+                let summary = Arc::new(invocation.without_events());
+                let first_event = invocation.events[0].clone();
                 slot.insert(Box::new(invocation));
+                (summary, first_event)
             }
-        }
+        };
         {
             let mut index = index.write();
             index.insert(summary.started_time_ms, key.id.clone());
@@ -550,7 +569,7 @@ impl Store {
     /// Drop a record and its index entry (a terminal record of a non-stateful function, or one
     /// past retention). Its id becomes free again.
     fn remove_now(&self, commit: &mut Commit, invocation: &Invocation) {
-        commit.write(|w| w.delete_invocation(&invocation.key));
+        commit.write(|w| w.delete_invocation(invocation));
         self.records.remove(&invocation.key);
         if let Some(index) = self.indexes.get(&invocation.key.function) {
             index
