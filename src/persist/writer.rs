@@ -1,13 +1,21 @@
 //! The single writer: group commit.
 //!
 //! Commits are submitted in commit order (the store submits under its commit lock). The
-//! writer thread takes the first waiting submission and every one queued behind it (when that
-//! is many, after a short wait for more: see [`COMMIT_DELAY`]), writes them as one atomic
-//! batch, syncs once (sync mode), then, in order, runs each submission's
-//! `on_durable` (the store publishes its events to watchers there, so a watcher never sees a
-//! change a crash could take back) and acknowledges it. A failed write poisons the journal:
-//! every later submission is refused, because memory and disk no longer agree; a restart
-//! recovers from disk.
+//! writer thread takes the first waiting submission and every one queued behind it, writes
+//! them as one atomic batch and syncs once (sync mode); what arrives meanwhile forms the next
+//! group, so under load the sync's own length sets the group size and a quiet server syncs
+//! each commit at once. Then, in order, each submission's `on_durable` runs (the store
+//! publishes its events to watchers there, so a watcher never sees a change a crash could take
+//! back) and it is acknowledged. A failed write poisons the journal: every later submission is
+//! refused, because memory and disk no longer agree; a restart recovers from disk.
+//!
+//! The group is acknowledged by a task on the async runtime, not by this thread: waking the
+//! waiting requests from a runtime worker puts them on that worker's own queue, where one
+//! wake-up from this thread per request would otherwise be needed.
+//!
+//! There is no fixed wait for more commits before a sync (PostgreSQL's `commit_delay`): it
+//! saved syncs but lengthened every call while the runtime sat a third idle, and e2e did not
+//! gain from it once acknowledging moved to the runtime (BENCHMARKS.md, session 6).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,15 +35,6 @@ const MAX_GROUP: usize = 4_096;
 /// Most encoded bytes in one batch (a single larger commit still goes alone): bounds the
 /// latency of one write and what a torn tail can hold.
 pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
-
-/// In sync mode, a group of at least this many commits (the writer is busy) waits
-/// [`COMMIT_DELAY`] for more before it syncs, as PostgreSQL's `commit_siblings` and
-/// `commit_delay` do: each fdatasync costs the server about 70 us of CPU, so under load fewer,
-/// larger syncs leave more CPU for requests; a quiet server never waits.
-const COMMIT_SIBLINGS: usize = 8;
-
-/// How long a busy group waits for more commits before it syncs.
-const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// The meta key every batch writes its [`BATCH_MARK`] under.
 pub(super) const BATCH_KEY: &[u8] = b"batch";
@@ -72,7 +71,19 @@ impl Journal {
     ) -> Journal {
         let (sender, receiver) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
+        // Acknowledging from inside the runtime wakes each waiting task through its worker's
+        // own queue: one cross-thread wake-up per group instead of one per commit.
+        let acknowledger = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (sender, mut groups) = tokio::sync::mpsc::unbounded_channel();
+            runtime.spawn(async move {
+                while let Some((group, result)) = groups.recv().await {
+                    acknowledge(group, result);
+                }
+            });
+            sender
+        });
         let writer = Writer {
+            acknowledger,
             keyspace: keyspace.clone(),
             partitions,
             mode: match durability {
@@ -155,11 +166,6 @@ impl Group {
         self.submissions.len()
     }
 
-    /// Big enough to say the writer is busy, with room for more.
-    fn busy(&self) -> bool {
-        self.len() >= COMMIT_SIBLINGS && self.len() < MAX_GROUP && self.bytes < MAX_GROUP_BYTES
-    }
-
     /// Add what is waiting, up to the group caps; returns a submission that would have
     /// pushed the group over its byte cap (it starts the next group).
     fn take_waiting(&mut self, receiver: &mpsc::Receiver<Submission>) -> Option<Submission> {
@@ -177,7 +183,12 @@ impl Group {
     }
 }
 
+/// A written group and how its write went.
+type Outcome = (Vec<Submission>, Result<(), String>);
+
 struct Writer {
+    /// Where durable groups are acknowledged; on this thread when there is no runtime.
+    acknowledger: Option<tokio::sync::mpsc::UnboundedSender<Outcome>>,
     keyspace: Keyspace,
     partitions: Partitions,
     /// How far each batch is pushed before it is acknowledged.
@@ -199,11 +210,6 @@ impl Writer {
             };
             let mut group = Group::new(first);
             carried = group.take_waiting(&receiver);
-            if carried.is_none() && self.mode == PersistMode::SyncData && group.busy() {
-                // Busy: more commits are on their way, so let them join this sync.
-                std::thread::sleep(COMMIT_DELAY);
-                carried = group.take_waiting(&receiver);
-            }
             self.write_group(group.submissions);
         }
     }
@@ -218,11 +224,15 @@ impl Writer {
                 err.to_string()
             })
         };
-        for submission in group {
-            if result.is_ok() {
-                (submission.on_durable)();
+        match &self.acknowledger {
+            Some(acknowledger) => {
+                if let Err(unsent) = acknowledger.send((group, result)) {
+                    // The runtime is shutting down: acknowledge here.
+                    let (group, result) = unsent.0;
+                    acknowledge(group, result);
+                }
             }
-            let _ = submission.ack.send(result.clone());
+            None => acknowledge(group, result),
         }
     }
 
@@ -259,5 +269,15 @@ impl Writer {
         }
         batch.commit()?;
         Ok(())
+    }
+}
+
+/// In commit order: publish each submission's change (only once written) and acknowledge it.
+fn acknowledge(group: Vec<Submission>, result: Result<(), String>) {
+    for submission in group {
+        if result.is_ok() {
+            (submission.on_durable)();
+        }
+        let _ = submission.ack.send(result.clone());
     }
 }
