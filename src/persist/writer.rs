@@ -39,7 +39,8 @@ pub const MAX_GROUP_BYTES: usize = 1024 * 1024;
 /// The meta key every batch writes its [`BATCH_MARK`] under.
 pub(super) const BATCH_KEY: &[u8] = b"batch";
 
-/// What runs once a submission is durable, on the writer thread, in commit order.
+/// What runs once a submission is durable, in commit order: on the acknowledging task (on
+/// the writer thread when the journal was started outside a runtime).
 pub type OnDurable = Box<dyn FnOnce() + Send>;
 
 /// Resolves when a submission is durable (or its write failed).
