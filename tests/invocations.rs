@@ -684,9 +684,9 @@ async fn an_oversized_stream_message_ends_the_stream_after_the_earlier_results()
     let mut oversized = batch_entry(FUNCTION, "too-big");
     oversized.payload = "x".repeat(3 * 1024 * 1024);
     send.send(oversized).await.expect("send");
-    send.send(batch_entry(FUNCTION, "after"))
-        .await
-        .expect("send");
+    // The server may already have ended the call, and tonic dropped the request stream with
+    // it: then this send is refused, which is as good as this message being ignored.
+    let _ = send.send(batch_entry(FUNCTION, "after")).await;
     let ended = results
         .message()
         .await
