@@ -84,10 +84,8 @@ impl InvocationService {
             }
         }
         if !new.is_empty() {
-            let engine = self.engine.clone();
-            let stored = detached(async move { engine.invoke_all(new).await })
-                .await?
-                .map_err(ApiError::from)?;
+            // Not detached: the engine queues what it stored even if this call is dropped.
+            let stored = self.engine.invoke_all(new).await.map_err(ApiError::from)?;
             for (at, one) in accepted_at.into_iter().zip(stored) {
                 results[at] = invoke_result(one.map_err(|err| ApiError::from(err).into()));
             }
@@ -176,10 +174,8 @@ impl StatefulAsyncInvocationService for InvocationService {
             self.max_payload_bytes,
         )
         .map_err(ApiError::from)?;
-        let engine = self.engine.clone();
-        let invocation = detached(async move { engine.invoke(new).await })
-            .await?
-            .map_err(ApiError::from)?;
+        // Not detached: the engine queues what it stored even if this call is dropped.
+        let invocation = self.engine.invoke(new).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::InvokeFunctionResponse {
             invocation_id: invocation.key.id.to_string(),
             request_id: request_id.to_string(),

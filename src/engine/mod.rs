@@ -231,8 +231,13 @@ impl Engine {
         })
     }
 
-    /// Accept an invocation: stored as Enqueued with event 1, queued, expiry scheduled.
-    pub async fn invoke(&self, new: NewInvocation) -> Result<Arc<Invocation>, EngineError> {
+    /// Accept an invocation: stored as Enqueued with event 1, queued, expiry scheduled. It is
+    /// queued once durable even if the caller stops waiting, so a dropped call cannot leave
+    /// a stored invocation unqueued.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        new: NewInvocation,
+    ) -> Result<Arc<Invocation>, EngineError> {
         let invocation = Invocation::accept(
             new.key,
             &new.qualifier,
@@ -240,15 +245,17 @@ impl Engine {
             &new.request_id,
             now_ms(),
         );
-        let stored = self.store.insert(invocation).await?;
-        self.enqueued(&stored);
-        Ok(stored)
+        let engine = self.clone();
+        Ok(self
+            .store
+            .insert(invocation, move |stored| engine.enqueued(stored))
+            .await?)
     }
 
     /// Accept several invocations in one commit; each has its own outcome, as `invoke`
-    /// would give it.
+    /// would give it, and is queued as `invoke` queues it.
     pub async fn invoke_all(
-        &self,
+        self: &Arc<Self>,
         new: Vec<NewInvocation>,
     ) -> Result<Vec<Result<Arc<Invocation>, EngineError>>, EngineError> {
         let now = now_ms();
@@ -258,15 +265,12 @@ impl Engine {
                 Invocation::accept(new.key, &new.qualifier, new.payload, &new.request_id, now)
             })
             .collect();
-        let stored = self.store.insert_all(accepted).await?;
-        Ok(stored
-            .into_iter()
-            .map(|one| {
-                let stored = one?;
-                self.enqueued(&stored);
-                Ok(stored)
-            })
-            .collect())
+        let engine = self.clone();
+        let stored = self
+            .store
+            .insert_all(accepted, move |stored| engine.enqueued(stored))
+            .await?;
+        Ok(stored.into_iter().map(|one| Ok(one?)).collect())
     }
 
     /// Put a just-Enqueued invocation in its queue and arm its expiry.

@@ -29,7 +29,7 @@ use crate::model::{
     transition, AsyncInvokeConfig, Change, DestinationStatus, Event, FunctionKey, Invocation,
     InvocationKey, Status, StoredConfig,
 };
-use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, WriteSet};
+use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet};
 
 pub use catalog::{ConfigKey, ConfigPage, FunctionMeta, FunctionPage};
 pub use error::StoreError;
@@ -131,10 +131,23 @@ struct CommitState {
     closed: bool,
 }
 
-/// What one commit changed: the writes for the journal, the events for watchers.
+/// What runs once a commit is durable, after its events are published.
+type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What one commit changed: the writes for the journal, the events for watchers, and what
+/// runs once it is durable.
 struct Commit {
     writes: Option<WriteSet>,
     events: Vec<(Event, Arc<Invocation>)>,
+    after: Option<AfterCommit>,
+}
+
+/// How a commit ends once its lock is released.
+enum Finish {
+    /// Nothing to wait for (in memory, or nothing written): what follows runs at once.
+    Now(Option<AfterCommit>),
+    /// Done when the journal has it on disk (what follows runs there).
+    Durable(Ticket),
 }
 
 impl Commit {
@@ -265,7 +278,7 @@ impl Store {
         &self,
         apply: impl FnOnce(&mut Commit) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let (result, ticket) = {
+        let (result, finish) = {
             let mut state = self.commit_lock.lock();
             if state.closed {
                 return Err(StoreError::ShuttingDown);
@@ -276,6 +289,7 @@ impl Store {
             let mut commit = Commit {
                 writes: state.journal.as_ref().map(|_| WriteSet::default()),
                 events: Vec::new(),
+                after: None,
             };
             let result = apply(&mut commit)?;
             let mut changes = Vec::with_capacity(commit.events.len());
@@ -288,6 +302,7 @@ impl Store {
                 });
             }
             let sequence = state.sequence;
+            let after = commit.after;
             match (&state.journal, commit.writes) {
                 (Some(journal), Some(mut writes)) if !writes.is_empty() => {
                     if !changes.is_empty() {
@@ -296,42 +311,69 @@ impl Store {
                     let hub = self.hub.clone();
                     let ticket = journal.submit(
                         writes,
-                        Box::new(move || changes.into_iter().for_each(|c| hub.publish(c))),
+                        Box::new(move || {
+                            changes.into_iter().for_each(|c| hub.publish(c));
+                            if let Some(after) = after {
+                                after();
+                            }
+                        }),
                     )?;
-                    (result, Some(ticket))
+                    (result, Finish::Durable(ticket))
                 }
                 _ => {
                     changes.into_iter().for_each(|c| self.hub.publish(c));
-                    (result, None)
+                    (result, Finish::Now(after))
                 }
             }
         };
-        if let Some(ticket) = ticket {
-            ticket
+        match finish {
+            // Outside the commit lock, as it would be after a durable commit.
+            Finish::Now(after) => after.into_iter().for_each(|after| after()),
+            Finish::Durable(ticket) => ticket
                 .await
                 .map_err(|_| StoreError::Storage("the writer stopped".into()))?
-                .map_err(StoreError::Storage)?;
+                .map_err(StoreError::Storage)?,
         }
         Ok(result)
     }
 
-    /// Store a newly accepted invocation; its id must be free in its function.
-    pub async fn insert(&self, invocation: Invocation) -> Result<Arc<Invocation>, StoreError> {
-        self.commit(|commit| self.insert_now(commit, invocation))
-            .await
+    /// Store a newly accepted invocation; its id must be free in its function. `then` runs
+    /// with it once it is durable, whether or not the caller is still waiting: what must
+    /// follow a stored invocation happens even if the caller's future is dropped.
+    pub async fn insert(
+        &self,
+        invocation: Invocation,
+        then: impl FnOnce(&Arc<Invocation>) + Send + 'static,
+    ) -> Result<Arc<Invocation>, StoreError> {
+        self.commit(|commit| {
+            let stored = self.insert_now(commit, invocation)?;
+            let after = stored.clone();
+            commit.after = Some(Box::new(move || then(&after)));
+            Ok(stored)
+        })
+        .await
     }
 
     /// Store several newly accepted invocations in one commit (one sync). Each has its own
-    /// outcome, as `insert` would give it; the outer error is the commit's.
+    /// outcome, as `insert` would give it; the outer error is the commit's. `then` runs with
+    /// each stored one once the commit is durable, as for `insert`.
     pub async fn insert_all(
         &self,
         invocations: Vec<Invocation>,
+        then: impl Fn(&Arc<Invocation>) + Send + 'static,
     ) -> Result<Vec<Result<Arc<Invocation>, StoreError>>, StoreError> {
         self.commit(|commit| {
-            Ok(invocations
+            let outcomes: Vec<_> = invocations
                 .into_iter()
                 .map(|invocation| self.insert_now(commit, invocation))
-                .collect())
+                .collect();
+            let stored: Vec<Arc<Invocation>> = outcomes
+                .iter()
+                .filter_map(|one| one.as_ref().ok())
+                .cloned()
+                .collect();
+            commit.after = Some(Box::new(move || stored.iter().for_each(then)));
+            Ok(outcomes)
         })
         .await
     }
@@ -698,5 +740,52 @@ impl Store {
     /// How many invocations have live watch channels (released when their last watcher ends).
     pub fn watched_invocations(&self) -> usize {
         self.hub.watched_invocations()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::FunctionKey;
+    use crate::persist::Durability;
+
+    fn accepted(id: &str) -> Invocation {
+        let key = FunctionKey::new("acct", "svc", "fn").invocation(id);
+        Invocation::accept(key, "LATEST", "{}".into(), "req", 1)
+    }
+
+    /// Inserts `id`, gives up waiting after the first poll, and returns what the insert's
+    /// `then` was given.
+    async fn insert_and_give_up(store: &Store, id: &str) -> Option<Arc<str>> {
+        let (ran, ran_with) = tokio::sync::oneshot::channel();
+        let insert = store.insert(accepted(id), move |stored| {
+            let _ = ran.send(stored.key.id.clone());
+        });
+        // A zero timeout polls the insert once (submitting its commit) and then drops it.
+        let _ = tokio::time::timeout(Duration::ZERO, insert).await;
+        tokio::time::timeout(Duration::from_secs(10), ran_with)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn what_follows_an_insert_runs_even_when_its_caller_stops_waiting() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::disk(dir.path(), Durability::Sync);
+        let (store, _) = Store::open(&storage, 16, CancellationToken::new()).expect("open");
+        assert_eq!(
+            insert_and_give_up(&store, "on-disk").await.as_deref(),
+            Some("on-disk")
+        );
+        store.close().await.expect("close");
+
+        let store = Store::new(16, CancellationToken::new());
+        assert_eq!(
+            insert_and_give_up(&store, "in-memory").await.as_deref(),
+            Some("in-memory")
+        );
     }
 }

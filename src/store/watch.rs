@@ -239,7 +239,7 @@ mod tests {
         // Far more than the broadcast holds, with nobody reading.
         for i in 0..20_000 {
             store
-                .insert(accept(&function, &format!("i{i}")))
+                .insert(accept(&function, &format!("i{i}")), |_| {})
                 .await
                 .expect("insert");
         }
@@ -255,7 +255,7 @@ mod tests {
         let function = FunctionKey::new("a", "s", "f");
         let key = function.invocation("busy");
         store
-            .insert(accept(&function, "busy"))
+            .insert(accept(&function, "busy"), |_| {})
             .await
             .expect("insert");
         let mut watch = store.watch_invocation(key.clone(), 0).expect("watch");
