@@ -193,6 +193,13 @@ pub struct Invocation {
     pub record_number: u64,
 }
 
+/// Event 1's detail.
+#[derive(Serialize)]
+struct AcceptedDetail<'a> {
+    #[serde(rename = "requestId")]
+    request_id: &'a str,
+}
+
 impl Invocation {
     /// A newly accepted invocation: Enqueued, with event 1.
     pub fn accept(
@@ -202,7 +209,9 @@ impl Invocation {
         request_id: &str,
         now_ms: i64,
     ) -> Self {
-        let detail = json!({ "requestId": request_id }).to_string();
+        // Serialized straight from a struct: building a `json!` value and formatting it cost
+        // about 1% of a synced InvokeFunction's server CPU. A string field cannot fail.
+        let detail = serde_json::to_string(&AcceptedDetail { request_id }).unwrap_or_default();
         Invocation {
             key,
             qualifier: qualifier.into(),
@@ -372,6 +381,15 @@ mod tests {
         assert_eq!(inv.events[0].status, Status::Enqueued);
         assert_eq!(inv.started_time_ms, 1_000);
         assert_eq!(inv.end_time_ms, 0);
+        assert_eq!(inv.events[0].detail, r#"{"requestId":"req-1"}"#);
+    }
+
+    #[test]
+    fn event_one_detail_is_json_whatever_the_request_id_holds() {
+        let key = FunctionKey::new("a", "s", "f").invocation("i");
+        let inv = Invocation::accept(key, DEFAULT_QUALIFIER, "{}".into(), "q\"\\\n", 1);
+        let detail: serde_json::Value = serde_json::from_str(&inv.events[0].detail).expect("JSON");
+        assert_eq!(detail["requestId"], "q\"\\\n");
     }
 
     #[test]
