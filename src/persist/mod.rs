@@ -90,7 +90,9 @@ pub struct LoadSummary {
 /// and while that happens the journal's syncs wait behind its writes at the device: with
 /// fjall's default of 16 MiB, synced InvokeFunction throughput was 8% lower over 20 s runs
 /// (27.5k vs 29.8k/s, 4 alternating pairs; BENCHMARKS.md). The keyspace's write buffer
-/// (64 MiB) still bounds all memtables together, and the journal size bounds replay.
+/// (64 MiB) still bounds all memtables together, and the journal size bounds replay. fjall
+/// keeps a partition's options from its creation, so directories made before this setting
+/// keep 16 MiB.
 const BULK_MEMTABLE_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Memtable size of the rarely written partitions (fjall's default).
