@@ -229,6 +229,45 @@ async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
 }
 
 #[tokio::test]
+async fn a_finished_lease_answers_repeats_for_its_window_and_is_then_forgotten() {
+    let mut config = fast_engine();
+    config.engine.completed_lease_memory = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with(config).await;
+    let (mut c, mut w) = (server.client().await, server.worker().await);
+    for id in ["first", "second"] {
+        invoke(&mut c, "default", FUNCTION, id).await;
+    }
+    let leases = poll(&mut w, "default", FUNCTION, 2, 1_000).await;
+    assert_eq!(leases.len(), 2);
+    for lease in &leases {
+        complete(&mut w, "default", &lease.lease_token, success("done"))
+            .await
+            .expect("complete");
+        complete(&mut w, "default", &lease.lease_token, success("done"))
+            .await
+            .expect("a repeat within the window is answered");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    for lease in &leases {
+        let forgotten = complete(&mut w, "default", &lease.lease_token, success("done"))
+            .await
+            .expect_err("forgotten after the window");
+        assert_eq!(forgotten.code(), Code::NotFound);
+    }
+    // Forgetting starts over once every finished lease has gone.
+    invoke(&mut c, "default", FUNCTION, "third").await;
+    let third = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    complete(&mut w, "default", &third.lease_token, success("done"))
+        .await
+        .expect("complete");
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let forgotten = complete(&mut w, "default", &third.lease_token, success("done"))
+        .await
+        .expect_err("forgotten after the window");
+    assert_eq!(forgotten.code(), Code::NotFound);
+}
+
+#[tokio::test]
 async fn heartbeats_keep_a_lease_alive() {
     let server = TestServer::start_with(fast_engine()).await;
     let (mut c, mut w) = (server.client().await, server.worker().await);

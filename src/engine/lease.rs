@@ -5,9 +5,11 @@
 //! checked against the invocation's current attempt and status (fencing), so a stale lease can
 //! never overwrite a newer outcome.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::model::InvocationKey;
@@ -64,12 +66,29 @@ pub struct Lease {
     pub state: LeaseState,
 }
 
-/// Every live or recently completed lease by token.
-#[derive(Debug, Default)]
+/// Most finished leases remembered at once (a few hundred bytes each): past it, the oldest are forgotten
+/// before their window ends, so that a long burst cannot hold unbounded memory for them.
+const MAX_FINISHED_REMEMBERED: usize = 1_000_000;
+
+/// Every live or recently finished lease by token.
+#[derive(Debug)]
 pub struct Leases {
-    /// Boxed, as the store's records are: completed leases are kept for a while, so the map
+    /// Boxed, as the store's records are: finished leases are kept for a while, so the map
     /// grows under load, and a resize then moves pointers rather than whole leases.
     by_token: DashMap<String, Box<Lease>, crate::store::Hashing>,
+    /// Finished (completed or expired) leases in the order they finished, each with when it
+    /// is to be forgotten. Every lease is kept for the same window, so this is also the order
+    /// they are due in, and one timer for the oldest serves them all where a timer per lease
+    /// cost an ordered-map entry per completion.
+    finished: Mutex<VecDeque<(Instant, String)>>,
+    /// Most finished leases kept.
+    max_finished: usize,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Leases::remembering(MAX_FINISHED_REMEMBERED)
+    }
 }
 
 impl Leases {
@@ -105,8 +124,106 @@ impl Leases {
         }
     }
 
-    /// Forget a lease.
-    pub fn forget(&self, token: &str) {
-        self.by_token.remove(token);
+    /// Leases that remember at most `max_finished` finished ones.
+    pub fn remembering(max_finished: usize) -> Self {
+        Leases {
+            by_token: DashMap::default(),
+            finished: Mutex::new(VecDeque::new()),
+            max_finished: max_finished.max(1),
+        }
+    }
+
+    /// A lease has finished: keep it until `forget_at` (to answer a repeated completion) or
+    /// until more than the most remembered have finished after it. Returns when the caller
+    /// must have [`Leases::forget_due`] run, when no earlier call is still waiting for it.
+    pub fn retire(&self, token: String, forget_at: Instant) -> Option<Instant> {
+        let mut finished = self.finished.lock();
+        let first = finished.is_empty();
+        finished.push_back((forget_at, token));
+        while finished.len() > self.max_finished {
+            if let Some((_, oldest)) = finished.pop_front() {
+                self.by_token.remove(&oldest);
+            }
+        }
+        first.then_some(forget_at)
+    }
+
+    /// Forget the finished leases whose time has come by `now`; returns when to run again,
+    /// if any are left.
+    pub fn forget_due(&self, now: Instant) -> Option<Instant> {
+        let mut finished = self.finished.lock();
+        while let Some((at, _)) = finished.front() {
+            if *at > now {
+                return Some(*at);
+            }
+            if let Some((_, token)) = finished.pop_front() {
+                self.by_token.remove(&token);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::FunctionKey;
+
+    fn grant(leases: &Leases) -> String {
+        let now = Instant::now();
+        leases.grant(Lease {
+            key: FunctionKey::new("a", "s", "f").invocation("i"),
+            attempt: 1,
+            started: now,
+            deadline: now,
+            deadline_ms: 0,
+            state: LeaseState::Completed(Outcome::Stopped),
+        })
+    }
+
+    #[test]
+    fn finished_leases_are_forgotten_in_order_once_due() {
+        let leases = Leases::default();
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let (first, second, third) = (grant(&leases), grant(&leases), grant(&leases));
+        // Only the first into an empty queue asks for a run; the others wait on it.
+        assert_eq!(leases.retire(first.clone(), at(10)), Some(at(10)));
+        assert_eq!(leases.retire(second.clone(), at(20)), None);
+        assert_eq!(leases.retire(third.clone(), at(30)), None);
+        assert_eq!(leases.forget_due(at(5)), Some(at(10)), "nothing due yet");
+        assert_eq!(leases.by_token.len(), 3);
+        assert_eq!(leases.forget_due(at(20)), Some(at(30)));
+        assert!(leases.get_any(&first).is_none());
+        assert!(leases.get_any(&second).is_none());
+        assert!(leases.get_any(&third).is_some());
+        assert_eq!(leases.forget_due(at(30)), None, "all forgotten");
+        assert!(leases.by_token.is_empty());
+        // An empty queue asks again.
+        let fourth = grant(&leases);
+        assert_eq!(leases.retire(fourth, at(40)), Some(at(40)));
+    }
+
+    #[test]
+    fn past_the_most_remembered_the_oldest_are_forgotten_at_once() {
+        let leases = Leases::remembering(2);
+        let later = Instant::now() + Duration::from_secs(600);
+        let tokens: Vec<String> = (0..3).map(|_| grant(&leases)).collect();
+        let live = grant(&leases);
+        for token in &tokens {
+            leases.retire(token.clone(), later);
+        }
+        assert!(
+            leases.get_any(&tokens[0]).is_none(),
+            "the oldest went early"
+        );
+        assert!(leases.get_any(&tokens[1]).is_some());
+        assert!(leases.get_any(&tokens[2]).is_some());
+        assert!(
+            leases.get_any(&live).is_some(),
+            "a live lease is never counted"
+        );
     }
 }

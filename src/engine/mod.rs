@@ -601,10 +601,7 @@ impl Engine {
                 self.leases.update(token, |lease| {
                     lease.state = LeaseState::Completed(outcome);
                 });
-                self.timers.schedule(
-                    Instant::now() + self.config.completed_lease_memory,
-                    Timer::ForgetLease(token.to_string()),
-                );
+                self.retire_lease(token);
                 Ok(invocation)
             }
             Err(err) => {
@@ -785,7 +782,11 @@ impl Engine {
     async fn fire(&self, timer: Timer) {
         match timer {
             Timer::LeaseExpiry(token) => self.lease_deadline(&token).await,
-            Timer::ForgetLease(token) => self.leases.forget(&token),
+            Timer::ForgetLeases => {
+                if let Some(next) = self.leases.forget_due(Instant::now()) {
+                    self.timers.schedule(next, Timer::ForgetLeases);
+                }
+            }
             Timer::Expire(key) => {
                 if let Some(record) = self.store.summary(&key) {
                     if matches!(record.status, Status::Enqueued | Status::Retrying) {
@@ -813,6 +814,14 @@ impl Engine {
         }
     }
 
+    /// Keep a finished lease for `completed_lease_memory`, to answer a repeated completion.
+    fn retire_lease(&self, token: &str) {
+        let forget_at = Instant::now() + self.config.completed_lease_memory;
+        if let Some(at) = self.leases.retire(token.to_string(), forget_at) {
+            self.timers.schedule(at, Timer::ForgetLeases);
+        }
+    }
+
     /// A lease deadline passed: if it was not extended or completed, the attempt failed.
     async fn lease_deadline(&self, token: &str) {
         let Some(lease) = self.leases.get_any(token) else {
@@ -823,10 +832,7 @@ impl Engine {
         }
         self.leases
             .update(token, |lease| lease.state = LeaseState::Expired);
-        self.timers.schedule(
-            Instant::now() + self.config.completed_lease_memory,
-            Timer::ForgetLease(token.to_string()),
-        );
+        self.retire_lease(token);
         let Some(record) = self.store.summary(&lease.key) else {
             return;
         };

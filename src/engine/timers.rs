@@ -19,8 +19,8 @@ use crate::model::InvocationKey;
 pub enum Timer {
     /// The lease with this token may have run out.
     LeaseExpiry(String),
-    /// A completed lease's token can be forgotten.
-    ForgetLease(String),
+    /// The oldest finished leases may be due to be forgotten.
+    ForgetLeases,
     /// A retry's backoff is over: back to the queue.
     Requeue(InvocationKey),
     /// A queued invocation reached its max event age.
