@@ -66,8 +66,8 @@ pub struct Lease {
     pub state: LeaseState,
 }
 
-/// Most finished leases remembered at once (a few hundred bytes each): past it, the oldest are forgotten
-/// before their window ends, so that a long burst cannot hold unbounded memory for them.
+/// Most finished leases remembered at once (a few hundred bytes each): past it, the oldest
+/// are forgotten before their window ends, so that a long burst cannot hold unbounded memory.
 const MAX_FINISHED_REMEMBERED: usize = 1_000_000;
 
 /// Every live or recently finished lease by token.
@@ -141,9 +141,7 @@ impl Leases {
         let first = finished.is_empty();
         finished.push_back((forget_at, token));
         while finished.len() > self.max_finished {
-            if let Some((_, oldest)) = finished.pop_front() {
-                self.by_token.remove(&oldest);
-            }
+            self.forget_oldest(&mut finished);
         }
         first.then_some(forget_at)
     }
@@ -156,11 +154,15 @@ impl Leases {
             if *at > now {
                 return Some(*at);
             }
-            if let Some((_, token)) = finished.pop_front() {
-                self.by_token.remove(&token);
-            }
+            self.forget_oldest(&mut finished);
         }
         None
+    }
+
+    fn forget_oldest(&self, finished: &mut VecDeque<(Instant, String)>) {
+        if let Some((_, token)) = finished.pop_front() {
+            self.by_token.remove(&token);
+        }
     }
 }
 
