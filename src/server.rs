@@ -13,7 +13,7 @@ use crate::api::auth::TokenFileError;
 use crate::api::{
     AuthLayer, EdgeLimits, InvocationService, RequestContextLayer, Tokens, WorkerService,
 };
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig};
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub limits: ServerLimits,
     /// Serve TLS with this certificate chain and key (PEM files); plaintext when `None`.
     pub tls: Option<TlsFiles>,
+    /// Where every time is read: the system clock, or a test's manual one.
+    pub clock: Clock,
 }
 
 /// PEM files of a TLS identity.
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             allow_unauthenticated: false,
             limits: ServerLimits::default(),
             tls: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -127,6 +130,12 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The listener's address could not be read.
+    #[error("cannot read the listening address: {source}")]
+    Listener {
+        /// Why.
+        source: std::io::Error,
+    },
     /// No tokens, and an address others can reach.
     #[error(
         "refusing to serve {0} without authentication: anyone who can connect could act for any \
@@ -142,6 +151,17 @@ pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    serve_and_announce(listener, config, shutdown, |_| {}).await
+}
+
+/// [`serve`], calling `ready` with the bound address once the store is loaded and calls are
+/// about to be answered.
+pub async fn serve_and_announce(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), ServerError> {
     // Read the TLS files before anything else, so that a bad path fails fast.
     let identity = match &config.tls {
@@ -186,7 +206,12 @@ pub async fn serve(
     };
     let (store, loaded) = opened?;
     store.limit_open_per_function(config.limits.max_open_per_function);
-    let engine = Engine::start(store.clone(), config.engine.clone(), stopping.clone());
+    let engine = Engine::start(
+        store.clone(),
+        config.engine.clone(),
+        config.clock.clone(),
+        stopping.clone(),
+    );
     if let Storage::Disk(disk) = &config.storage {
         let recovered = engine.recover().await;
         tracing::info!(
@@ -204,6 +229,7 @@ pub async fn serve(
     tokio::spawn(purge_expired(
         store.clone(),
         config.retention,
+        config.clock.clone(),
         stopping.clone(),
     ));
 
@@ -223,10 +249,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let local_addr = listener.local_addr().ok();
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listener { source })?;
     // Without TCP_NODELAY, small answers wait on delayed ACKs (~40 ms a call).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(addr = ?local_addr, "sai serving");
+    tracing::info!(addr = %local_addr, "sai serving");
+    ready(local_addr);
     let on_shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -305,13 +334,18 @@ async fn reload_tokens_on_hangup(tokens: std::sync::Arc<Tokens>, stop: Cancellat
 
 /// Retention: purge terminal invocations that ended more than `retention` ago, a batch at a
 /// time so that requests never wait behind a long purge.
-async fn purge_expired(store: std::sync::Arc<Store>, retention: Duration, stop: CancellationToken) {
+async fn purge_expired(
+    store: std::sync::Arc<Store>,
+    retention: Duration,
+    clock: Clock,
+    stop: CancellationToken,
+) {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     // Often enough that nothing outlives its retention by more than a tenth of it.
     let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
     loop {
         loop {
-            let cutoff = now_ms().saturating_sub(retention_ms);
+            let cutoff = clock.now_ms().saturating_sub(retention_ms);
             let purged = store.purge_ended_before(cutoff, RETENTION_BATCH).await;
             if purged > 0 {
                 tracing::debug!(purged, "retention purged terminal invocations");
@@ -322,7 +356,7 @@ async fn purge_expired(store: std::sync::Arc<Store>, retention: Duration, stop: 
             tokio::task::yield_now().await;
         }
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = clock.sleep(every) => {}
             _ = stop.cancelled() => return,
         }
     }

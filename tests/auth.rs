@@ -455,81 +455,78 @@ async fn the_token_decides_the_account_and_accounts_stay_apart() {
     assert_eq!(stored.return_payload, "mine");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_tokens_without_dropping_connections() {
     let tokens = token_file(&format!("{TOKEN_A} acct-a\n"));
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sai"))
-        .args([
-            "serve",
-            "--in-memory",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--auth-tokens")
-        .arg(tokens.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sai serve");
-    let url = format!("http://127.0.0.1:{port}");
-    let mut client = loop {
-        if let Ok(client) = Client::connect(url.clone()).await {
-            break client;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut server = SaiProcess::start(
+        Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args(["serve", "--in-memory", "--listen", "127.0.0.1:0"])
+            .arg("--auth-tokens")
+            .arg(tokens.path())
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::piped()),
+    );
+    // The server's error log, a line at a time: how the test learns a reload was refused.
+    let errors = {
+        use std::io::BufRead;
+        let stderr = server.child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        rx
     };
+    let hangup = |pid: u32| {
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(sent.success());
+    };
+    let mut client = Client::connect(server.url()).await.expect("connect");
     let (a, b) = (bearer(TOKEN_A), bearer(TOKEN_B));
     let list_as = |token: &str| authed(Some(token), None, list_request(FUNCTION));
-    let result = async {
-        client
-            .list_stateful_async_invocations(list_as(&a))
-            .await
-            .expect("a works");
-        std::fs::write(tokens.path(), format!("{TOKEN_B} acct-b\n")).expect("rewrite");
-        let hup = Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .expect("kill -HUP");
-        assert!(hup.success());
-        // The same client (same connection) sees the new tokens once the reload lands.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while client
-            .list_stateful_async_invocations(list_as(&b))
-            .await
-            .is_err()
-        {
-            assert!(tokio::time::Instant::now() < deadline, "reload not seen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let old = client
-            .list_stateful_async_invocations(list_as(&a))
-            .await
-            .expect_err("the removed token is refused");
-        assert_eq!(old.code(), Code::Unauthenticated);
-        // A broken file leaves the tokens in force.
-        std::fs::write(tokens.path(), "this line is not valid\n").expect("break");
-        Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .expect("kill -HUP");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        client
-            .list_stateful_async_invocations(list_as(&b))
-            .await
-            .expect("b still works after a bad reload");
+    client
+        .list_stateful_async_invocations(list_as(&a))
+        .await
+        .expect("a works");
+    std::fs::write(tokens.path(), format!("{TOKEN_B} acct-b\n")).expect("rewrite");
+    hangup(server.child.id());
+    // The same client (same connection) sees the new tokens once the reload lands.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client
+        .list_stateful_async_invocations(list_as(&b))
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "reload not seen");
+        tokio::task::yield_now().await;
     }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let old = client
+        .list_stateful_async_invocations(list_as(&a))
+        .await
+        .expect_err("the removed token is refused");
+    assert_eq!(old.code(), Code::Unauthenticated);
+    // A broken file leaves the tokens in force.
+    std::fs::write(tokens.path(), "this line is not valid\n").expect("break");
+    hangup(server.child.id());
+    let refused = tokio::task::spawn_blocking(move || {
+        errors
+            .iter()
+            .find(|line| line.contains("tokens not reloaded"))
+    })
+    .await
+    .expect("read the log");
+    assert!(refused.is_some(), "the bad reload is logged");
+    client
+        .list_stateful_async_invocations(list_as(&b))
+        .await
+        .expect("b still works after a bad reload");
 }
 
 #[test]
@@ -546,24 +543,19 @@ fn without_tokens_sai_refuses_a_non_loopback_address_unless_allowed() {
         "{said}"
     );
 
-    let mut allowed = Command::new(env!("CARGO_BIN_EXE_sai"))
-        .args([
-            "serve",
-            "--in-memory",
-            "--listen",
-            "0.0.0.0:0",
-            "--allow-unauthenticated",
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    std::thread::sleep(Duration::from_millis(500));
-    let still_running = allowed.try_wait().expect("status").is_none();
-    let _ = allowed.kill();
-    let _ = allowed.wait();
-    assert!(still_running, "--allow-unauthenticated serves");
+    // Its ready line says it serves.
+    let allowed = SaiProcess::start(
+        Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args([
+                "serve",
+                "--in-memory",
+                "--listen",
+                "0.0.0.0:0",
+                "--allow-unauthenticated",
+            ])
+            .env("RUST_LOG", "error"),
+    );
+    assert!(allowed.addr.ip().is_unspecified());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,83 +42,31 @@ struct Acknowledged {
     completed: BTreeMap<String, Result<String, String>>,
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    // A failed assertion must not leave the server running (and holding the test's output).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-// The child is handed to the caller, which kills and reaps it.
-#[allow(clippy::zombie_processes)]
-async fn start(dir: &Path) -> Server {
+async fn start(dir: &Path) -> SaiProcess {
     start_with(dir, &[]).await
 }
 
-// The child is handed to the caller, which kills and reaps it.
-#[allow(clippy::zombie_processes)]
-async fn start_with(dir: &Path, extra_args: &[&str]) -> Server {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sai"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+/// `sai serve` on `dir`. Retries come back at once (no backoff), so that nothing in the test
+/// waits on the server's timers; a lease lasts 1 s.
+async fn start_with(dir: &Path, extra_args: &[&str]) -> SaiProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args([
             "--lease-timeout",
             "1s",
             "--retry-backoff-initial",
-            "20ms",
+            "0s",
             "--retry-backoff-max",
-            "100ms",
+            "0s",
         ])
         .args(extra_args)
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start sai serve");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut client) =
-            pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient::connect(
-                url.clone(),
-            )
-            .await
-        {
-            let ready = client
-                .list_stateful_async_invocation_functions(
-                    pb::ListStatefulAsyncInvocationFunctionsRequest::default(),
-                )
-                .await;
-            if ready.is_ok() {
-                return Server { child, url };
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sai did not start serving");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .stderr(Stdio::inherit());
+    tokio::task::spawn_blocking(move || SaiProcess::start(&mut command))
+        .await
+        .expect("start sai serve")
 }
 
 async fn client(url: &str) -> Client {
@@ -272,15 +220,10 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
     for cycle in 0..CYCLES {
         let mut load = JoinSet::new();
         for client_no in 0..CLIENTS {
-            load.spawn(invoking(
-                server.url.clone(),
-                cycle,
-                client_no,
-                acked.clone(),
-            ));
+            load.spawn(invoking(server.url(), cycle, client_no, acked.clone()));
         }
         for _ in 0..WORKERS {
-            load.spawn(working(server.url.clone(), acked.clone()));
+            load.spawn(working(server.url(), acked.clone()));
         }
         let run_for = rand::rng().random_range(150..600);
         tokio::time::sleep(Duration::from_millis(run_for)).await;
@@ -298,7 +241,7 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
                 completed: acked.completed.clone(),
             }
         };
-        let (invocations, completions) = check_listed(&server.url, &snapshot).await;
+        let (invocations, completions) = check_listed(&server.url(), &snapshot).await;
         checked.0 += invocations;
         checked.1 += completions;
     }
@@ -306,9 +249,18 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
     // After the last restart, everything not yet terminal reaches a terminal state.
     let mut workers = JoinSet::new();
     for _ in 0..WORKERS {
-        workers.spawn(working(server.url.clone(), acked.clone()));
+        workers.spawn(working(server.url(), acked.clone()));
     }
-    let mut client = client(&server.url).await;
+    let mut client = client(&server.url()).await;
+    let mut changes = client
+        .watch_invocations(pb::WatchInvocationsRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            from_sequence: 0,
+        })
+        .await
+        .expect("watch the function")
+        .into_inner();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let total = loop {
         let all = list_all(&mut client, "default", list_request(FUNCTION)).await;
@@ -328,7 +280,9 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
             tokio::time::Instant::now() < deadline,
             "{open} invocations still not terminal"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Look again after the next change (or a while without one: a change committed
+        // before the watch began is not on it).
+        let _ = tokio::time::timeout(Duration::from_secs(1), changes.message()).await;
     };
     workers.abort_all();
     let final_check = {
@@ -338,8 +292,8 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
             completed: acked.completed.clone(),
         }
     };
-    let (invocations, completions) = check_listed(&server.url, &final_check).await;
-    let with_events = check_events(&server.url, &final_check).await;
+    let (invocations, completions) = check_listed(&server.url(), &final_check).await;
+    let with_events = check_events(&server.url(), &final_check).await;
     assert_eq!(with_events, invocations);
     assert!(total >= invocations);
     assert!(
@@ -365,7 +319,7 @@ async fn buffered_mode_keeps_what_it_acknowledged_through_kill_9() {
     let mut acknowledged = Vec::new();
     for cycle in 0..5 {
         let mut server = start_with(dir.path(), &["--durability", "buffered"]).await;
-        let mut rpc = client(&server.url).await;
+        let mut rpc = client(&server.url()).await;
         for i in 0..5 {
             let id = format!("buffered-{cycle}-{i}");
             invoke(&mut rpc, "default", FUNCTION, &id).await;
@@ -375,7 +329,7 @@ async fn buffered_mode_keeps_what_it_acknowledged_through_kill_9() {
         server.child.wait().expect("reap sai");
 
         let mut server = start_with(dir.path(), &["--durability", "buffered"]).await;
-        let mut rpc = client(&server.url).await;
+        let mut rpc = client(&server.url()).await;
         for id in &acknowledged {
             assert!(
                 get(&mut rpc, "default", FUNCTION, id).await.is_ok(),

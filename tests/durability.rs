@@ -185,16 +185,22 @@ async fn a_running_attempt_at_restart_fails_and_is_retried_and_its_old_lease_is_
     let lease = poll(&mut worker, ACCOUNT, FUNCTION, 1, 1_000)
         .await
         .remove(0);
+    let clock = server.clock.clone();
     server.stop().await.expect("clean stop");
 
-    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let server = TestServer::start_on(on_disk(dir.path()), &clock).await;
     let mut client = server.client().await;
     let mut worker = server.worker().await;
     let refused = complete(&mut worker, ACCOUNT, &lease.lease_token, success("late"))
         .await
         .expect_err("the lease died with the old process");
     assert_eq!(refused.code(), tonic::Code::NotFound);
-    let again = poll(&mut worker, ACCOUNT, FUNCTION, 1, 3_000).await;
+    wait_for(&mut client, ACCOUNT, FUNCTION, "interrupted", |i| {
+        status_of(i) == pb::InvocationStatus::Retrying
+    })
+    .await;
+    server.advance(Duration::from_millis(50));
+    let again = poll(&mut worker, ACCOUNT, FUNCTION, 1, 10_000).await;
     assert_eq!(again.len(), 1, "the retry is queued again");
     assert_eq!(again[0].attempt, 2);
     complete(&mut worker, ACCOUNT, &again[0].lease_token, success("ok"))
@@ -226,6 +232,8 @@ async fn retry_backoff_and_stop_grace_are_rearmed_from_stored_deadlines() {
     config.engine.backoff_initial = Duration::from_secs(2);
     config.engine.backoff_max = Duration::from_secs(2);
     config.engine.stop_grace = Duration::from_secs(2);
+    // Longer than the test: the stopped attempt ends by its grace period, not its lease.
+    config.engine.lease_timeout = Duration::from_secs(60);
     let server = TestServer::start_with(config.clone()).await;
     let mut client = server.client().await;
     let mut worker = server.worker().await;
@@ -245,10 +253,13 @@ async fn retry_backoff_and_stop_grace_are_rearmed_from_stored_deadlines() {
         .await
         .expect("stop");
     assert_eq!(status_of(&stopping), pb::InvocationStatus::Stopping);
+    // The backoff ends 1-2 s after the failure, the grace period 2 s after the stop: neither
+    // has come by the restart.
+    server.advance(Duration::from_millis(999));
+    let clock = server.clock.clone();
     server.stop().await.expect("clean stop");
 
-    let started = tokio::time::Instant::now();
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_on(config, &clock).await;
     let mut client = server.client().await;
     let mut worker = server.worker().await;
     assert_eq!(
@@ -259,8 +270,11 @@ async fn retry_backoff_and_stop_grace_are_rearmed_from_stored_deadlines() {
         ),
         pb::InvocationStatus::Retrying
     );
-    // The retry comes back when its stored backoff ends (about 1-2 s after the failure).
-    let retried = poll(&mut worker, ACCOUNT, FUNCTION, 1, 5_000).await;
+    assert!(poll(&mut worker, ACCOUNT, FUNCTION, 1, 0).await.is_empty());
+    // 2 s after the failure and the stop, both deadlines have come: they were re-armed at
+    // their stored times, not a whole backoff or grace period after the restart.
+    server.advance(Duration::from_millis(1_001));
+    let retried = poll(&mut worker, ACCOUNT, FUNCTION, 1, 10_000).await;
     assert_eq!(retried.len(), 1);
     assert_eq!(
         retried[0].invocation.as_ref().expect("inv").invocation_id,
@@ -272,17 +286,13 @@ async fn retry_backoff_and_stop_grace_are_rearmed_from_stored_deadlines() {
         status_of(i) == pb::InvocationStatus::Stopped
     })
     .await;
-    assert!(stopped
-        .events
-        .last()
-        .expect("event")
-        .event_detail
-        .contains("grace period"));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let detail = &stopped.events.last().expect("event").event_detail;
+    assert!(detail.contains("grace period"), "{detail}");
     server.stop().await.expect("clean stop");
 }
 
-async fn serve_once(config: ServerConfig) -> Result<(), server::ServerError> {
+async fn serve_once(mut config: ServerConfig) -> Result<(), server::ServerError> {
+    config.clock = sai::clock::ManualClock::starting_at(TEST_EPOCH_MS).clock();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -338,23 +348,39 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// When the format-1 fixture was written: the time of its last event (2026-11-22).
+const FORMAT_1_WRITTEN_MS: i64 = 1_795_335_866_582;
+/// When the format-2 fixture was written: the time of its last event (2026-11-22).
+const FORMAT_2_WRITTEN_MS: i64 = 1_795_356_236_818;
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_1_directory_is_moved_to_the_current_format_and_nothing_is_lost() {
     // Written by the format-1 build (every payload kept apart from its record).
-    older_format_is_moved("format-1").await;
+    older_format_is_moved("format-1", FORMAT_1_WRITTEN_MS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_2_directory_is_moved_to_the_current_format_and_nothing_is_lost() {
     // Written by the format-2 build (records keyed by function and id).
-    older_format_is_moved("format-2").await;
+    older_format_is_moved("format-2", FORMAT_2_WRITTEN_MS).await;
 }
 
-/// Open a copy of the fixture `name` (two small payloads, one of them stopped, and one of
-/// 3,011 bytes), and check that its invocations are served, move to the current layout, take
-/// changes, and come back after a restart with new invocations beside them.
-async fn older_format_is_moved(name: &str) {
-    use pb::InvocationStatus as Status;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_formats_opened_days_later_expire_their_queue_and_purge_past_retention() {
+    for (name, written_ms) in [
+        ("format-1", FORMAT_1_WRITTEN_MS),
+        ("format-2", FORMAT_2_WRITTEN_MS),
+    ] {
+        // Past the default max event age (1 day), within the default retention (7 days).
+        older_format_opened_later(name, written_ms, 2).await;
+        // Past both.
+        older_format_opened_later(name, written_ms, 8).await;
+    }
+}
+
+/// A copy of the fixture `name` in a new temporary directory.
+fn fixture(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -362,22 +388,39 @@ async fn older_format_is_moved(name: &str) {
             .join(name),
         dir.path(),
     );
+    dir
+}
+
+/// What each fixture holds: two small payloads, one of them stopped, and one of 3,011 bytes.
+fn fixture_records() -> [(&'static str, pb::InvocationStatus, String); 3] {
+    use pb::InvocationStatus as Status;
     let large = format!("{{\"big\":\"{}\"}}", "y".repeat(3000));
-    let expected = [
+    [
         ("small-1", Status::Enqueued, "{\"n\":1}".to_string()),
         ("small-2", Status::Stopped, "{\"n\":2}".to_string()),
         ("large-1", Status::Enqueued, large),
-    ];
-    let check = |found: &pb::StatefulAsyncInvocation, status: Status, payload: &str| {
-        assert_eq!(status_of(found), status, "{}", found.invocation_id);
-        assert_eq!(found.invocation_payload, payload, "{}", found.invocation_id);
-    };
+    ]
+}
 
-    let server = TestServer::start_with(on_disk(dir.path())).await;
+fn check_record(found: &pb::StatefulAsyncInvocation, status: pb::InvocationStatus, payload: &str) {
+    assert_eq!(status_of(found), status, "{}", found.invocation_id);
+    assert_eq!(found.invocation_payload, payload, "{}", found.invocation_id);
+}
+
+/// Open a copy of the fixture `name` on the day it was written, and check that its
+/// invocations are served, move to the current layout, take changes, and come back after a
+/// restart with new invocations beside them.
+async fn older_format_is_moved(name: &str, written_ms: i64) {
+    use pb::InvocationStatus as Status;
+    let dir = fixture(name);
+    let expected = fixture_records();
+    let clock = sai::clock::ManualClock::starting_at(written_ms + 1_000);
+
+    let server = TestServer::start_on(on_disk(dir.path()), &clock).await;
     let mut client = server.client().await;
     for (id, status, payload) in &expected {
         let found = get(&mut client, ACCOUNT, FUNCTION, id).await.expect("get");
-        check(&found, *status, payload);
+        check_record(&found, *status, payload);
     }
     assert_eq!(
         std::fs::read_to_string(dir.path().join("FORMAT")).expect("read"),
@@ -400,7 +443,7 @@ async fn older_format_is_moved(name: &str) {
     assert_eq!((summary.invocations, summary.migrated), (4, 0));
     drop(persist);
 
-    let server = TestServer::start_with(on_disk(dir.path())).await;
+    let server = TestServer::start_on(on_disk(dir.path()), &clock).await;
     let mut client = server.client().await;
     for (id, status, payload) in &expected {
         let status = if *id == "small-2" {
@@ -409,12 +452,77 @@ async fn older_format_is_moved(name: &str) {
             Status::Stopped
         };
         let found = get(&mut client, ACCOUNT, FUNCTION, id).await.expect("get");
-        check(&found, status, payload);
+        check_record(&found, status, payload);
     }
     let new = get(&mut client, ACCOUNT, FUNCTION, "new-1")
         .await
         .expect("get");
-    check(&new, Status::Enqueued, "{\"id\":\"new-1\"}");
+    check_record(&new, Status::Enqueued, "{\"id\":\"new-1\"}");
+    server.stop().await.expect("clean stop");
+}
+
+/// Open a copy of the fixture `name` `days` after it was written, with the default max event
+/// age (1 day) and retention (7 days): its queued invocations expire as soon as it is open,
+/// its stopped one is purged if it ended more than 7 days before, and nothing else changes.
+async fn older_format_opened_later(name: &str, written_ms: i64, days: u32) {
+    use pb::InvocationStatus as Status;
+    let dir = fixture(name);
+    let opened_ms = written_ms + i64::try_from((DAY * days).as_millis()).expect("fits");
+    let clock = sai::clock::ManualClock::starting_at(opened_ms);
+    let config = ServerConfig {
+        storage: sai::store::Storage::disk(dir.path(), sai::persist::Durability::Sync),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_on(config, &clock).await;
+    let mut client = server.client().await;
+    let context = format!("{name} opened {days} days later");
+    for (id, status, payload) in fixture_records() {
+        if status == Status::Stopped && days > 7 {
+            let purged = eventually(&format!("{context}: {id} is purged"), || {
+                let mut client = client.clone();
+                async move { get(&mut client, ACCOUNT, FUNCTION, id).await.err() }
+            })
+            .await;
+            assert_eq!(purged.code(), tonic::Code::NotFound, "{context}");
+            continue;
+        }
+        let found = wait_for(&mut client, ACCOUNT, FUNCTION, id, |i| i.end_time > 0).await;
+        if status == Status::Stopped {
+            check_record(&found, Status::Stopped, &payload);
+            assert_eq!(statuses(&found), ["ENQUEUED", "STOPPED"], "{context}");
+            continue;
+        }
+        check_record(&found, Status::Expired, &payload);
+        assert_eq!(statuses(&found), ["ENQUEUED", "EXPIRED"], "{context}: {id}");
+        assert_eq!(
+            found.end_time, opened_ms,
+            "{context}: {id} expired on opening"
+        );
+        assert!(found.started_time < written_ms, "{context}: {id}");
+    }
+    let mut request = list_request(FUNCTION);
+    request.include_payload = true;
+    let listed: Vec<String> = list_all(&mut client, ACCOUNT, request)
+        .await
+        .into_iter()
+        .map(|i| i.invocation_id)
+        .collect();
+    let mut kept = vec!["large-1", "small-1"];
+    if days <= 7 {
+        kept.push("small-2");
+    }
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(listed_sorted, kept, "{context}: nothing else was removed");
+    assert_eq!(
+        functions(&mut client)
+            .await
+            .iter()
+            .map(|f| f.function_name.as_str())
+            .collect::<Vec<_>>(),
+        [FUNCTION],
+        "{context}: the function is still listed"
+    );
     server.stop().await.expect("clean stop");
 }
 
@@ -506,22 +614,31 @@ async fn retention_purges_old_terminal_invocations_from_memory_and_disk() {
     stop(&mut client, ACCOUNT, FUNCTION, "short-lived")
         .await
         .expect("stop");
-    let gone = tokio::time::Instant::now() + Duration::from_secs(5);
-    while get(&mut client, ACCOUNT, FUNCTION, "short-lived")
+    // Purged once it ended longer ago than the retention, not before.
+    server.advance(Duration::from_secs(1));
+    get(&mut client, ACCOUNT, FUNCTION, "short-lived")
         .await
-        .is_ok()
-    {
-        assert!(tokio::time::Instant::now() < gone, "not purged in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .expect("kept for its whole retention");
+    // Retention runs every tenth of the retention.
+    server.advance(Duration::from_millis(100));
+    eventually("the stopped invocation is purged", || {
+        let mut client = client.clone();
+        async move {
+            get(&mut client, ACCOUNT, FUNCTION, "short-lived")
+                .await
+                .err()
+        }
+    })
+    .await;
     // Only terminal invocations go; the queued one stays.
     get(&mut client, ACCOUNT, FUNCTION, "still-queued")
         .await
         .expect("a queued invocation is never purged");
+    let clock = server.clock.clone();
     server.stop().await.expect("clean stop");
 
     config.retention = Duration::from_secs(3600);
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_on(config, &clock).await;
     let mut client = server.client().await;
     let missing = get(&mut client, ACCOUNT, FUNCTION, "short-lived")
         .await

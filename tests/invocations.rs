@@ -281,7 +281,7 @@ async fn configs_and_functions_round_trip() {
     assert!(functions.next_token.is_empty());
 
     // Put again keeps created_time; delete removes; a second delete is NOT_FOUND.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    server.advance(std::time::Duration::from_secs(1));
     let replaced = client
         .put_function_async_invoke_config(pb::PutFunctionAsyncInvokeConfigRequest {
             service_name: SERVICE.into(),

@@ -1,11 +1,15 @@
 //! Every lifecycle path end to end through the real WorkerService, asserting the exact status
-//! sequence in `events`. Timing is shortened (300 ms leases and grace, 10-40 ms backoff).
+//! sequence in `events`. The server's clock stands still until a test advances it past a
+//! lease, a backoff (10-40 ms), a grace period or a max event age, so nothing here waits for
+//! time to pass and a busy machine cannot make a lease run out early.
 
 mod support;
 
 use std::collections::HashMap;
 
 use sai::pb;
+use std::time::Duration;
+
 use support::*;
 use tonic::Code;
 
@@ -19,6 +23,15 @@ fn retries(n: i64) -> pb::AsyncInvokeConfig {
 fn terminal(i: &pb::StatefulAsyncInvocation) -> bool {
     i.end_time > 0
 }
+
+fn status_is(status: pb::InvocationStatus) -> impl Fn(&pb::StatefulAsyncInvocation) -> bool {
+    move |i| status_of(i) == status
+}
+
+/// Longer than any backoff of `fast_engine`.
+const PAST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longer than `fast_engine`'s leases and grace periods.
+const PAST_LEASE: Duration = Duration::from_millis(301);
 
 #[tokio::test]
 async fn success_records_result_worker_and_timing() {
@@ -74,7 +87,12 @@ async fn failure_then_success_on_retry_and_failures_until_failed() {
     complete(&mut w, "default", &first.lease_token, failure("boom", true))
         .await
         .expect("fail");
-    let second = poll(&mut w, "default", FUNCTION, 1, 2_000).await.remove(0);
+    assert!(
+        poll(&mut w, "default", FUNCTION, 1, 0).await.is_empty(),
+        "not before its backoff"
+    );
+    server.advance(PAST_BACKOFF);
+    let second = poll(&mut w, "default", FUNCTION, 1, 10_000).await.remove(0);
     assert_eq!(second.attempt, 2);
     complete(&mut w, "default", &second.lease_token, success("ok"))
         .await
@@ -103,7 +121,7 @@ async fn failure_then_success_on_retry_and_failures_until_failed() {
 
     invoke(&mut c, "default", FUNCTION, "doomed").await;
     for attempt in 1..=3 {
-        let lease = poll(&mut w, "default", FUNCTION, 1, 2_000).await.remove(0);
+        let lease = poll(&mut w, "default", FUNCTION, 1, 10_000).await.remove(0);
         assert_eq!(lease.attempt, attempt);
         complete(
             &mut w,
@@ -113,6 +131,7 @@ async fn failure_then_success_on_retry_and_failures_until_failed() {
         )
         .await
         .expect("fail");
+        server.advance(PAST_BACKOFF);
     }
     let got = wait_for(&mut c, "default", FUNCTION, "doomed", terminal).await;
     assert_eq!(
@@ -154,7 +173,17 @@ async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
 
     let vanished = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
     // The worker vanishes; after the 300 ms lease the attempt fails and is retried.
-    let retried = poll(&mut w, "default", FUNCTION, 1, 3_000).await.remove(0);
+    server.advance(PAST_LEASE);
+    wait_for(
+        &mut c,
+        "default",
+        FUNCTION,
+        "job-1",
+        status_is(pb::InvocationStatus::Retrying),
+    )
+    .await;
+    server.advance(PAST_BACKOFF);
+    let retried = poll(&mut w, "default", FUNCTION, 1, 10_000).await.remove(0);
     assert_eq!(retried.attempt, 2);
     let got = get(&mut c, "default", FUNCTION, "job-1")
         .await
@@ -220,6 +249,7 @@ async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
     configure(&mut c, "default", FUNCTION, retries(0)).await;
     invoke(&mut c, "default", FUNCTION, "job-2").await;
     poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
+    server.advance(PAST_LEASE);
     let got = wait_for(&mut c, "default", FUNCTION, "job-2", terminal).await;
     assert_eq!(
         statuses(&got),
@@ -231,7 +261,7 @@ async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
 #[tokio::test]
 async fn a_finished_lease_answers_repeats_for_its_window_and_is_then_forgotten() {
     let mut config = fast_engine();
-    config.engine.completed_lease_memory = std::time::Duration::from_millis(300);
+    config.engine.completed_lease_memory = Duration::from_millis(300);
     let server = TestServer::start_with(config).await;
     let (mut c, mut w) = (server.client().await, server.worker().await);
     for id in ["first", "second"] {
@@ -247,12 +277,15 @@ async fn a_finished_lease_answers_repeats_for_its_window_and_is_then_forgotten()
             .await
             .expect("a repeat within the window is answered");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    server.advance(Duration::from_millis(299));
     for lease in &leases {
-        let forgotten = complete(&mut w, "default", &lease.lease_token, success("done"))
+        complete(&mut w, "default", &lease.lease_token, success("done"))
             .await
-            .expect_err("forgotten after the window");
-        assert_eq!(forgotten.code(), Code::NotFound);
+            .expect("still within the window");
+    }
+    server.advance(Duration::from_millis(1));
+    for lease in &leases {
+        assert_eq!(forgotten(&w, &lease.lease_token).await, Code::NotFound);
     }
     // Forgetting starts over once every finished lease has gone.
     invoke(&mut c, "default", FUNCTION, "third").await;
@@ -260,11 +293,23 @@ async fn a_finished_lease_answers_repeats_for_its_window_and_is_then_forgotten()
     complete(&mut w, "default", &third.lease_token, success("done"))
         .await
         .expect("complete");
-    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
-    let forgotten = complete(&mut w, "default", &third.lease_token, success("done"))
-        .await
-        .expect_err("forgotten after the window");
-    assert_eq!(forgotten.code(), Code::NotFound);
+    server.advance(Duration::from_millis(300));
+    assert_eq!(forgotten(&w, &third.lease_token).await, Code::NotFound);
+}
+
+/// The code a repeated completion of `token` gets once the server no longer answers it as a
+/// repeat (the server forgets finished leases on its own, once their window has passed).
+async fn forgotten(worker: &Worker, token: &str) -> Code {
+    eventually("the finished lease is forgotten", || {
+        let (mut worker, token) = (worker.clone(), token.to_string());
+        async move {
+            complete(&mut worker, "default", &token, success("done"))
+                .await
+                .err()
+        }
+    })
+    .await
+    .code()
 }
 
 #[tokio::test]
@@ -275,7 +320,7 @@ async fn heartbeats_keep_a_lease_alive() {
     let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
     let mut deadline = lease.lease_deadline;
     for _ in 0..6 {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        server.advance(Duration::from_millis(150));
         let beat = w
             .heartbeat_invocation(pb::HeartbeatInvocationRequest {
                 lease_token: lease.lease_token.clone(),
@@ -284,7 +329,11 @@ async fn heartbeats_keep_a_lease_alive() {
             .expect("heartbeat")
             .into_inner();
         assert!(!beat.stop_requested);
-        assert!(beat.lease_deadline >= deadline);
+        assert_eq!(
+            beat.lease_deadline,
+            deadline + 150,
+            "300 ms from the heartbeat"
+        );
         deadline = beat.lease_deadline;
     }
     // 900 ms in, three lease lengths, and still the same attempt.
@@ -314,6 +363,12 @@ async fn expires_with_no_worker_and_delivers_the_on_failure_record() {
     )
     .await;
     invoke(&mut c, "default", FUNCTION, "too-late").await;
+    server.advance(Duration::from_millis(999));
+    let before = get(&mut c, "default", FUNCTION, "too-late")
+        .await
+        .expect("get");
+    assert_eq!(statuses(&before), ["ENQUEUED"], "not yet at its max age");
+    server.advance(Duration::from_millis(1));
     let got = wait_for(&mut c, "default", FUNCTION, "too-late", terminal).await;
     assert_eq!(statuses(&got), ["ENQUEUED", "EXPIRED"]);
     assert_eq!(
@@ -376,31 +431,27 @@ async fn stop_while_running_is_honoured_by_the_worker_or_forced_after_grace() {
     // A stubborn worker keeps its lease alive but ignores the stop request.
     invoke(&mut c, "default", FUNCTION, "stubborn").await;
     let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
-    let heartbeats = {
-        let (mut w, token) = (server.worker().await, lease.lease_token.clone());
-        tokio::spawn(async move {
-            let mut beats = 0;
-            while w
-                .heartbeat_invocation(pb::HeartbeatInvocationRequest {
-                    lease_token: token.clone(),
-                })
-                .await
-                .is_ok()
-            {
-                beats += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(80)).await;
-            }
-            beats
-        })
-    };
     stop(&mut c, "default", FUNCTION, "stubborn")
         .await
         .expect("stop");
+    // 270 ms of the 300 ms grace period, the lease kept alive all along.
+    for _ in 0..3 {
+        server.advance(Duration::from_millis(90));
+        let beat = w
+            .heartbeat_invocation(pb::HeartbeatInvocationRequest {
+                lease_token: lease.lease_token.clone(),
+            })
+            .await
+            .expect("the lease is kept alive")
+            .into_inner();
+        assert!(beat.stop_requested);
+    }
+    let held = get(&mut c, "default", FUNCTION, "stubborn")
+        .await
+        .expect("get");
+    assert_eq!(status_of(&held), pb::InvocationStatus::Stopping);
+    server.advance(Duration::from_millis(30));
     let got = wait_for(&mut c, "default", FUNCTION, "stubborn", terminal).await;
-    assert!(
-        heartbeats.await.expect("heartbeats") >= 3,
-        "the lease was kept alive"
-    );
     assert_eq!(
         statuses(&got),
         ["ENQUEUED", "DEQUEUED", "RUNNING", "STOPPING", "STOPPED"]
@@ -588,8 +639,8 @@ async fn ten_thousand_invocations_through_eight_workers_succeed_exactly_once() {
 #[tokio::test]
 async fn a_retry_that_would_run_past_the_max_event_age_expires() {
     let mut config = fast_engine();
-    config.engine.backoff_initial = std::time::Duration::from_secs(4);
-    config.engine.backoff_max = std::time::Duration::from_secs(4);
+    config.engine.backoff_initial = Duration::from_secs(4);
+    config.engine.backoff_max = Duration::from_secs(4);
     let server = TestServer::start_with(config).await;
     let (mut c, mut w) = (server.client().await, server.worker().await);
     configure(
@@ -613,6 +664,7 @@ async fn a_retry_that_would_run_past_the_max_event_age_expires() {
     )
     .await
     .expect("fail");
+    server.advance(Duration::from_secs(1));
     let got = wait_for(&mut c, "default", FUNCTION, "slow-retry", terminal).await;
     assert_eq!(
         statuses(&got),

@@ -160,14 +160,11 @@ async fn watch_streams_per_account_are_limited_and_given_back_when_a_stream_ends
         .await
         .expect("another account has its own");
     drop(first);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.watch_invocations(watch("default")).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the slot comes back once the stream is gone", || {
+        let mut client = client.clone();
+        async move { client.watch_invocations(watch("default")).await.ok() }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,24 +177,37 @@ async fn concurrent_polls_per_account_are_limited() {
         ..Default::default()
     }))
     .await;
+    let poll_request = |worker_id: &str, wait_time_ms| pb::PollInvocationsRequest {
+        functions: vec![pb::FunctionRef {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            qualifier: String::new(),
+        }],
+        worker_id: worker_id.into(),
+        max_invocations: 1,
+        wait_time_ms,
+    };
     let mut waiting = server.worker().await;
-    let long_poll =
-        tokio::spawn(async move { poll(&mut waiting, "default", FUNCTION, 1, 1_500).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut worker = server.worker().await;
-    let refused = worker
-        .poll_invocations(pb::PollInvocationsRequest {
-            functions: vec![pb::FunctionRef {
-                service_name: SERVICE.into(),
-                function_name: FUNCTION.into(),
-                qualifier: String::new(),
-            }],
-            worker_id: "second".into(),
-            max_invocations: 1,
-            wait_time_ms: 0,
+    let long_poll = {
+        let request = poll_request("first", 30_000);
+        tokio::spawn(async move {
+            loop {
+                match waiting.poll_invocations(request.clone()).await {
+                    Ok(answer) => return answer.into_inner().leases,
+                    // The second poll below held the slot for an instant: try again.
+                    Err(status) if status.code() == Code::ResourceExhausted => {}
+                    Err(status) => panic!("long poll: {status}"),
+                }
+            }
         })
-        .await
-        .expect_err("one poll at a time");
+    };
+    let mut worker = server.worker().await;
+    // Until the long poll has its slot, a second poll may take it for an instant.
+    let refused = eventually("a second poll is refused while the long poll waits", || {
+        let (mut worker, request) = (worker.clone(), poll_request("second", 0));
+        async move { worker.poll_invocations(request).await.err() }
+    })
+    .await;
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(
         refused.message().contains("--max-polls-per-account"),
@@ -206,7 +216,9 @@ async fn concurrent_polls_per_account_are_limited() {
     );
     // Another account polls freely; once the long poll returns, so does this one.
     poll(&mut worker, "another-account", FUNCTION, 1, 0).await;
-    long_poll.await.expect("long poll");
+    let mut client = server.client().await;
+    invoke(&mut client, "default", FUNCTION, "ends-the-long-poll").await;
+    assert_eq!(long_poll.await.expect("long poll").len(), 1);
     poll(&mut worker, "default", FUNCTION, 1, 0).await;
 }
 
@@ -456,16 +468,12 @@ async fn invoke_streams_per_account_are_limited_and_given_back_when_a_stream_end
     // Closing the sending side ends the stream and gives the slot back.
     drop(first_sender);
     assert!(first.message().await.expect("ends cleanly").is_none());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_sender, again) = open(&mut client, "default").await;
-        if again.is_ok() {
-            break;
+    eventually("the slot comes back once the stream is closed", || {
+        let mut client = client.clone();
+        async move {
+            let (sender, again) = open(&mut client, "default").await;
+            again.ok().map(|_| drop(sender))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }

@@ -89,7 +89,7 @@ async fn the_python_example_worker_runs_invocations_to_the_end() {
 
     // Two successes, and the failing one twice (first attempt and its one retry).
     let addr = server.addr.to_string();
-    let output = tokio::task::spawn_blocking(move || {
+    let worker = tokio::task::spawn_blocking(move || {
         Command::new(&python)
             .arg(&worker_py)
             .arg("demo-service/demo-function")
@@ -98,9 +98,14 @@ async fn the_python_example_worker_runs_invocations_to_the_end() {
             .env("SAI_MAX_INVOCATIONS", "4")
             .output()
             .expect("run worker.py")
+    });
+    // The plain failure is retried once its backoff has passed.
+    wait_for(&mut client, "default", FUNCTION, "py-3", |i| {
+        status_of(i) == pb::InvocationStatus::Retrying
     })
-    .await
-    .expect("worker");
+    .await;
+    server.advance(std::time::Duration::from_millis(50));
+    let output = worker.await.expect("worker");
     assert!(output.status.success(), "worker.py failed: {output:?}");
 
     for (id, expected) in [("py-1", "HELLO"), ("py-2", "WORLD")] {

@@ -2,9 +2,12 @@
 //! `--ca-cert` and an https:// server. A CA and a server certificate for 127.0.0.1 are made
 //! by the openssl command for the test, so nothing is mocked.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use support::SaiProcess;
 
 fn openssl(args: &[&str], dir: &Path) {
     let made = Command::new("openssl")
@@ -81,33 +84,24 @@ fn sai(server: &str, ca: Option<&Path>, args: &[&str]) -> Output {
 fn the_cli_talks_to_a_tls_server_with_its_ca_and_plaintext_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     make_certificates(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_sai"))
-        .args([
-            "serve",
-            "--in-memory",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--tls-cert")
-        .arg(dir.path().join("cert.pem"))
-        .arg("--tls-key")
-        .arg(dir.path().join("key.pem"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sai serve");
-    let https = format!("https://127.0.0.1:{port}");
+    let server = SaiProcess::start(
+        Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args(["serve", "--in-memory", "--listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(dir.path().join("cert.pem"))
+            .arg("--tls-key")
+            .arg(dir.path().join("key.pem"))
+            .env("RUST_LOG", "error"),
+    );
+    let https = format!("https://{}", server.addr);
     let ca = dir.path().join("ca.pem");
     let checks = || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !sai(&https, Some(&ca), &["functions"]).status.success() {
-            assert!(Instant::now() < deadline, "the TLS server never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let listed = sai(&https, Some(&ca), &["functions"]);
+        assert!(
+            listed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
         let invoked = sai(
             &https,
             Some(&ca),
@@ -136,7 +130,7 @@ fn the_cli_talks_to_a_tls_server_with_its_ca_and_plaintext_is_refused() {
         );
         assert!(String::from_utf8_lossy(&got.stdout).contains("over-tls"));
 
-        let plaintext = sai(&format!("http://127.0.0.1:{port}"), None, &["functions"]);
+        let plaintext = sai(&server.url(), None, &["functions"]);
         assert!(
             !plaintext.status.success(),
             "plaintext must not get through"
@@ -149,10 +143,5 @@ fn the_cli_talks_to_a_tls_server_with_its_ca_and_plaintext_is_refused() {
             String::from_utf8_lossy(&without_ca.stderr)
         );
     };
-    let outcome = std::panic::catch_unwind(checks);
-    let _ = server.kill();
-    let _ = server.wait();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    checks();
 }

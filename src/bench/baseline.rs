@@ -77,7 +77,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| BenchError::Server(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| BenchError::Server(format!("cannot read the listening address: {e}")))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    crate::cli::announce_ready(bound);
     tonic::transport::Server::builder()
         .add_service(StatefulAsyncInvocationServiceServer::new(baseline))
         .serve_with_incoming(incoming)

@@ -49,7 +49,7 @@ impl Report {
             "{} ({}; {})\n{table}",
             self.scenario,
             machine_line(),
-            crate::clock::rfc3339(crate::clock::now_ms())
+            crate::clock::rfc3339(crate::clock::Clock::system().now_ms())
         )
     }
 
@@ -70,7 +70,7 @@ impl Report {
             .collect();
         let document = json!({
             "scenario": self.scenario,
-            "date": crate::clock::rfc3339(crate::clock::now_ms()),
+            "date": crate::clock::rfc3339(crate::clock::Clock::system().now_ms()),
             "machine": { "cores": cores(), "memory_bytes": memory_bytes(), "cpu": cpu_model() },
             "params": self.params,
             "rows": rows,

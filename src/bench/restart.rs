@@ -196,7 +196,7 @@ pub async fn seed(
     invocations: usize,
     functions: usize,
 ) -> Result<Seeded, BenchError> {
-    let start_ms = crate::clock::now_ms() - 3_600_000;
+    let start_ms = crate::clock::Clock::system().now_ms() - 3_600_000;
     let persist =
         Persist::open(dir, Durability::Buffered).map_err(|e| BenchError::Io(e.to_string()))?;
     let journal = persist.into_journal();

@@ -1,5 +1,6 @@
-//! A `sai serve` child process for a benchmark: started from this binary on a free port and a
-//! fresh (or given) data directory, waited for until it answers, killed when dropped.
+//! A `sai serve` child process for a benchmark: started from this binary on a port the system
+//! picks (read back from its ready line) and a fresh (or given) data directory, waited for
+//! until it answers, killed when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,8 +46,8 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `sai serve` in `mode` on `data_dir` and wait until it answers.
     pub async fn start(mode: Mode, data_dir: &Path) -> Result<ServerProcess, BenchError> {
-        let (mut command, port) = sai_command()?;
-        command.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        let mut command = sai_command()?;
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
         match mode {
             Mode::Memory => command.arg("--in-memory"),
             Mode::Sync | Mode::Buffered => command
@@ -54,17 +55,17 @@ impl ServerProcess {
                 .arg(data_dir)
                 .args(["--durability", mode.name()]),
         };
-        launch(command, port).await
+        launch(command).await
     }
 
     /// Start the baseline server (see [`super::baseline`]) holding `records` ready-made
     /// invocations of the seeded service's first function.
     pub async fn start_baseline(records: usize) -> Result<ServerProcess, BenchError> {
-        let (mut command, port) = sai_command()?;
+        let mut command = sai_command()?;
         command
-            .args(["bench-baseline", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["bench-baseline", "--listen", "127.0.0.1:0"])
             .args(["--records", &records.to_string()]);
-        launch(command, port).await
+        launch(command).await
     }
 
     /// CPU time the server has used so far (user + system), from /proc.
@@ -90,33 +91,37 @@ impl ServerProcess {
     }
 }
 
-/// `sai` (this binary) with logging quiet, and a free port for it.
-fn sai_command() -> Result<(Command, u16), BenchError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| BenchError::Server(format!("no free port: {e}")))?
-        .port();
+/// `sai` (this binary) with logging quiet.
+fn sai_command() -> Result<Command, BenchError> {
     let exe = std::env::current_exe()
         .map_err(|e| BenchError::Server(format!("cannot find the sai binary: {e}")))?;
     let mut command = Command::new(exe);
     command
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    Ok((command, port))
+    Ok(command)
 }
 
-/// Spawn `command` and wait until it answers on `port`.
-async fn launch(mut command: Command, port: u16) -> Result<ServerProcess, BenchError> {
+/// Spawn `command`, read the address it bound from its ready line, and wait until it answers.
+async fn launch(mut command: Command) -> Result<ServerProcess, BenchError> {
     let started = Instant::now();
-    let child = command
+    let mut child = command
         .spawn()
         .map_err(|e| BenchError::Server(format!("cannot start the server: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| BenchError::Server("the server's stdout is not piped".into()))?;
     let mut server = ServerProcess {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: String::new(),
         time_to_serving: Duration::ZERO,
     };
+    let addr = tokio::task::spawn_blocking(move || ready_address(stdout))
+        .await
+        .map_err(|e| BenchError::Server(format!("reading the ready line: {e}")))??;
+    server.url = format!("http://{addr}");
     let deadline = started + Duration::from_secs(300);
     loop {
         if let Ok(mut client) =
@@ -142,6 +147,24 @@ async fn launch(mut command: Command, port: u16) -> Result<ServerProcess, BenchE
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The address in the server's ready line. The rest of its output is drained on a thread of
+/// its own, so that the server never blocks on a full pipe.
+fn ready_address(stdout: std::process::ChildStdout) -> Result<String, BenchError> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| BenchError::Server(format!("reading its output: {e}")))?;
+        if let Some(addr) = line.strip_prefix(crate::cli::READY_LINE) {
+            let addr = addr.trim().to_string();
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(addr);
+        }
+    }
+    Err(BenchError::Server(
+        "the server ended before its ready line".into(),
+    ))
 }
 
 impl Drop for ServerProcess {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use crate::pb::worker_service_client::WorkerServiceClient;
@@ -114,7 +114,7 @@ pub async fn run(args: &WatchArgs) -> Result<Report, BenchError> {
 
     // Run every watched invocation to Succeeded: 3 live events per watcher.
     let started = Instant::now();
-    let load_started_ms = now_ms();
+    let load_started_ms = Clock::system().now_ms();
     let mut worker = WorkerServiceClient::connect(url.clone())
         .await
         .map_err(server_error)?;

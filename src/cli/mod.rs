@@ -131,10 +131,28 @@ pub enum Command {
     },
 }
 
+/// What `sai serve` prints on standard output, followed by the bound address, once it
+/// answers calls.
+pub const READY_LINE: &str = "sai ready: grpc=";
+
+/// Print the ready line: scripts and tests started with `--listen 127.0.0.1:0` read the port
+/// from it. A closed standard output is not an error of the server's.
+pub fn announce_ready(addr: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{READY_LINE}{addr}");
+    let _ = out.flush();
+}
+
 /// Flags of `sai serve`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Once it answers calls, sai serve prints one line on standard output, \
+    `sai ready: grpc=ADDR` with the address it bound: start it with --listen 127.0.0.1:0 and \
+    read the port from that line."
+)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (port 0: any free port, printed in the ready line).
     #[arg(long, env = "SAI_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
     /// Recent status changes kept so that WatchInvocations can resume by sequence number.
@@ -261,6 +279,7 @@ impl ServeArgs {
                 keepalive_interval: self.keepalive_interval,
                 keepalive_timeout: self.keepalive_timeout,
             },
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -453,7 +472,12 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|err| CliError::Io(format!("cannot listen on {}: {err}", args.listen)))?;
-    server::serve(listener, args.server_config(), server::shutdown_signal())
-        .await
-        .map_err(|err| CliError::Io(err.to_string()))
+    server::serve_and_announce(
+        listener,
+        args.server_config(),
+        server::shutdown_signal(),
+        announce_ready,
+    )
+    .await
+    .map_err(|err| CliError::Io(err.to_string()))
 }

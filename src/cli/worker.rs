@@ -237,7 +237,7 @@ async fn execute(
 
     // Heartbeat at a third of the lease (so two can be lost before it runs out), and at
     // least every second, since the heartbeat answer is also how a stop request arrives.
-    let lease_left = lease.lease_deadline - crate::clock::now_ms();
+    let lease_left = lease.lease_deadline - crate::clock::Clock::system().now_ms();
     let interval = Duration::from_millis(
         u64::try_from(lease_left / 3)
             .unwrap_or(1_000)

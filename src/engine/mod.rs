@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::model::{
     AsyncInvokeConfig, Change, DestinationStatus, Invocation, InvocationKey, Status, StoredConfig,
 };
@@ -111,14 +111,10 @@ pub struct Engine {
     queues: ReadyQueues,
     leases: Leases,
     timers: Timers,
+    /// Every reading of the time, and every lifecycle deadline, comes from here.
+    clock: Clock,
     shutdown: CancellationToken,
     poll_rotation: AtomicUsize,
-}
-
-/// An epoch-ms deadline as a timer instant.
-fn instant_at(deadline_ms: i64) -> Instant {
-    let wait = u64::try_from(deadline_ms - now_ms()).unwrap_or(0);
-    Instant::now() + Duration::from_millis(wait)
 }
 
 fn expiry_deadline_ms(invocation: &Invocation, config: &AsyncInvokeConfig) -> i64 {
@@ -135,10 +131,12 @@ fn is_held(status: Status) -> bool {
 }
 
 impl Engine {
-    /// Start an engine over `store`; its timer task runs until `shutdown`.
+    /// Start an engine over `store` reading the time from `clock`; its timer task runs until
+    /// `shutdown`.
     pub fn start(
         store: Arc<Store>,
         config: EngineConfig,
+        clock: Clock,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let engine = Arc::new(Engine {
@@ -146,7 +144,8 @@ impl Engine {
             config,
             queues: ReadyQueues::default(),
             leases: Leases::default(),
-            timers: Timers::default(),
+            timers: Timers::new(clock.clone()),
+            clock,
             shutdown,
             poll_rotation: AtomicUsize::new(0),
         });
@@ -169,11 +168,12 @@ impl Engine {
                 }
                 Status::Retrying => {
                     self.timers.schedule(
-                        instant_at(invocation.retry_at_ms),
+                        self.clock.instant_at(invocation.retry_at_ms),
                         Timer::Requeue(invocation.key.clone()),
                     );
                     self.timers.schedule(
-                        instant_at(expiry_deadline_ms(&invocation, &config)),
+                        self.clock
+                            .instant_at(expiry_deadline_ms(&invocation, &config)),
                         Timer::Expire(invocation.key.clone()),
                     );
                     report.retrying += 1;
@@ -185,7 +185,9 @@ impl Engine {
                         .and_then(|r| r.events.last().map(|e| e.timestamp_ms))
                         .unwrap_or(invocation.started_time_ms);
                     self.timers.schedule(
-                        instant_at(requested_ms.saturating_add(millis(self.config.stop_grace))),
+                        self.clock.instant_at(
+                            requested_ms.saturating_add(millis(self.config.stop_grace)),
+                        ),
                         Timer::StopGrace(invocation.key.clone(), invocation.attempts),
                     );
                     report.stopping += 1;
@@ -243,7 +245,7 @@ impl Engine {
             &new.qualifier,
             new.payload,
             &new.request_id,
-            now_ms(),
+            self.clock.now_ms(),
         );
         let engine = self.clone();
         Ok(self
@@ -258,7 +260,7 @@ impl Engine {
         self: &Arc<Self>,
         new: Vec<NewInvocation>,
     ) -> Result<Vec<Result<Arc<Invocation>, EngineError>>, EngineError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let accepted = new
             .into_iter()
             .map(|new| {
@@ -277,7 +279,8 @@ impl Engine {
     fn enqueued(&self, invocation: &Invocation) {
         let config = self.config_of(invocation);
         self.timers.schedule(
-            instant_at(expiry_deadline_ms(invocation, &config)),
+            self.clock
+                .instant_at(expiry_deadline_ms(invocation, &config)),
             Timer::Expire(invocation.key.clone()),
         );
         self.queues
@@ -289,11 +292,11 @@ impl Engine {
     pub async fn stop(&self, key: InvocationKey) -> Result<Arc<Invocation>, EngineError> {
         let (invocation, changed) = self
             .store
-            .apply(Transition::new(key, Change::Stop, now_ms()))
+            .apply(Transition::new(key, Change::Stop, self.clock.now_ms()))
             .await?;
         if changed && invocation.status == Status::Stopping {
             self.timers.schedule(
-                Instant::now() + self.config.stop_grace,
+                self.clock.now() + self.config.stop_grace,
                 Timer::StopGrace(invocation.key.clone(), invocation.attempts),
             );
         }
@@ -306,7 +309,10 @@ impl Engine {
         key: ConfigKey,
         config: AsyncInvokeConfig,
     ) -> Result<StoredConfig, EngineError> {
-        Ok(self.store.put_config(key, config, now_ms()).await?)
+        Ok(self
+            .store
+            .put_config(key, config, self.clock.now_ms())
+            .await?)
     }
 
     /// Remove a config.
@@ -323,6 +329,8 @@ impl Engine {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Grant>, EngineError> {
+        // The wait bounds a request, not an invocation's lifecycle: it runs on the runtime's
+        // timer, not the engine's clock.
         let deadline = Instant::now() + wait.min(self.config.max_poll_wait);
         let targets = Arc::new(targets);
         let worker_id: Arc<str> = worker_id.into();
@@ -357,7 +365,7 @@ impl Engine {
     /// lease, all in one commit (one sync however many the poll takes). Stale entries
     /// (stopped or expired while queued) are skipped.
     async fn dispatch(&self, keys: Vec<InvocationKey>, worker_id: &str) -> Vec<Grant> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut transitions = Vec::with_capacity(keys.len() * 2);
         let mut attempts = Vec::with_capacity(keys.len());
         for key in keys {
@@ -398,9 +406,9 @@ impl Engine {
                 return Vec::new();
             }
         };
-        let started = Instant::now();
+        let started = self.clock.now();
         let deadline = started + self.config.lease_timeout;
-        let deadline_ms = now_ms() + millis(self.config.lease_timeout);
+        let deadline_ms = self.clock.now_ms() + millis(self.config.lease_timeout);
         let mut grants = Vec::with_capacity(attempts.len());
         // Results come in (dispatch, start) pairs, in the order of `attempts`.
         for ((key, attempt), pair) in attempts.into_iter().zip(results.chunks(2)) {
@@ -431,6 +439,10 @@ impl Engine {
     /// lease is active and the invocation is still on that attempt and held by a worker.
     fn leased_invocation(&self, lease: &Lease) -> Result<Invocation, EngineError> {
         match lease.state {
+            // Past its deadline, a lease is over even before its expiry timer has run.
+            LeaseState::Active if lease.deadline <= self.clock.now() => {
+                return Err(EngineError::LeaseFenced("the lease expired"))
+            }
             LeaseState::Active => {}
             LeaseState::Completed(_) => {
                 return Err(EngineError::LeaseFenced(
@@ -463,8 +475,8 @@ impl Engine {
             .get(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
         let record = self.leased_invocation(&lease)?;
-        let deadline = Instant::now() + self.config.lease_timeout;
-        let deadline_ms = now_ms() + millis(self.config.lease_timeout);
+        let deadline = self.clock.now() + self.config.lease_timeout;
+        let deadline_ms = self.clock.now_ms() + millis(self.config.lease_timeout);
         let extended = self.leases.update(token, |lease| {
             if lease.state == LeaseState::Active {
                 lease.deadline = deadline;
@@ -495,7 +507,7 @@ impl Engine {
             return Ok(answer);
         }
         let record = self.leased_invocation(&lease)?;
-        let duration_ms = millis(lease.started.elapsed());
+        let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
         let result = self
             .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
             .await;
@@ -530,7 +542,7 @@ impl Engine {
                     return Ok(Err(answer));
                 }
                 let record = self.leased_invocation(&lease)?;
-                let duration_ms = millis(lease.started.elapsed());
+                let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
                 Ok(Ok(self.attempt_transition(
                     &record,
                     lease.attempt,
@@ -663,7 +675,7 @@ impl Engine {
         duration_ms: i64,
     ) -> Transition {
         let config = self.config_of(record);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let change = match outcome {
             Outcome::Success { return_payload } => Change::Succeed {
                 return_payload: return_payload.clone(),
@@ -745,7 +757,7 @@ impl Engine {
         }
         if invocation.status == Status::Retrying {
             self.timers.schedule(
-                instant_at(invocation.retry_at_ms),
+                self.clock.instant_at(invocation.retry_at_ms),
                 Timer::Requeue(invocation.key.clone()),
             );
         }
@@ -753,7 +765,7 @@ impl Engine {
 
     /// Expire a queued invocation, delivering its on-failure record.
     async fn expire(&self, record: &Invocation, config: &AsyncInvokeConfig) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut transition = Transition::new(record.key.clone(), Change::Expire, now);
         transition.keep_record = config.is_stateful();
         transition.on_failure = config.on_failure.as_ref().map(|target| {
@@ -783,7 +795,7 @@ impl Engine {
         match timer {
             Timer::LeaseExpiry(token) => self.lease_deadline(&token).await,
             Timer::ForgetLeases => {
-                if let Some(next) = self.leases.forget_due(Instant::now()) {
+                if let Some(next) = self.leases.forget_due(self.clock.now()) {
                     self.timers.schedule(next, Timer::ForgetLeases);
                 }
             }
@@ -803,8 +815,11 @@ impl Engine {
                 if record.status != Status::Stopping || record.attempts != attempt {
                     return;
                 }
-                let mut transition =
-                    Transition::new(key, Change::ConfirmStop { by: "grace period" }, now_ms());
+                let mut transition = Transition::new(
+                    key,
+                    Change::ConfirmStop { by: "grace period" },
+                    self.clock.now_ms(),
+                );
                 transition.attempt = Some(attempt);
                 transition.keep_record = self.config_of(&record).is_stateful();
                 if let Err(err) = self.store.apply(transition).await {
@@ -816,7 +831,7 @@ impl Engine {
 
     /// Keep a finished lease for `completed_lease_memory`, to answer a repeated completion.
     fn retire_lease(&self, token: &str) {
-        let forget_at = Instant::now() + self.config.completed_lease_memory;
+        let forget_at = self.clock.now() + self.config.completed_lease_memory;
         if let Some(at) = self.leases.retire(token.to_string(), forget_at) {
             self.timers.schedule(at, Timer::ForgetLeases);
         }
@@ -827,7 +842,7 @@ impl Engine {
         let Some(lease) = self.leases.get_any(token) else {
             return;
         };
-        if lease.state != LeaseState::Active || lease.deadline > Instant::now() {
+        if lease.state != LeaseState::Active || lease.deadline > self.clock.now() {
             return;
         }
         self.leases
@@ -843,7 +858,7 @@ impl Engine {
             error_message: "lease expired".into(),
             retryable: true,
         };
-        let duration_ms = millis(lease.started.elapsed());
+        let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
         if let Err(err) = self
             .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
             .await
@@ -861,11 +876,11 @@ impl Engine {
             return;
         }
         let config = self.config_of(&record);
-        if now_ms() > expiry_deadline_ms(&record, &config) {
+        if self.clock.now_ms() > expiry_deadline_ms(&record, &config) {
             self.expire(&record, &config).await;
             return;
         }
-        let mut transition = Transition::new(key.clone(), Change::Requeue, now_ms());
+        let mut transition = Transition::new(key.clone(), Change::Requeue, self.clock.now_ms());
         transition.attempt = Some(record.attempts);
         match self.store.apply(transition).await {
             Ok((invocation, _)) => self

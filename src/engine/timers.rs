@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::model::InvocationKey;
 
 /// What to do when a deadline passes.
@@ -33,10 +34,11 @@ pub enum Timer {
 const MAX_FIRED_AT_ONCE: usize = 1_024;
 
 /// The pending timers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timers {
     pending: Mutex<Pending>,
     wake: Notify,
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +48,15 @@ struct Pending {
 }
 
 impl Timers {
+    /// No timers yet; deadlines are read on `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Timers {
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            clock,
+        }
+    }
+
     /// Fire `timer` at `at` (at once if `at` is past).
     pub fn schedule(&self, at: Instant, timer: Timer) {
         let mut pending = self.pending.lock();
@@ -76,7 +87,7 @@ impl Timers {
             notified.as_mut().enable();
             let next_deadline = {
                 let mut pending = self.pending.lock();
-                let now = Instant::now();
+                let now = self.clock.now();
                 let mut due = Vec::new();
                 while due.len() < MAX_FIRED_AT_ONCE {
                     match pending.queue.first_key_value() {
@@ -95,7 +106,7 @@ impl Timers {
             };
             let sleep = async {
                 match next_deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(at) => self.clock.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -111,37 +122,46 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::model::FunctionKey;
     use std::time::Duration;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn timers_fire_in_deadline_order_and_an_earlier_one_wakes_the_driver() {
-        let timers = std::sync::Arc::new(Timers::default());
+        let manual = ManualClock::starting_at(0);
+        let clock = manual.clock();
+        let timers = std::sync::Arc::new(Timers::new(clock.clone()));
         let key = |id: &str| FunctionKey::new("a", "s", "f").invocation(id);
-        let start = Instant::now();
+        let start = clock.now();
         timers.schedule(start + Duration::from_secs(10), Timer::Expire(key("late")));
         let shutdown = CancellationToken::new();
+        let (fired_tx, mut fired) = tokio::sync::mpsc::unbounded_channel();
         let driver = {
-            let timers = timers.clone();
-            let shutdown = shutdown.clone();
+            let (timers, shutdown, clock) = (timers.clone(), shutdown.clone(), clock.clone());
             tokio::spawn(async move {
-                let mut fired = Vec::new();
                 while let Some(due) = timers.next_due(&shutdown).await {
-                    fired.extend(due.into_iter().map(|t| (t, Instant::now())));
-                    if fired.len() == 2 {
-                        break;
+                    for timer in due {
+                        let _ = fired_tx.send((timer, clock.now() - start));
                     }
                 }
-                fired
             })
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        manual.advance(Duration::from_secs(1));
         timers.schedule(start + Duration::from_secs(3), Timer::Expire(key("early")));
-        let fired = driver.await.expect("driver");
-        assert_eq!(fired[0].0, Timer::Expire(key("early")));
-        assert_eq!(fired[0].1 - start, Duration::from_secs(3));
-        assert_eq!(fired[1].0, Timer::Expire(key("late")));
-        assert_eq!(fired[1].1 - start, Duration::from_secs(10));
+        tokio::task::yield_now().await;
+        assert!(fired.try_recv().is_err(), "nothing is due at 1 s");
+        manual.advance(Duration::from_secs(2));
+        assert_eq!(
+            fired.recv().await,
+            Some((Timer::Expire(key("early")), Duration::from_secs(3)))
+        );
+        manual.advance(Duration::from_secs(7));
+        assert_eq!(
+            fired.recv().await,
+            Some((Timer::Expire(key("late")), Duration::from_secs(10)))
+        );
         assert_eq!(timers.len(), 0);
+        shutdown.cancel();
+        driver.await.expect("the driver ends on shutdown");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use sai::clock::ManualClock;
 use sai::pb;
 use sai::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use sai::server::{self, ServerConfig};
@@ -14,9 +15,15 @@ use tonic::transport::Channel;
 /// The FC-mirror client.
 pub type Client = StatefulAsyncInvocationServiceClient<Channel>;
 
+/// Where every test server's clock starts: a fixed date, so that no test depends on the day
+/// it runs. Nothing moves it but [`TestServer::advance`].
+pub const TEST_EPOCH_MS: i64 = 1_893_456_000_000; // 2030-01-01T00:00:00Z
+
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The server's clock: it stands still until the test advances it.
+    pub clock: ManualClock,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), server::ServerError>>>,
 }
@@ -27,8 +34,15 @@ impl TestServer {
         Self::start_with(ServerConfig::default()).await
     }
 
-    /// Start a server with `config`.
+    /// Start a server with `config`, on a manual clock at [`TEST_EPOCH_MS`].
     pub async fn start_with(config: ServerConfig) -> Self {
+        Self::start_on(config, &ManualClock::starting_at(TEST_EPOCH_MS)).await
+    }
+
+    /// Start a server with `config` on `clock` (a restart keeps its predecessor's clock; a
+    /// fixture is opened at its own date).
+    pub async fn start_on(mut config: ServerConfig, clock: &ManualClock) -> Self {
+        config.clock = clock.clock();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -39,9 +53,16 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            clock: clock.clone(),
             shutdown: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// Move the server's time forward: leases, backoffs, grace periods, expiry and retention
+    /// that come due fire, without the test sleeping.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -315,7 +336,9 @@ pub fn statuses(invocation: &pb::StatefulAsyncInvocation) -> Vec<&'static str> {
         .collect()
 }
 
-/// Get, retrying until `done` holds (or failing after 10 s).
+/// Get `id` once `done` holds for it: checked now and after each of its events, which a
+/// `WatchInvocation` stream delivers as they are committed (so nothing here sleeps). Fails if
+/// the invocation ends, or 30 s pass, without `done` holding.
 pub async fn wait_for(
     client: &mut Client,
     account: &str,
@@ -323,18 +346,55 @@ pub async fn wait_for(
     id: &str,
     done: impl Fn(&pb::StatefulAsyncInvocation) -> bool,
 ) -> pb::StatefulAsyncInvocation {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut events = client
+        .watch_invocation(as_account(
+            account,
+            pb::WatchInvocationRequest {
+                service_name: SERVICE.into(),
+                function_name: function.into(),
+                qualifier: String::new(),
+                invocation_id: id.into(),
+                from_event_id: 0,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let current = get(client, account, function, id).await.expect("get");
         if done(&current) {
             return current;
         }
+        match tokio::time::timeout_at(deadline, events.message()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => {
+                let last = get(client, account, function, id).await.expect("get");
+                assert!(done(&last), "it ended as {:?}", statuses(&last));
+                return last;
+            }
+            Ok(Err(status)) => panic!("watch failed: {status}"),
+            Err(_) => panic!("gave up waiting; last state {:?}", statuses(&current)),
+        }
+    }
+}
+
+/// Run `check` until it returns `Some`, for what the server does on its own after the test
+/// moved its clock (forgetting finished leases, purging old records). Fails after 30 s.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "gave up waiting; last state {:?}",
-            statuses(&current)
+            "gave up waiting: {what}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::task::yield_now().await;
     }
 }
 
@@ -375,5 +435,63 @@ pub fn on_disk(dir: &std::path::Path) -> sai::server::ServerConfig {
     sai::server::ServerConfig {
         storage: sai::store::Storage::disk(dir, sai::persist::Durability::Sync),
         ..fast_engine()
+    }
+}
+
+/// A `sai` child process started with `--listen 127.0.0.1:0`, at the address its ready line
+/// names; killed when dropped.
+pub struct SaiProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl SaiProcess {
+    /// Spawn `command` (a `sai serve ...` with `--listen 127.0.0.1:0`) and wait for its ready
+    /// line. Its standard output is drained on a thread for as long as it runs.
+    pub fn start(command: &mut std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sai");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix(sai::cli::READY_LINE) {
+                    let _ = ready_tx.send(addr.trim().to_string());
+                    break;
+                }
+            }
+            lines.for_each(drop);
+        });
+        // Generous: the only wait is for the data directory to load on a busy machine.
+        let addr = match ready.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(addr) => addr.parse().expect("the ready line names an address"),
+            Err(err) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("sai printed no ready line ({err}); it ended with {status:?}");
+            }
+        };
+        SaiProcess { child, addr }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kill it (`kill -9`) and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SaiProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
