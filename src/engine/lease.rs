@@ -76,6 +76,9 @@ pub struct Leases {
     /// Boxed, as the store's records are: finished leases are kept for a while, so the map
     /// grows under load, and a resize then moves pointers rather than whole leases.
     by_token: DashMap<String, Box<Lease>, crate::store::Hashing>,
+    /// The active lease of each invocation a worker holds: at most one per open invocation,
+    /// removed when the lease ends.
+    active: DashMap<InvocationKey, String, crate::store::Hashing>,
     /// Finished (completed or expired) leases in the order they finished, each with when it
     /// is to be forgotten. Every lease is kept for the same window, so this is also the order
     /// they are due in, and one timer for the oldest serves them all where a timer per lease
@@ -95,8 +98,47 @@ impl Leases {
     /// Record a new lease; returns its token.
     pub fn grant(&self, lease: Lease) -> String {
         let token = format!("lt1.{}", uuid::Uuid::new_v4().simple());
+        if lease.state == LeaseState::Active {
+            self.active.insert(lease.key.clone(), token.clone());
+        }
         self.by_token.insert(token.clone(), Box::new(lease));
         token
+    }
+
+    /// The active lease on `key`, with its token.
+    pub fn active_on(&self, key: &InvocationKey) -> Option<(String, Lease)> {
+        let token = self.active.get(key)?.clone();
+        let lease = self
+            .by_token
+            .get(&token)
+            .filter(|lease| lease.state == LeaseState::Active)?;
+        Some((token, Lease::clone(&lease)))
+    }
+
+    /// End the lease of `token` in `state`; true if it was active until now (the caller
+    /// then retires it, once).
+    pub fn end(&self, token: &str, state: LeaseState) -> bool {
+        let Some(mut lease) = self.by_token.get_mut(token) else {
+            return false;
+        };
+        let was_active = lease.state == LeaseState::Active;
+        let key = lease.key.clone();
+        lease.state = state;
+        drop(lease);
+        if was_active {
+            self.active.remove_if(&key, |_, active| active == token);
+        }
+        was_active
+    }
+
+    /// How many leases are active.
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// How many leases are kept, active or finished.
+    pub fn kept_count(&self) -> usize {
+        self.by_token.len()
     }
 
     /// The lease of `token` if it belongs to `account`. A foreign token is as unknown as a
@@ -108,7 +150,8 @@ impl Leases {
             .map(|lease| Lease::clone(&lease))
     }
 
-    /// The lease of `token`, whatever its account (for the engine's own timers).
+    /// The lease of `token`, whatever its account.
+    #[cfg(test)]
     pub fn get_any(&self, token: &str) -> Option<Lease> {
         self.by_token.get(token).map(|lease| Lease::clone(&lease))
     }
@@ -128,6 +171,7 @@ impl Leases {
     pub fn remembering(max_finished: usize) -> Self {
         Leases {
             by_token: DashMap::default(),
+            active: DashMap::default(),
             finished: Mutex::new(VecDeque::new()),
             max_finished: max_finished.max(1),
         }

@@ -104,11 +104,25 @@ pub struct RecoveryReport {
     pub interrupted: usize,
 }
 
+/// Counts of what the engine holds in memory: each is bounded by the open invocations, but for
+/// finished leases, which are kept for `completed_lease_memory` (at most 1,000,000).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkingSet {
+    /// Deadlines armed: one per open invocation, and one for forgetting finished leases.
+    pub pending_timers: usize,
+    /// Leases workers hold.
+    pub active_leases: usize,
+    /// Leases kept, active or finished.
+    pub kept_leases: usize,
+    /// Invocations in the ready queues.
+    pub queued: usize,
+}
+
 /// Drives invocations through their lifecycle on top of the store.
 pub struct Engine {
     store: Arc<Store>,
     config: EngineConfig,
-    queues: ReadyQueues,
+    queues: Arc<ReadyQueues>,
     leases: Leases,
     timers: Timers,
     /// Every reading of the time, and every lifecycle deadline, comes from here.
@@ -142,7 +156,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             store,
             config,
-            queues: ReadyQueues::default(),
+            queues: Arc::default(),
             leases: Leases::default(),
             timers: Timers::new(clock.clone()),
             clock,
@@ -160,36 +174,17 @@ impl Engine {
     pub async fn recover(&self) -> RecoveryReport {
         let mut report = RecoveryReport::default();
         for invocation in self.store.unfinished() {
-            let config = self.config_of(&invocation);
             match invocation.status {
                 Status::Enqueued => {
                     self.enqueued(&invocation);
                     report.queued += 1;
                 }
                 Status::Retrying => {
-                    self.timers.schedule(
-                        self.clock.instant_at(invocation.retry_at_ms),
-                        Timer::Requeue(invocation.key.clone()),
-                    );
-                    self.timers.schedule(
-                        self.clock
-                            .instant_at(expiry_deadline_ms(&invocation, &config)),
-                        Timer::Expire(invocation.key.clone()),
-                    );
+                    self.arm(&invocation);
                     report.retrying += 1;
                 }
                 Status::Stopping => {
-                    let requested_ms = self
-                        .store
-                        .get(&invocation.key)
-                        .and_then(|r| r.events.last().map(|e| e.timestamp_ms))
-                        .unwrap_or(invocation.started_time_ms);
-                    self.timers.schedule(
-                        self.clock.instant_at(
-                            requested_ms.saturating_add(millis(self.config.stop_grace)),
-                        ),
-                        Timer::StopGrace(invocation.key.clone(), invocation.attempts),
-                    );
+                    self.arm(&invocation);
                     report.stopping += 1;
                 }
                 Status::Dequeued | Status::Running => {
@@ -277,14 +272,63 @@ impl Engine {
 
     /// Put a just-Enqueued invocation in its queue and arm its expiry.
     fn enqueued(&self, invocation: &Invocation) {
-        let config = self.config_of(invocation);
-        self.timers.schedule(
-            self.clock
-                .instant_at(expiry_deadline_ms(invocation, &config)),
-            Timer::Expire(invocation.key.clone()),
-        );
         self.queues
             .push(&invocation.qualifier, invocation.key.clone());
+        self.arm(invocation);
+    }
+
+    /// Arm the one deadline `invocation` has in its current state, replacing the one it had;
+    /// an invocation that ended has none, and leaves its queue.
+    fn arm(&self, invocation: &Invocation) {
+        let timer = Timer::Due(invocation.key.clone());
+        match self.deadline_of(invocation) {
+            Some(at) => self.timers.schedule(at, timer),
+            None => {
+                self.timers.cancel(&timer);
+                if invocation.status.is_terminal() {
+                    self.queues.remove(&invocation.key);
+                }
+            }
+        }
+    }
+
+    /// When something next happens to `invocation` unless a worker or a caller acts first:
+    /// queued, its max event age; retrying, the end of its backoff (or its max event age if
+    /// that comes first); held by a worker, its lease deadline; stopping, the end of the grace
+    /// period (or the lease deadline if that comes first). None once it ended.
+    fn deadline_of(&self, invocation: &Invocation) -> Option<Instant> {
+        let expiry = || expiry_deadline_ms(invocation, &self.config_of(invocation));
+        let lease = || {
+            self.leases
+                .active_on(&invocation.key)
+                .filter(|(_, lease)| lease.attempt == invocation.attempts)
+                .map(|(_, lease)| lease.deadline)
+        };
+        match invocation.status {
+            Status::Enqueued => Some(self.clock.instant_at(expiry())),
+            Status::Retrying => Some(self.clock.instant_at(invocation.retry_at_ms.min(expiry()))),
+            Status::Dequeued | Status::Running => lease(),
+            Status::Stopping => {
+                let grace = self.clock.instant_at(self.grace_end_ms(invocation));
+                Some(lease().map_or(grace, |lease| lease.min(grace)))
+            }
+            Status::Succeeded
+            | Status::Failed
+            | Status::Stopped
+            | Status::Expired
+            | Status::Invalid => None,
+        }
+    }
+
+    /// When a Stopping invocation's grace period ends: `stop_grace` after the stop request,
+    /// its last event.
+    fn grace_end_ms(&self, invocation: &Invocation) -> i64 {
+        let requested_ms = self
+            .store
+            .read(&invocation.key, |r| r.events.last().map(|e| e.timestamp_ms))
+            .flatten()
+            .unwrap_or(invocation.started_time_ms);
+        requested_ms.saturating_add(millis(self.config.stop_grace))
     }
 
     /// Stop an invocation: queued ones stop at once; held ones go to Stopping, and are forced
@@ -294,11 +338,8 @@ impl Engine {
             .store
             .apply(Transition::new(key, Change::Stop, self.clock.now_ms()))
             .await?;
-        if changed && invocation.status == Status::Stopping {
-            self.timers.schedule(
-                self.clock.now() + self.config.stop_grace,
-                Timer::StopGrace(invocation.key.clone(), invocation.attempts),
-            );
+        if changed {
+            self.arm(&invocation);
         }
         Ok(invocation)
     }
@@ -334,10 +375,10 @@ impl Engine {
         let deadline = Instant::now() + wait.min(self.config.max_poll_wait);
         let targets = Arc::new(targets);
         let worker_id: Arc<str> = worker_id.into();
+        // Registered before the first look at the queues, so that work pushed in between wakes
+        // this poller.
+        let waiter = self.queues.wait_on(&targets);
         loop {
-            let notified = self.queues.ready().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             // Popping and dispatching run to completion in their own task: if the caller goes
             // away mid-way, popped invocations still get leases (which then expire and retry)
             // instead of vanishing from the queue.
@@ -354,7 +395,7 @@ impl Engine {
                 return Ok(grants);
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = waiter.woken() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
@@ -423,8 +464,7 @@ impl Engine {
                 deadline_ms,
                 state: LeaseState::Active,
             });
-            self.timers
-                .schedule(deadline, Timer::LeaseExpiry(token.clone()));
+            self.arm(invocation);
             grants.push(Grant {
                 token,
                 invocation: invocation.clone(),
@@ -486,8 +526,7 @@ impl Engine {
         if !extended {
             return Err(EngineError::LeaseNotFound);
         }
-        self.timers
-            .schedule(deadline, Timer::LeaseExpiry(token.to_string()));
+        self.arm(&record);
         Ok((record.status == Status::Stopping, deadline_ms))
     }
 
@@ -610,10 +649,9 @@ impl Engine {
     ) -> Result<Arc<Invocation>, EngineError> {
         match result {
             Ok(invocation) => {
-                self.leases.update(token, |lease| {
-                    lease.state = LeaseState::Completed(outcome);
-                });
-                self.retire_lease(token);
+                if self.leases.end(token, LeaseState::Completed(outcome)) {
+                    self.retire_lease(token);
+                }
                 Ok(invocation)
             }
             Err(err) => {
@@ -743,8 +781,8 @@ impl Engine {
         Ok(invocation)
     }
 
-    /// What an applied transition calls for: queue its delivered destination record,
-    /// schedule a retry.
+    /// What an applied transition calls for: queue its delivered destination record, queue
+    /// it again after a retry's backoff, and arm its next deadline (or disarm it).
     fn follow(&self, invocation: &Invocation, destinations: &[Option<Box<Invocation>>; 2]) {
         if invocation.destination_status == DestinationStatus::Succeeded {
             let delivered = match invocation.status {
@@ -755,16 +793,23 @@ impl Engine {
                 self.enqueued(record);
             }
         }
-        if invocation.status == Status::Retrying {
-            self.timers.schedule(
-                self.clock.instant_at(invocation.retry_at_ms),
-                Timer::Requeue(invocation.key.clone()),
-            );
+        if invocation.status == Status::Enqueued {
+            self.queues
+                .push(&invocation.qualifier, invocation.key.clone());
         }
+        self.arm(invocation);
     }
 
     /// Expire a queued invocation, delivering its on-failure record.
     async fn expire(&self, record: &Invocation, config: &AsyncInvokeConfig) {
+        let transition = self.expiry_transition(record, config);
+        if let Err(err) = self.apply_and_follow(transition).await {
+            tracing::debug!(invocation = %record.key.id, %err, "expiry no longer applies");
+        }
+    }
+
+    /// The transition that expires a queued or retrying invocation, with its on-failure record.
+    fn expiry_transition(&self, record: &Invocation, config: &AsyncInvokeConfig) -> Transition {
         let now = self.clock.now_ms();
         let mut transition = Transition::new(record.key.clone(), Change::Expire, now);
         transition.keep_record = config.is_stateful();
@@ -778,55 +823,107 @@ impl Engine {
                 now,
             ))
         });
-        if let Err(err) = self.apply_and_follow(transition).await {
-            tracing::debug!(invocation = %record.key.id, %err, "expiry no longer applies");
-        }
+        transition
     }
 
     async fn drive_timers(self: Arc<Self>) {
         while let Some(due) = self.timers.next_due(&self.shutdown).await {
-            for timer in due {
-                self.fire(timer).await;
+            self.fire(due).await;
+        }
+    }
+
+    /// Act on the deadlines that came due: what each means is decided from the invocation's
+    /// state now, and every resulting change is applied in one commit.
+    async fn fire(&self, due: Vec<Timer>) {
+        let mut transitions = Vec::new();
+        for timer in due {
+            match timer {
+                Timer::ForgetLeases => {
+                    if let Some(next) = self.leases.forget_due(self.clock.now()) {
+                        self.timers.schedule(next, Timer::ForgetLeases);
+                    }
+                }
+                Timer::Due(key) => transitions.extend(self.deadline_passed(&key)),
+            }
+        }
+        if transitions.is_empty() {
+            return;
+        }
+        let keys: Vec<InvocationKey> = transitions.iter().map(|t| t.key.clone()).collect();
+        let destinations: Vec<[Option<Box<Invocation>>; 2]> = transitions
+            .iter()
+            .map(|t| [t.on_success.clone(), t.on_failure.clone()])
+            .collect();
+        match self.store.apply_all(transitions).await {
+            Ok(results) => {
+                for ((key, destinations), result) in keys.iter().zip(&destinations).zip(results) {
+                    match result {
+                        Ok((invocation, _)) => self.follow(&invocation, destinations),
+                        Err(err) => {
+                            tracing::debug!(invocation = %key.id, %err, "a deadline no longer applies");
+                            self.rearm(key);
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "deadlines could not be applied; trying again in a second");
+                let again = self.clock.now() + Duration::from_secs(1);
+                for key in keys {
+                    self.timers.schedule(again, Timer::Due(key));
+                }
             }
         }
     }
 
-    async fn fire(&self, timer: Timer) {
-        match timer {
-            Timer::LeaseExpiry(token) => self.lease_deadline(&token).await,
-            Timer::ForgetLeases => {
-                if let Some(next) = self.leases.forget_due(self.clock.now()) {
-                    self.timers.schedule(next, Timer::ForgetLeases);
-                }
+    /// Arm `key` again from its current state.
+    fn rearm(&self, key: &InvocationKey) {
+        if let Some(record) = self.store.summary(key) {
+            self.arm(&record);
+        }
+    }
+
+    /// The deadline of `key` came: the change it calls for now, if any (a deadline that moved
+    /// is armed again instead).
+    fn deadline_passed(&self, key: &InvocationKey) -> Option<Transition> {
+        let record = self.store.summary(key)?;
+        let now_ms = self.clock.now_ms();
+        let config = self.config_of(&record);
+        let expired = now_ms >= expiry_deadline_ms(&record, &config);
+        match record.status {
+            Status::Enqueued | Status::Retrying if expired => {
+                return Some(self.expiry_transition(&record, &config));
             }
-            Timer::Expire(key) => {
-                if let Some(record) = self.store.summary(&key) {
-                    if matches!(record.status, Status::Enqueued | Status::Retrying) {
-                        let config = self.config_of(&record);
-                        self.expire(&record, &config).await;
+            Status::Retrying if now_ms >= record.retry_at_ms => {
+                let mut transition = Transition::new(key.clone(), Change::Requeue, now_ms);
+                transition.attempt = Some(record.attempts);
+                return Some(transition);
+            }
+            Status::Stopping if now_ms >= self.grace_end_ms(&record) => {
+                // The worker still holding the attempt is fenced off.
+                if let Some((token, _)) = self.leases.active_on(key) {
+                    if self.leases.end(&token, LeaseState::Expired) {
+                        self.retire_lease(&token);
                     }
                 }
-            }
-            Timer::Requeue(key) => self.requeue(&key).await,
-            Timer::StopGrace(key, attempt) => {
-                let Some(record) = self.store.summary(&key) else {
-                    return;
-                };
-                if record.status != Status::Stopping || record.attempts != attempt {
-                    return;
-                }
                 let mut transition = Transition::new(
-                    key,
+                    key.clone(),
                     Change::ConfirmStop { by: "grace period" },
-                    self.clock.now_ms(),
+                    now_ms,
                 );
-                transition.attempt = Some(attempt);
-                transition.keep_record = self.config_of(&record).is_stateful();
-                if let Err(err) = self.store.apply(transition).await {
-                    tracing::debug!(invocation = %record.key.id, %err, "stop grace no longer applies");
+                transition.attempt = Some(record.attempts);
+                transition.keep_record = config.is_stateful();
+                return Some(transition);
+            }
+            Status::Dequeued | Status::Running | Status::Stopping => {
+                if let Some(transition) = self.lease_ran_out(&record) {
+                    return Some(transition);
                 }
             }
+            _ => {}
         }
+        self.arm(&record);
+        None
     }
 
     /// Keep a finished lease for `completed_lease_memory`, to answer a repeated completion.
@@ -837,65 +934,39 @@ impl Engine {
         }
     }
 
-    /// A lease deadline passed: if it was not extended or completed, the attempt failed.
-    async fn lease_deadline(&self, token: &str) {
-        let Some(lease) = self.leases.get_any(token) else {
-            return;
-        };
-        if lease.state != LeaseState::Active || lease.deadline > self.clock.now() {
-            return;
+    /// If the lease on `record`'s attempt ran out without a heartbeat or a completion: ends
+    /// it, and returns the failed attempt's transition.
+    fn lease_ran_out(&self, record: &Invocation) -> Option<Transition> {
+        let (token, lease) = self.leases.active_on(&record.key)?;
+        if lease.attempt != record.attempts || lease.deadline > self.clock.now() {
+            return None;
         }
-        self.leases
-            .update(token, |lease| lease.state = LeaseState::Expired);
-        self.retire_lease(token);
-        let Some(record) = self.store.summary(&lease.key) else {
-            return;
-        };
-        if record.attempts != lease.attempt || !is_held(record.status) {
-            return;
+        if !self.leases.end(&token, LeaseState::Expired) {
+            return None;
         }
+        self.retire_lease(&token);
         let outcome = Outcome::Failure {
             error_message: "lease expired".into(),
             retryable: true,
         };
         let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
-        if let Err(err) = self
-            .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
-            .await
-        {
-            tracing::debug!(invocation = %record.key.id, %err, "lease expiry no longer applies");
-        }
+        Some(self.attempt_transition(record, lease.attempt, &outcome, duration_ms))
     }
 
-    /// A retry's backoff ended: back to the queue, or Expired if past its max age.
-    async fn requeue(&self, key: &InvocationKey) {
-        let Some(record) = self.store.summary(key) else {
-            return;
-        };
-        if record.status != Status::Retrying {
-            return;
+    /// What the engine holds in memory for open work, and for answering repeated completions.
+    pub fn working_set(&self) -> WorkingSet {
+        WorkingSet {
+            pending_timers: self.timers.len(),
+            active_leases: self.leases.active_count(),
+            kept_leases: self.leases.kept_count(),
+            queued: self.queues.len(),
         }
-        let config = self.config_of(&record);
-        if self.clock.now_ms() > expiry_deadline_ms(&record, &config) {
-            self.expire(&record, &config).await;
-            return;
-        }
-        let mut transition = Transition::new(key.clone(), Change::Requeue, self.clock.now_ms());
-        transition.attempt = Some(record.attempts);
-        match self.store.apply(transition).await {
-            Ok((invocation, _)) => self
-                .queues
-                .push(&invocation.qualifier, invocation.key.clone()),
-            Err(err) => tracing::debug!(invocation = %key.id, %err, "requeue no longer applies"),
-        }
-    }
-
-    /// Pending timers (for tests and metrics).
-    pub fn pending_timers(&self) -> usize {
-        self.timers.len()
     }
 }
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,16 @@
 //! Ready queues: FIFO per (function, qualifier), popped fairly across the functions a poll
-//! names. Entries are not removed when an invocation is stopped or expires while queued; the
-//! dispatcher skips entries whose invocation is no longer Enqueued.
+//! names. An invocation that leaves the queue any other way (stopped or expired while queued)
+//! is taken out of it, so a queue holds only what is Enqueued. A push wakes only the pollers
+//! waiting on its function.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::model::{FunctionKey, InvocationKey};
+use crate::store::Hashing;
 
 /// What one poll asks for: a function, and optionally one qualifier of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,33 +21,83 @@ pub struct PollTarget {
     pub qualifier: Option<Arc<str>>,
 }
 
-/// One function's queues, by qualifier.
-type QualifierQueues = BTreeMap<Arc<str>, VecDeque<InvocationKey>>;
+/// One queue: keys by the order they were pushed in.
+type Queue = BTreeMap<u64, InvocationKey>;
 
-/// The queues and the signal pollers wait on.
+/// The queues and the pollers waiting on them.
 #[derive(Debug, Default)]
 pub struct ReadyQueues {
-    queues: Mutex<HashMap<FunctionKey, QualifierQueues>>,
-    /// Woken on every push; pollers re-check their queues.
-    ready: Notify,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Each function's queues, by qualifier.
+    by_function: HashMap<FunctionKey, BTreeMap<Arc<str>, Queue>, Hashing>,
+    /// Where each queued invocation is: its qualifier and its place in that queue.
+    position: HashMap<InvocationKey, (Arc<str>, u64), Hashing>,
+    next_seq: u64,
+    /// The pollers waiting on each function, by poller.
+    waiters: HashMap<FunctionKey, HashMap<u64, Arc<Notify>>, Hashing>,
+    next_waiter: u64,
+}
+
+impl State {
+    /// Drop a function's entry once none of its queues holds anything.
+    fn forget_if_empty(&mut self, function: &FunctionKey) {
+        if self
+            .by_function
+            .get(function)
+            .is_some_and(|queues| queues.values().all(BTreeMap::is_empty))
+        {
+            self.by_function.remove(function);
+        }
+    }
 }
 
 impl ReadyQueues {
-    /// Queue `key` (invoked under `qualifier`) and wake the pollers.
+    /// Queue `key` (invoked under `qualifier`) and wake the pollers of its function. A key
+    /// already queued keeps its place.
     pub fn push(&self, qualifier: &Arc<str>, key: InvocationKey) {
-        self.queues
-            .lock()
+        let mut state = self.state.lock();
+        if state.position.contains_key(&key) {
+            return;
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state
+            .by_function
             .entry(key.function.clone())
             .or_default()
             .entry(qualifier.clone())
             .or_default()
-            .push_back(key);
-        self.ready.notify_waiters();
+            .insert(seq, key.clone());
+        if let Some(waiting) = state.waiters.get(&key.function) {
+            // A stored permit: a poller between its look at the queue and its wait still wakes.
+            waiting.values().for_each(|poller| poller.notify_one());
+        }
+        state.position.insert(key, (qualifier.clone(), seq));
     }
 
-    /// The signal a waiting poller listens to.
-    pub fn ready(&self) -> &Notify {
-        &self.ready
+    /// Take `key` out of its queue if it is queued.
+    pub fn remove(&self, key: &InvocationKey) {
+        let mut state = self.state.lock();
+        let Some((qualifier, seq)) = state.position.remove(key) else {
+            return;
+        };
+        if let Some(queue) = state
+            .by_function
+            .get_mut(&key.function)
+            .and_then(|queues| queues.get_mut(&qualifier))
+        {
+            queue.remove(&seq);
+        }
+        state.forget_if_empty(&key.function);
+    }
+
+    /// How many invocations are queued.
+    pub fn len(&self) -> usize {
+        self.state.lock().position.len()
     }
 
     /// Take up to `max` keys for `targets`, one per target in turn starting at `offset`, so
@@ -55,7 +107,7 @@ impl ReadyQueues {
         if targets.is_empty() {
             return taken;
         }
-        let mut queues = self.queues.lock();
+        let mut state = self.state.lock();
         loop {
             let mut progressed = false;
             for i in 0..targets.len() {
@@ -63,23 +115,82 @@ impl ReadyQueues {
                     return taken;
                 }
                 let target = &targets[(offset + i) % targets.len()];
-                let Some(by_qualifier) = queues.get_mut(&target.function) else {
+                let Some(by_qualifier) = state.by_function.get_mut(&target.function) else {
                     continue;
                 };
                 let queue = match &target.qualifier {
                     Some(q) => by_qualifier.get_mut(q),
                     None => by_qualifier.values_mut().find(|q| !q.is_empty()),
                 };
-                if let Some(key) = queue.and_then(VecDeque::pop_front) {
+                if let Some((_, key)) = queue.and_then(BTreeMap::pop_first) {
+                    state.position.remove(&key);
                     taken.push(key);
                     progressed = true;
                 }
-                if by_qualifier.values().all(VecDeque::is_empty) {
-                    queues.remove(&target.function);
-                }
+                state.forget_if_empty(&target.function);
             }
             if !progressed {
                 return taken;
+            }
+        }
+    }
+
+    /// Register a poller of `targets`: it is woken when any of their functions gets work,
+    /// until the returned guard is dropped.
+    pub fn wait_on(self: &Arc<Self>, targets: &[PollTarget]) -> Waiter {
+        let wake = Arc::new(Notify::new());
+        let mut state = self.state.lock();
+        let id = state.next_waiter;
+        state.next_waiter += 1;
+        let mut functions: Vec<FunctionKey> = targets.iter().map(|t| t.function.clone()).collect();
+        functions.sort();
+        functions.dedup();
+        for function in &functions {
+            state
+                .waiters
+                .entry(function.clone())
+                .or_default()
+                .insert(id, wake.clone());
+        }
+        Waiter {
+            queues: self.clone(),
+            id,
+            functions,
+            wake,
+        }
+    }
+
+    /// How many functions have pollers waiting on them.
+    #[cfg(test)]
+    fn waited_functions(&self) -> usize {
+        self.state.lock().waiters.len()
+    }
+}
+
+/// A registered poller; dropping it unregisters it.
+pub struct Waiter {
+    queues: Arc<ReadyQueues>,
+    id: u64,
+    functions: Vec<FunctionKey>,
+    wake: Arc<Notify>,
+}
+
+impl Waiter {
+    /// Resolves once one of the poller's functions got work since the last wake-up.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut state = self.queues.state.lock();
+        for function in &self.functions {
+            if let Some(waiting) = state.waiters.get_mut(function) {
+                waiting.remove(&self.id);
+                if waiting.is_empty() {
+                    state.waiters.remove(function);
+                }
             }
         }
     }
@@ -88,6 +199,13 @@ impl ReadyQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(function: &FunctionKey) -> PollTarget {
+        PollTarget {
+            function: function.clone(),
+            qualifier: None,
+        }
+    }
 
     #[test]
     fn pops_fifo_within_a_function_and_round_robin_across_functions() {
@@ -99,16 +217,7 @@ mod tests {
             queues.push(&latest, f.invocation(&format!("f{i}")));
         }
         queues.push(&latest, g.invocation("g0"));
-        let targets = vec![
-            PollTarget {
-                function: f.clone(),
-                qualifier: None,
-            },
-            PollTarget {
-                function: g.clone(),
-                qualifier: None,
-            },
-        ];
+        let targets = vec![target(&f), target(&g)];
         let ids: Vec<String> = queues
             .pop(&targets, 4, 0)
             .iter()
@@ -122,5 +231,47 @@ mod tests {
         assert!(queues.pop(&[prod], 10, 0).is_empty(), "qualifier filter");
         assert_eq!(queues.pop(&targets, 10, 1).len(), 2);
         assert!(queues.pop(&targets, 10, 0).is_empty());
+        assert_eq!(queues.len(), 0);
+    }
+
+    #[test]
+    fn a_removed_invocation_leaves_its_queue_and_nothing_is_kept_for_it() {
+        let queues = ReadyQueues::default();
+        let f = FunctionKey::new("a", "s", "f");
+        let latest: Arc<str> = "LATEST".into();
+        for i in 0..3 {
+            queues.push(&latest, f.invocation(&format!("f{i}")));
+        }
+        queues.push(&latest, f.invocation("f1"));
+        assert_eq!(queues.len(), 3, "a key already queued keeps its place");
+        queues.remove(&f.invocation("f1"));
+        queues.remove(&f.invocation("never-queued"));
+        let ids: Vec<String> = queues
+            .pop(&[target(&f)], 10, 0)
+            .iter()
+            .map(|k| k.id.to_string())
+            .collect();
+        assert_eq!(ids, vec!["f0", "f2"]);
+        queues.push(&latest, f.invocation("last"));
+        queues.remove(&f.invocation("last"));
+        let state = queues.state.lock();
+        assert!(state.by_function.is_empty() && state.position.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_the_pollers_of_its_function_only() {
+        let queues = Arc::new(ReadyQueues::default());
+        let f = FunctionKey::new("a", "s", "f");
+        let g = FunctionKey::new("a", "s", "g");
+        let on_f = queues.wait_on(&[target(&f)]);
+        let on_g = queues.wait_on(&[target(&g), target(&g)]);
+        queues.push(&"LATEST".into(), f.invocation("x"));
+        tokio::time::timeout(std::time::Duration::from_secs(10), on_f.woken())
+            .await
+            .expect("the poller of f is woken");
+        let g_woken = futures_util::FutureExt::now_or_never(on_g.woken());
+        assert!(g_woken.is_none(), "the poller of g sleeps on");
+        drop((on_f, on_g));
+        assert_eq!(queues.waited_functions(), 0, "released with the pollers");
     }
 }

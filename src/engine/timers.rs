@@ -1,11 +1,11 @@
-//! Every deadline of the engine in one ordered map, driven by one task: lease expiry, retry
-//! backoff, expiry of queued invocations, stop grace periods. A million pending timers cost a
-//! map entry each, not a task or a sleep each.
-//!
-//! Timers are never cancelled. When one fires, the engine checks the invocation's current
-//! state (status, attempt, lease deadline) and ignores a timer that no longer applies.
+//! Every deadline of the engine in one ordered map, driven by one task. An open invocation
+//! has at most one pending deadline at a time, keyed by the invocation: arming it again moves
+//! it, and the engine disarms it when the invocation ends, so what is pending is bounded by
+//! what is open, not by what was ever invoked. What a deadline means (a lease ran out, a
+//! backoff ended, the max event age passed, a stop's grace period ended) follows from the
+//! invocation's state when it fires; one that no longer applies is armed again or dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -15,22 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::model::InvocationKey;
 
-/// What to do when a deadline passes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a deadline is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Timer {
-    /// The lease with this token may have run out.
-    LeaseExpiry(String),
+    /// The next deadline of an open invocation.
+    Due(InvocationKey),
     /// The oldest finished leases may be due to be forgotten.
     ForgetLeases,
-    /// A retry's backoff is over: back to the queue.
-    Requeue(InvocationKey),
-    /// A queued invocation reached its max event age.
-    Expire(InvocationKey),
-    /// A stop's grace period is over for this attempt.
-    StopGrace(InvocationKey, u32),
 }
 
-/// Most timers handed out by one wake-up, so that a burst does not starve other work.
+/// Most timers handed out by one wake-up: they are applied in one commit, and a burst
+/// should not starve other work.
 const MAX_FIRED_AT_ONCE: usize = 1_024;
 
 /// The pending timers.
@@ -43,7 +38,10 @@ pub struct Timers {
 
 #[derive(Debug, Default)]
 struct Pending {
+    /// In deadline order; the sequence number breaks ties in arming order.
     queue: BTreeMap<(Instant, u64), Timer>,
+    /// Where each pending timer sits in `queue`, to move or remove it.
+    at: HashMap<Timer, (Instant, u64), crate::store::Hashing>,
     next_seq: u64,
 }
 
@@ -57,9 +55,12 @@ impl Timers {
         }
     }
 
-    /// Fire `timer` at `at` (at once if `at` is past).
+    /// Fire `timer` at `at` (at once if `at` is past), replacing its earlier deadline.
     pub fn schedule(&self, at: Instant, timer: Timer) {
         let mut pending = self.pending.lock();
+        if pending.at.get(&timer).is_some_and(|(old, _)| *old == at) {
+            return;
+        }
         let earliest = pending
             .queue
             .keys()
@@ -67,11 +68,28 @@ impl Timers {
             .is_none_or(|(first, _)| at < *first);
         let seq = pending.next_seq;
         pending.next_seq += 1;
+        if let Some(old) = pending.at.insert(timer.clone(), (at, seq)) {
+            pending.queue.remove(&old);
+        }
         pending.queue.insert((at, seq), timer);
         drop(pending);
         if earliest {
             self.wake.notify_one();
         }
+    }
+
+    /// Disarm `timer` if it is pending.
+    pub fn cancel(&self, timer: &Timer) {
+        let mut pending = self.pending.lock();
+        if let Some(slot) = pending.at.remove(timer) {
+            pending.queue.remove(&slot);
+        }
+    }
+
+    /// When `timer` fires, if it is pending.
+    #[cfg(test)]
+    pub fn deadline(&self, timer: &Timer) -> Option<Instant> {
+        self.pending.lock().at.get(timer).map(|(at, _)| *at)
     }
 
     /// How many timers are pending.
@@ -93,6 +111,7 @@ impl Timers {
                     match pending.queue.first_key_value() {
                         Some(((at, _), _)) if *at <= now => {
                             if let Some((_, timer)) = pending.queue.pop_first() {
+                                pending.at.remove(&timer);
                                 due.push(timer);
                             }
                         }
@@ -126,14 +145,17 @@ mod tests {
     use crate::model::FunctionKey;
     use std::time::Duration;
 
+    fn due(id: &str) -> Timer {
+        Timer::Due(FunctionKey::new("a", "s", "f").invocation(id))
+    }
+
     #[tokio::test]
     async fn timers_fire_in_deadline_order_and_an_earlier_one_wakes_the_driver() {
         let manual = ManualClock::starting_at(0);
         let clock = manual.clock();
         let timers = std::sync::Arc::new(Timers::new(clock.clone()));
-        let key = |id: &str| FunctionKey::new("a", "s", "f").invocation(id);
         let start = clock.now();
-        timers.schedule(start + Duration::from_secs(10), Timer::Expire(key("late")));
+        timers.schedule(start + Duration::from_secs(10), due("late"));
         let shutdown = CancellationToken::new();
         let (fired_tx, mut fired) = tokio::sync::mpsc::unbounded_channel();
         let driver = {
@@ -147,21 +169,38 @@ mod tests {
             })
         };
         manual.advance(Duration::from_secs(1));
-        timers.schedule(start + Duration::from_secs(3), Timer::Expire(key("early")));
+        timers.schedule(start + Duration::from_secs(3), due("early"));
         tokio::task::yield_now().await;
         assert!(fired.try_recv().is_err(), "nothing is due at 1 s");
         manual.advance(Duration::from_secs(2));
         assert_eq!(
             fired.recv().await,
-            Some((Timer::Expire(key("early")), Duration::from_secs(3)))
+            Some((due("early"), Duration::from_secs(3)))
         );
         manual.advance(Duration::from_secs(7));
         assert_eq!(
             fired.recv().await,
-            Some((Timer::Expire(key("late")), Duration::from_secs(10)))
+            Some((due("late"), Duration::from_secs(10)))
         );
         assert_eq!(timers.len(), 0);
         shutdown.cancel();
         driver.await.expect("the driver ends on shutdown");
+    }
+
+    #[test]
+    fn arming_again_moves_a_timer_and_cancelling_removes_it() {
+        let timers = Timers::new(ManualClock::starting_at(0).clock());
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        timers.schedule(at(10), due("moved"));
+        timers.schedule(at(20), due("moved"));
+        timers.schedule(at(5), due("moved"));
+        timers.schedule(at(30), due("cancelled"));
+        assert_eq!(timers.len(), 2, "one entry per key");
+        assert_eq!(timers.deadline(&due("moved")), Some(at(5)));
+        timers.cancel(&due("cancelled"));
+        timers.cancel(&due("never armed"));
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers.deadline(&due("cancelled")), None);
     }
 }

@@ -120,6 +120,8 @@ pub struct Store {
     pages: RwLock<PageSigner>,
     /// The last record number handed out (under the commit lock).
     last_record_number: std::sync::atomic::AtomicU64,
+    /// Commits made since the store was opened.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 struct CommitState {
@@ -175,6 +177,7 @@ impl Store {
             max_open_per_function: std::sync::atomic::AtomicUsize::new(usize::MAX),
             pages: RwLock::new(PageSigner::random()),
             last_record_number: std::sync::atomic::AtomicU64::new(0),
+            commits: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -292,6 +295,8 @@ impl Store {
                 after: None,
             };
             let result = apply(&mut commit)?;
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut changes = Vec::with_capacity(commit.events.len());
             for (event, invocation) in commit.events {
                 state.sequence += 1;
@@ -661,6 +666,11 @@ impl Store {
             .collect();
         open.sort_by(|a, b| (a.started_time_ms, &a.key.id).cmp(&(b.started_time_ms, &b.key.id)));
         open
+    }
+
+    /// How many commits were made since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many invocations are stored (all accounts).
