@@ -18,7 +18,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;
-use crate::store::{Storage, Store, StoreError, DEFAULT_WATCH_HISTORY};
+use crate::store::{Storage, Store, StoreError, DEFAULT_CACHE_BYTES, DEFAULT_WATCH_HISTORY};
 
 /// How long terminal invocations are kept by default: FC's query window.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -31,6 +31,9 @@ const RETENTION_BATCH: usize = 1_000;
 pub struct ServerConfig {
     /// Recent changes kept so that function-level watchers can resume by sequence.
     pub watch_history: usize,
+    /// Bytes of finished records kept in memory once read or finished (with a data
+    /// directory; without one, every record is in memory until retention purges it).
+    pub cache_bytes: u64,
     /// Lifecycle timing: leases, retries, stop grace.
     pub engine: EngineConfig,
     /// Memory only, or a data directory.
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             watch_history: DEFAULT_WATCH_HISTORY,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             engine: EngineConfig::default(),
             storage: Storage::Memory,
             retention: DEFAULT_RETENTION,
@@ -195,12 +199,13 @@ pub async fn serve_and_announce(
         tokio::spawn(reload_tokens_on_hangup(tokens.clone(), stopping.clone()));
     }
     let opened = {
-        let (storage, history, stopping) = (
+        let (storage, history, cache, stopping) = (
             config.storage.clone(),
             config.watch_history,
+            config.cache_bytes,
             stopping.clone(),
         );
-        tokio::task::spawn_blocking(move || Store::open(&storage, history, stopping))
+        tokio::task::spawn_blocking(move || Store::open(&storage, history, cache, stopping))
             .await
             .map_err(|err| StoreError::Storage(format!("loading the data directory: {err}")))?
     };

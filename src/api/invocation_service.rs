@@ -57,6 +57,7 @@ impl InvocationService {
         self.engine
             .store()
             .read(&target.key, |inv| target.matches(inv).then(|| read(inv)))
+            .map_err(ApiError::from)?
             .flatten()
             .ok_or_else(|| StoreError::InvocationNotFound(target.key.clone()).into())
     }

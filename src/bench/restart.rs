@@ -135,8 +135,6 @@ fn finished(function: &FunctionKey, n: usize, start_ms: i64, payload: &Arc<str>)
         &format!("req-{n:08}"),
         started,
     );
-    // Written straight to storage, not through a store: numbered here, as the store would.
-    invocation.record_number = u64::try_from(n).unwrap_or(u64::MAX) + 1;
     let attempt = |invocation: &mut Invocation, number: u32, at: i64| {
         let dispatch = Change::Dispatch {
             worker_id: "bench-worker".into(),

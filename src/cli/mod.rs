@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// Recent status changes kept so that WatchInvocations can resume by sequence number.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
+    /// Bytes of finished invocations kept in memory once read or finished (the rest are
+    /// read from the data directory). Suffixes: KiB, MiB, GiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub cache_size: u64,
     /// How long a worker's lease lasts without a heartbeat; a lease that runs out is a failed
     /// attempt.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -243,6 +247,7 @@ impl ServeArgs {
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
             watch_history: self.watch_history,
+            cache_bytes: self.cache_size,
             engine: EngineConfig {
                 lease_timeout: self.lease_timeout,
                 stop_grace: self.stop_grace,
@@ -282,6 +287,28 @@ impl ServeArgs {
             clock: crate::clock::Clock::system(),
         }
     }
+}
+
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size: give a number of bytes, or with KiB, MiB or GiB")
+    })?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Why a command failed; printed as one line.

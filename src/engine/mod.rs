@@ -325,7 +325,7 @@ impl Engine {
     fn grace_end_ms(&self, invocation: &Invocation) -> i64 {
         let requested_ms = self
             .store
-            .read(&invocation.key, |r| r.events.last().map(|e| e.timestamp_ms))
+            .read_open(&invocation.key, |r| r.events.last().map(|e| e.timestamp_ms))
             .flatten()
             .unwrap_or(invocation.started_time_ms);
         requested_ms.saturating_add(millis(self.config.stop_grace))
@@ -410,7 +410,7 @@ impl Engine {
         let mut transitions = Vec::with_capacity(keys.len() * 2);
         let mut attempts = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(record) = self.store.summary(&key) else {
+            let Some(record) = self.store.open_summary(&key) else {
                 continue;
             };
             if record.status != Status::Enqueued {
@@ -493,7 +493,7 @@ impl Engine {
         }
         let record = self
             .store
-            .summary(&lease.key)
+            .summary(&lease.key)?
             .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
         if record.attempts != lease.attempt {
             return Err(EngineError::LeaseFenced(
@@ -681,8 +681,8 @@ impl Engine {
             LeaseState::Completed(done) if done == outcome => {
                 let current = self
                     .store
-                    .get(&lease.key)
-                    .map(|r| Arc::new(r.without_events()))
+                    .summary(&lease.key)?
+                    .map(Arc::new)
                     .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
                 Ok(Some(current))
             }
@@ -878,7 +878,7 @@ impl Engine {
 
     /// Arm `key` again from its current state.
     fn rearm(&self, key: &InvocationKey) {
-        if let Some(record) = self.store.summary(key) {
+        if let Some(record) = self.store.open_summary(key) {
             self.arm(&record);
         }
     }
@@ -886,7 +886,7 @@ impl Engine {
     /// The deadline of `key` came: the change it calls for now, if any (a deadline that moved
     /// is armed again instead).
     fn deadline_passed(&self, key: &InvocationKey) -> Option<Transition> {
-        let record = self.store.summary(key)?;
+        let record = self.store.open_summary(key)?;
         let now_ms = self.clock.now_ms();
         let config = self.config_of(&record);
         let expired = now_ms >= expiry_deadline_ms(&record, &config);

@@ -72,6 +72,7 @@ impl Fixture {
         self.engine
             .store()
             .summary(&self.function.invocation(id))
+            .expect("read")
             .expect("stored")
             .status
     }

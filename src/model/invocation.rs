@@ -187,10 +187,6 @@ pub struct Invocation {
     pub retry_at_ms: i64,
     /// Every status change, oldest first.
     pub events: Vec<Event>,
-    /// The store's number for this record: unique, increasing in the order records were
-    /// accepted, never reused; 0 until the store accepts it. Storage keys records by it, so
-    /// that new records are appended at the end rather than scattered among the old.
-    pub record_number: u64,
 }
 
 /// Event 1's detail.
@@ -234,7 +230,6 @@ impl Invocation {
                 timestamp_ms: now_ms,
                 detail,
             }],
-            record_number: 0,
         }
     }
 
@@ -271,7 +266,6 @@ impl Invocation {
             return_payload: self.return_payload.clone(),
             retry_at_ms: self.retry_at_ms,
             events: Vec::new(),
-            record_number: self.record_number,
         }
     }
 

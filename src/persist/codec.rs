@@ -1,20 +1,27 @@
 //! How records are laid out as storage keys and values.
 //!
-//! Invocation records (format 3) are keyed by their record number (u64, big-endian), so that
-//! new records land after the old ones in key order instead of among them. Their value starts
-//! with the record's identity (a varint length, then the identity key below), then the record
-//! itself. Configs and functions are keyed by the identity key: a function prefix of three
-//! length-prefixed parts (account, service, function; u16 big-endian length each), then the
-//! qualifier as the rest. Values are postcard-encoded structs below, whose field order is part
-//! of the on-disk format (a change to it needs a new `FORMAT_VERSION`). Event ids are not
-//! stored: they are 1-based positions.
+//! Format 4 (this build writes it):
 //!
-//! A payload of up to [`INLINE_PAYLOAD_MAX`] bytes follows its record in the same value (one
-//! storage entry per write instead of two: the storage engine's cost is mostly per entry); a
-//! larger one is kept apart, written once and never rewritten by status changes.
+//! | partition | key | value |
+//! |---|---|---|
+//! | `history` | function prefix, started time (8 bytes, order-preserving), id | the record |
+//! | `history_payloads` | as `history` | a payload over [`INLINE_PAYLOAD_MAX`] bytes |
+//! | `ids` | function prefix, id | started time (varint): finds a record by id |
+//! | `open` | as `history` | empty: present while the invocation is not terminal |
+//! | `configs` / `functions` | function prefix, qualifier | config / empty |
 //!
-//! Formats 1 and 2 keyed invocation records by their identity key and did not repeat it in
-//! the value (format 1 also kept every payload apart); they are still read, to be moved.
+//! The function prefix is three length-prefixed parts (account, service, function; u16
+//! big-endian length each). Records of one function therefore sit together in the order
+//! lists page through them, (started time, id), so a page is one range scan; a restart reads
+//! only `open`. A record value is postcard: the summary ([`StoredRecord`], times kept as
+//! offsets from the started time), then the payload if it is small (else `None`, and the
+//! payload is in `history_payloads`, written once), then the events. A list reads the first
+//! two and never decodes events; the field order is part of the format (a change to it needs
+//! a new `FORMAT_VERSION`). Event ids are not stored: they are 1-based positions.
+//!
+//! Formats 1 to 3 are still read, to be moved: format 3 keyed records by a record number and
+//! put their identity in the value; formats 1 and 2 keyed them by function prefix and id (and
+//! format 1 kept every payload apart).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -45,7 +52,7 @@ fn push_part(key: &mut Vec<u8>, part: &str) {
 /// The key prefix of everything stored under one function.
 pub fn function_prefix(function: &FunctionKey) -> Vec<u8> {
     let mut key = Vec::with_capacity(
-        6 + function.account.len() + function.service.len() + function.function.len() + 40,
+        6 + function.account.len() + function.service.len() + function.function.len() + 48,
     );
     push_part(&mut key, &function.account);
     push_part(&mut key, &function.service);
@@ -60,8 +67,38 @@ pub fn function_key(function: &FunctionKey, rest: &str) -> Vec<u8> {
     key
 }
 
-/// Splits a key into its function prefix (length in bytes) and the rest.
-fn split_key(key: &[u8]) -> Result<(usize, [&str; 3], &str), DecodeError> {
+/// The key that finds an invocation's record by its id.
+pub fn id_key(key: &InvocationKey) -> Vec<u8> {
+    function_key(&key.function, &key.id)
+}
+
+/// A time as 8 bytes that sort as the times do (negative ones first).
+pub fn sortable_time(time_ms: i64) -> [u8; 8] {
+    (u64::from_ne_bytes(time_ms.to_ne_bytes()) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from_sortable(bytes: [u8; 8]) -> i64 {
+    i64::from_ne_bytes((u64::from_be_bytes(bytes) ^ (1 << 63)).to_ne_bytes())
+}
+
+/// The key of an invocation's record: its function, then (started time, id), the order lists
+/// page in.
+pub fn history_key(key: &InvocationKey, started_time_ms: i64) -> Vec<u8> {
+    let mut bytes = function_prefix(&key.function);
+    bytes.extend_from_slice(&sortable_time(started_time_ms));
+    bytes.extend_from_slice(key.id.as_bytes());
+    bytes
+}
+
+/// The start of `function`'s records at `started_time_ms` (before any id).
+pub fn history_bound(function_prefix: &[u8], started_time_ms: i64) -> Vec<u8> {
+    let mut bytes = function_prefix.to_vec();
+    bytes.extend_from_slice(&sortable_time(started_time_ms));
+    bytes
+}
+
+/// The 3 parts of a key's function prefix and its length in bytes.
+fn split_function(key: &[u8]) -> Result<(usize, [&str; 3]), DecodeError> {
     let mut at = 0;
     let mut parts = [""; 3];
     for part in &mut parts {
@@ -76,36 +113,18 @@ fn split_key(key: &[u8]) -> Result<(usize, [&str; 3], &str), DecodeError> {
             .map_err(|_| DecodeError(format!("key {key:?} is not UTF-8")))?;
         at += 2 + len;
     }
-    let rest = std::str::from_utf8(&key[at..])
-        .map_err(|_| DecodeError(format!("key {key:?} is not UTF-8")))?;
-    Ok((at, parts, rest))
+    Ok((at, parts))
 }
 
-/// One stored invocation, without its key and payload.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredInvocation<'a> {
-    qualifier: &'a str,
-    status: Status,
-    started_time_ms: i64,
-    end_time_ms: i64,
-    destination_status: DestinationStatus,
-    error_message: &'a str,
-    attempts: u32,
-    already_retried_times: u32,
-    request_id: &'a str,
-    instance_id: &'a str,
-    duration_ms: i64,
-    return_payload: &'a str,
-    retry_at_ms: i64,
-    #[serde(borrow)]
-    events: Vec<StoredEvent<'a>>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredEvent<'a> {
-    status: Status,
-    timestamp_ms: i64,
-    detail: &'a str,
+/// A history key's started time and id, after its function prefix of `prefix_len` bytes.
+pub fn history_key_rest(key: &[u8], prefix_len: usize) -> Result<(i64, &str), DecodeError> {
+    let time: [u8; 8] = key
+        .get(prefix_len..prefix_len + 8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| DecodeError(format!("record key {key:?} is cut short")))?;
+    let id = std::str::from_utf8(&key[prefix_len + 8..])
+        .map_err(|_| DecodeError(format!("record key {key:?} is not UTF-8")))?;
+    Ok((time_from_sortable(time), id))
 }
 
 /// Payloads up to this size are stored with their record.
@@ -116,56 +135,44 @@ pub fn payload_is_inline(payload: &str) -> bool {
     payload.len() <= INLINE_PAYLOAD_MAX
 }
 
-/// The storage key of an invocation record: its record number.
-pub fn record_key(invocation: &Invocation) -> Vec<u8> {
-    invocation.record_number.to_be_bytes().to_vec()
+/// A format-4 record's summary: what a list needs, without the key's parts.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRecord<'a> {
+    qualifier: &'a str,
+    status: Status,
+    /// end_time - started_time once terminal; 0 before.
+    end_after_start_ms: i64,
+    destination_status: DestinationStatus,
+    error_message: &'a str,
+    attempts: u32,
+    already_retried_times: u32,
+    request_id: &'a str,
+    instance_id: &'a str,
+    duration_ms: i64,
+    return_payload: &'a str,
+    /// retry_at - started_time; None when retry_at is 0.
+    retry_at_after_start_ms: Option<i64>,
 }
 
-/// The record number a storage key holds.
-pub fn record_number(key: &[u8]) -> Result<u64, DecodeError> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| DecodeError(format!("record key {key:?} is not 8 bytes")))?;
-    Ok(u64::from_be_bytes(bytes))
+/// A format-4 event: its time as an offset from the started time.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEvent4<'a> {
+    status: Status,
+    after_start_ms: i64,
+    detail: &'a str,
 }
 
-/// The stored value of an invocation record: its identity, the record, and its payload if
-/// that is small.
+/// The stored value of an invocation record (format 4).
 pub fn encode_record(invocation: &Invocation) -> Vec<u8> {
-    let identity_len = identity_len(invocation);
-    let inline = payload_is_inline(&invocation.payload);
-    // Sized up front: growing from empty cost several reallocations per record written.
-    let mut buffer =
-        Vec::with_capacity(VARINT_MAX + identity_len + encoded_len_bound(invocation, inline));
-    // A u32 varint into a Vec cannot fail.
-    buffer = postcard::to_extend(&u32::try_from(identity_len).unwrap_or(u32::MAX), buffer)
-        .unwrap_or_default();
-    let function = &invocation.key.function;
-    push_part(&mut buffer, &function.account);
-    push_part(&mut buffer, &function.service);
-    push_part(&mut buffer, &function.function);
-    buffer.extend_from_slice(invocation.key.id.as_bytes());
-    encode_body(invocation, buffer)
-}
-
-/// Most bytes of a u32 varint.
-const VARINT_MAX: usize = 5;
-
-fn identity_len(invocation: &Invocation) -> usize {
-    let function = &invocation.key.function;
-    6 + function.account.len()
-        + function.service.len()
-        + function.function.len()
-        + invocation.key.id.len()
-}
-
-/// The record and its payload if that is small, after what `buffer` holds.
-fn encode_body(invocation: &Invocation, buffer: Vec<u8>) -> Vec<u8> {
-    let stored = StoredInvocation {
+    let started = invocation.started_time_ms;
+    let stored = StoredRecord {
         qualifier: &invocation.qualifier,
         status: invocation.status,
-        started_time_ms: invocation.started_time_ms,
-        end_time_ms: invocation.end_time_ms,
+        end_after_start_ms: if invocation.status.is_terminal() {
+            invocation.end_time_ms.wrapping_sub(started)
+        } else {
+            0
+        },
         destination_status: invocation.destination_status,
         error_message: &invocation.error_message,
         attempts: invocation.attempts,
@@ -174,25 +181,25 @@ fn encode_body(invocation: &Invocation, buffer: Vec<u8>) -> Vec<u8> {
         instance_id: &invocation.instance_id,
         duration_ms: invocation.duration_ms,
         return_payload: &invocation.return_payload,
-        retry_at_ms: invocation.retry_at_ms,
-        events: invocation
-            .events
-            .iter()
-            .map(|e| StoredEvent {
-                status: e.status,
-                timestamp_ms: e.timestamp_ms,
-                detail: &e.detail,
-            })
-            .collect(),
+        retry_at_after_start_ms: (invocation.retry_at_ms != 0)
+            .then(|| invocation.retry_at_ms.wrapping_sub(started)),
     };
-    let inline = payload_is_inline(&invocation.payload);
+    let inline = payload_is_inline(&invocation.payload).then_some(&*invocation.payload);
+    let events: Vec<StoredEvent4<'_>> = invocation
+        .events
+        .iter()
+        .map(|e| StoredEvent4 {
+            status: e.status,
+            after_start_ms: e.timestamp_ms.wrapping_sub(started),
+            detail: &e.detail,
+        })
+        .collect();
+    // Sized up front: growing from empty cost several reallocations per record written.
+    let buffer = Vec::with_capacity(encoded_len_bound(invocation, inline.is_some()));
     // Encoding into a Vec cannot fail: every field is a plain value or a string.
-    let value = postcard::to_extend(&stored, buffer).unwrap_or_default();
-    if inline {
-        postcard::to_extend(&*invocation.payload, value).unwrap_or_default()
-    } else {
-        value
-    }
+    let buffer = postcard::to_extend(&stored, buffer).expect("a record always encodes");
+    let buffer = postcard::to_extend(&inline, buffer).expect("a payload always encodes");
+    postcard::to_extend(&events, buffer).expect("events always encode")
 }
 
 /// At least the encoded size of `invocation`'s record: postcard writes each integer in at
@@ -224,9 +231,22 @@ fn encoded_len_bound(invocation: &Invocation, inline_payload: bool) -> usize {
         + payload
 }
 
+/// The status and end time of a stored record (what retention needs), without decoding the
+/// rest of it.
+pub fn record_status(value: &[u8], started_time_ms: i64) -> Result<(Status, i64), DecodeError> {
+    let (stored, _): (StoredRecord<'_>, _) = postcard::take_from_bytes(value)
+        .map_err(|e| DecodeError(format!("invocation record: {e}")))?;
+    let end = if stored.status.is_terminal() {
+        started_time_ms.wrapping_add(stored.end_after_start_ms)
+    } else {
+        0
+    };
+    Ok((stored.status, end))
+}
+
 /// Encode any serde value (configs).
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).unwrap_or_default()
+    postcard::to_allocvec(value).expect("configs and counters always encode")
 }
 
 /// Decode any serde value (configs).
@@ -234,9 +254,19 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, 
     postcard::from_bytes(bytes).map_err(|e| DecodeError(format!("{what}: {e}")))
 }
 
+/// What of a record to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The summary and the payload, as lists show it.
+    Summary,
+    /// Everything, events included.
+    Full,
+}
+
 /// Rebuilds keys and records, sharing the strings that repeat across records (function
-/// keys, qualifiers, worker ids) so that a million recovered records do not hold a million
-/// copies of the same names.
+/// keys, qualifiers, worker ids), so that many decoded records do not hold as many copies of
+/// the same names. What it shares is bounded: past [`Decoder::MAX_SHARED`] strings it starts
+/// over.
 #[derive(Debug, Default)]
 pub struct Decoder {
     functions: HashMap<Box<[u8]>, FunctionKey>,
@@ -244,13 +274,34 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Most strings and functions a decoder shares before it forgets them.
+    const MAX_SHARED: usize = 10_000;
+
     fn shared(&mut self, text: &str) -> Arc<str> {
         if let Some(known) = self.strings.get(text) {
             return known.clone();
         }
+        if self.strings.len() >= Self::MAX_SHARED {
+            self.strings.clear();
+        }
         let new: Arc<str> = text.into();
         self.strings.insert(new.clone());
         new
+    }
+
+    /// The function of a key and the length of its function prefix.
+    pub fn function(&mut self, key: &[u8]) -> Result<(FunctionKey, usize), DecodeError> {
+        let (prefix_len, [account, service, function]) = split_function(key)?;
+        let prefix = &key[..prefix_len];
+        if let Some(known) = self.functions.get(prefix) {
+            return Ok((known.clone(), prefix_len));
+        }
+        if self.functions.len() >= Self::MAX_SHARED {
+            self.functions.clear();
+        }
+        let new = FunctionKey::new(account, service, function);
+        self.functions.insert(prefix.into(), new.clone());
+        Ok((new, prefix_len))
     }
 
     /// The function of a key and the rest of the key (id or qualifier).
@@ -258,16 +309,9 @@ impl Decoder {
         &mut self,
         key: &'k [u8],
     ) -> Result<(FunctionKey, &'k str), DecodeError> {
-        let (prefix_len, [account, service, function], rest) = split_key(key)?;
-        let prefix = &key[..prefix_len];
-        let function = match self.functions.get(prefix) {
-            Some(known) => known.clone(),
-            None => {
-                let new = FunctionKey::new(account, service, function);
-                self.functions.insert(prefix.into(), new.clone());
-                new
-            }
-        };
+        let (function, prefix_len) = self.function(key)?;
+        let rest = std::str::from_utf8(&key[prefix_len..])
+            .map_err(|_| DecodeError(format!("key {key:?} is not UTF-8")))?;
         Ok((function, rest))
     }
 
@@ -276,9 +320,73 @@ impl Decoder {
         self.shared(text)
     }
 
-    /// An invocation from a record value (format 3); `apart` gives its payload when the
-    /// value does not hold it. Its record number is the caller's to set, from the key.
-    pub fn record(
+    /// An invocation from its format-4 key and value; `apart` gives its payload when the
+    /// value does not hold it. With [`Detail::Summary`] its events are left out.
+    pub fn history(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        detail: Detail,
+        apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
+    ) -> Result<Invocation, DecodeError> {
+        let (function, prefix_len) = self.function(key)?;
+        let (started, id) = history_key_rest(key, prefix_len)?;
+        let (stored, rest): (StoredRecord<'_>, &[u8]) = postcard::take_from_bytes(value)
+            .map_err(|e| DecodeError(format!("invocation record: {e}")))?;
+        let (inline, rest): (Option<&str>, &[u8]) = postcard::take_from_bytes(rest)
+            .map_err(|e| DecodeError(format!("invocation payload: {e}")))?;
+        let payload: Arc<str> = match inline {
+            Some(inline) => inline.into(),
+            None => apart()?,
+        };
+        let events = match detail {
+            Detail::Summary => Vec::new(),
+            Detail::Full => {
+                let events: Vec<StoredEvent4<'_>> = decode(rest, "invocation events")?;
+                events
+                    .iter()
+                    .zip(1u64..)
+                    .map(|(e, event_id)| Event {
+                        event_id,
+                        status: e.status,
+                        timestamp_ms: started.wrapping_add(e.after_start_ms),
+                        detail: e.detail.to_string(),
+                    })
+                    .collect()
+            }
+        };
+        Ok(Invocation {
+            key: InvocationKey {
+                function,
+                id: id.into(),
+            },
+            qualifier: self.shared(stored.qualifier),
+            status: stored.status,
+            started_time_ms: started,
+            end_time_ms: if stored.status.is_terminal() {
+                started.wrapping_add(stored.end_after_start_ms)
+            } else {
+                0
+            },
+            destination_status: stored.destination_status,
+            error_message: stored.error_message.to_string(),
+            payload,
+            attempts: stored.attempts,
+            already_retried_times: stored.already_retried_times,
+            request_id: stored.request_id.into(),
+            instance_id: self.shared(stored.instance_id),
+            duration_ms: stored.duration_ms,
+            return_payload: stored.return_payload.into(),
+            retry_at_ms: stored
+                .retry_at_after_start_ms
+                .map_or(0, |after| started.wrapping_add(after)),
+            events,
+        })
+    }
+
+    /// An invocation from a format-3 record value; `apart` gives its payload when the value
+    /// does not hold it.
+    pub fn format_3(
         &mut self,
         value: &[u8],
         apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
@@ -290,12 +398,12 @@ impl Decoder {
         let (Some(identity), Some(body)) = (identity, body) else {
             return Err(DecodeError("record identity is cut short".into()));
         };
-        self.invocation(identity, body, apart)
+        self.format_2(identity, body, apart)
     }
 
     /// An invocation from its identity key and the rest of its value (formats 1 and 2 store
     /// them as key and value); `apart` gives its payload when the value does not hold it.
-    pub fn invocation(
+    pub fn format_2(
         &mut self,
         key: &[u8],
         value: &[u8],
@@ -341,9 +449,35 @@ impl Decoder {
             return_payload: stored.return_payload.into(),
             retry_at_ms: stored.retry_at_ms,
             events,
-            record_number: 0,
         })
     }
+}
+
+/// One invocation as formats 1 to 3 stored it, without its key and payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredInvocation<'a> {
+    qualifier: &'a str,
+    status: Status,
+    started_time_ms: i64,
+    end_time_ms: i64,
+    destination_status: DestinationStatus,
+    error_message: &'a str,
+    attempts: u32,
+    already_retried_times: u32,
+    request_id: &'a str,
+    instance_id: &'a str,
+    duration_ms: i64,
+    return_payload: &'a str,
+    retry_at_ms: i64,
+    #[serde(borrow)]
+    events: Vec<StoredEvent<'a>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEvent<'a> {
+    status: Status,
+    timestamp_ms: i64,
+    detail: &'a str,
 }
 
 #[cfg(test)]
@@ -351,16 +485,8 @@ mod tests {
     use super::*;
     use crate::model::Change;
 
-    #[test]
-    fn an_invocation_round_trips_through_key_value_and_payload() {
-        let function = FunctionKey::new("acct", "svc", "fn");
-        let mut inv = Invocation::accept(
-            function.invocation("job-1"),
-            "LATEST",
-            "{\"x\":1}".into(),
-            "req",
-            5,
-        );
+    fn lived(function: &FunctionKey, id: &str, payload: Arc<str>) -> Invocation {
+        let mut inv = Invocation::accept(function.invocation(id), "LATEST", payload, "req", 5);
         inv.apply(
             &Change::Dispatch {
                 worker_id: "w1".into(),
@@ -379,33 +505,63 @@ mod tests {
             8,
         )
         .expect("fail");
-        inv.record_number = 7;
-        assert_eq!(record_number(&record_key(&inv)).expect("key"), 7);
+        inv.apply(&Change::Stop, 9).expect("stop");
+        inv
+    }
+
+    fn no_payload_apart() -> Result<Arc<str>, DecodeError> {
+        Err(DecodeError("not looked up: the payload is inline".into()))
+    }
+
+    #[test]
+    fn an_invocation_round_trips_through_its_format_4_key_and_value() {
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let inv = lived(&function, "job-1", "{\"x\":1}".into());
+        let key = history_key(&inv.key, inv.started_time_ms);
         let value = encode_record(&inv);
         assert!(
-            value.len() <= VARINT_MAX + identity_len(&inv) + encoded_len_bound(&inv, true),
+            value.len() <= encoded_len_bound(&inv, true),
             "sized up front"
         );
         let mut decoder = Decoder::default();
-        let no_payload_apart = || Err(DecodeError("not looked up: the payload is inline".into()));
-        let mut back = decoder.record(&value, no_payload_apart).expect("decode");
-        back.record_number = 7;
+        let back = decoder
+            .history(&key, &value, Detail::Full, no_payload_apart)
+            .expect("decode");
         assert_eq!(back, inv);
-        // The second record of the same function shares its key's strings.
-        let again = decoder.record(&value, no_payload_apart).expect("decode");
+        let summary = decoder
+            .history(&key, &value, Detail::Summary, no_payload_apart)
+            .expect("decode");
+        assert_eq!(summary, inv.without_events());
         assert!(Arc::ptr_eq(
             &back.key.function.account,
-            &again.key.function.account
+            &summary.key.function.account
         ));
+        assert_eq!(
+            record_status(&value, inv.started_time_ms).expect("status"),
+            (Status::Stopped, 9)
+        );
+    }
 
-        // Format 2: the identity as the key, the rest as the value.
-        inv.record_number = 0;
-        let key = function_key(&inv.key.function, &inv.key.id);
-        let value = encode_body(&inv, Vec::new());
-        let back = decoder
-            .invocation(&key, &value, no_payload_apart)
-            .expect("decode format 2");
-        assert_eq!(back, inv);
+    #[test]
+    fn history_keys_sort_by_function_then_started_time_then_id() {
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let other = FunctionKey::new("acct", "svc", "fo");
+        let keys = [
+            history_key(&function.invocation("b"), -5),
+            history_key(&function.invocation("a"), 0),
+            history_key(&function.invocation("b"), 0),
+            history_key(&function.invocation("a"), 1),
+            history_key(&function.invocation("a"), i64::MAX),
+            history_key(&other.invocation("a"), i64::MIN),
+        ];
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        let prefix = function_prefix(&function);
+        assert_eq!(
+            history_key_rest(&keys[0], prefix.len()).expect("rest"),
+            (-5, "b")
+        );
+        assert!(history_bound(&prefix, 0) < keys[1]);
+        assert!(history_bound(&prefix, 1) > keys[2]);
     }
 
     #[test]
@@ -420,10 +576,21 @@ mod tests {
                 i64::MIN,
             );
             inv.end_time_ms = i64::MAX;
+            inv.status = Status::Failed;
             inv.attempts = u32::MAX;
+            inv.retry_at_ms = i64::MAX;
             inv.error_message = "e".repeat(70_000);
             let inline = payload_is_inline(&inv.payload);
-            assert!(encode_body(&inv, Vec::new()).len() <= encoded_len_bound(&inv, inline));
+            assert!(encode_record(&inv).len() <= encoded_len_bound(&inv, inline));
+            let back = Decoder::default()
+                .history(
+                    &history_key(&inv.key, inv.started_time_ms),
+                    &encode_record(&inv),
+                    Detail::Full,
+                    || Ok(inv.payload.clone()),
+                )
+                .expect("extreme values round trip");
+            assert_eq!(back, inv);
         }
     }
 
@@ -431,41 +598,43 @@ mod tests {
     fn a_damaged_key_or_value_is_an_error_not_a_panic() {
         let mut decoder = Decoder::default();
         assert!(decoder
-            .invocation(&[0, 9, b'a'], &[], || Ok("".into()))
+            .format_2(&[0, 9, b'a'], &[], || Ok("".into()))
             .is_err());
         let key = function_key(&FunctionKey::new("a", "s", "f"), "id");
         assert!(decoder
-            .invocation(&key, &[0xff; 3], || Ok("".into()))
+            .format_2(&key, &[0xff; 3], || Ok("".into()))
             .is_err());
         for value in [&[][..], &[0xff; 3], &[40, 0, 1, b'a']] {
-            assert!(decoder.record(value, || Ok("".into())).is_err());
+            assert!(decoder.format_3(value, || Ok("".into())).is_err());
+            assert!(decoder
+                .history(&key, value, Detail::Full, || Ok("".into()))
+                .is_err());
+            assert!(record_status(value, 0).is_err());
         }
-        assert!(record_number(&[1, 2, 3]).is_err());
+        let short_key = function_prefix(&FunctionKey::new("a", "s", "f"));
+        assert!(decoder
+            .history(&short_key, &[], Detail::Full, || Ok("".into()))
+            .is_err());
     }
 
     #[test]
-    fn a_large_payload_is_kept_apart_and_a_format_1_record_reads_its_payload_from_apart() {
+    fn a_large_payload_is_kept_apart() {
         let function = FunctionKey::new("acct", "svc", "fn");
         let large: Arc<str> = "x".repeat(INLINE_PAYLOAD_MAX + 1).into();
-        let inv = Invocation::accept(function.invocation("big"), "LATEST", large.clone(), "r", 5);
+        let inv = lived(&function, "big", large.clone());
         let value = encode_record(&inv);
         assert!(
             value.len() < INLINE_PAYLOAD_MAX,
             "the payload is not in the record"
         );
         let back = Decoder::default()
-            .record(&value, || Ok(large.clone()))
+            .history(
+                &history_key(&inv.key, inv.started_time_ms),
+                &value,
+                Detail::Full,
+                || Ok(large.clone()),
+            )
             .expect("decode");
         assert_eq!(back, inv);
-
-        // A format-1 record of a small payload: the record alone, its payload apart.
-        let small = Invocation::accept(function.invocation("v1"), "LATEST", "{}".into(), "r", 5);
-        let key = function_key(&small.key.function, &small.key.id);
-        let mut value = encode_body(&small, Vec::new());
-        value.truncate(value.len() - 3); // the inline "{}": its length byte and two bytes
-        let back = Decoder::default()
-            .invocation(&key, &value, || Ok("{}".into()))
-            .expect("decode");
-        assert_eq!(back, small);
     }
 }

@@ -1,17 +1,20 @@
-//! Durability behind the store: every committed change is written to an embedded fjall
-//! keyspace in the data directory before the RPC that made it is answered, and everything is
-//! loaded back on start. The in-memory store stays the serving store; reads never touch disk.
+//! Durability and history behind the store: every committed change is written to an embedded
+//! fjall keyspace in the data directory before the RPC that made it is answered. The keyspace
+//! holds every invocation kept (open and finished); memory holds only what is open, and a
+//! restart loads only that, with the configs and functions ([`Persist::load`]). Finished
+//! records are read back by id or by list range through a [`Reader`].
 //!
 //! Why fjall: an LSM keyspace with atomic cross-partition batches, a checksummed journal that
-//! tolerates a torn tail (and refuses other corruption), and explicit sync modes; it saves
-//! writing and proving a log format and its compaction. One writer thread drains whatever
-//! commits are waiting, writes them as one batch, syncs once, and acknowledges them all
-//! (group commit): see [`writer`].
+//! tolerates a torn tail (and refuses other corruption), ordered range scans, and explicit
+//! sync modes; it saves writing and proving a log format and its compaction. One writer thread
+//! drains whatever commits are waiting, writes them as one batch, syncs once, and acknowledges
+//! them all (group commit): see [`writer`]. The layout of keys and values is in [`codec`].
 
 mod codec;
 mod error;
 mod journal_check;
 mod layout;
+mod reader;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,12 +24,12 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle};
 
 use crate::model::{FunctionKey, Invocation, StoredConfig};
 
-pub use codec::DecodeError;
+pub use codec::{DecodeError, Decoder, Detail};
 pub use error::PersistError;
 pub use layout::FORMAT_VERSION;
+pub use reader::{Position, Reader, StoredEntry};
 pub use writer::{Journal, Ticket};
 
-use codec::Decoder;
 use journal_check::JournalCheck;
 use layout::DataDir;
 
@@ -48,7 +51,7 @@ const BUFFERED_SYNC_MS: u16 = 100;
 /// One thing loaded from the data directory.
 #[derive(Debug)]
 pub enum Loaded {
-    /// An invocation with its events and payload.
+    /// An open invocation with its events and payload.
     Invocation(Invocation),
     /// A config.
     Config {
@@ -71,7 +74,7 @@ pub enum Loaded {
 /// Counts of what a load found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadSummary {
-    /// Invocations loaded.
+    /// Open invocations loaded.
     pub invocations: usize,
     /// Configs loaded.
     pub configs: usize,
@@ -79,36 +82,35 @@ pub struct LoadSummary {
     pub functions: usize,
     /// The last watch sequence number handed out before the restart.
     pub sequence: u64,
-    /// The highest record number stored: the next record takes the one after it.
-    pub last_record_number: u64,
-    /// Invocations found in the format-1/2 layout and moved under record numbers.
+    /// Invocations found in an older format's layout and moved to the current one.
     pub migrated: usize,
 }
 
-/// Memtable size of the partitions every invocation writes (records, large payloads), as
+/// Memtable size of the partitions every invocation writes (history, ids, open), as
 /// RocksDB's default write buffer. A full memtable is written out as a new table and synced,
 /// and while that happens the journal's syncs wait behind its writes at the device: with
-/// fjall's default of 16 MiB, synced InvokeFunction throughput was 8% lower over 20 s runs
-/// (27.5k vs 29.8k/s, 4 alternating pairs; BENCHMARKS.md). The keyspace's write buffer
-/// (64 MiB) still bounds all memtables together, and the journal size bounds replay. fjall
-/// keeps a partition's options from its creation, so directories made before this setting
-/// keep 16 MiB.
+/// fjall's default of 16 MiB, synced InvokeFunction throughput was 8% lower over 20 s runs.
+/// The keyspace's write buffer bounds all memtables together, and the journal size bounds
+/// replay.
 const BULK_MEMTABLE_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Memtable size of the rarely written partitions (fjall's default).
 const SMALL_MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
 
-/// The partitions of the keyspace.
+/// Block size of the history: pages are range scans, and larger blocks compress better.
+const HISTORY_BLOCK_BYTES: u32 = 16 * 1024;
+
+/// The partitions of the keyspace (see [`codec`] for their keys and values).
 #[derive(Clone)]
-struct Partitions {
-    /// Invocation records (with their payload if it is small), keyed by record number.
-    records: PartitionHandle,
-    /// Large invocation payloads, same keys; written once.
-    record_payloads: PartitionHandle,
-    /// Formats 1 and 2: invocation records keyed by function prefix + id; emptied on open.
-    invocations: PartitionHandle,
-    /// Formats 1 and 2: payloads kept apart, same keys; emptied on open.
-    payloads: PartitionHandle,
+pub(crate) struct Partitions {
+    /// Invocation records in list order.
+    history: PartitionHandle,
+    /// Large payloads, same keys; written once.
+    history_payloads: PartitionHandle,
+    /// Started time by (function, id).
+    ids: PartitionHandle,
+    /// The history keys of the invocations not yet terminal.
+    open: PartitionHandle,
     /// Configs, keyed by function prefix + qualifier.
     configs: PartitionHandle,
     /// Known (function, qualifier) pairs, same keys, empty values.
@@ -116,6 +118,9 @@ struct Partitions {
     /// Counters: the watch sequence.
     meta: PartitionHandle,
 }
+
+/// Partitions of older formats, read once to move what they hold, then dropped.
+const LEGACY_PARTITIONS: [&str; 4] = ["records", "record_payloads", "invocations", "payloads"];
 
 const SEQUENCE_KEY: &[u8] = b"sequence";
 
@@ -148,20 +153,21 @@ impl Persist {
             return Err(damage);
         }
         drop(check);
-        let open = |name: &str, memtable_bytes: u32| {
-            let options = PartitionCreateOptions::default().max_memtable_size(memtable_bytes);
+        let open = |name: &str, options: PartitionCreateOptions| {
             keyspace
                 .open_partition(name, options)
                 .map_err(|err| recovery_error(path, err))
         };
+        let bulk = || PartitionCreateOptions::default().max_memtable_size(BULK_MEMTABLE_BYTES);
+        let small = || PartitionCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
         let partitions = Partitions {
-            records: open("records", BULK_MEMTABLE_BYTES)?,
-            record_payloads: open("record_payloads", BULK_MEMTABLE_BYTES)?,
-            invocations: open("invocations", SMALL_MEMTABLE_BYTES)?,
-            payloads: open("payloads", SMALL_MEMTABLE_BYTES)?,
-            configs: open("configs", SMALL_MEMTABLE_BYTES)?,
-            functions: open("functions", SMALL_MEMTABLE_BYTES)?,
-            meta: open("meta", SMALL_MEMTABLE_BYTES)?,
+            history: open("history", bulk().block_size(HISTORY_BLOCK_BYTES))?,
+            history_payloads: open("history_payloads", bulk())?,
+            ids: open("ids", bulk())?,
+            open: open("open", bulk())?,
+            configs: open("configs", small())?,
+            functions: open("functions", small())?,
+            meta: open("meta", small())?,
         };
         Ok(Persist {
             dir,
@@ -182,10 +188,14 @@ impl Persist {
         self.dir.secret("page-token.key")
     }
 
-    /// Stream everything stored into `sink`: configs and functions first, then invocations.
+    /// Move what an older format left, then stream what a server needs to start into `sink`:
+    /// configs and functions first, then the open invocations. Finished ones stay on disk.
     pub fn load(&self, mut sink: impl FnMut(Loaded)) -> Result<LoadSummary, PersistError> {
+        let mut summary = LoadSummary {
+            migrated: self.migrate()?,
+            ..LoadSummary::default()
+        };
         let mut decoder = Decoder::default();
-        let mut summary = LoadSummary::default();
         let corrupt = |what: String| PersistError::Corrupt { what };
         let p = &self.partitions;
 
@@ -216,38 +226,17 @@ impl Persist {
                 qualifier,
             });
         }
-
-        for item in with_payloads(&p.records, &p.record_payloads) {
-            let (key, value, apart) = item?;
-            let number = codec::record_number(&key)
-                .map_err(|e| corrupt(format!("invocation record {key:?}: {e}")))?;
-            let mut invocation = decoder
-                .record(&value, || apart)
-                .map_err(|e| corrupt(format!("invocation record {number}: {e}")))?;
-            invocation.record_number = number;
-            summary.last_record_number = summary.last_record_number.max(number);
+        let reader = self.reader();
+        for item in p.open.iter() {
+            let (key, _) = item?;
+            let value = p
+                .history
+                .get(&key)?
+                .ok_or_else(|| corrupt(format!("open invocation {key:?} has no record")))?;
+            let invocation = reader.decode(&mut decoder, &key, &value, Detail::Full)?;
             summary.invocations += 1;
             sink(Loaded::Invocation(invocation));
         }
-
-        // Formats 1 and 2 keyed invocations by function and id: each is moved under the next
-        // record number as it loads, in atomic batches that also delete it from the old
-        // partitions, so that a crash part way leaves every invocation in exactly one place
-        // and the next start moves the rest.
-        let mut migration = Migration::new(&self.keyspace, p);
-        for item in with_payloads(&p.invocations, &p.payloads) {
-            let (key, value, apart) = item?;
-            let mut invocation = decoder
-                .invocation(&key, &value, || apart)
-                .map_err(|e| corrupt(format!("invocation {key:?}: {e}")))?;
-            summary.last_record_number += 1;
-            invocation.record_number = summary.last_record_number;
-            migration.move_record(&key, &invocation)?;
-            summary.invocations += 1;
-            summary.migrated += 1;
-            sink(Loaded::Invocation(invocation));
-        }
-        migration.finish()?;
 
         summary.sequence = match p.meta.get(SEQUENCE_KEY)? {
             Some(bytes) => codec::decode(&bytes, "sequence")
@@ -255,6 +244,53 @@ impl Persist {
             None => 0,
         };
         Ok(summary)
+    }
+
+    /// Move the invocations of formats 1 to 3 to the current layout, in atomic batches that
+    /// also delete them from the old partitions, so that a move cut short leaves every
+    /// invocation in exactly one place and the next start moves the rest. Returns how many
+    /// were moved.
+    fn migrate(&self) -> Result<usize, PersistError> {
+        let names: Vec<&str> = LEGACY_PARTITIONS
+            .into_iter()
+            .filter(|name| self.keyspace.partition_exists(name))
+            .collect();
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let legacy = |name: &str| {
+            self.keyspace
+                .open_partition(name, PartitionCreateOptions::default())
+        };
+        let (records, record_payloads) = (legacy("records")?, legacy("record_payloads")?);
+        let (invocations, payloads) = (legacy("invocations")?, legacy("payloads")?);
+        let corrupt = |what: String| PersistError::Corrupt { what };
+        let mut decoder = Decoder::default();
+        let mut migration = Migration::new(&self.keyspace, &self.partitions);
+        for item in with_payloads(&records, &record_payloads) {
+            let (key, value, apart) = item?;
+            let invocation = decoder
+                .format_3(&value, || apart)
+                .map_err(|e| corrupt(format!("invocation record {key:?}: {e}")))?;
+            migration.move_record(&invocation, [(&records, &key), (&record_payloads, &key)])?;
+        }
+        for item in with_payloads(&invocations, &payloads) {
+            let (key, value, apart) = item?;
+            let invocation = decoder
+                .format_2(&key, &value, || apart)
+                .map_err(|e| corrupt(format!("invocation {key:?}: {e}")))?;
+            migration.move_record(&invocation, [(&invocations, &key), (&payloads, &key)])?;
+        }
+        let moved = migration.finish()?;
+        for handle in [records, record_payloads, invocations, payloads] {
+            self.keyspace.delete_partition(handle)?;
+        }
+        Ok(moved)
+    }
+
+    /// A reader of stored records.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.partitions.clone())
     }
 
     /// Start the writer: from now on changes are written through the returned journal.
@@ -303,7 +339,7 @@ fn with_payloads<'p>(
     })
 }
 
-/// Moves format-1/2 invocations under record numbers, a batch at a time.
+/// Moves older formats' invocations to the current layout, a batch at a time.
 struct Migration<'p> {
     keyspace: &'p Keyspace,
     partitions: &'p Partitions,
@@ -324,9 +360,13 @@ impl<'p> Migration<'p> {
         }
     }
 
-    /// Write `invocation` (loaded from `old_key`) under its record number and delete it
-    /// from the old partitions, in the current batch.
-    fn move_record(&mut self, old_key: &[u8], invocation: &Invocation) -> Result<(), PersistError> {
+    /// Write `invocation` in the current layout and delete its `old` entries, in the current
+    /// batch.
+    fn move_record(
+        &mut self,
+        invocation: &Invocation,
+        old: [(&PartitionHandle, &fjall::Slice); 2],
+    ) -> Result<(), PersistError> {
         let p = self.partitions;
         let batch = self.batch.get_or_insert_with(|| {
             let mut batch = self.keyspace.batch().durability(None);
@@ -334,14 +374,16 @@ impl<'p> Migration<'p> {
             batch
         });
         let mut writes = WriteSet::default();
-        writes.put_accepted(invocation);
+        writes.put_moved(invocation);
         for op in writes.ops {
-            if let Op::Put(part, key, value) = op {
-                batch.insert(partition(p, part), key, value);
+            match op {
+                Op::Put(part, key, value) => batch.insert(partition(p, part), key, value),
+                Op::Delete(part, key) => batch.remove(partition(p, part), key),
             }
         }
-        batch.remove(&p.invocations, old_key);
-        batch.remove(&p.payloads, old_key);
+        for (handle, key) in old {
+            batch.remove(handle, key.clone());
+        }
         self.moved += 1;
         if self.moved.is_multiple_of(Self::BATCH) {
             self.commit()?;
@@ -357,20 +399,20 @@ impl<'p> Migration<'p> {
     }
 
     /// Write the last batch and sync, so that the move is on disk before anything new is.
-    fn finish(mut self) -> Result<(), PersistError> {
+    fn finish(mut self) -> Result<usize, PersistError> {
         self.commit()?;
-        if self.moved > 0 {
-            self.keyspace.persist(fjall::PersistMode::SyncAll)?;
-        }
-        Ok(())
+        self.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        Ok(self.moved)
     }
 }
 
 /// The partition a write goes to.
 fn partition(partitions: &Partitions, part: Part) -> &PartitionHandle {
     match part {
-        Part::Records => &partitions.records,
-        Part::RecordPayloads => &partitions.record_payloads,
+        Part::History => &partitions.history,
+        Part::HistoryPayloads => &partitions.history_payloads,
+        Part::Ids => &partitions.ids,
+        Part::Open => &partitions.open,
         Part::Configs => &partitions.configs,
         Part::Functions => &partitions.functions,
         Part::Meta => &partitions.meta,
@@ -402,8 +444,10 @@ enum Op {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Part {
-    Records,
-    RecordPayloads,
+    History,
+    HistoryPayloads,
+    Ids,
+    Open,
     Configs,
     Functions,
     Meta,
@@ -426,44 +470,68 @@ impl WriteSet {
             .sum()
     }
 
-    /// Store a newly accepted invocation, with its payload.
+    /// Store a newly accepted invocation, with its payload, findable by id, and open.
     pub fn put_accepted(&mut self, invocation: &Invocation) {
-        let key = codec::record_key(invocation);
+        let key = codec::history_key(&invocation.key, invocation.started_time_ms);
         if !codec::payload_is_inline(&invocation.payload) {
             self.ops.push(Op::Put(
-                Part::RecordPayloads,
+                Part::HistoryPayloads,
                 key.clone(),
                 invocation.payload.as_bytes().to_vec(),
             ));
         }
+        self.ops.push(Op::Put(
+            Part::Ids,
+            codec::id_key(&invocation.key),
+            codec::encode(&invocation.started_time_ms),
+        ));
+        self.ops.push(Op::Put(Part::Open, key.clone(), Vec::new()));
         self.put_record(key, invocation);
     }
 
-    /// Store an invocation's current state (a large payload, kept apart, is not rewritten).
+    /// Store an invocation moved from an older format: as accepted, but open only if it is.
+    fn put_moved(&mut self, invocation: &Invocation) {
+        self.put_accepted(invocation);
+        if invocation.status.is_terminal() {
+            self.ops
+                .retain(|op| !matches!(op, Op::Put(Part::Open, _, _)));
+        }
+    }
+
+    /// Store an invocation's current state (a large payload, kept apart, is not rewritten);
+    /// once it is terminal, it is no longer open.
     pub fn put_invocation(&mut self, invocation: &Invocation) {
-        self.put_record(codec::record_key(invocation), invocation);
+        let key = codec::history_key(&invocation.key, invocation.started_time_ms);
+        if invocation.status.is_terminal() {
+            self.ops.push(Op::Delete(Part::Open, key.clone()));
+        }
+        self.put_record(key, invocation);
     }
 
     fn put_record(&mut self, key: Vec<u8>, invocation: &Invocation) {
         let value = codec::encode_record(invocation);
         // A dispatch writes Dequeued then Running for the same record back to back: only
         // the last state needs storing.
-        if let Some(Op::Put(Part::Records, last_key, last_value)) = self.ops.last_mut() {
+        if let Some(Op::Put(Part::History, last_key, last_value)) = self.ops.last_mut() {
             if *last_key == key {
                 *last_value = value;
                 return;
             }
         }
-        self.ops.push(Op::Put(Part::Records, key, value));
+        self.ops.push(Op::Put(Part::History, key, value));
     }
 
-    /// Remove an invocation and its payload if that is kept apart.
+    /// Remove an invocation: its record, its payload if kept apart, its id.
     pub fn delete_invocation(&mut self, invocation: &Invocation) {
-        let key = codec::record_key(invocation);
+        let key = codec::history_key(&invocation.key, invocation.started_time_ms);
         if !codec::payload_is_inline(&invocation.payload) {
-            self.ops.push(Op::Delete(Part::RecordPayloads, key.clone()));
+            self.ops
+                .push(Op::Delete(Part::HistoryPayloads, key.clone()));
         }
-        self.ops.push(Op::Delete(Part::Records, key));
+        self.ops
+            .push(Op::Delete(Part::Ids, codec::id_key(&invocation.key)));
+        self.ops.push(Op::Delete(Part::Open, key.clone()));
+        self.ops.push(Op::Delete(Part::History, key));
     }
 
     /// Store a config.

@@ -62,6 +62,14 @@ impl Catalog {
         self.functions.contains(key)
     }
 
+    /// Every function known, once each (whatever its qualifiers).
+    pub fn function_keys(&self) -> Vec<FunctionKey> {
+        let mut keys: Vec<FunctionKey> =
+            self.functions.iter().map(|k| k.function.clone()).collect();
+        keys.dedup();
+        keys
+    }
+
     /// Record that `key` was invoked or configured.
     pub fn register(&mut self, key: ConfigKey) {
         self.functions.insert(key);

@@ -21,26 +21,9 @@ pub const SCAN_BUDGET: usize = 4_096;
 #[derive(Debug, Default)]
 pub struct FunctionIndex {
     entries: BTreeSet<(i64, Arc<str>)>,
-    /// How many of them are not terminal yet.
-    open: usize,
 }
 
 impl FunctionIndex {
-    /// How many invocations of the function are not terminal yet.
-    pub fn open(&self) -> usize {
-        self.open
-    }
-
-    /// One more invocation is open (accepted, or loaded while unfinished).
-    pub fn opened(&mut self) {
-        self.open += 1;
-    }
-
-    /// An open invocation became terminal.
-    pub fn closed(&mut self) {
-        self.open = self.open.saturating_sub(1);
-    }
-
     /// Add an invocation.
     pub fn insert(&mut self, started_time_ms: i64, id: Arc<str>) {
         self.entries.insert((started_time_ms, id));
@@ -135,13 +118,18 @@ fn cursor(signer: &PageSigner, query: &ListQuery) -> Result<Option<(i64, Arc<str
     Ok(Some((time, parts[1].as_str().into())))
 }
 
-/// Run `query` over `index`, reading each examined record through `lookup`.
-pub fn list(
-    signer: &PageSigner,
-    index: &FunctionIndex,
-    query: &ListQuery,
-    lookup: impl Fn(&Arc<str>) -> Option<Invocation>,
-) -> Result<Page, StoreError> {
+/// One entry a page examines.
+pub trait ListEntry {
+    /// Its (started time, id).
+    fn position(&self) -> (i64, &str);
+}
+
+/// The range of positions a page of `query` covers: after its token's cursor, within its
+/// time filter. `None` when that range is empty.
+pub type Range = (Bound<(i64, Arc<str>)>, Bound<(i64, Arc<str>)>);
+
+/// The range `query` covers, or `None` if it is empty; an invalid token is refused.
+pub fn range(signer: &PageSigner, query: &ListQuery) -> Result<Option<Range>, StoreError> {
     let cursor = cursor(signer, query)?;
     let low: Bound<(i64, Arc<str>)> = match (query.order, &cursor, query.begin) {
         (Order::Asc, Some(c), _) => Bound::Excluded(c.clone()),
@@ -159,31 +147,38 @@ pub fn list(
         (&low, &high)
     {
         if l >= h {
-            return Ok(Page {
-                invocations: Vec::new(),
-                next_token: String::new(),
-            });
+            return Ok(None);
         }
     }
-    let range = index.entries.range((low, high));
-    let entries: Box<dyn Iterator<Item = &(i64, Arc<str>)>> = match query.order {
-        Order::Asc => Box::new(range),
-        Order::Desc => Box::new(range.rev()),
-    };
+    Ok(Some((low, high)))
+}
 
+/// One page of `query` from `entries`, the entries of its range in its order: at most
+/// `limit` matches, and at most [`SCAN_BUDGET`] entries examined. `read` gives the invocation
+/// behind an entry, without events, if it still exists; only entries whose id matches the
+/// prefix are read.
+pub fn page<E: ListEntry>(
+    signer: &PageSigner,
+    query: &ListQuery,
+    entries: impl Iterator<Item = Result<E, StoreError>>,
+    mut read: impl FnMut(E) -> Result<Option<Invocation>, StoreError>,
+) -> Result<Page, StoreError> {
     let mut invocations = Vec::with_capacity(query.limit);
-    let mut last: Option<&(i64, Arc<str>)> = None;
+    let mut last: Option<(i64, String)> = None;
     let mut exhausted = true;
     for (examined, entry) in entries.enumerate() {
         if invocations.len() == query.limit || examined == SCAN_BUDGET {
             exhausted = false;
             break;
         }
-        last = Some(entry);
-        if !entry.1.starts_with(query.id_prefix.as_str()) {
+        let entry = entry?;
+        let (time, id) = entry.position();
+        let matches_prefix = id.starts_with(query.id_prefix.as_str());
+        last = Some((time, id.to_string()));
+        if !matches_prefix {
             continue;
         }
-        let Some(invocation) = lookup(&entry.1) else {
+        let Some(invocation) = read(entry)? else {
             continue;
         };
         let status_matches = query.status.is_none_or(|s| s == invocation.status);
@@ -199,7 +194,7 @@ pub fn list(
         (false, Some((time, id))) => signer.encode(
             token_kind(query.order),
             &scope(query),
-            &[&time.to_string(), id],
+            &[&time.to_string(), &id],
         ),
         _ => String::new(),
     };
@@ -207,4 +202,27 @@ pub fn list(
         invocations,
         next_token,
     })
+}
+
+/// An empty last page.
+pub fn empty_page() -> Page {
+    Page {
+        invocations: Vec::new(),
+        next_token: String::new(),
+    }
+}
+
+impl FunctionIndex {
+    /// The entries of `range` in `order`.
+    pub fn entries(
+        &self,
+        range: Range,
+        order: Order,
+    ) -> Box<dyn Iterator<Item = &(i64, Arc<str>)> + '_> {
+        let range = self.entries.range(range);
+        match order {
+            Order::Asc => Box::new(range),
+            Order::Desc => Box::new(range.rev()),
+        }
+    }
 }

@@ -1,15 +1,19 @@
-//! The serving store: invocation records in a `DashMap`, ordered per-function indexes for
-//! lists, the catalog of configs and functions, and the watch hub.
+//! The serving store: the open invocations in a `DashMap` (the working set), the history of
+//! finished ones (in memory, or in the data directory behind a bounded cache), the catalog of
+//! configs and functions, and the watch hub.
 //!
-//! Reads (get, list, watch) go straight to these structures and never wait on the engine or
-//! the disk. Every mutation goes through `Store::commit`, the one narrow write path: under
-//! the commit lock it checks the mutation against current state, applies it in memory,
-//! numbers its events, and hands its writes to the journal (when the store is on disk). The
-//! caller is answered, and watchers see the events, only once the journal says the writes
-//! are durable; without a journal, events are published at once.
+//! Reads (get, list, watch) go straight to these structures and never wait on the engine.
+//! Every mutation goes through `Store::commit`, the one narrow write path: under the commit
+//! lock it checks the mutation against current state, applies it in memory, numbers its
+//! events, and hands its writes to the journal (when the store is on disk). The caller is
+//! answered, and watchers see the events, only once the journal says the writes are durable;
+//! without a journal, events are published at once. An invocation that ends stays among the
+//! open ones until its last change is durable, then moves to the history: a reader finds it
+//! in one or the other at every moment.
 
 mod catalog;
 mod error;
+mod history;
 mod hub;
 mod index;
 pub mod page;
@@ -18,9 +22,9 @@ use page::PageSigner;
 mod watch;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -33,13 +37,14 @@ use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, 
 
 pub use catalog::{ConfigKey, ConfigPage, FunctionMeta, FunctionPage};
 pub use error::StoreError;
+pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::StoredChange;
 pub use index::{ListQuery, Order, Page, SCAN_BUDGET};
 pub use watch::{ChangesWatch, InvocationWatch, WatchScope};
 
 use catalog::Catalog;
+use history::{DiskHistory, History, MemoryHistory, OpenRecords};
 use hub::Hub;
-use index::FunctionIndex;
 
 /// Default number of recent changes kept for resuming function-level watches.
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
@@ -103,25 +108,39 @@ impl Storage {
 /// library's SipHash on these short string keys, and still seeded per process.
 pub type Hashing = foldhash::fast::RandomState;
 
-/// The in-memory serving store.
+/// How much a store holds in memory, and its history on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Invocations not yet terminal (and those whose end is not yet durable).
+    pub open: usize,
+    /// Finished records cached (0 in memory, where the history holds all of them).
+    pub cached: usize,
+    /// Bytes of the cached records.
+    pub cached_bytes: u64,
+    /// Bytes the history takes on disk (0 in memory).
+    pub disk_bytes: u64,
+}
+
+/// The serving store.
 pub struct Store {
-    /// Boxed, so that a growing map moves pointers rather than whole records, and its empty
-    /// slots (up to half of a freshly grown table) cost a pointer each, not a record.
-    records: DashMap<InvocationKey, Box<Invocation>, Hashing>,
-    indexes: DashMap<FunctionKey, Arc<RwLock<FunctionIndex>>, Hashing>,
+    /// The invocations not yet terminal, whole. Shared with the commits' durable hooks, which
+    /// move ended ones to the history.
+    open: Arc<OpenRecords>,
+    /// How many unfinished invocations each function has (functions with none are absent).
+    open_per_function: DashMap<FunctionKey, usize, Hashing>,
+    /// Finished records, and what lists read.
+    history: Arc<History>,
     catalog: RwLock<Catalog>,
     hub: Arc<Hub>,
     /// Serialises commits, so that checks, applies, sequence numbers and journal writes
     /// follow one order.
     commit_lock: Mutex<CommitState>,
     /// Most unfinished invocations one function may have.
-    max_open_per_function: std::sync::atomic::AtomicUsize,
+    max_open_per_function: AtomicUsize,
     /// Signs page tokens.
     pages: RwLock<PageSigner>,
-    /// The last record number handed out (under the commit lock).
-    last_record_number: std::sync::atomic::AtomicU64,
     /// Commits made since the store was opened.
-    commits: std::sync::atomic::AtomicU64,
+    commits: AtomicU64,
 }
 
 struct CommitState {
@@ -136,11 +155,13 @@ struct CommitState {
 /// What runs once a commit is durable, after its events are published.
 type AfterCommit = Box<dyn FnOnce() + Send>;
 
-/// What one commit changed: the writes for the journal, the events for watchers, and what
-/// runs once it is durable.
+/// What one commit changed: the writes for the journal, the events for watchers, the
+/// invocations it ended, and what runs once it is durable.
 struct Commit {
     writes: Option<WriteSet>,
     events: Vec<(Event, Arc<Invocation>)>,
+    ended: Vec<InvocationKey>,
+    removed: Vec<InvocationKey>,
     after: Option<AfterCommit>,
 }
 
@@ -160,13 +181,66 @@ impl Commit {
     }
 }
 
+/// Move the invocations that ended from the open records to the history, once their end is
+/// durable: present in both for a moment, so that a reader never misses them.
+fn settle(open: &OpenRecords, history: &History, ended: Vec<InvocationKey>) {
+    for key in ended {
+        // An id freed (record not kept) and taken again since is open under the same key.
+        let Some(record) = open
+            .get(&key)
+            .filter(|r| r.status.is_terminal())
+            .map(|r| r.value().clone())
+        else {
+            continue;
+        };
+        history.finished(record);
+        open.remove_if(&key, |_, r| r.status.is_terminal());
+    }
+}
+
+/// What fails a transition on `record` before anything changes: a stale attempt, or a change
+/// its status does not allow. `Ok(None)`: nothing to do (a stop of a Stopping invocation).
+fn check(record: &Invocation, t: &Transition) -> Result<Option<Status>, StoreError> {
+    if let Some(attempt) = t.attempt {
+        if record.attempts != attempt {
+            return Err(StoreError::StaleAttempt {
+                key: t.key.clone(),
+                attempt,
+                current: record.attempts,
+            });
+        }
+    }
+    if record.is_no_op(&t.change) {
+        return Ok(None);
+    }
+    transition(record.status, t.change.trigger())
+        .map(Some)
+        .map_err(|source| StoreError::IllegalTransition {
+            key: t.key.clone(),
+            source,
+        })
+}
+
 impl Store {
     /// An empty in-memory store keeping `watch_history` recent changes; watches end when
     /// `shutdown` fires.
     pub fn new(watch_history: usize, shutdown: CancellationToken) -> Arc<Self> {
+        Self::with_history(
+            History::Memory(MemoryHistory::default()),
+            watch_history,
+            shutdown,
+        )
+    }
+
+    fn with_history(
+        history: History,
+        watch_history: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Store {
-            records: DashMap::default(),
-            indexes: DashMap::default(),
+            open: Arc::default(),
+            open_per_function: DashMap::default(),
+            history: Arc::new(history),
             catalog: RwLock::new(Catalog::default()),
             hub: Arc::new(Hub::new(watch_history, shutdown)),
             commit_lock: Mutex::new(CommitState {
@@ -174,38 +248,35 @@ impl Store {
                 journal: None,
                 closed: false,
             }),
-            max_open_per_function: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            max_open_per_function: AtomicUsize::new(usize::MAX),
             pages: RwLock::new(PageSigner::random()),
-            last_record_number: std::sync::atomic::AtomicU64::new(0),
-            commits: std::sync::atomic::AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         })
     }
 
     /// Refuse new invocations of a function that already has `limit` unfinished ones.
     pub fn limit_open_per_function(&self, limit: usize) {
-        self.max_open_per_function
-            .store(limit, std::sync::atomic::Ordering::Relaxed);
+        self.max_open_per_function.store(limit, Ordering::Relaxed);
     }
 
-    /// A store on `storage`: for a data directory, everything stored there is loaded back
-    /// first, and every later commit is written there before it is acknowledged.
+    /// A store on `storage`: for a data directory, what is open and the catalog are loaded
+    /// back first (finished records stay on disk, and up to `cache_bytes` of them are cached
+    /// once read), and every later commit is written there before it is acknowledged.
     pub fn open(
         storage: &Storage,
         watch_history: usize,
+        cache_bytes: u64,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Self>, LoadSummary), StoreError> {
-        let store = Store::new(watch_history, shutdown);
         let Storage::Disk(disk) = storage else {
-            return Ok((store, LoadSummary::default()));
+            return Ok((Store::new(watch_history, shutdown), LoadSummary::default()));
         };
         let persist = Persist::open(&disk.dir, disk.durability)?;
+        let history = History::Disk(DiskHistory::new(persist.reader(), cache_bytes));
+        let store = Store::with_history(history, watch_history, shutdown);
         *store.pages.write() = PageSigner::new(persist.page_key()?);
         let summary = persist.load(|loaded| store.restore(loaded))?;
         store.hub.restore_head(summary.sequence);
-        store.last_record_number.store(
-            summary.last_record_number,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         if summary.migrated > 0 {
             tracing::info!(
                 invocations = summary.migrated,
@@ -223,19 +294,12 @@ impl Store {
     fn restore(&self, loaded: Loaded) {
         match loaded {
             Loaded::Invocation(invocation) => {
-                let index = self
-                    .indexes
+                *self
+                    .open_per_function
                     .entry(invocation.key.function.clone())
-                    .or_default()
-                    .clone();
-                let mut index = index.write();
-                index.insert(invocation.started_time_ms, invocation.key.id.clone());
-                if !invocation.status.is_terminal() {
-                    index.opened();
-                }
-                drop(index);
-                self.records
-                    .insert(invocation.key.clone(), Box::new(invocation));
+                    .or_default() += 1;
+                self.open
+                    .insert(invocation.key.clone(), Arc::new(invocation));
             }
             Loaded::Config {
                 function,
@@ -292,11 +356,12 @@ impl Store {
             let mut commit = Commit {
                 writes: state.journal.as_ref().map(|_| WriteSet::default()),
                 events: Vec::new(),
+                ended: Vec::new(),
+                removed: Vec::new(),
                 after: None,
             };
             let result = apply(&mut commit)?;
-            self.commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.commits.fetch_add(1, Ordering::Relaxed);
             let mut changes = Vec::with_capacity(commit.events.len());
             for (event, invocation) in commit.events {
                 state.sequence += 1;
@@ -307,25 +372,32 @@ impl Store {
                 });
             }
             let sequence = state.sequence;
-            let after = commit.after;
+            let (after, ended, removed) = (commit.after, commit.ended, commit.removed);
             match (&state.journal, commit.writes) {
                 (Some(journal), Some(mut writes)) if !writes.is_empty() => {
-                    if !changes.is_empty() {
+                    if sequence > 0 {
                         writes.put_sequence(sequence);
                     }
+                    let (open, history) = (self.open.clone(), self.history.clone());
                     let hub = self.hub.clone();
-                    let ticket = journal.submit(
-                        writes,
-                        Box::new(move || {
-                            changes.into_iter().for_each(|c| hub.publish(c));
-                            if let Some(after) = after {
-                                after();
-                            }
-                        }),
-                    )?;
-                    (result, Finish::Durable(ticket))
+                    // The writer runs this for each commit in commit order.
+                    let durable = move || {
+                        history.forget(&removed);
+                        settle(&open, &history, ended);
+                        changes.into_iter().for_each(|c| hub.publish(c));
+                        if let Some(after) = after {
+                            after();
+                        }
+                    };
+                    (
+                        result,
+                        Finish::Durable(journal.submit(writes, Box::new(durable))?),
+                    )
                 }
                 _ => {
+                    // Under the lock, so that changes are published in sequence order.
+                    self.history.forget(&removed);
+                    settle(&self.open, &self.history, ended);
                     changes.into_iter().for_each(|c| self.hub.publish(c));
                     (result, Finish::Now(after))
                 }
@@ -436,47 +508,37 @@ impl Store {
         .await
     }
 
-    /// Purge terminal invocations that ended before `cutoff_ms`, examining at most `budget`
-    /// of the oldest entries. Returns how many were purged; their ids are free again.
+    /// Purge finished invocations that ended before `cutoff_ms`, examining at most `budget`
+    /// stored ones. Returns how many were purged; their ids are free again.
     pub async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
-        let functions: Vec<(FunctionKey, Arc<RwLock<FunctionIndex>>)> = self
-            .indexes
-            .iter()
-            .map(|entry| (entry.key().clone(), entry.value().clone()))
-            .collect();
-        let mut candidates = Vec::new();
-        let mut examined = 0;
-        for (function, index) in functions {
-            if examined >= budget {
-                break;
+        let functions = self.catalog.read().function_keys();
+        let candidates = match self.history.ended_before(&functions, cutoff_ms, budget) {
+            Ok(candidates) => candidates,
+            Err(err) => {
+                tracing::warn!(%err, "retention could not read the history");
+                return 0;
             }
-            let index = index.read();
-            for id in index.started_before(cutoff_ms).take(budget - examined) {
-                examined += 1;
-                let key = function.invocation_ref(id);
-                let ended = self
-                    .records
-                    .get(&key)
-                    .is_some_and(|r| r.status.is_terminal() && r.end_time_ms < cutoff_ms);
-                if ended {
-                    candidates.push(key);
-                }
-            }
-        }
+        };
         if candidates.is_empty() {
             return 0;
         }
         let purged = self
             .commit(|commit| {
                 let mut purged = 0;
-                for key in candidates {
-                    let Some(record) = self.records.get(&key).map(|r| r.without_events()) else {
-                        continue;
+                for candidate in candidates {
+                    // Still the record found, not one that took its freed id since.
+                    let current = match self.history.get(&candidate.key) {
+                        Ok(Some(current)) => current,
+                        _ => continue,
                     };
-                    if record.status.is_terminal() && record.end_time_ms < cutoff_ms {
-                        self.remove_now(commit, &record);
-                        purged += 1;
+                    if self.open.contains_key(&candidate.key)
+                        || current.started_time_ms != candidate.started_time_ms
+                        || !current.status.is_terminal()
+                    {
+                        continue;
                     }
+                    self.remove_now(commit, &candidate);
+                    purged += 1;
                 }
                 Ok(purged)
             })
@@ -493,47 +555,33 @@ impl Store {
     fn insert_now(
         &self,
         commit: &mut Commit,
-        mut invocation: Invocation,
+        invocation: Invocation,
     ) -> Result<Arc<Invocation>, StoreError> {
         let key = invocation.key.clone();
         let config_key = ConfigKey {
             function: key.function.clone(),
             qualifier: invocation.qualifier.clone(),
         };
-        let index = self
-            .indexes
-            .entry(key.function.clone())
-            .or_default()
-            .clone();
-        let limit = self
-            .max_open_per_function
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if index.read().open() >= limit {
+        let limit = self.max_open_per_function.load(Ordering::Relaxed);
+        let open = self.open_per_function.get(&key.function).map_or(0, |n| *n);
+        if open >= limit {
             return Err(StoreError::FunctionFull {
                 function: key.function.clone(),
                 limit,
             });
         }
-        let (summary, first_event) = match self.records.entry(key.clone()) {
-            Entry::Occupied(_) => return Err(StoreError::InvocationAlreadyExists(key)),
-            Entry::Vacant(slot) => {
-                // Under the commit lock: numbers follow commit order.
-                invocation.record_number = self
-                    .last_record_number
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    + 1;
-                commit.write(|w| w.put_accepted(&invocation));
-                let summary = Arc::new(invocation.without_events());
-                let first_event = invocation.events[0].clone();
-                slot.insert(Box::new(invocation));
-                (summary, first_event)
-            }
-        };
-        {
-            let mut index = index.write();
-            index.insert(summary.started_time_ms, key.id.clone());
-            index.opened();
+        if self.open.contains_key(&key) || self.history.contains(&key)? {
+            return Err(StoreError::InvocationAlreadyExists(key));
         }
+        commit.write(|w| w.put_accepted(&invocation));
+        self.history.accepted(&invocation);
+        let summary = Arc::new(invocation.without_events());
+        let first_event = invocation.events[0].clone();
+        self.open.insert(key.clone(), Arc::new(invocation));
+        *self
+            .open_per_function
+            .entry(key.function.clone())
+            .or_default() += 1;
         if !self.catalog.read().knows(&config_key) {
             commit.write(|w| w.put_function(&config_key.function, &config_key.qualifier));
             self.catalog.write().register(config_key);
@@ -548,29 +596,19 @@ impl Store {
         t: Transition,
     ) -> Result<(Arc<Invocation>, bool), StoreError> {
         // Check first, so that a refused transition delivers no destination record.
-        let to = {
-            let record = self
-                .records
-                .get(&t.key)
-                .ok_or_else(|| StoreError::InvocationNotFound(t.key.clone()))?;
-            if let Some(attempt) = t.attempt {
-                if record.attempts != attempt {
-                    return Err(StoreError::StaleAttempt {
-                        key: t.key.clone(),
-                        attempt,
-                        current: record.attempts,
-                    });
-                }
+        let checked = match self.open.get(&t.key) {
+            Some(record) => check(&record, &t)?.ok_or_else(|| record.without_events()),
+            None => {
+                let finished = self
+                    .history
+                    .get(&t.key)?
+                    .ok_or_else(|| StoreError::InvocationNotFound(t.key.clone()))?;
+                check(&finished, &t)?.ok_or_else(|| finished.without_events())
             }
-            if record.is_no_op(&t.change) {
-                return Ok((Arc::new(record.without_events()), false));
-            }
-            transition(record.status, t.change.trigger()).map_err(|source| {
-                StoreError::IllegalTransition {
-                    key: t.key.clone(),
-                    source,
-                }
-            })?
+        };
+        let to = match checked {
+            Ok(to) => to,
+            Err(unchanged) => return Ok((Arc::new(unchanged), false)),
         };
         let destination = match to {
             Status::Succeeded => t.on_success,
@@ -582,10 +620,12 @@ impl Store {
             Err(_) => DestinationStatus::Failed,
         });
 
-        let mut record = self
-            .records
+        let mut held = self
+            .open
             .get_mut(&t.key)
             .ok_or_else(|| StoreError::InvocationNotFound(t.key.clone()))?;
+        // Not shared but for a moment (a reader's copy), so this rarely copies the record.
+        let record = Arc::make_mut(&mut held);
         if let Some(status) = destination_status {
             record.destination_status = status;
         }
@@ -595,16 +635,15 @@ impl Store {
         };
         let summary = Arc::new(record.without_events());
         if event.is_some() {
-            commit.write(|w| w.put_invocation(&record));
+            commit.write(|w| w.put_invocation(record));
         }
-        drop(record);
+        drop(held);
         let changed = event.is_some();
         if let Some(event) = event {
             commit.events.push((event, summary.clone()));
             if summary.status.is_terminal() {
-                if let Some(index) = self.indexes.get(&t.key.function) {
-                    index.write().closed();
-                }
+                self.closed(&t.key.function);
+                commit.ended.push(t.key.clone());
             }
         }
         if summary.status.is_terminal() && !t.keep_record {
@@ -613,53 +652,74 @@ impl Store {
         Ok((summary, changed))
     }
 
-    /// Drop a record and its index entry (a terminal record of a non-stateful function, or one
-    /// past retention). Its id becomes free again.
+    /// One fewer unfinished invocation in `function`.
+    fn closed(&self, function: &FunctionKey) {
+        self.open_per_function.remove_if_mut(function, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+    }
+
+    /// Drop a finished record (of a non-stateful function, or past retention): its id becomes
+    /// free again.
     fn remove_now(&self, commit: &mut Commit, invocation: &Invocation) {
         commit.write(|w| w.delete_invocation(invocation));
-        self.records.remove(&invocation.key);
-        if let Some(index) = self.indexes.get(&invocation.key.function) {
-            index
-                .write()
-                .remove(invocation.started_time_ms, &invocation.key.id);
-        }
+        self.open.remove(&invocation.key);
+        self.history
+            .removed(&invocation.key, invocation.started_time_ms);
+        commit.removed.push(invocation.key.clone());
     }
 
     /// One invocation with its events.
-    pub fn get(&self, key: &InvocationKey) -> Option<Invocation> {
-        self.records.get(key).map(|r| Invocation::clone(&r))
+    pub fn get(&self, key: &InvocationKey) -> Result<Option<Invocation>, StoreError> {
+        self.read(key, Invocation::clone)
     }
 
-    /// `read` applied to one invocation in place (no copy of the record).
-    pub fn read<R>(&self, key: &InvocationKey, read: impl FnOnce(&Invocation) -> R) -> Option<R> {
-        self.records.get(key).map(|r| read(&r))
+    /// `read` applied to one invocation (no copy of a record held in memory): an open one,
+    /// else a finished one from the history.
+    pub fn read<R>(
+        &self,
+        key: &InvocationKey,
+        read: impl FnOnce(&Invocation) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        if let Some(open) = self.open.get(key) {
+            return Ok(Some(read(&open)));
+        }
+        Ok(self.history.get(key)?.map(|finished| read(&finished)))
     }
 
     /// One invocation without its events (cheaper, for decisions about it).
-    pub fn summary(&self, key: &InvocationKey) -> Option<Invocation> {
-        self.records.get(key).map(|r| r.without_events())
+    pub fn summary(&self, key: &InvocationKey) -> Result<Option<Invocation>, StoreError> {
+        self.read(key, Invocation::without_events)
+    }
+
+    /// `read` applied to an open invocation; `None` if it is not open.
+    pub fn read_open<R>(
+        &self,
+        key: &InvocationKey,
+        read: impl FnOnce(&Invocation) -> R,
+    ) -> Option<R> {
+        self.open.get(key).map(|open| read(&open))
+    }
+
+    /// One open invocation without its events; `None` once it ended (or never existed).
+    pub fn open_summary(&self, key: &InvocationKey) -> Option<Invocation> {
+        self.open
+            .get(key)
+            .filter(|r| !r.status.is_terminal())
+            .map(|r| r.without_events())
     }
 
     /// One page of a function's invocations.
     pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let Some(index) = self.indexes.get(&query.function).map(|i| i.clone()) else {
-            // Still decode the token, so that a bad one is refused for an empty function too.
-            let empty = FunctionIndex::default();
-            return index::list(&self.pages.read(), &empty, query, |_| None);
-        };
-        let index = index.read();
-        index::list(&self.pages.read(), &index, query, |id| {
-            self.records
-                .get(&query.function.invocation_ref(id))
-                .map(|r| r.without_events())
-        })
+        self.history.list(&self.pages.read(), query, &self.open)
     }
 
     /// Every invocation not yet terminal (without events), oldest first: what a restart
     /// must pick up again.
     pub fn unfinished(&self) -> Vec<Invocation> {
         let mut open: Vec<Invocation> = self
-            .records
+            .open
             .iter()
             .filter(|r| !r.status.is_terminal())
             .map(|r| r.without_events())
@@ -670,17 +730,18 @@ impl Store {
 
     /// How many commits were made since the store was opened.
     pub fn commits(&self) -> u64 {
-        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+        self.commits.load(Ordering::Relaxed)
     }
 
-    /// How many invocations are stored (all accounts).
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Whether none are stored.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+    /// What the store holds in memory, and its history on disk.
+    pub fn size(&self) -> StoreSize {
+        let (cached_bytes, cached) = self.history.cached();
+        StoreSize {
+            open: self.open.len(),
+            cached,
+            cached_bytes,
+            disk_bytes: self.history.disk_space(),
+        }
     }
 
     /// The config of one qualifier of a function.
@@ -785,7 +846,8 @@ mod tests {
     async fn what_follows_an_insert_runs_even_when_its_caller_stops_waiting() {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::disk(dir.path(), Durability::Sync);
-        let (store, _) = Store::open(&storage, 16, CancellationToken::new()).expect("open");
+        let (store, _) =
+            Store::open(&storage, 16, DEFAULT_CACHE_BYTES, CancellationToken::new()).expect("open");
         assert_eq!(
             insert_and_give_up(&store, "on-disk").await.as_deref(),
             Some("on-disk")

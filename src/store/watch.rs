@@ -41,31 +41,38 @@ impl InvocationWatch {
             last_event_id: from_event_id,
             finished: false,
         };
-        if !watch.replay_history() {
+        if !watch.replay_history()? {
             return Err(StoreError::InvocationNotFound(watch.key.clone()));
         }
         Ok(watch)
     }
 
     /// Queue the stored events after the last delivered one; false if the record is gone.
-    fn replay_history(&mut self) -> bool {
-        let Some(record) = self.store.records.get(&self.key) else {
-            return false;
-        };
-        let invocation = Arc::new(record.without_events());
-        let events = record.events_after(self.last_event_id);
-        if events.is_empty() && record.status.is_terminal() {
+    fn replay_history(&mut self) -> Result<bool, StoreError> {
+        let last_event_id = self.last_event_id;
+        let replayed = self.store.read(&self.key, |record| {
+            let invocation = Arc::new(record.without_events());
+            let events = record.events_after(last_event_id);
             // Resumed at or past the terminal event: there is nothing more to say.
-            self.finished = true;
-        }
-        for event in events {
-            self.pending.push_back(Arc::new(StoredChange {
-                sequence: 0,
-                event: event.clone(),
-                invocation: invocation.clone(),
-            }));
-        }
-        true
+            let finished = events.is_empty() && record.status.is_terminal();
+            let changes: Vec<Arc<StoredChange>> = events
+                .iter()
+                .map(|event| {
+                    Arc::new(StoredChange {
+                        sequence: 0,
+                        event: event.clone(),
+                        invocation: invocation.clone(),
+                    })
+                })
+                .collect();
+            (finished, changes)
+        })?;
+        let Some((finished, changes)) = replayed else {
+            return Ok(false);
+        };
+        self.finished |= finished;
+        self.pending.extend(changes);
+        Ok(true)
     }
 
     /// The next event, `None` once the terminal event was delivered, or an error that ends
@@ -94,12 +101,17 @@ impl InvocationWatch {
             };
             match received {
                 Ok(change) => self.pending.push_back(change),
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
-                    if !self.replay_history() {
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => match self.replay_history() {
+                    Ok(true) => {}
+                    Ok(false) => {
                         self.finished = true;
                         return Some(Err(StoreError::InvocationNotFound(self.key.clone())));
                     }
-                }
+                    Err(err) => {
+                        self.finished = true;
+                        return Some(Err(err));
+                    }
+                },
             }
         }
     }

@@ -1,0 +1,161 @@
+//! Reads of the stored records: one invocation by id, a function's records in list order, and
+//! what retention scans. They run on the caller's thread: a read is served from the storage
+//! engine's memtables and block cache, or the OS page cache, and is short enough to run
+//! inline rather than hop to a blocking thread.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::model::{FunctionKey, Invocation, InvocationKey, Status};
+
+use super::codec::{self, Decoder, Detail};
+use super::{Partitions, PersistError};
+
+/// Reads stored records. Cheap to clone.
+#[derive(Clone)]
+pub struct Reader {
+    partitions: Partitions,
+}
+
+/// One stored record as a range scan found it, not decoded yet.
+pub struct StoredEntry {
+    key: fjall::Slice,
+    value: fjall::Slice,
+    prefix_len: usize,
+}
+
+impl StoredEntry {
+    /// Its started time and id, from its key.
+    pub fn started_and_id(&self) -> Result<(i64, &str), PersistError> {
+        codec::history_key_rest(&self.key, self.prefix_len).map_err(corrupt(&self.key))
+    }
+
+    /// Its status and end time (0 while open), without decoding the rest.
+    pub fn status(&self) -> Result<(Status, i64), PersistError> {
+        let (started, _) = self.started_and_id()?;
+        codec::record_status(&self.value, started).map_err(corrupt(&self.key))
+    }
+}
+
+fn corrupt(key: &[u8]) -> impl FnOnce(codec::DecodeError) -> PersistError + '_ {
+    move |err| PersistError::Corrupt {
+        what: format!("invocation record {key:?}: {err}"),
+    }
+}
+
+/// Where a range of a function's records starts or ends: a (started time, id) position.
+pub type Position<'a> = Bound<(i64, &'a str)>;
+
+impl Reader {
+    pub(super) fn new(partitions: Partitions) -> Self {
+        Reader { partitions }
+    }
+
+    /// The invocation `key`, with its events, if it is stored.
+    pub fn get(&self, key: &InvocationKey) -> Result<Option<Invocation>, PersistError> {
+        let p = &self.partitions;
+        let Some(started) = p.ids.get(codec::id_key(key))? else {
+            return Ok(None);
+        };
+        let started: i64 =
+            codec::decode(&started, "started time").map_err(|err| PersistError::Corrupt {
+                what: format!("id entry of {}: {err}", key.id),
+            })?;
+        let history_key = codec::history_key(key, started);
+        let Some(value) = p.history.get(&history_key)? else {
+            return Err(PersistError::Corrupt {
+                what: format!("invocation {} has an id entry but no record", key.id),
+            });
+        };
+        self.decode(&mut Decoder::default(), &history_key, &value, Detail::Full)
+            .map(Some)
+    }
+
+    /// Whether an invocation with `key`'s id is stored in its function.
+    pub fn contains(&self, key: &InvocationKey) -> Result<bool, PersistError> {
+        Ok(self.partitions.ids.contains_key(codec::id_key(key))?)
+    }
+
+    /// `function`'s records between `low` and `high`, oldest first or newest first.
+    pub fn range(
+        &self,
+        function: &FunctionKey,
+        low: Position<'_>,
+        high: Position<'_>,
+        newest_first: bool,
+    ) -> Box<dyn Iterator<Item = Result<StoredEntry, PersistError>>> {
+        let prefix = codec::function_prefix(function);
+        let prefix_len = prefix.len();
+        let bound = |position: Position<'_>, unbounded: Bound<Vec<u8>>| match position {
+            Bound::Included((time, id)) => Bound::Included(at(&prefix, time, id)),
+            Bound::Excluded((time, id)) => Bound::Excluded(at(&prefix, time, id)),
+            Bound::Unbounded => unbounded,
+        };
+        let low = bound(low, Bound::Included(prefix.clone()));
+        // Ids are text, so no key of the function reaches a 0xFF byte after its time.
+        let mut past_end = prefix.clone();
+        past_end.extend_from_slice(&[0xFF; 9]);
+        let high = bound(high, Bound::Excluded(past_end));
+        let entries = self.partitions.history.range((low, high));
+        let entry = move |item: fjall::Result<fjall::KvPair>| {
+            let (key, value) = item?;
+            Ok(StoredEntry {
+                key,
+                value,
+                prefix_len,
+            })
+        };
+        if newest_first {
+            Box::new(entries.rev().map(entry))
+        } else {
+            Box::new(entries.map(entry))
+        }
+    }
+
+    /// Decode an entry a range scan found.
+    pub fn decode_entry(
+        &self,
+        decoder: &mut Decoder,
+        entry: &StoredEntry,
+        detail: Detail,
+    ) -> Result<Invocation, PersistError> {
+        self.decode(decoder, &entry.key, &entry.value, detail)
+    }
+
+    /// Decode a stored record, reading its payload from `history_payloads` if it is kept
+    /// apart.
+    pub(super) fn decode(
+        &self,
+        decoder: &mut Decoder,
+        key: &[u8],
+        value: &[u8],
+        detail: Detail,
+    ) -> Result<Invocation, PersistError> {
+        let apart = || -> Result<Arc<str>, codec::DecodeError> {
+            let bytes = self
+                .partitions
+                .history_payloads
+                .get(key)
+                .map_err(|err| codec::DecodeError::new(format!("reading its payload: {err}")))?
+                .ok_or_else(|| codec::DecodeError::new("its payload is missing"))?;
+            std::str::from_utf8(&bytes)
+                .map(Arc::from)
+                .map_err(|_| codec::DecodeError::new("its payload is not UTF-8"))
+        };
+        decoder
+            .history(key, value, detail, apart)
+            .map_err(corrupt(key))
+    }
+
+    /// Bytes the history takes on disk (records, payloads and the id index).
+    pub fn disk_space(&self) -> u64 {
+        let p = &self.partitions;
+        p.history.disk_space() + p.history_payloads.disk_space() + p.ids.disk_space()
+    }
+}
+
+fn at(prefix: &[u8], time: i64, id: &str) -> Vec<u8> {
+    let mut key = codec::history_bound(prefix, time);
+    key.extend_from_slice(id.as_bytes());
+    key
+}

@@ -1,0 +1,346 @@
+//! Where finished invocations are kept and lists are read from: in memory for a store without
+//! a data directory, or in the data directory behind a cache of recently read or finished
+//! records, bounded in bytes. The open invocations are the store's own (see `Store::open`).
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::model::{FunctionKey, Invocation, InvocationKey};
+use crate::persist::{Decoder, Detail, PersistError, Reader, StoredEntry};
+
+use super::error::StoreError;
+use super::index::{self, FunctionIndex, ListQuery, Order, Page};
+use super::page::PageSigner;
+use super::Hashing;
+
+/// Default bytes of finished records the cache holds (`--cache-size`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The open invocations, as the store holds them.
+pub type OpenRecords = DashMap<InvocationKey, Arc<Invocation>, Hashing>;
+
+/// Finished invocations and the list order of every invocation.
+pub enum History {
+    /// Everything in memory: purged by retention only.
+    Memory(MemoryHistory),
+    /// Everything in the data directory; recently used finished records cached.
+    Disk(DiskHistory),
+}
+
+/// Finished records, and an index of every record, in memory.
+#[derive(Default)]
+pub struct MemoryHistory {
+    finished: DashMap<InvocationKey, Arc<Invocation>, Hashing>,
+    /// Every invocation, open or finished, by function in list order.
+    indexes: DashMap<FunctionKey, Arc<RwLock<FunctionIndex>>, Hashing>,
+}
+
+/// Records read from the data directory, with a cache.
+pub struct DiskHistory {
+    reader: Reader,
+    cache: quick_cache::sync::Cache<InvocationKey, Arc<Invocation>, RecordWeight>,
+    /// Where retention resumes in each function it has not finished scanning (bounded by the
+    /// functions, and dropped once a function's scan reaches the cutoff).
+    purge_from: Mutex<HashMap<FunctionKey, (i64, Arc<str>), Hashing>>,
+    /// Removals made durable so far.
+    removals: AtomicU64,
+}
+
+/// A cached record's weight: about the bytes it holds.
+#[derive(Clone)]
+struct RecordWeight;
+
+impl quick_cache::Weighter<InvocationKey, Arc<Invocation>> for RecordWeight {
+    fn weight(&self, _key: &InvocationKey, record: &Arc<Invocation>) -> u64 {
+        u64::try_from(approximate_bytes(record)).unwrap_or(u64::MAX)
+    }
+}
+
+/// About the bytes a record holds in memory.
+pub fn approximate_bytes(record: &Invocation) -> usize {
+    const FIXED: usize = 320;
+    const PER_EVENT: usize = 64;
+    FIXED
+        + record.key.id.len()
+        + record.payload.len()
+        + record.return_payload.len()
+        + record.error_message.len()
+        + record
+            .events
+            .iter()
+            .map(|e| PER_EVENT + e.detail.len())
+            .sum::<usize>()
+}
+
+fn storage(err: PersistError) -> StoreError {
+    StoreError::Storage(err.to_string())
+}
+
+impl DiskHistory {
+    /// Records read through `reader`, caching up to `cache_bytes` of them.
+    pub fn new(reader: Reader, cache_bytes: u64) -> Self {
+        DiskHistory {
+            reader,
+            cache: quick_cache::sync::Cache::with_weighter(
+                usize::try_from(cache_bytes / 2048).unwrap_or(1).max(1),
+                cache_bytes.max(1),
+                RecordWeight,
+            ),
+            purge_from: Mutex::default(),
+            removals: AtomicU64::new(0),
+        }
+    }
+}
+
+impl History {
+    /// An invocation was accepted.
+    pub fn accepted(&self, invocation: &Invocation) {
+        if let History::Memory(memory) = self {
+            memory
+                .indexes
+                .entry(invocation.key.function.clone())
+                .or_default()
+                .write()
+                .insert(invocation.started_time_ms, invocation.key.id.clone());
+        }
+    }
+
+    /// An invocation ended and is durable: it is kept here from now on.
+    pub fn finished(&self, invocation: Arc<Invocation>) {
+        match self {
+            History::Memory(memory) => {
+                memory.finished.insert(invocation.key.clone(), invocation);
+            }
+            History::Disk(disk) => disk.cache.insert(invocation.key.clone(), invocation),
+        }
+    }
+
+    /// An invocation is being removed (purged, or not kept once terminal): in memory, it is
+    /// gone at once; on disk, once the removal is durable ([`History::forget`]).
+    pub fn removed(&self, key: &InvocationKey, started_time_ms: i64) {
+        if let History::Memory(memory) = self {
+            memory.finished.remove(key);
+            if let Some(index) = memory.indexes.get(&key.function) {
+                index.write().remove(started_time_ms, &key.id);
+            }
+        }
+    }
+
+    /// The removal of `keys` is durable: drop them from the cache. Until then a read still
+    /// finds them on disk, and one that does must not cache them again afterwards, which the
+    /// removal count guards.
+    pub fn forget(&self, keys: &[InvocationKey]) {
+        if let (History::Disk(disk), false) = (self, keys.is_empty()) {
+            disk.removals.fetch_add(1, Ordering::AcqRel);
+            for key in keys {
+                disk.cache.remove(key);
+            }
+        }
+    }
+
+    /// A finished invocation, with its events.
+    pub fn get(&self, key: &InvocationKey) -> Result<Option<Arc<Invocation>>, StoreError> {
+        match self {
+            History::Memory(memory) => Ok(memory.finished.get(key).map(|r| r.clone())),
+            History::Disk(disk) => {
+                if let Some(cached) = disk.cache.get(key) {
+                    return Ok(Some(cached));
+                }
+                let removals = disk.removals.load(Ordering::Acquire);
+                let Some(read) = disk.reader.get(key).map_err(storage)? else {
+                    return Ok(None);
+                };
+                let read = Arc::new(read);
+                // Only finished records are cached: an open one read here (the store reads
+                // its own first) is about to change. Nor one whose removal may have become
+                // durable while it was read.
+                if read.status.is_terminal() && disk.removals.load(Ordering::Acquire) == removals {
+                    disk.cache.insert(key.clone(), read.clone());
+                }
+                Ok(Some(read))
+            }
+        }
+    }
+
+    /// Whether an invocation with `key`'s id is kept here.
+    pub fn contains(&self, key: &InvocationKey) -> Result<bool, StoreError> {
+        match self {
+            History::Memory(memory) => Ok(memory.finished.contains_key(key)),
+            History::Disk(disk) => {
+                if disk.cache.peek(key).is_some() {
+                    return Ok(true);
+                }
+                disk.reader.contains(key).map_err(storage)
+            }
+        }
+    }
+
+    /// One page of a function's invocations; `open` holds the open ones (a list from memory
+    /// reads them there, one from disk finds them on disk as of their last durable change).
+    pub fn list(
+        &self,
+        signer: &PageSigner,
+        query: &ListQuery,
+        open: &OpenRecords,
+    ) -> Result<Page, StoreError> {
+        let Some(range) = index::range(signer, query)? else {
+            return Ok(index::empty_page());
+        };
+        match self {
+            History::Memory(memory) => {
+                let Some(function_index) = memory.indexes.get(&query.function).map(|i| i.clone())
+                else {
+                    return Ok(index::empty_page());
+                };
+                let function_index = function_index.read();
+                let entries = function_index.entries(range, query.order).map(Ok);
+                index::page(signer, query, entries, |(_, id)| {
+                    let key = query.function.invocation_ref(id);
+                    if let Some(open) = open.get(&key) {
+                        return Ok(Some(open.without_events()));
+                    }
+                    Ok(memory.finished.get(&key).map(|r| r.without_events()))
+                })
+            }
+            History::Disk(disk) => {
+                let entries = disk
+                    .reader
+                    .range(
+                        &query.function,
+                        borrowed(&range.0),
+                        borrowed(&range.1),
+                        query.order == Order::Desc,
+                    )
+                    .map(|entry| entry.map_err(storage).and_then(DiskEntry::new));
+                let mut decoder = Decoder::default();
+                index::page(signer, query, entries, |entry| {
+                    disk.reader
+                        .decode_entry(&mut decoder, &entry.entry, Detail::Summary)
+                        .map(Some)
+                        .map_err(storage)
+                })
+            }
+        }
+    }
+
+    /// Finished invocations that ended before `cutoff_ms`, at most `budget` examined, and
+    /// without events: what retention purges next. `functions` are every function known.
+    pub fn ended_before(
+        &self,
+        functions: &[FunctionKey],
+        cutoff_ms: i64,
+        budget: usize,
+    ) -> Result<Vec<Invocation>, StoreError> {
+        let mut examined = 0;
+        let mut found = Vec::new();
+        match self {
+            History::Memory(memory) => {
+                for function in functions {
+                    let Some(index) = memory.indexes.get(function).map(|i| i.clone()) else {
+                        continue;
+                    };
+                    let index = index.read();
+                    for id in index.started_before(cutoff_ms) {
+                        if examined == budget {
+                            return Ok(found);
+                        }
+                        examined += 1;
+                        let key = function.invocation_ref(id);
+                        if let Some(record) = memory.finished.get(&key) {
+                            if record.end_time_ms < cutoff_ms {
+                                found.push(record.without_events());
+                            }
+                        }
+                    }
+                }
+            }
+            History::Disk(disk) => {
+                let mut decoder = Decoder::default();
+                for function in functions {
+                    let from = disk.purge_from.lock().remove(function);
+                    let low = from
+                        .as_ref()
+                        .map_or(Bound::Unbounded, |(t, id)| Bound::Excluded((*t, &**id)));
+                    // Records started at or after the cutoff cannot have ended before it.
+                    let high = Bound::Excluded((cutoff_ms, ""));
+                    for entry in disk.reader.range(function, low, high, false) {
+                        let entry = entry.map_err(storage)?;
+                        if examined == budget {
+                            let (time, id) = entry.started_and_id().map_err(storage)?;
+                            disk.purge_from
+                                .lock()
+                                .insert(function.clone(), (time, id.into()));
+                            return Ok(found);
+                        }
+                        examined += 1;
+                        let (status, end) = entry.status().map_err(storage)?;
+                        if status.is_terminal() && end < cutoff_ms {
+                            found.push(
+                                disk.reader
+                                    .decode_entry(&mut decoder, &entry, Detail::Summary)
+                                    .map_err(storage)?,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Bytes of finished records cached, and how many (0 in memory, where all are kept).
+    pub fn cached(&self) -> (u64, usize) {
+        match self {
+            History::Memory(_) => (0, 0),
+            History::Disk(disk) => (disk.cache.weight(), disk.cache.len()),
+        }
+    }
+
+    /// Bytes the history takes on disk (0 in memory).
+    pub fn disk_space(&self) -> u64 {
+        match self {
+            History::Memory(_) => 0,
+            History::Disk(disk) => disk.reader.disk_space(),
+        }
+    }
+}
+
+impl index::ListEntry for &(i64, Arc<str>) {
+    fn position(&self) -> (i64, &str) {
+        (self.0, &self.1)
+    }
+}
+
+/// A position bound borrowing its id.
+fn borrowed(bound: &Bound<(i64, Arc<str>)>) -> Bound<(i64, &str)> {
+    match bound {
+        Bound::Included((t, id)) => Bound::Included((*t, &**id)),
+        Bound::Excluded((t, id)) => Bound::Excluded((*t, &**id)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A record a disk list found; its key was checked to hold a position when it was found.
+struct DiskEntry {
+    entry: StoredEntry,
+}
+
+impl DiskEntry {
+    fn new(entry: StoredEntry) -> Result<Self, StoreError> {
+        entry.started_and_id().map_err(storage)?;
+        Ok(DiskEntry { entry })
+    }
+}
+
+impl index::ListEntry for DiskEntry {
+    fn position(&self) -> (i64, &str) {
+        self.entry
+            .started_and_id()
+            .expect("the key was read when the entry was found")
+    }
+}
