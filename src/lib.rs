@@ -27,6 +27,8 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod persist;

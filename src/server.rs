@@ -2,7 +2,9 @@
 //! and a graceful shutdown that ends open watch streams before the server returns.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -15,6 +17,7 @@ use crate::api::{
 };
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineConfig};
+use crate::http::HttpState;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;
@@ -50,6 +53,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Where every time is read: the system clock, or a test's manual one.
     pub clock: Clock,
+    /// Serve metrics and health over HTTP on this address (port 0: any free one).
+    pub http: Option<SocketAddr>,
 }
 
 /// PEM files of a TLS identity.
@@ -105,6 +110,7 @@ impl Default for ServerConfig {
             limits: ServerLimits::default(),
             tls: None,
             clock: Clock::system(),
+            http: None,
         }
     }
 }
@@ -134,6 +140,14 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpListener {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The listener's address could not be read.
     #[error("cannot read the listening address: {source}")]
     Listener {
@@ -159,13 +173,50 @@ pub async fn serve(
     serve_and_announce(listener, config, shutdown, |_| {}).await
 }
 
-/// [`serve`], calling `ready` with the bound address once the store is loaded and calls are
+/// Where a started server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The gRPC listener.
+    pub grpc: SocketAddr,
+    /// The HTTP listener (metrics, health), if one was asked for.
+    pub http: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// What `sai serve` prints on standard output once it answers calls, e.g.
+    /// `sai ready: grpc=127.0.0.1:50051 http=127.0.0.1:8080` (no `http=` without one).
+    pub fn ready_line(&self) -> String {
+        match self.http {
+            Some(http) => format!("{READY_PREFIX} grpc={} http={http}", self.grpc),
+            None => format!("{READY_PREFIX} grpc={}", self.grpc),
+        }
+    }
+
+    /// The addresses a ready line names; `None` for any other line.
+    pub fn from_ready_line(line: &str) -> Option<Bound> {
+        let mut grpc = None;
+        let mut http = None;
+        for field in line.strip_prefix(READY_PREFIX)?.split_whitespace() {
+            match field.split_once('=')? {
+                ("grpc", addr) => grpc = Some(addr.parse().ok()?),
+                ("http", addr) => http = Some(addr.parse().ok()?),
+                _ => {}
+            }
+        }
+        Some(Bound { grpc: grpc?, http })
+    }
+}
+
+/// How the ready line starts.
+pub const READY_PREFIX: &str = "sai ready:";
+
+/// [`serve`], calling `ready` with the bound addresses once the store is loaded and calls are
 /// about to be answered.
 pub async fn serve_and_announce(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
-    ready: impl FnOnce(std::net::SocketAddr),
+    ready: impl FnOnce(Bound),
 ) -> Result<(), ServerError> {
     // Read the TLS files before anything else, so that a bad path fails fast.
     let identity = match &config.tls {
@@ -188,16 +239,45 @@ pub async fn serve_and_announce(
         Some(path) => Some(Tokens::load(path)?),
         None => None,
     };
-    if let (None, false, Ok(addr)) = (&tokens, config.allow_unauthenticated, listener.local_addr())
-    {
-        if !addr.ip().is_loopback() {
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listener { source })?;
+    let refuse_unprotected = |addr: SocketAddr| {
+        if tokens.is_none() && !config.allow_unauthenticated && !addr.ip().is_loopback() {
             return Err(ServerError::Unprotected(addr));
         }
-    }
+        Ok(())
+    };
+    refuse_unprotected(local_addr)?;
+    let http_listener = match config.http {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::HttpListener { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::Listener { source })?;
+            refuse_unprotected(bound)?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let stopping = CancellationToken::new();
     if let Some(tokens) = &tokens {
         tokio::spawn(reload_tokens_on_hangup(tokens.clone(), stopping.clone()));
     }
+    // Up before the store loads: an orchestrator sees the process alive and not yet ready.
+    let http_state = Arc::new(HttpState::default());
+    let http_bound = http_listener.as_ref().map(|(_, bound)| *bound);
+    let http_server = http_listener.map(|(listener, _)| {
+        let app = crate::http::router(http_state.clone());
+        let stop = stopping.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    });
     let opened = {
         let (storage, history, cache, stopping) = (
             config.storage.clone(),
@@ -217,6 +297,7 @@ pub async fn serve_and_announce(
         config.clock.clone(),
         stopping.clone(),
     );
+    http_state.loaded(engine.clone());
     if let Storage::Disk(disk) = &config.storage {
         let recovered = engine.recover().await;
         tracing::info!(
@@ -254,13 +335,13 @@ pub async fn serve_and_announce(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listener { source })?;
     // Without TCP_NODELAY, small answers wait on delayed ACKs (~40 ms a call).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(addr = %local_addr, "sai serving");
-    ready(local_addr);
+    tracing::info!(grpc = %local_addr, http = ?http_bound, "sai serving");
+    ready(Bound {
+        grpc: local_addr,
+        http: http_bound,
+    });
     let on_shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -303,6 +384,13 @@ pub async fn serve_and_announce(
         .serve_with_incoming_shutdown(incoming, on_shutdown)
         .await;
     stopping.cancel();
+    if let Some(http_server) = http_server {
+        match http_server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "the HTTP listener failed"),
+            Err(err) => tracing::error!(%err, "the HTTP listener's task panicked"),
+        }
+    }
     // Every acknowledged change is already durable; this syncs the rest and releases the lock.
     store.close().await?;
     tracing::info!("sai stopped");

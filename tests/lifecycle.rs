@@ -259,57 +259,73 @@ async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
 }
 
 #[tokio::test]
-async fn a_finished_lease_answers_repeats_for_its_window_and_is_then_forgotten() {
+async fn a_finished_lease_answers_repeats_as_long_as_its_invocation_is_kept() {
     let mut config = fast_engine();
-    config.engine.completed_lease_memory = Duration::from_millis(300);
+    config.retention = Duration::from_secs(3600);
+    // Attempt 2 runs through the whole test.
+    config.engine.lease_timeout = Duration::from_secs(7200);
     let server = TestServer::start_with(config).await;
     let (mut c, mut w) = (server.client().await, server.worker().await);
+    configure(&mut c, "default", FUNCTION, retries(1)).await;
     for id in ["first", "second"] {
         invoke(&mut c, "default", FUNCTION, id).await;
     }
     let leases = poll(&mut w, "default", FUNCTION, 2, 1_000).await;
     assert_eq!(leases.len(), 2);
-    for lease in &leases {
-        complete(&mut w, "default", &lease.lease_token, success("done"))
-            .await
-            .expect("complete");
-        complete(&mut w, "default", &lease.lease_token, success("done"))
-            .await
-            .expect("a repeat within the window is answered");
-    }
-    server.advance(Duration::from_millis(299));
-    for lease in &leases {
-        complete(&mut w, "default", &lease.lease_token, success("done"))
-            .await
-            .expect("still within the window");
-    }
-    server.advance(Duration::from_millis(1));
-    for lease in &leases {
-        assert_eq!(forgotten(&w, &lease.lease_token).await, Code::NotFound);
-    }
-    // Forgetting starts over once every finished lease has gone.
-    invoke(&mut c, "default", FUNCTION, "third").await;
-    let third = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
-    complete(&mut w, "default", &third.lease_token, success("done"))
+    let (first, second) = (&leases[0].lease_token, &leases[1].lease_token);
+    complete(&mut w, "default", first, success("done"))
         .await
         .expect("complete");
-    server.advance(Duration::from_millis(300));
-    assert_eq!(forgotten(&w, &third.lease_token).await, Code::NotFound);
-}
-
-/// The code a repeated completion of `token` gets once the server no longer answers it as a
-/// repeat (the server forgets finished leases on its own, once their window has passed).
-async fn forgotten(worker: &Worker, token: &str) -> Code {
-    eventually("the finished lease is forgotten", || {
-        let (mut worker, token) = (worker.clone(), token.to_string());
+    complete(&mut w, "default", second, failure("flaky", true))
+        .await
+        .expect("fail");
+    server.advance(PAST_BACKOFF);
+    let retry = poll(&mut w, "default", FUNCTION, 1, 10_000).await.remove(0);
+    assert_eq!(retry.attempt, 2);
+    // Long after, and while a newer attempt runs, each repeat is answered as the first was,
+    // and nothing is applied twice.
+    server.advance(Duration::from_secs(1800));
+    let again = complete(&mut w, "default", first, success("done"))
+        .await
+        .expect("a repeat of a success");
+    assert_eq!(status_of(&again), pb::InvocationStatus::Succeeded);
+    let again = complete(&mut w, "default", second, failure("flaky", true))
+        .await
+        .expect("a repeat of a failure that was retried");
+    assert_eq!(
+        status_of(&again),
+        pb::InvocationStatus::Running,
+        "attempt 2 runs"
+    );
+    let other = complete(&mut w, "default", first, failure("changed my mind", false))
+        .await
+        .expect_err("another outcome on a used token");
+    assert_eq!(other.code(), Code::FailedPrecondition);
+    for id in ["first", "second"] {
+        let got = get(&mut c, "default", FUNCTION, id).await.expect("get");
+        let dequeued = statuses(&got).iter().filter(|s| **s == "DEQUEUED").count();
+        assert_eq!(dequeued, if id == "first" { 1 } else { 2 }, "{id}");
+    }
+    // Once the record is purged, the token no longer names anything.
+    complete(&mut w, "default", &retry.lease_token, success("done"))
+        .await
+        .expect("complete the retry");
+    server.advance(Duration::from_secs(3600 + 400));
+    let forgotten = eventually("the records are purged", || {
+        let (mut w, token) = (w.clone(), first.clone());
         async move {
-            complete(&mut worker, "default", &token, success("done"))
+            complete(&mut w, "default", &token, success("done"))
                 .await
                 .err()
         }
     })
-    .await
-    .code()
+    .await;
+    assert_eq!(forgotten.code(), Code::FailedPrecondition);
+    assert!(
+        forgotten.message().contains("no longer exists"),
+        "{}",
+        forgotten.message()
+    );
 }
 
 #[tokio::test]

@@ -81,7 +81,10 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| BenchError::Server(format!("cannot read the listening address: {e}")))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    crate::cli::announce_ready(bound);
+    crate::cli::announce_ready(crate::server::Bound {
+        grpc: bound,
+        http: None,
+    });
     tonic::transport::Server::builder()
         .add_service(StatefulAsyncInvocationServiceServer::new(baseline))
         .serve_with_incoming(incoming)

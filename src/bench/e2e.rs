@@ -77,9 +77,9 @@ pub enum Completion {
 const SERVICE: &str = "bench";
 const FUNCTION: &str = "e2e";
 
-struct Run {
-    throughput: f64,
-    latencies: Latencies,
+pub(super) struct Run {
+    pub(super) throughput: f64,
+    pub(super) latencies: Latencies,
     cpu_us: f64,
 }
 
@@ -197,7 +197,7 @@ fn invoke_request(i: usize) -> pb::InvokeFunctionRequest {
     }
 }
 
-async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
+pub(super) async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let n = args.invocations;
     let origin = Instant::now();
     // Send time of invocation i, in µs after `origin` (+1 so that 0 means "not sent yet").

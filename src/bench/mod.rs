@@ -4,12 +4,14 @@
 
 pub mod baseline;
 mod e2e;
+mod http;
 mod invoke;
 mod load;
 mod read;
 mod report;
 mod restart;
 mod server;
+mod soak;
 mod watch;
 
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ pub enum Scenario {
     E2e(e2e::E2eArgs),
     /// W watchers of invocations being run: commit-to-receive latency, memory per watcher.
     Watch(watch::WatchArgs),
+    /// A constant rate end to end for a long time: what the server holds, sampled.
+    Soak(soak::SoakArgs),
 }
 
 /// Flags every scenario shares.
@@ -72,6 +76,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::List(scenario) => read::run(read::Read::List, scenario, args.runs).await?,
         Scenario::E2e(scenario) => e2e::run(scenario, args.runs).await?,
         Scenario::Watch(scenario) => watch::run(scenario).await?,
+        Scenario::Soak(scenario) => soak::run(scenario).await?,
     };
     println!("{}", report.table());
     let path = report.write_json(&args.out)?;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use crate::pb::ListStatefulAsyncInvocationFunctionsRequest;
 
+use crate::server::Bound;
+
 use super::report::proc_kib;
 use super::BenchError;
 
@@ -39,6 +41,8 @@ pub struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// `http://127.0.0.1:PORT` of its HTTP listener (metrics), when it has one.
+    pub http_url: Option<String>,
     /// From spawn to the first answered RPC.
     pub time_to_serving: Duration,
 }
@@ -46,8 +50,19 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `sai serve` in `mode` on `data_dir` and wait until it answers.
     pub async fn start(mode: Mode, data_dir: &Path) -> Result<ServerProcess, BenchError> {
+        Self::start_with(mode, data_dir, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with more flags for `sai serve`.
+    pub async fn start_with(
+        mode: Mode,
+        data_dir: &Path,
+        flags: &[&str],
+    ) -> Result<ServerProcess, BenchError> {
         let mut command = sai_command()?;
-        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags);
         match mode {
             Mode::Memory => command.arg("--in-memory"),
             Mode::Sync | Mode::Buffered => command
@@ -116,12 +131,14 @@ async fn launch(mut command: Command) -> Result<ServerProcess, BenchError> {
     let mut server = ServerProcess {
         child,
         url: String::new(),
+        http_url: None,
         time_to_serving: Duration::ZERO,
     };
-    let addr = tokio::task::spawn_blocking(move || ready_address(stdout))
+    let bound = tokio::task::spawn_blocking(move || ready_address(stdout))
         .await
         .map_err(|e| BenchError::Server(format!("reading the ready line: {e}")))??;
-    server.url = format!("http://{addr}");
+    server.url = format!("http://{}", bound.grpc);
+    server.http_url = bound.http.map(|http| format!("http://{http}"));
     let deadline = started + Duration::from_secs(300);
     loop {
         if let Ok(mut client) =
@@ -149,17 +166,16 @@ async fn launch(mut command: Command) -> Result<ServerProcess, BenchError> {
     }
 }
 
-/// The address in the server's ready line. The rest of its output is drained on a thread of
-/// its own, so that the server never blocks on a full pipe.
-fn ready_address(stdout: std::process::ChildStdout) -> Result<String, BenchError> {
+/// The addresses in the server's ready line. The rest of its output is drained on a thread
+/// of its own, so that the server never blocks on a full pipe.
+fn ready_address(stdout: std::process::ChildStdout) -> Result<Bound, BenchError> {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.map_err(|e| BenchError::Server(format!("reading its output: {e}")))?;
-        if let Some(addr) = line.strip_prefix(crate::cli::READY_LINE) {
-            let addr = addr.trim().to_string();
+        if let Some(bound) = Bound::from_ready_line(&line) {
             std::thread::spawn(move || lines.for_each(drop));
-            return Ok(addr);
+            return Ok(bound);
         }
     }
     Err(BenchError::Server(

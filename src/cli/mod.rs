@@ -131,16 +131,12 @@ pub enum Command {
     },
 }
 
-/// What `sai serve` prints on standard output, followed by the bound address, once it
-/// answers calls.
-pub const READY_LINE: &str = "sai ready: grpc=";
-
 /// Print the ready line: scripts and tests started with `--listen 127.0.0.1:0` read the port
 /// from it. A closed standard output is not an error of the server's.
-pub fn announce_ready(addr: SocketAddr) {
+pub fn announce_ready(bound: server::Bound) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{READY_LINE}{addr}");
+    let _ = writeln!(out, "{}", bound.ready_line());
     let _ = out.flush();
 }
 
@@ -148,13 +144,17 @@ pub fn announce_ready(addr: SocketAddr) {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Once it answers calls, sai serve prints one line on standard output, \
-    `sai ready: grpc=ADDR` with the address it bound: start it with --listen 127.0.0.1:0 and \
-    read the port from that line."
+    `sai ready: grpc=ADDR` (and ` http=ADDR` with --http) with the addresses it bound: start \
+    it with --listen 127.0.0.1:0 and read the ports from that line."
 )]
 pub struct ServeArgs {
     /// Address to listen on (port 0: any free port, printed in the ready line).
     #[arg(long, env = "SAI_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics (/metrics) and health (/healthz, /readyz) over HTTP on this
+    /// address (off unless given; port 0: any free port, printed in the ready line).
+    #[arg(long, env = "SAI_HTTP")]
+    pub http: Option<SocketAddr>,
     /// Recent status changes kept so that WatchInvocations can resume by sequence number.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
@@ -285,6 +285,7 @@ impl ServeArgs {
                 keepalive_timeout: self.keepalive_timeout,
             },
             clock: crate::clock::Clock::system(),
+            http: self.http,
         }
     }
 }

@@ -1,18 +1,29 @@
 //! Leases: which worker holds which attempt of which invocation, until when.
 //!
-//! A token is 128 random bits, unguessable, and maps to one attempt of one invocation of one
-//! account. The token alone proves nothing beyond that: every heartbeat or completion is also
-//! checked against the invocation's current attempt and status (fencing), so a stale lease can
-//! never overwrite a newer outcome.
+//! A lease token names the attempt it covers (the invocation's key and the attempt number)
+//! and carries a tag, an HMAC-SHA256 of those under a key drawn when the process starts: a
+//! token cannot be forged or altered, and a server can tell which attempt any of its tokens
+//! is for without remembering it. Only the leases workers hold are kept (one per invocation a
+//! worker holds); once an attempt ends, a token for it is answered from the invocation's own
+//! record (see the engine's repeated completions), for as long as the record is kept. Tokens
+//! of another process (before a restart) do not verify, as that process's leases died with
+//! it.
+//!
+//! The token alone proves nothing beyond that: every heartbeat or completion is also checked
+//! against the invocation's current attempt and status (fencing), so a stale lease can never
+//! overwrite a newer outcome.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::time::Instant;
 
-use crate::model::InvocationKey;
+use crate::model::{FunctionKey, InvocationKey};
+use crate::store::Hashing;
 
 /// What a worker reported for an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,22 +49,9 @@ pub enum Outcome {
     },
 }
 
-/// Where a lease stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseState {
-    /// The worker holds the attempt.
-    Active,
-    /// The worker reported this outcome (kept to answer a repeated completion).
-    Completed(Outcome),
-    /// The lease ran out before the worker reported.
-    Expired,
-}
-
-/// One lease.
+/// A lease a worker holds.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    /// The invocation.
-    pub key: InvocationKey,
     /// The attempt it covers.
     pub attempt: u32,
     /// When the attempt started (for duration_ms).
@@ -62,151 +60,143 @@ pub struct Lease {
     pub deadline: Instant,
     /// The same deadline in epoch ms, as workers see it.
     pub deadline_ms: i64,
-    /// Where it stands.
-    pub state: LeaseState,
 }
 
-/// Most finished leases remembered at once (a few hundred bytes each): past it, the oldest
-/// are forgotten before their window ends, so that a long burst cannot hold unbounded memory.
-const MAX_FINISHED_REMEMBERED: usize = 1_000_000;
+/// Token prefix: the version of the token's layout.
+const TOKEN_PREFIX: &str = "lt2.";
+/// Bytes of tag a token carries.
+const TAG_BYTES: usize = 16;
 
-/// Every live or recently finished lease by token.
-#[derive(Debug)]
+/// The leases workers hold, by invocation, and the key their tokens are signed with.
 pub struct Leases {
-    /// Boxed, as the store's records are: finished leases are kept for a while, so the map
-    /// grows under load, and a resize then moves pointers rather than whole leases.
-    by_token: DashMap<String, Box<Lease>, crate::store::Hashing>,
-    /// The active lease of each invocation a worker holds: at most one per open invocation,
-    /// removed when the lease ends.
-    active: DashMap<InvocationKey, String, crate::store::Hashing>,
-    /// Finished (completed or expired) leases in the order they finished, each with when it
-    /// is to be forgotten. Every lease is kept for the same window, so this is also the order
-    /// they are due in, and one timer for the oldest serves them all where a timer per lease
-    /// cost an ordered-map entry per completion.
-    finished: Mutex<VecDeque<(Instant, String)>>,
-    /// Most finished leases kept.
-    max_finished: usize,
+    active: DashMap<InvocationKey, Lease, Hashing>,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("active", &self.active.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Leases {
     fn default() -> Self {
-        Leases::remembering(MAX_FINISHED_REMEMBERED)
+        Leases {
+            active: DashMap::default(),
+            key: rand::random(),
+        }
     }
 }
 
 impl Leases {
-    /// Record a new lease; returns its token.
-    pub fn grant(&self, lease: Lease) -> String {
-        let token = format!("lt1.{}", uuid::Uuid::new_v4().simple());
-        if lease.state == LeaseState::Active {
-            self.active.insert(lease.key.clone(), token.clone());
-        }
-        self.by_token.insert(token.clone(), Box::new(lease));
+    /// Record that a worker holds `lease` on `key` (replacing a lease on an earlier attempt);
+    /// returns its token.
+    pub fn grant(&self, key: InvocationKey, lease: Lease) -> String {
+        let token = self.token(&key, lease.attempt);
+        self.active.insert(key, lease);
         token
     }
 
-    /// The active lease on `key`, with its token.
-    pub fn active_on(&self, key: &InvocationKey) -> Option<(String, Lease)> {
-        let token = self.active.get(key)?.clone();
-        let lease = self
-            .by_token
-            .get(&token)
-            .filter(|lease| lease.state == LeaseState::Active)?;
-        Some((token, Lease::clone(&lease)))
-    }
-
-    /// End the lease of `token` in `state`; true if it was active until now (the caller
-    /// then retires it, once).
-    pub fn end(&self, token: &str, state: LeaseState) -> bool {
-        let Some(mut lease) = self.by_token.get_mut(token) else {
-            return false;
-        };
-        let was_active = lease.state == LeaseState::Active;
-        let key = lease.key.clone();
-        lease.state = state;
-        drop(lease);
-        if was_active {
-            self.active.remove_if(&key, |_, active| active == token);
+    /// The token of attempt `attempt` of `key`.
+    fn token(&self, key: &InvocationKey, attempt: u32) -> String {
+        let mut raw = attempt.to_be_bytes().to_vec();
+        for part in [
+            &key.function.account,
+            &key.function.service,
+            &key.function.function,
+        ] {
+            // Names are validated to far below 64 KiB.
+            let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+            raw.extend_from_slice(&len.to_be_bytes());
+            raw.extend_from_slice(&part.as_bytes()[..usize::from(len)]);
         }
-        was_active
+        raw.extend_from_slice(key.id.as_bytes());
+        let tag = self.tag(&raw);
+        let mut bytes = tag.to_vec();
+        bytes.extend_from_slice(&raw);
+        format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    /// How many leases are active.
-    pub fn active_count(&self) -> usize {
-        self.active.len()
+    fn tag(&self, raw: &[u8]) -> [u8; TAG_BYTES] {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(raw);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        tag
     }
 
-    /// How many leases are kept, active or finished.
-    pub fn kept_count(&self) -> usize {
-        self.by_token.len()
+    /// The attempt `token` covers, if this process made it for an invocation of `account`. A
+    /// foreign token is as unknown as a forged one, so that tokens reveal nothing across
+    /// accounts.
+    pub fn verify(&self, token: &str, account: &str) -> Option<(InvocationKey, u32)> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.strip_prefix(TOKEN_PREFIX)?)
+            .ok()?;
+        if bytes.len() < TAG_BYTES + 4 {
+            return None;
+        }
+        let (tag, raw) = bytes.split_at(TAG_BYTES);
+        if !constant_time_eq::constant_time_eq(tag, &self.tag(raw)) {
+            return None;
+        }
+        let attempt = u32::from_be_bytes(raw[..4].try_into().ok()?);
+        let mut rest = &raw[4..];
+        let mut parts = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            parts.push(std::str::from_utf8(rest.get(2..2 + len)?).ok()?);
+            rest = &rest[2 + len..];
+        }
+        if parts[0] != account {
+            return None;
+        }
+        let id = std::str::from_utf8(rest).ok()?;
+        Some((
+            FunctionKey::new(parts[0], parts[1], parts[2]).invocation(id),
+            attempt,
+        ))
     }
 
-    /// The lease of `token` if it belongs to `account`. A foreign token is as unknown as a
-    /// forged one, so that tokens reveal nothing across accounts.
-    pub fn get(&self, token: &str, account: &str) -> Option<Lease> {
-        self.by_token
-            .get(token)
-            .filter(|lease| &*lease.key.function.account == account)
-            .map(|lease| Lease::clone(&lease))
+    /// The lease a worker holds on attempt `attempt` of `key`.
+    pub fn active(&self, key: &InvocationKey, attempt: u32) -> Option<Lease> {
+        self.active
+            .get(key)
+            .filter(|lease| lease.attempt == attempt)
+            .map(|lease| lease.clone())
     }
 
-    /// The lease of `token`, whatever its account.
-    #[cfg(test)]
-    pub fn get_any(&self, token: &str) -> Option<Lease> {
-        self.by_token.get(token).map(|lease| Lease::clone(&lease))
-    }
-
-    /// Change a lease in place; false if it is gone.
-    pub fn update(&self, token: &str, change: impl FnOnce(&mut Lease)) -> bool {
-        match self.by_token.get_mut(token) {
-            Some(mut lease) => {
-                change(&mut lease);
+    /// Move the deadline of the lease on attempt `attempt` of `key`; false if it is not held.
+    pub fn extend(
+        &self,
+        key: &InvocationKey,
+        attempt: u32,
+        deadline: Instant,
+        deadline_ms: i64,
+    ) -> bool {
+        match self.active.get_mut(key) {
+            Some(mut lease) if lease.attempt == attempt => {
+                lease.deadline = deadline;
+                lease.deadline_ms = deadline_ms;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Leases that remember at most `max_finished` finished ones.
-    pub fn remembering(max_finished: usize) -> Self {
-        Leases {
-            by_token: DashMap::default(),
-            active: DashMap::default(),
-            finished: Mutex::new(VecDeque::new()),
-            max_finished: max_finished.max(1),
-        }
+    /// The lease on attempt `attempt` of `key` ended; true if it was held until now.
+    pub fn end(&self, key: &InvocationKey, attempt: u32) -> bool {
+        self.active
+            .remove_if(key, |_, lease| lease.attempt == attempt)
+            .is_some()
     }
 
-    /// A lease has finished: keep it until `forget_at` (to answer a repeated completion) or
-    /// until more than the most remembered have finished after it. Returns when the caller
-    /// must have [`Leases::forget_due`] run, when no earlier call is still waiting for it.
-    pub fn retire(&self, token: String, forget_at: Instant) -> Option<Instant> {
-        let mut finished = self.finished.lock();
-        let first = finished.is_empty();
-        finished.push_back((forget_at, token));
-        while finished.len() > self.max_finished {
-            self.forget_oldest(&mut finished);
-        }
-        first.then_some(forget_at)
-    }
-
-    /// Forget the finished leases whose time has come by `now`; returns when to run again,
-    /// if any are left.
-    pub fn forget_due(&self, now: Instant) -> Option<Instant> {
-        let mut finished = self.finished.lock();
-        while let Some((at, _)) = finished.front() {
-            if *at > now {
-                return Some(*at);
-            }
-            self.forget_oldest(&mut finished);
-        }
-        None
-    }
-
-    fn forget_oldest(&self, finished: &mut VecDeque<(Instant, String)>) {
-        if let Some((_, token)) = finished.pop_front() {
-            self.by_token.remove(&token);
-        }
+    /// How many leases workers hold.
+    pub fn active_count(&self) -> usize {
+        self.active.len()
     }
 }
 
@@ -215,61 +205,57 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::FunctionKey;
 
-    fn grant(leases: &Leases) -> String {
+    fn lease(attempt: u32) -> Lease {
         let now = Instant::now();
-        leases.grant(Lease {
-            key: FunctionKey::new("a", "s", "f").invocation("i"),
-            attempt: 1,
+        Lease {
+            attempt,
             started: now,
-            deadline: now,
+            deadline: now + Duration::from_secs(30),
             deadline_ms: 0,
-            state: LeaseState::Completed(Outcome::Stopped),
-        })
-    }
-
-    #[test]
-    fn finished_leases_are_forgotten_in_order_once_due() {
-        let leases = Leases::default();
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let (first, second, third) = (grant(&leases), grant(&leases), grant(&leases));
-        // Only the first into an empty queue asks for a run; the others wait on it.
-        assert_eq!(leases.retire(first.clone(), at(10)), Some(at(10)));
-        assert_eq!(leases.retire(second.clone(), at(20)), None);
-        assert_eq!(leases.retire(third.clone(), at(30)), None);
-        assert_eq!(leases.forget_due(at(5)), Some(at(10)), "nothing due yet");
-        assert_eq!(leases.by_token.len(), 3);
-        assert_eq!(leases.forget_due(at(20)), Some(at(30)));
-        assert!(leases.get_any(&first).is_none());
-        assert!(leases.get_any(&second).is_none());
-        assert!(leases.get_any(&third).is_some());
-        assert_eq!(leases.forget_due(at(30)), None, "all forgotten");
-        assert!(leases.by_token.is_empty());
-        // An empty queue asks again.
-        let fourth = grant(&leases);
-        assert_eq!(leases.retire(fourth, at(40)), Some(at(40)));
-    }
-
-    #[test]
-    fn past_the_most_remembered_the_oldest_are_forgotten_at_once() {
-        let leases = Leases::remembering(2);
-        let later = Instant::now() + Duration::from_secs(600);
-        let tokens: Vec<String> = (0..3).map(|_| grant(&leases)).collect();
-        let live = grant(&leases);
-        for token in &tokens {
-            leases.retire(token.clone(), later);
         }
-        assert!(
-            leases.get_any(&tokens[0]).is_none(),
-            "the oldest went early"
+    }
+
+    #[test]
+    fn a_token_names_its_attempt_and_cannot_be_forged_altered_or_used_by_another_account() {
+        let leases = Leases::default();
+        let key = FunctionKey::new("acct", "svc", "fn").invocation("job-1");
+        let token = leases.grant(key.clone(), lease(3));
+        assert_eq!(leases.verify(&token, "acct"), Some((key.clone(), 3)));
+        assert_eq!(leases.verify(&token, "other"), None, "another account's");
+        assert_eq!(
+            Leases::default().verify(&token, "acct"),
+            None,
+            "another process's"
         );
-        assert!(leases.get_any(&tokens[1]).is_some());
-        assert!(leases.get_any(&tokens[2]).is_some());
-        assert!(
-            leases.get_any(&live).is_some(),
-            "a live lease is never counted"
-        );
+        let mut altered = token.clone().into_bytes();
+        let last = altered.len() - 1;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).expect("ascii");
+        for forged in [
+            altered.as_str(),
+            "lt2.",
+            "lt2.!!!",
+            "lt1.00000000000000000000000000000000",
+            "",
+        ] {
+            assert_eq!(leases.verify(forged, "acct"), None, "{forged}");
+        }
+    }
+
+    #[test]
+    fn a_held_lease_is_extended_and_ended_for_its_own_attempt_only() {
+        let leases = Leases::default();
+        let key = FunctionKey::new("a", "s", "f").invocation("i");
+        leases.grant(key.clone(), lease(1));
+        let later = Instant::now() + Duration::from_secs(60);
+        assert!(!leases.extend(&key, 2, later, 7), "not that attempt");
+        assert!(leases.extend(&key, 1, later, 7));
+        assert_eq!(leases.active(&key, 1).map(|l| l.deadline_ms), Some(7));
+        assert!(leases.active(&key, 2).is_none());
+        assert!(!leases.end(&key, 2));
+        assert!(leases.end(&key, 1));
+        assert!(!leases.end(&key, 1), "ended once");
+        assert_eq!(leases.active_count(), 0);
     }
 }

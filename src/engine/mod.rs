@@ -5,6 +5,7 @@
 //! Every change goes through the store's commit path, fenced by the attempt it is about, so a
 //! timer or worker acting on an old view can never overwrite a newer outcome.
 
+mod attempt;
 mod destination;
 mod error;
 mod lease;
@@ -31,9 +32,9 @@ pub use lease::Outcome;
 pub use queue::PollTarget;
 
 use destination::result_record;
-use lease::{Lease, LeaseState, Leases};
+use lease::{Lease, Leases};
 use queue::ReadyQueues;
-use timers::{Timer, Timers};
+use timers::Timers;
 
 /// Timing of the lifecycle. Defaults in [`EngineConfig::default`].
 #[derive(Debug, Clone)]
@@ -48,8 +49,6 @@ pub struct EngineConfig {
     pub backoff_max: Duration,
     /// Longest long-poll wait (default 30 s).
     pub max_poll_wait: Duration,
-    /// How long a completed lease is remembered to answer a repeated completion (10 min).
-    pub completed_lease_memory: Duration,
 }
 
 impl Default for EngineConfig {
@@ -60,7 +59,6 @@ impl Default for EngineConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             max_poll_wait: Duration::from_secs(30),
-            completed_lease_memory: Duration::from_secs(600),
         }
     }
 }
@@ -104,16 +102,13 @@ pub struct RecoveryReport {
     pub interrupted: usize,
 }
 
-/// Counts of what the engine holds in memory: each is bounded by the open invocations, but for
-/// finished leases, which are kept for `completed_lease_memory` (at most 1,000,000).
+/// Counts of what the engine holds in memory, each bounded by the open invocations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkingSet {
-    /// Deadlines armed: one per open invocation, and one for forgetting finished leases.
+    /// Deadlines armed: at most one per open invocation.
     pub pending_timers: usize,
     /// Leases workers hold.
     pub active_leases: usize,
-    /// Leases kept, active or finished.
-    pub kept_leases: usize,
     /// Invocations in the ready queues.
     pub queued: usize,
 }
@@ -189,7 +184,7 @@ impl Engine {
                 }
                 Status::Dequeued | Status::Running => {
                     let outcome = Outcome::Failure {
-                        error_message: "lease lost: sai restarted while the attempt ran".into(),
+                        error_message: attempt::LOST_IN_RESTART.into(),
                         retryable: true,
                     };
                     if let Err(err) = self
@@ -280,11 +275,10 @@ impl Engine {
     /// Arm the one deadline `invocation` has in its current state, replacing the one it had;
     /// an invocation that ended has none, and leaves its queue.
     fn arm(&self, invocation: &Invocation) {
-        let timer = Timer::Due(invocation.key.clone());
         match self.deadline_of(invocation) {
-            Some(at) => self.timers.schedule(at, timer),
+            Some(at) => self.timers.schedule(at, invocation.key.clone()),
             None => {
-                self.timers.cancel(&timer);
+                self.timers.cancel(&invocation.key);
                 if invocation.status.is_terminal() {
                     self.queues.remove(&invocation.key);
                 }
@@ -300,9 +294,8 @@ impl Engine {
         let expiry = || expiry_deadline_ms(invocation, &self.config_of(invocation));
         let lease = || {
             self.leases
-                .active_on(&invocation.key)
-                .filter(|(_, lease)| lease.attempt == invocation.attempts)
-                .map(|(_, lease)| lease.deadline)
+                .active(&invocation.key, invocation.attempts)
+                .map(|lease| lease.deadline)
         };
         match invocation.status {
             Status::Enqueued => Some(self.clock.instant_at(expiry())),
@@ -456,14 +449,15 @@ impl Engine {
             let Some(Ok((invocation, _))) = pair.get(1) else {
                 continue;
             };
-            let token = self.leases.grant(Lease {
+            let token = self.leases.grant(
                 key,
-                attempt,
-                started,
-                deadline,
-                deadline_ms,
-                state: LeaseState::Active,
-            });
+                Lease {
+                    attempt,
+                    started,
+                    deadline,
+                    deadline_ms,
+                },
+            );
             self.arm(invocation);
             grants.push(Grant {
                 token,
@@ -475,27 +469,15 @@ impl Engine {
         grants
     }
 
-    /// The invocation `lease` is for, if the lease still entitles its worker to act: the
-    /// lease is active and the invocation is still on that attempt and held by a worker.
-    fn leased_invocation(&self, lease: &Lease) -> Result<Invocation, EngineError> {
-        match lease.state {
-            // Past its deadline, a lease is over even before its expiry timer has run.
-            LeaseState::Active if lease.deadline <= self.clock.now() => {
-                return Err(EngineError::LeaseFenced("the lease expired"))
-            }
-            LeaseState::Active => {}
-            LeaseState::Completed(_) => {
-                return Err(EngineError::LeaseFenced(
-                    "the attempt was already completed",
-                ))
-            }
-            LeaseState::Expired => return Err(EngineError::LeaseFenced("the lease expired")),
-        }
+    /// The invocation and lease of attempt `attempt` of `key`, if a worker still holds it: the
+    /// lease is held and not past its deadline, and the invocation is on that attempt and
+    /// held by a worker. Otherwise why not.
+    fn held(&self, key: &InvocationKey, attempt: u32) -> Result<(Invocation, Lease), EngineError> {
         let record = self
             .store
-            .summary(&lease.key)?
+            .summary(key)?
             .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
-        if record.attempts != lease.attempt {
+        if record.attempts != attempt {
             return Err(EngineError::LeaseFenced(
                 "a newer attempt holds the invocation",
             ));
@@ -505,26 +487,24 @@ impl Engine {
                 "the invocation already ended this attempt",
             ));
         }
-        Ok(record)
+        match self.leases.active(key, attempt) {
+            // Past its deadline, a lease is over even before its expiry timer has run.
+            Some(lease) if lease.deadline > self.clock.now() => Ok((record, lease)),
+            _ => Err(EngineError::LeaseFenced("the lease expired")),
+        }
     }
 
     /// Extend a lease. Answers whether a stop was requested, and the new deadline.
     pub async fn heartbeat(&self, account: &str, token: &str) -> Result<(bool, i64), EngineError> {
-        let lease = self
+        let (key, attempt) = self
             .leases
-            .get(token, account)
+            .verify(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
-        let record = self.leased_invocation(&lease)?;
+        let (record, _) = self.held(&key, attempt)?;
         let deadline = self.clock.now() + self.config.lease_timeout;
         let deadline_ms = self.clock.now_ms() + millis(self.config.lease_timeout);
-        let extended = self.leases.update(token, |lease| {
-            if lease.state == LeaseState::Active {
-                lease.deadline = deadline;
-                lease.deadline_ms = deadline_ms;
-            }
-        });
-        if !extended {
-            return Err(EngineError::LeaseNotFound);
+        if !self.leases.extend(&key, attempt, deadline, deadline_ms) {
+            return Err(EngineError::LeaseFenced("the lease expired"));
         }
         self.arm(&record);
         Ok((record.status == Status::Stopping, deadline_ms))
@@ -538,19 +518,23 @@ impl Engine {
         token: &str,
         outcome: Outcome,
     ) -> Result<Arc<Invocation>, EngineError> {
-        let lease = self
+        let (key, attempt) = self
             .leases
-            .get(token, account)
+            .verify(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
-        if let Some(answer) = self.repeated_completion(&lease, &outcome)? {
-            return Ok(answer);
-        }
-        let record = self.leased_invocation(&lease)?;
+        let (record, lease) = match self.held(&key, attempt) {
+            Ok(held) => held,
+            Err(not_held) => {
+                return self
+                    .repeated_completion(&key, attempt, &outcome)?
+                    .ok_or(not_held)
+            }
+        };
         let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
         let result = self
-            .finish_attempt(&record, lease.attempt, &outcome, duration_ms)
+            .finish_attempt(&record, attempt, &outcome, duration_ms)
             .await;
-        self.completed(account, token, outcome, result)
+        self.completed(&key, attempt, &outcome, result)
     }
 
     /// Report the outcomes of several leases of `account`, in order, in one commit: each is
@@ -572,41 +556,37 @@ impl Engine {
                 repeats.push((at, token, outcome));
                 continue;
             }
-            let prepared = self
-                .leases
-                .get(&token, account)
-                .ok_or(EngineError::LeaseNotFound);
-            let prepared = prepared.and_then(|lease| {
-                if let Some(answer) = self.repeated_completion(&lease, &outcome)? {
-                    return Ok(Err(answer));
-                }
-                let record = self.leased_invocation(&lease)?;
-                let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
-                Ok(Ok(self.attempt_transition(
-                    &record,
-                    lease.attempt,
-                    &outcome,
-                    duration_ms,
-                )))
-            });
-            match prepared {
-                Ok(Ok(transition)) => {
+            let Some((key, attempt)) = self.leases.verify(&token, account) else {
+                answers[at] = Some(Err(EngineError::LeaseNotFound));
+                continue;
+            };
+            match self.held(&key, attempt) {
+                Ok((record, lease)) => {
+                    let duration_ms =
+                        millis(self.clock.now().saturating_duration_since(lease.started));
+                    let transition =
+                        self.attempt_transition(&record, attempt, &outcome, duration_ms);
                     applying.push((
                         at,
-                        token,
+                        key,
+                        attempt,
                         outcome,
                         [transition.on_success.clone(), transition.on_failure.clone()],
                     ));
                     transitions.push(transition);
                 }
-                Ok(Err(answer)) => answers[at] = Some(Ok(answer)),
-                Err(err) => answers[at] = Some(Err(err)),
+                Err(not_held) => {
+                    answers[at] = Some(
+                        self.repeated_completion(&key, attempt, &outcome)
+                            .and_then(|answer| answer.ok_or(not_held)),
+                    );
+                }
             }
         }
         if !transitions.is_empty() {
             match self.store.apply_all(transitions).await {
                 Ok(results) => {
-                    for ((at, token, outcome, destinations), result) in
+                    for ((at, key, attempt, outcome, destinations), result) in
                         applying.into_iter().zip(results)
                     {
                         let result = result
@@ -615,7 +595,7 @@ impl Engine {
                                 invocation
                             })
                             .map_err(EngineError::from);
-                        answers[at] = Some(self.completed(account, &token, outcome, result));
+                        answers[at] = Some(self.completed(&key, attempt, &outcome, result));
                     }
                 }
                 Err(err) => {
@@ -638,55 +618,48 @@ impl Engine {
             .collect()
     }
 
-    /// Record a finished attempt's lease as used, or, when applying failed, answer as a
+    /// A worker's outcome was applied: its lease ends. When applying failed, answer as a
     /// repeat if a concurrent duplicate with the same outcome won the race.
     fn completed(
         &self,
-        account: &str,
-        token: &str,
-        outcome: Outcome,
+        key: &InvocationKey,
+        attempt: u32,
+        outcome: &Outcome,
         result: Result<Arc<Invocation>, EngineError>,
     ) -> Result<Arc<Invocation>, EngineError> {
         match result {
             Ok(invocation) => {
-                if self.leases.end(token, LeaseState::Completed(outcome)) {
-                    self.retire_lease(token);
-                }
+                self.leases.end(key, attempt);
                 Ok(invocation)
             }
-            Err(err) => {
-                let lease = self
-                    .leases
-                    .get(token, account)
-                    .ok_or(EngineError::LeaseNotFound)?;
-                match self.repeated_completion(&lease, &outcome)? {
-                    Some(answer) => Ok(answer),
-                    None => Err(err),
-                }
-            }
+            Err(err) => self.repeated_completion(key, attempt, outcome)?.ok_or(err),
         }
     }
 
-    /// The answer to a completion on an already used lease, if it is one.
+    /// The answer to a completion of attempt `attempt` of `key` once that attempt ended,
+    /// read from the invocation's own record (so it holds for as long as the record is
+    /// kept): the invocation as it is now if the worker already reported this same outcome;
+    /// refused if it reported another, or if the attempt ended without it. `None` while the
+    /// attempt has not ended.
     fn repeated_completion(
         &self,
-        lease: &Lease,
+        key: &InvocationKey,
+        attempt: u32,
         outcome: &Outcome,
     ) -> Result<Option<Arc<Invocation>>, EngineError> {
-        match &lease.state {
-            LeaseState::Active => Ok(None),
-            LeaseState::Expired => Err(EngineError::LeaseFenced(
-                "the lease expired and the attempt counted as failed",
-            )),
-            LeaseState::Completed(done) if done == outcome => {
-                let current = self
-                    .store
-                    .summary(&lease.key)?
-                    .map(Arc::new)
-                    .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
-                Ok(Some(current))
+        let record = self
+            .store
+            .get(key)?
+            .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
+        let Some(ending) = attempt::ending(&record, attempt) else {
+            return Ok(None);
+        };
+        match ending {
+            attempt::Ending::Reported(reported) if reported.matches(outcome) => {
+                Ok(Some(Arc::new(record.without_events())))
             }
-            LeaseState::Completed(_) => Err(EngineError::OutcomeConflict),
+            attempt::Ending::Reported(_) => Err(EngineError::OutcomeConflict),
+            attempt::Ending::Ended(why) => Err(EngineError::LeaseFenced(why)),
         }
     }
 
@@ -834,18 +807,11 @@ impl Engine {
 
     /// Act on the deadlines that came due: what each means is decided from the invocation's
     /// state now, and every resulting change is applied in one commit.
-    async fn fire(&self, due: Vec<Timer>) {
-        let mut transitions = Vec::new();
-        for timer in due {
-            match timer {
-                Timer::ForgetLeases => {
-                    if let Some(next) = self.leases.forget_due(self.clock.now()) {
-                        self.timers.schedule(next, Timer::ForgetLeases);
-                    }
-                }
-                Timer::Due(key) => transitions.extend(self.deadline_passed(&key)),
-            }
-        }
+    async fn fire(&self, due: Vec<InvocationKey>) {
+        let transitions: Vec<Transition> = due
+            .iter()
+            .filter_map(|key| self.deadline_passed(key))
+            .collect();
         if transitions.is_empty() {
             return;
         }
@@ -870,7 +836,7 @@ impl Engine {
                 tracing::warn!(%err, "deadlines could not be applied; trying again in a second");
                 let again = self.clock.now() + Duration::from_secs(1);
                 for key in keys {
-                    self.timers.schedule(again, Timer::Due(key));
+                    self.timers.schedule(again, key);
                 }
             }
         }
@@ -901,11 +867,7 @@ impl Engine {
             }
             Status::Stopping if now_ms >= self.grace_end_ms(&record) => {
                 // The worker still holding the attempt is fenced off.
-                if let Some((token, _)) = self.leases.active_on(key) {
-                    if self.leases.end(&token, LeaseState::Expired) {
-                        self.retire_lease(&token);
-                    }
-                }
+                self.leases.end(key, record.attempts);
                 let mut transition = Transition::new(
                     key.clone(),
                     Change::ConfirmStop { by: "grace period" },
@@ -926,39 +888,26 @@ impl Engine {
         None
     }
 
-    /// Keep a finished lease for `completed_lease_memory`, to answer a repeated completion.
-    fn retire_lease(&self, token: &str) {
-        let forget_at = self.clock.now() + self.config.completed_lease_memory;
-        if let Some(at) = self.leases.retire(token.to_string(), forget_at) {
-            self.timers.schedule(at, Timer::ForgetLeases);
-        }
-    }
-
     /// If the lease on `record`'s attempt ran out without a heartbeat or a completion: ends
     /// it, and returns the failed attempt's transition.
     fn lease_ran_out(&self, record: &Invocation) -> Option<Transition> {
-        let (token, lease) = self.leases.active_on(&record.key)?;
-        if lease.attempt != record.attempts || lease.deadline > self.clock.now() {
+        let lease = self.leases.active(&record.key, record.attempts)?;
+        if lease.deadline > self.clock.now() || !self.leases.end(&record.key, lease.attempt) {
             return None;
         }
-        if !self.leases.end(&token, LeaseState::Expired) {
-            return None;
-        }
-        self.retire_lease(&token);
         let outcome = Outcome::Failure {
-            error_message: "lease expired".into(),
+            error_message: attempt::LEASE_EXPIRED.into(),
             retryable: true,
         };
         let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
         Some(self.attempt_transition(record, lease.attempt, &outcome, duration_ms))
     }
 
-    /// What the engine holds in memory for open work, and for answering repeated completions.
+    /// What the engine holds in memory for open work.
     pub fn working_set(&self) -> WorkingSet {
         WorkingSet {
             pending_timers: self.timers.len(),
             active_leases: self.leases.active_count(),
-            kept_leases: self.leases.kept_count(),
             queued: self.queues.len(),
         }
     }

@@ -15,15 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::model::InvocationKey;
 
-/// What a deadline is for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Timer {
-    /// The next deadline of an open invocation.
-    Due(InvocationKey),
-    /// The oldest finished leases may be due to be forgotten.
-    ForgetLeases,
-}
-
 /// Most timers handed out by one wake-up: they are applied in one commit, and a burst
 /// should not starve other work.
 const MAX_FIRED_AT_ONCE: usize = 1_024;
@@ -39,9 +30,9 @@ pub struct Timers {
 #[derive(Debug, Default)]
 struct Pending {
     /// In deadline order; the sequence number breaks ties in arming order.
-    queue: BTreeMap<(Instant, u64), Timer>,
-    /// Where each pending timer sits in `queue`, to move or remove it.
-    at: HashMap<Timer, (Instant, u64), crate::store::Hashing>,
+    queue: BTreeMap<(Instant, u64), InvocationKey>,
+    /// Where each pending deadline sits in `queue`, to move or remove it.
+    at: HashMap<InvocationKey, (Instant, u64), crate::store::Hashing>,
     next_seq: u64,
 }
 
@@ -55,8 +46,9 @@ impl Timers {
         }
     }
 
-    /// Fire `timer` at `at` (at once if `at` is past), replacing its earlier deadline.
-    pub fn schedule(&self, at: Instant, timer: Timer) {
+    /// Fire the deadline of `timer` at `at` (at once if `at` is past), replacing the one it
+    /// had.
+    pub fn schedule(&self, at: Instant, timer: InvocationKey) {
         let mut pending = self.pending.lock();
         if pending.at.get(&timer).is_some_and(|(old, _)| *old == at) {
             return;
@@ -78,17 +70,17 @@ impl Timers {
         }
     }
 
-    /// Disarm `timer` if it is pending.
-    pub fn cancel(&self, timer: &Timer) {
+    /// Disarm the deadline of `timer` if it has one.
+    pub fn cancel(&self, timer: &InvocationKey) {
         let mut pending = self.pending.lock();
         if let Some(slot) = pending.at.remove(timer) {
             pending.queue.remove(&slot);
         }
     }
 
-    /// When `timer` fires, if it is pending.
+    /// When the deadline of `timer` is, if it has one.
     #[cfg(test)]
-    pub fn deadline(&self, timer: &Timer) -> Option<Instant> {
+    pub fn deadline(&self, timer: &InvocationKey) -> Option<Instant> {
         self.pending.lock().at.get(timer).map(|(at, _)| *at)
     }
 
@@ -97,8 +89,8 @@ impl Timers {
         self.pending.lock().queue.len()
     }
 
-    /// Wait until some timers are due and take them, or `None` once `shutdown` fires.
-    pub async fn next_due(&self, shutdown: &CancellationToken) -> Option<Vec<Timer>> {
+    /// Wait until some deadlines are due and take them, or `None` once `shutdown` fires.
+    pub async fn next_due(&self, shutdown: &CancellationToken) -> Option<Vec<InvocationKey>> {
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -145,8 +137,8 @@ mod tests {
     use crate::model::FunctionKey;
     use std::time::Duration;
 
-    fn due(id: &str) -> Timer {
-        Timer::Due(FunctionKey::new("a", "s", "f").invocation(id))
+    fn due(id: &str) -> InvocationKey {
+        FunctionKey::new("a", "s", "f").invocation(id)
     }
 
     #[tokio::test]

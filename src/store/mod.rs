@@ -728,6 +728,12 @@ impl Store {
         open
     }
 
+    /// Whether commits are taken: the store is not closed and no write has failed.
+    pub fn writable(&self) -> bool {
+        let state = self.commit_lock.lock();
+        !state.closed && !state.journal.as_ref().is_some_and(Journal::has_failed)
+    }
+
     /// How many commits were made since the store was opened.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)

@@ -443,6 +443,8 @@ pub fn on_disk(dir: &std::path::Path) -> sai::server::ServerConfig {
 pub struct SaiProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The HTTP listener's address, when started with `--http`.
+    pub http: Option<SocketAddr>,
 }
 
 impl SaiProcess {
@@ -459,23 +461,27 @@ impl SaiProcess {
         std::thread::spawn(move || {
             let mut lines = std::io::BufReader::new(stdout).lines();
             for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(sai::cli::READY_LINE) {
-                    let _ = ready_tx.send(addr.trim().to_string());
+                if let Some(bound) = sai::server::Bound::from_ready_line(&line) {
+                    let _ = ready_tx.send(bound);
                     break;
                 }
             }
             lines.for_each(drop);
         });
         // Generous: the only wait is for the data directory to load on a busy machine.
-        let addr = match ready.recv_timeout(std::time::Duration::from_secs(120)) {
-            Ok(addr) => addr.parse().expect("the ready line names an address"),
+        let bound = match ready.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(bound) => bound,
             Err(err) => {
                 let _ = child.kill();
                 let status = child.wait();
                 panic!("sai printed no ready line ({err}); it ended with {status:?}");
             }
         };
-        SaiProcess { child, addr }
+        SaiProcess {
+            child,
+            addr: bound.grpc,
+            http: bound.http,
+        }
     }
 
     /// `http://ADDR`.

@@ -1,0 +1,175 @@
+//! `soak`: a constant offered rate end to end (invoke -> worker -> Succeeded) for a long time,
+//! with the server's default retention and max event age, sampling what it holds every few
+//! seconds: resident memory (from /proc) and, from its `/metrics`, open invocations, queued
+//! ones, pending timers, leases and cache bytes. What the server holds must follow what is
+//! open, not what was ever invoked: flat while the rate is, and back to where it started
+//! once the last invocation ended.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::e2e::{self, Completion, E2eArgs};
+use super::http;
+use super::report::Report;
+use super::server::{Mode, ScratchDir, ServerProcess};
+use super::BenchError;
+use crate::metrics;
+
+/// Flags of `sai bench soak`.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Offered rate, invocations/s.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// How long the load runs.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Producers (calls in flight at most).
+    #[arg(long, default_value_t = 64)]
+    pub producers: usize,
+    /// Workers.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Time between samples.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub every: Duration,
+    /// Storage mode.
+    #[arg(long, value_enum, default_value = "sync")]
+    pub mode: Mode,
+}
+
+/// One look at the server.
+struct Sample {
+    at: Duration,
+    rss: u64,
+    gauges: std::collections::HashMap<String, f64>,
+}
+
+impl Sample {
+    fn gauge(&self, name: &str) -> u64 {
+        self.gauges.get(name).map_or(0, |v| *v as u64)
+    }
+
+    fn row(&self, label: &str) -> Vec<serde_json::Value> {
+        let mib = |bytes: u64| ((bytes as f64 / (1u64 << 20) as f64) * 10.0).round() / 10.0;
+        vec![
+            json!(label),
+            json!(self.at.as_secs()),
+            json!(mib(self.rss)),
+            json!(self.gauge(metrics::OPEN_INVOCATIONS)),
+            json!(self.gauge(metrics::QUEUED_INVOCATIONS)),
+            json!(self.gauge(metrics::PENDING_TIMERS)),
+            json!(self.gauge(metrics::ACTIVE_LEASES)),
+            json!(mib(self.gauge(metrics::CACHE_BYTES))),
+            json!(mib(self.gauge(metrics::HISTORY_DISK_BYTES))),
+        ]
+    }
+}
+
+async fn sample(
+    server: &ServerProcess,
+    metrics_url: &str,
+    started: Instant,
+) -> Result<Sample, BenchError> {
+    let (status, text) = http::get(metrics_url).await?;
+    if status != 200 {
+        return Err(BenchError::Server(format!("/metrics answered {status}")));
+    }
+    Ok(Sample {
+        at: started.elapsed(),
+        rss: server.memory().0,
+        gauges: http::unlabelled_samples(&text),
+    })
+}
+
+/// Run the load for `duration`, sampling as it goes; then wait for the last invocation to end.
+pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
+    let dir = ScratchDir::new("soak")?;
+    let server =
+        ServerProcess::start_with(args.mode, dir.path(), &["--http", "127.0.0.1:0"]).await?;
+    let metrics_url = format!(
+        "{}/metrics",
+        server
+            .http_url
+            .as_deref()
+            .ok_or_else(|| BenchError::Server("the server has no HTTP listener".into()))?
+    );
+    let invocations =
+        usize::try_from(args.rate.saturating_mul(args.duration.as_secs())).unwrap_or(usize::MAX);
+    let load = E2eArgs {
+        invocations,
+        producers: args.producers,
+        producer_connections: 1,
+        workers: args.workers,
+        worker_connections: 0,
+        invoke_batch: 1,
+        invoke_stream: false,
+        batch: 32,
+        complete: Completion::Batch,
+        rate: args.rate,
+        modes: vec![args.mode],
+    };
+    let mut report = Report::new(
+        "soak",
+        json!({ "rate": args.rate, "duration_s": args.duration.as_secs(), "producers": args.producers,
+                "workers": args.workers, "mode": args.mode.name(), "invocations": invocations,
+                "retention": "7d (default)", "max_event_age": "24h (default)" }),
+        vec![
+            "sample",
+            "t s",
+            "RSS MiB",
+            "open",
+            "queued",
+            "timers",
+            "active leases",
+            "cache MiB",
+            "disk MiB",
+        ],
+    );
+    let started = Instant::now();
+    let before = sample(&server, &metrics_url, started).await?;
+    report.row(before.row("before"));
+    let url = server.url.clone();
+    let load = tokio::spawn(async move { e2e::once(&url, &load).await });
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + args.every, args.every);
+    while !load.is_finished() {
+        tokio::select! {
+            _ = tick.tick() => {
+                let taken = sample(&server, &metrics_url, started).await?;
+                eprintln!("{}", serde_json::Value::Array(taken.row("load")));
+                report.row(taken.row("load"));
+                samples.push(taken);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    let run = load
+        .await
+        .map_err(|e| BenchError::Server(e.to_string()))??;
+    let after = sample(&server, &metrics_url, started).await?;
+    report.row(after.row("after"));
+    // Against the sample closest to 2 minutes in.
+    let two_minutes = samples
+        .iter()
+        .min_by_key(|s| s.at.as_secs().abs_diff(120))
+        .map_or(0, |s| s.rss);
+    let last = samples.last().map_or(0, |s| s.rss);
+    let peak = samples.iter().map(|s| s.rss).max().unwrap_or(0);
+    eprintln!(
+        "completed {:.0}/s; RSS at ~2 min {:.0} MiB, last {:.0} MiB ({:+.1}%), peak {:.0} MiB; \
+         after: timers {} (before {}), active leases {} (before {}), open {}",
+        run.throughput,
+        two_minutes as f64 / (1u64 << 20) as f64,
+        last as f64 / (1u64 << 20) as f64,
+        (last as f64 / two_minutes.max(1) as f64 - 1.0) * 100.0,
+        peak as f64 / (1u64 << 20) as f64,
+        after.gauge(metrics::PENDING_TIMERS),
+        before.gauge(metrics::PENDING_TIMERS),
+        after.gauge(metrics::ACTIVE_LEASES),
+        before.gauge(metrics::ACTIVE_LEASES),
+        after.gauge(metrics::OPEN_INVOCATIONS),
+    );
+    Ok(report)
+}
