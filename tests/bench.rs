@@ -84,6 +84,29 @@ fn every_scenario_runs_and_reports() {
     assert!(e2e["rows"][0]["completed/s"].as_u64().expect("rate") > 0);
     let watch = bench(out.path(), &["watch", "--watchers", "50"]);
     assert_eq!(watch["rows"][0]["live deliveries"].as_u64(), Some(150));
-    let restart = bench(out.path(), &["restart", "--invocations", "500"]);
-    assert_eq!(restart["rows"][0]["invocations"].as_u64(), Some(500));
+    let history = bench(
+        out.path(),
+        &[
+            "history",
+            "--finished",
+            "500",
+            "--open",
+            "20",
+            "--functions",
+            "2",
+            "--clients",
+            "2",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert_eq!(history["rows"][0]["finished"].as_u64(), Some(500));
+    assert!(history["rows"][0]["get/s"].as_u64().expect("gets") > 0);
+    let soak = bench(
+        out.path(),
+        &["soak", "--rate", "200", "--duration", "2s", "--every", "1s"],
+    );
+    let samples = soak["rows"].as_array().expect("rows");
+    assert_eq!(samples.last().expect("after")["open"].as_u64(), Some(0));
+    assert_eq!(samples.last().expect("after")["timers"].as_u64(), Some(0));
 }

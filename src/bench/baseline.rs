@@ -57,7 +57,8 @@ pub fn sample(
 }
 
 /// Serve the baseline on `listen` with `records` ready-made invocations of
-/// `service/function` (ids `inv-00000000`, ...), until the process is killed.
+/// `service/function` (ids as the seeded ones, `inv-000000000`, ...), until the process is
+/// killed.
 pub async fn serve(
     listen: SocketAddr,
     service: &str,
@@ -68,7 +69,7 @@ pub async fn serve(
         records: DashMap::new(),
     };
     for n in 0..records {
-        let id = format!("inv-{n:08}");
+        let id = super::history::seed_id(n);
         baseline.records.insert(
             (service.into(), function.into(), id.clone()),
             sample(service, function, &id, 6),

@@ -11,8 +11,8 @@ use tonic::transport::Channel;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 
+use super::history::{seed_function, seed_id, SEED_ACCOUNT, SEED_SERVICE};
 use super::report::Latencies;
-use super::restart::{seed_function, seed_id, SEED_ACCOUNT, SEED_SERVICE};
 use super::BenchError;
 
 /// Warm-up before measuring.
@@ -24,12 +24,19 @@ pub enum Call {
     /// InvokeFunction with a fresh id and this payload.
     Invoke(Arc<str>),
     /// GetStatefulAsyncInvocation of a random one of `stored` seeded invocations.
-    Get(usize),
-    /// A page of `limit` of the seeded function, starting at a random one of `stored`
+    Get {
+        /// How many are stored.
+        stored: usize,
+        /// Over how many functions.
+        functions: usize,
+    },
+    /// A page of `limit` of a seeded function, starting at a random one of `stored`
     /// (seeded from `start_ms`, one per ms).
     List {
         /// How many are stored.
         stored: usize,
+        /// Over how many functions.
+        functions: usize,
         /// Page size.
         limit: i32,
         /// Started time of the first.
@@ -162,12 +169,12 @@ async fn one(
                 })
                 .await?;
         }
-        Call::Get(stored) => {
+        Call::Get { stored, functions } => {
             let pick = rand::rng().random_range(0..*stored);
             client
                 .get_stateful_async_invocation(as_seeded(pb::GetStatefulAsyncInvocationRequest {
                     service_name: SEED_SERVICE.into(),
-                    function_name: seed_function(0),
+                    function_name: seed_function(pick % functions.max(&1)),
                     qualifier: String::new(),
                     invocation_id: seed_id(pick),
                 }))
@@ -175,15 +182,18 @@ async fn one(
         }
         Call::List {
             stored,
+            functions,
             limit,
             start_ms,
         } => {
-            let from = rand::rng().random_range(0..*stored);
+            // Far enough from the end that a whole page follows in the function.
+            let room = usize::try_from(*limit).unwrap_or(0) * functions.max(&1);
+            let from = rand::rng().random_range(0..stored.saturating_sub(room).max(1));
             let page = client
                 .list_stateful_async_invocations(as_seeded(
                     pb::ListStatefulAsyncInvocationsRequest {
                         service_name: SEED_SERVICE.into(),
-                        function_name: seed_function(0),
+                        function_name: seed_function(from % functions.max(&1)),
                         started_time_begin: start_ms + i64::try_from(from).unwrap_or(0),
                         sort_order_by_time: pb::SortOrder::Asc as i32,
                         limit: *limit,

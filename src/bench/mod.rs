@@ -4,12 +4,12 @@
 
 pub mod baseline;
 mod e2e;
+mod history;
 mod http;
 mod invoke;
 mod load;
 mod read;
 mod report;
-mod restart;
 mod server;
 mod soak;
 mod watch;
@@ -17,18 +17,17 @@ mod watch;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use history::{seed_function, SEED_SERVICE};
 pub use report::Report;
-pub use restart::{seed_function, SEED_SERVICE};
 
 /// Which scenario to run.
 #[derive(Debug, clap::Subcommand)]
 pub enum Scenario {
     /// InvokeFunction throughput and latency at C concurrent clients, per storage mode.
     Invoke(invoke::InvokeArgs),
-    /// Time from start to serving, and resident memory, with N invocations stored.
-    Restart(restart::RestartArgs),
-    /// Resident bytes per stored finished invocation (the restart scenario, one run).
-    Memory(restart::RestartArgs),
+    /// A data directory with N finished and M open invocations: time to serving, memory,
+    /// disk per invocation, get and list of records read from disk.
+    History(history::HistoryArgs),
     /// GetStatefulAsyncInvocation throughput and latency with N stored, beside the baseline.
     Get(read::ReadArgs),
     /// ListStatefulAsyncInvocations page throughput and latency with N stored.
@@ -70,8 +69,7 @@ pub enum BenchError {
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let report = match &args.scenario {
         Scenario::Invoke(scenario) => invoke::run(scenario, args.runs).await?,
-        Scenario::Restart(scenario) => restart::run(scenario, args.runs).await?,
-        Scenario::Memory(scenario) => restart::run(scenario, 1).await?,
+        Scenario::History(scenario) => history::run(scenario, args.runs).await?,
         Scenario::Get(scenario) => read::run(read::Read::Get, scenario, args.runs).await?,
         Scenario::List(scenario) => read::run(read::Read::List, scenario, args.runs).await?,
         Scenario::E2e(scenario) => e2e::run(scenario, args.runs).await?,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::history::seed;
 use super::load::{closed_loop, Call, Clients, Run};
 use super::report::{median_index, Report};
-use super::restart::seed;
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
 
@@ -61,11 +61,15 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
     );
     for &stored in &args.stored {
         let dir = ScratchDir::new(name)?;
-        let seeded = seed(dir.path(), stored, 1).await?;
+        let seeded = seed(dir.path(), stored, 0, 1).await?;
         let call = match read {
-            Read::Get => Call::Get(stored),
+            Read::Get => Call::Get {
+                stored,
+                functions: 1,
+            },
             Read::List => Call::List {
                 stored,
+                functions: 1,
                 limit: args.limit,
                 start_ms: seeded.start_ms,
             },

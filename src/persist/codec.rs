@@ -4,16 +4,18 @@
 //!
 //! | partition | key | value |
 //! |---|---|---|
-//! | `history` | function prefix, started time (8 bytes, order-preserving), id | the record |
+//! | `history` | function number (u32 BE), started time (8 bytes, order-preserving), id | the record |
 //! | `history_payloads` | as `history` | a payload over [`INLINE_PAYLOAD_MAX`] bytes |
-//! | `ids` | function prefix, id | started time (varint): finds a record by id |
+//! | `ids` | function number, id | started time (varint): finds a record by id |
 //! | `open` | as `history` | empty: present while the invocation is not terminal |
+//! | `function_numbers` | function prefix | the function's number (varint) |
 //! | `configs` / `functions` | function prefix, qualifier | config / empty |
 //!
 //! The function prefix is three length-prefixed parts (account, service, function; u16
-//! big-endian length each). Records of one function therefore sit together in the order
-//! lists page through them, (started time, id), so a page is one range scan; a restart reads
-//! only `open`. A record value is postcard: the summary ([`StoredRecord`], times kept as
+//! big-endian length each); records carry the function's number instead (see
+//! [`super::numbers`]). Records of one function therefore sit together in the order lists
+//! page through them, (started time, id), so a page is one range scan; a restart reads only
+//! `open`. A record value is postcard: the summary ([`StoredRecord`], times kept as
 //! offsets from the started time), then the payload if it is small (else `None`, and the
 //! payload is in `history_payloads`, written once), then the events. A list reads the first
 //! two and never decodes events; the field order is part of the format (a change to it needs
@@ -67,9 +69,12 @@ pub fn function_key(function: &FunctionKey, rest: &str) -> Vec<u8> {
     key
 }
 
-/// The key that finds an invocation's record by its id.
-pub fn id_key(key: &InvocationKey) -> Vec<u8> {
-    function_key(&key.function, &key.id)
+/// The key that finds an invocation's record by its id, in function `number`.
+pub fn id_key(number: u32, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + id.len());
+    key.extend_from_slice(&number.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
 /// A time as 8 bytes that sort as the times do (negative ones first).
@@ -81,20 +86,39 @@ fn time_from_sortable(bytes: [u8; 8]) -> i64 {
     i64::from_ne_bytes((u64::from_be_bytes(bytes) ^ (1 << 63)).to_ne_bytes())
 }
 
-/// The key of an invocation's record: its function, then (started time, id), the order lists
-/// page in.
-pub fn history_key(key: &InvocationKey, started_time_ms: i64) -> Vec<u8> {
-    let mut bytes = function_prefix(&key.function);
-    bytes.extend_from_slice(&sortable_time(started_time_ms));
-    bytes.extend_from_slice(key.id.as_bytes());
+/// The key of an invocation's record: its function's number, then (started time, id), the
+/// order lists page in.
+pub fn history_key(number: u32, started_time_ms: i64, id: &str) -> Vec<u8> {
+    let mut bytes = history_bound(number, started_time_ms);
+    bytes.extend_from_slice(id.as_bytes());
     bytes
 }
 
-/// The start of `function`'s records at `started_time_ms` (before any id).
-pub fn history_bound(function_prefix: &[u8], started_time_ms: i64) -> Vec<u8> {
-    let mut bytes = function_prefix.to_vec();
+/// The start of function `number`'s records at `started_time_ms` (before any id).
+pub fn history_bound(number: u32, started_time_ms: i64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(12 + 40);
+    bytes.extend_from_slice(&number.to_be_bytes());
     bytes.extend_from_slice(&sortable_time(started_time_ms));
     bytes
+}
+
+/// The function number, started time and id of a history key.
+pub fn history_key_parts(key: &[u8]) -> Result<(u32, i64, &str), DecodeError> {
+    let cut_short = || DecodeError(format!("record key {key:?} is cut short"));
+    let number = u32::from_be_bytes(
+        key.get(..4)
+            .ok_or_else(cut_short)?
+            .try_into()
+            .map_err(|_| cut_short())?,
+    );
+    let time: [u8; 8] = key
+        .get(4..12)
+        .ok_or_else(cut_short)?
+        .try_into()
+        .map_err(|_| cut_short())?;
+    let id = std::str::from_utf8(&key[12..])
+        .map_err(|_| DecodeError(format!("record key {key:?} is not UTF-8")))?;
+    Ok((number, time_from_sortable(time), id))
 }
 
 /// The 3 parts of a key's function prefix and its length in bytes.
@@ -114,17 +138,6 @@ fn split_function(key: &[u8]) -> Result<(usize, [&str; 3]), DecodeError> {
         at += 2 + len;
     }
     Ok((at, parts))
-}
-
-/// A history key's started time and id, after its function prefix of `prefix_len` bytes.
-pub fn history_key_rest(key: &[u8], prefix_len: usize) -> Result<(i64, &str), DecodeError> {
-    let time: [u8; 8] = key
-        .get(prefix_len..prefix_len + 8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| DecodeError(format!("record key {key:?} is cut short")))?;
-    let id = std::str::from_utf8(&key[prefix_len + 8..])
-        .map_err(|_| DecodeError(format!("record key {key:?} is not UTF-8")))?;
-    Ok((time_from_sortable(time), id))
 }
 
 /// Payloads up to this size are stored with their record.
@@ -320,17 +333,18 @@ impl Decoder {
         self.shared(text)
     }
 
-    /// An invocation from its format-4 key and value; `apart` gives its payload when the
-    /// value does not hold it. With [`Detail::Summary`] its events are left out.
+    /// An invocation from its format-4 key and value, of `function` (the function the key's
+    /// number names); `apart` gives its payload when the value does not hold it. With
+    /// [`Detail::Summary`] its events are left out.
     pub fn history(
         &mut self,
+        function: FunctionKey,
         key: &[u8],
         value: &[u8],
         detail: Detail,
         apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
     ) -> Result<Invocation, DecodeError> {
-        let (function, prefix_len) = self.function(key)?;
-        let (started, id) = history_key_rest(key, prefix_len)?;
+        let (_, started, id) = history_key_parts(key)?;
         let (stored, rest): (StoredRecord<'_>, &[u8]) = postcard::take_from_bytes(value)
             .map_err(|e| DecodeError(format!("invocation record: {e}")))?;
         let (inline, rest): (Option<&str>, &[u8]) = postcard::take_from_bytes(rest)
@@ -513,11 +527,15 @@ mod tests {
         Err(DecodeError("not looked up: the payload is inline".into()))
     }
 
+    fn key_of(inv: &Invocation) -> Vec<u8> {
+        history_key(7, inv.started_time_ms, &inv.key.id)
+    }
+
     #[test]
     fn an_invocation_round_trips_through_its_format_4_key_and_value() {
         let function = FunctionKey::new("acct", "svc", "fn");
         let inv = lived(&function, "job-1", "{\"x\":1}".into());
-        let key = history_key(&inv.key, inv.started_time_ms);
+        let key = key_of(&inv);
         let value = encode_record(&inv);
         assert!(
             value.len() <= encoded_len_bound(&inv, true),
@@ -525,17 +543,19 @@ mod tests {
         );
         let mut decoder = Decoder::default();
         let back = decoder
-            .history(&key, &value, Detail::Full, no_payload_apart)
+            .history(
+                function.clone(),
+                &key,
+                &value,
+                Detail::Full,
+                no_payload_apart,
+            )
             .expect("decode");
         assert_eq!(back, inv);
         let summary = decoder
-            .history(&key, &value, Detail::Summary, no_payload_apart)
+            .history(function, &key, &value, Detail::Summary, no_payload_apart)
             .expect("decode");
         assert_eq!(summary, inv.without_events());
-        assert!(Arc::ptr_eq(
-            &back.key.function.account,
-            &summary.key.function.account
-        ));
         assert_eq!(
             record_status(&value, inv.started_time_ms).expect("status"),
             (Status::Stopped, 9)
@@ -544,24 +564,20 @@ mod tests {
 
     #[test]
     fn history_keys_sort_by_function_then_started_time_then_id() {
-        let function = FunctionKey::new("acct", "svc", "fn");
-        let other = FunctionKey::new("acct", "svc", "fo");
         let keys = [
-            history_key(&function.invocation("b"), -5),
-            history_key(&function.invocation("a"), 0),
-            history_key(&function.invocation("b"), 0),
-            history_key(&function.invocation("a"), 1),
-            history_key(&function.invocation("a"), i64::MAX),
-            history_key(&other.invocation("a"), i64::MIN),
+            history_key(1, -5, "b"),
+            history_key(1, 0, "a"),
+            history_key(1, 0, "b"),
+            history_key(1, 1, "a"),
+            history_key(1, i64::MAX, "a"),
+            history_key(2, i64::MIN, "a"),
+            history_key(256, i64::MIN, "a"),
         ];
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
-        let prefix = function_prefix(&function);
-        assert_eq!(
-            history_key_rest(&keys[0], prefix.len()).expect("rest"),
-            (-5, "b")
-        );
-        assert!(history_bound(&prefix, 0) < keys[1]);
-        assert!(history_bound(&prefix, 1) > keys[2]);
+        assert_eq!(history_key_parts(&keys[0]).expect("parts"), (1, -5, "b"));
+        assert!(history_bound(1, 0) < keys[1]);
+        assert!(history_bound(1, 1) > keys[2]);
+        assert_eq!(&id_key(1, "a")[..4], &keys[1][..4]);
     }
 
     #[test]
@@ -584,7 +600,8 @@ mod tests {
             assert!(encode_record(&inv).len() <= encoded_len_bound(&inv, inline));
             let back = Decoder::default()
                 .history(
-                    &history_key(&inv.key, inv.started_time_ms),
+                    function.clone(),
+                    &key_of(&inv),
                     &encode_record(&inv),
                     Detail::Full,
                     || Ok(inv.payload.clone()),
@@ -597,24 +614,28 @@ mod tests {
     #[test]
     fn a_damaged_key_or_value_is_an_error_not_a_panic() {
         let mut decoder = Decoder::default();
+        let function = FunctionKey::new("a", "s", "f");
         assert!(decoder
             .format_2(&[0, 9, b'a'], &[], || Ok("".into()))
             .is_err());
-        let key = function_key(&FunctionKey::new("a", "s", "f"), "id");
+        let key = function_key(&function, "id");
         assert!(decoder
             .format_2(&key, &[0xff; 3], || Ok("".into()))
             .is_err());
         for value in [&[][..], &[0xff; 3], &[40, 0, 1, b'a']] {
             assert!(decoder.format_3(value, || Ok("".into())).is_err());
             assert!(decoder
-                .history(&key, value, Detail::Full, || Ok("".into()))
+                .history(
+                    function.clone(),
+                    &history_key(1, 0, "i"),
+                    value,
+                    Detail::Full,
+                    || Ok("".into())
+                )
                 .is_err());
             assert!(record_status(value, 0).is_err());
         }
-        let short_key = function_prefix(&FunctionKey::new("a", "s", "f"));
-        assert!(decoder
-            .history(&short_key, &[], Detail::Full, || Ok("".into()))
-            .is_err());
+        assert!(history_key_parts(&[0, 0, 1]).is_err());
     }
 
     #[test]
@@ -628,12 +649,9 @@ mod tests {
             "the payload is not in the record"
         );
         let back = Decoder::default()
-            .history(
-                &history_key(&inv.key, inv.started_time_ms),
-                &value,
-                Detail::Full,
-                || Ok(large.clone()),
-            )
+            .history(function, &key_of(&inv), &value, Detail::Full, || {
+                Ok(large.clone())
+            })
             .expect("decode");
         assert_eq!(back, inv);
     }

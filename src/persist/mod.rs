@@ -14,6 +14,7 @@ mod codec;
 mod error;
 mod journal_check;
 mod layout;
+mod numbers;
 mod reader;
 mod writer;
 
@@ -32,6 +33,7 @@ pub use writer::{Journal, Ticket};
 
 use journal_check::JournalCheck;
 use layout::DataDir;
+use numbers::FunctionNumbers;
 
 /// When an acknowledged change is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -111,6 +113,8 @@ pub(crate) struct Partitions {
     ids: PartitionHandle,
     /// The history keys of the invocations not yet terminal.
     open: PartitionHandle,
+    /// Each function's number, by its names.
+    function_numbers: PartitionHandle,
     /// Configs, keyed by function prefix + qualifier.
     configs: PartitionHandle,
     /// Known (function, qualifier) pairs, same keys, empty values.
@@ -129,6 +133,7 @@ pub struct Persist {
     dir: DataDir,
     keyspace: Keyspace,
     partitions: Partitions,
+    numbers: Arc<FunctionNumbers>,
     durability: Durability,
 }
 
@@ -165,14 +170,32 @@ impl Persist {
             history_payloads: open("history_payloads", bulk())?,
             ids: open("ids", bulk())?,
             open: open("open", bulk())?,
+            function_numbers: open("function_numbers", small())?,
             configs: open("configs", small())?,
             functions: open("functions", small())?,
             meta: open("meta", small())?,
         };
+        let numbers = Arc::new(FunctionNumbers::default());
+        let mut decoder = Decoder::default();
+        for item in partitions.function_numbers.iter() {
+            let (key, value) = item?;
+            let (function, _) =
+                decoder
+                    .function_and_rest(&key)
+                    .map_err(|e| PersistError::Corrupt {
+                        what: format!("function number key: {e}"),
+                    })?;
+            let number =
+                codec::decode(&value, "function number").map_err(|e| PersistError::Corrupt {
+                    what: format!("number of {}: {e}", function.function),
+                })?;
+            numbers.restore(function, number);
+        }
         Ok(Persist {
             dir,
             keyspace,
             partitions,
+            numbers,
             durability,
         })
     }
@@ -233,7 +256,7 @@ impl Persist {
                 .history
                 .get(&key)?
                 .ok_or_else(|| corrupt(format!("open invocation {key:?} has no record")))?;
-            let invocation = reader.decode(&mut decoder, &key, &value, Detail::Full)?;
+            let invocation = reader.decode(&key, &value, Detail::Full)?;
             summary.invocations += 1;
             sink(Loaded::Invocation(invocation));
         }
@@ -266,7 +289,7 @@ impl Persist {
         let (invocations, payloads) = (legacy("invocations")?, legacy("payloads")?);
         let corrupt = |what: String| PersistError::Corrupt { what };
         let mut decoder = Decoder::default();
-        let mut migration = Migration::new(&self.keyspace, &self.partitions);
+        let mut migration = Migration::new(&self.keyspace, &self.partitions, &self.numbers);
         for item in with_payloads(&records, &record_payloads) {
             let (key, value, apart) = item?;
             let invocation = decoder
@@ -290,12 +313,18 @@ impl Persist {
 
     /// A reader of stored records.
     pub fn reader(&self) -> Reader {
-        Reader::new(self.partitions.clone())
+        Reader::new(self.partitions.clone(), self.numbers.clone())
     }
 
     /// Start the writer: from now on changes are written through the returned journal.
     pub fn into_journal(self) -> Journal {
-        Journal::start(self.dir, self.keyspace, self.partitions, self.durability)
+        Journal::start(
+            self.dir,
+            self.keyspace,
+            self.partitions,
+            self.numbers,
+            self.durability,
+        )
     }
 }
 
@@ -343,6 +372,7 @@ fn with_payloads<'p>(
 struct Migration<'p> {
     keyspace: &'p Keyspace,
     partitions: &'p Partitions,
+    numbers: &'p Arc<FunctionNumbers>,
     batch: Option<fjall::Batch>,
     moved: usize,
 }
@@ -351,10 +381,15 @@ impl<'p> Migration<'p> {
     /// Invocations moved per batch.
     const BATCH: usize = 1_000;
 
-    fn new(keyspace: &'p Keyspace, partitions: &'p Partitions) -> Self {
+    fn new(
+        keyspace: &'p Keyspace,
+        partitions: &'p Partitions,
+        numbers: &'p Arc<FunctionNumbers>,
+    ) -> Self {
         Migration {
             keyspace,
             partitions,
+            numbers,
             batch: None,
             moved: 0,
         }
@@ -373,9 +408,11 @@ impl<'p> Migration<'p> {
             batch.insert(&p.meta, writer::BATCH_KEY, writer::BATCH_MARK.as_slice());
             batch
         });
-        let mut writes = WriteSet::default();
+        let mut writes = WriteSet::new(self.numbers.clone());
         writes.put_moved(invocation);
-        for op in writes.ops {
+        // The batch's commit makes the number durable before anything else uses it.
+        writes.written();
+        for op in std::mem::take(&mut writes.ops) {
             match op {
                 Op::Put(part, key, value) => batch.insert(partition(p, part), key, value),
                 Op::Delete(part, key) => batch.remove(partition(p, part), key),
@@ -413,6 +450,7 @@ fn partition(partitions: &Partitions, part: Part) -> &PartitionHandle {
         Part::HistoryPayloads => &partitions.history_payloads,
         Part::Ids => &partitions.ids,
         Part::Open => &partitions.open,
+        Part::FunctionNumbers => &partitions.function_numbers,
         Part::Configs => &partitions.configs,
         Part::Functions => &partitions.functions,
         Part::Meta => &partitions.meta,
@@ -431,9 +469,12 @@ fn recovery_error(path: &Path, err: fjall::Error) -> PersistError {
 }
 
 /// The writes of one commit, encoded and ready for the writer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteSet {
     ops: Vec<Op>,
+    numbers: Arc<FunctionNumbers>,
+    /// Function numbers whose entries this write set carries, not yet durable.
+    unwritten: Vec<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Debug)]
@@ -448,12 +489,52 @@ enum Part {
     HistoryPayloads,
     Ids,
     Open,
+    FunctionNumbers,
     Configs,
     Functions,
     Meta,
 }
 
 impl WriteSet {
+    /// An empty write set numbering functions with `numbers`.
+    fn new(numbers: Arc<FunctionNumbers>) -> Self {
+        WriteSet {
+            ops: Vec::new(),
+            numbers,
+            unwritten: Vec::new(),
+        }
+    }
+
+    /// The writes are durable: so are the function numbers they carried.
+    pub(crate) fn written(&self) {
+        for flag in &self.unwritten {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The number of `function`, with its entry written here until one is durable.
+    fn number(&mut self, function: &FunctionKey) -> u32 {
+        let assigned = self.numbers.assign(function);
+        if let Some(flag) = assigned.unwritten {
+            self.ops.push(Op::Put(
+                Part::FunctionNumbers,
+                codec::function_prefix(function),
+                codec::encode(&assigned.number),
+            ));
+            self.unwritten.push(flag);
+        }
+        assigned.number
+    }
+
+    /// The key of `invocation`'s record.
+    fn history_key(&mut self, invocation: &Invocation) -> (u32, Vec<u8>) {
+        let number = self.number(&invocation.key.function);
+        (
+            number,
+            codec::history_key(number, invocation.started_time_ms, &invocation.key.id),
+        )
+    }
+
     /// Whether nothing is to be written.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -472,7 +553,7 @@ impl WriteSet {
 
     /// Store a newly accepted invocation, with its payload, findable by id, and open.
     pub fn put_accepted(&mut self, invocation: &Invocation) {
-        let key = codec::history_key(&invocation.key, invocation.started_time_ms);
+        let (number, key) = self.history_key(invocation);
         if !codec::payload_is_inline(&invocation.payload) {
             self.ops.push(Op::Put(
                 Part::HistoryPayloads,
@@ -482,7 +563,7 @@ impl WriteSet {
         }
         self.ops.push(Op::Put(
             Part::Ids,
-            codec::id_key(&invocation.key),
+            codec::id_key(number, &invocation.key.id),
             codec::encode(&invocation.started_time_ms),
         ));
         self.ops.push(Op::Put(Part::Open, key.clone(), Vec::new()));
@@ -501,7 +582,7 @@ impl WriteSet {
     /// Store an invocation's current state (a large payload, kept apart, is not rewritten);
     /// once it is terminal, it is no longer open.
     pub fn put_invocation(&mut self, invocation: &Invocation) {
-        let key = codec::history_key(&invocation.key, invocation.started_time_ms);
+        let (_, key) = self.history_key(invocation);
         if invocation.status.is_terminal() {
             self.ops.push(Op::Delete(Part::Open, key.clone()));
         }
@@ -523,13 +604,15 @@ impl WriteSet {
 
     /// Remove an invocation: its record, its payload if kept apart, its id.
     pub fn delete_invocation(&mut self, invocation: &Invocation) {
-        let key = codec::history_key(&invocation.key, invocation.started_time_ms);
+        let (number, key) = self.history_key(invocation);
         if !codec::payload_is_inline(&invocation.payload) {
             self.ops
                 .push(Op::Delete(Part::HistoryPayloads, key.clone()));
         }
-        self.ops
-            .push(Op::Delete(Part::Ids, codec::id_key(&invocation.key)));
+        self.ops.push(Op::Delete(
+            Part::Ids,
+            codec::id_key(number, &invocation.key.id),
+        ));
         self.ops.push(Op::Delete(Part::Open, key.clone()));
         self.ops.push(Op::Delete(Part::History, key));
     }

@@ -9,25 +9,27 @@ use std::sync::Arc;
 use crate::model::{FunctionKey, Invocation, InvocationKey, Status};
 
 use super::codec::{self, Decoder, Detail};
+use super::numbers::FunctionNumbers;
 use super::{Partitions, PersistError};
 
 /// Reads stored records. Cheap to clone.
 #[derive(Clone)]
 pub struct Reader {
     partitions: Partitions,
+    numbers: Arc<FunctionNumbers>,
 }
 
 /// One stored record as a range scan found it, not decoded yet.
 pub struct StoredEntry {
     key: fjall::Slice,
     value: fjall::Slice,
-    prefix_len: usize,
 }
 
 impl StoredEntry {
     /// Its started time and id, from its key.
     pub fn started_and_id(&self) -> Result<(i64, &str), PersistError> {
-        codec::history_key_rest(&self.key, self.prefix_len).map_err(corrupt(&self.key))
+        let (_, started, id) = codec::history_key_parts(&self.key).map_err(corrupt(&self.key))?;
+        Ok((started, id))
     }
 
     /// Its status and end time (0 while open), without decoding the rest.
@@ -47,33 +49,44 @@ fn corrupt(key: &[u8]) -> impl FnOnce(codec::DecodeError) -> PersistError + '_ {
 pub type Position<'a> = Bound<(i64, &'a str)>;
 
 impl Reader {
-    pub(super) fn new(partitions: Partitions) -> Self {
-        Reader { partitions }
+    pub(super) fn new(partitions: Partitions, numbers: Arc<FunctionNumbers>) -> Self {
+        Reader {
+            partitions,
+            numbers,
+        }
     }
 
     /// The invocation `key`, with its events, if it is stored.
     pub fn get(&self, key: &InvocationKey) -> Result<Option<Invocation>, PersistError> {
         let p = &self.partitions;
-        let Some(started) = p.ids.get(codec::id_key(key))? else {
+        let Some(number) = self.numbers.number(&key.function) else {
+            return Ok(None);
+        };
+        let Some(started) = p.ids.get(codec::id_key(number, &key.id))? else {
             return Ok(None);
         };
         let started: i64 =
             codec::decode(&started, "started time").map_err(|err| PersistError::Corrupt {
                 what: format!("id entry of {}: {err}", key.id),
             })?;
-        let history_key = codec::history_key(key, started);
+        let history_key = codec::history_key(number, started, &key.id);
         let Some(value) = p.history.get(&history_key)? else {
             return Err(PersistError::Corrupt {
                 what: format!("invocation {} has an id entry but no record", key.id),
             });
         };
-        self.decode(&mut Decoder::default(), &history_key, &value, Detail::Full)
-            .map(Some)
+        self.decode(&history_key, &value, Detail::Full).map(Some)
     }
 
     /// Whether an invocation with `key`'s id is stored in its function.
     pub fn contains(&self, key: &InvocationKey) -> Result<bool, PersistError> {
-        Ok(self.partitions.ids.contains_key(codec::id_key(key))?)
+        let Some(number) = self.numbers.number(&key.function) else {
+            return Ok(false);
+        };
+        Ok(self
+            .partitions
+            .ids
+            .contains_key(codec::id_key(number, &key.id))?)
     }
 
     /// `function`'s records between `low` and `high`, oldest first or newest first.
@@ -84,26 +97,26 @@ impl Reader {
         high: Position<'_>,
         newest_first: bool,
     ) -> Box<dyn Iterator<Item = Result<StoredEntry, PersistError>>> {
-        let prefix = codec::function_prefix(function);
-        let prefix_len = prefix.len();
+        let Some(number) = self.numbers.number(function) else {
+            return Box::new(std::iter::empty());
+        };
         let bound = |position: Position<'_>, unbounded: Bound<Vec<u8>>| match position {
-            Bound::Included((time, id)) => Bound::Included(at(&prefix, time, id)),
-            Bound::Excluded((time, id)) => Bound::Excluded(at(&prefix, time, id)),
+            Bound::Included((time, id)) => Bound::Included(codec::history_key(number, time, id)),
+            Bound::Excluded((time, id)) => Bound::Excluded(codec::history_key(number, time, id)),
             Bound::Unbounded => unbounded,
         };
-        let low = bound(low, Bound::Included(prefix.clone()));
-        // Ids are text, so no key of the function reaches a 0xFF byte after its time.
-        let mut past_end = prefix.clone();
-        past_end.extend_from_slice(&[0xFF; 9]);
-        let high = bound(high, Bound::Excluded(past_end));
+        let low = bound(low, Bound::Included(number.to_be_bytes().to_vec()));
+        let high = bound(
+            high,
+            match number.checked_add(1) {
+                Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+                None => Bound::Unbounded,
+            },
+        );
         let entries = self.partitions.history.range((low, high));
-        let entry = move |item: fjall::Result<fjall::KvPair>| {
+        let entry = |item: fjall::Result<fjall::KvPair>| {
             let (key, value) = item?;
-            Ok(StoredEntry {
-                key,
-                value,
-                prefix_len,
-            })
+            Ok(StoredEntry { key, value })
         };
         if newest_first {
             Box::new(entries.rev().map(entry))
@@ -112,25 +125,43 @@ impl Reader {
         }
     }
 
-    /// Decode an entry a range scan found.
+    /// Decode an entry a range scan found, sharing repeated strings through `decoder`.
     pub fn decode_entry(
         &self,
         decoder: &mut Decoder,
         entry: &StoredEntry,
         detail: Detail,
     ) -> Result<Invocation, PersistError> {
-        self.decode(decoder, &entry.key, &entry.value, detail)
+        self.decode_with(decoder, &entry.key, &entry.value, detail)
     }
 
     /// Decode a stored record, reading its payload from `history_payloads` if it is kept
     /// apart.
     pub(super) fn decode(
         &self,
+        key: &[u8],
+        value: &[u8],
+        detail: Detail,
+    ) -> Result<Invocation, PersistError> {
+        self.decode_with(&mut Decoder::default(), key, value, detail)
+    }
+
+    fn decode_with(
+        &self,
         decoder: &mut Decoder,
         key: &[u8],
         value: &[u8],
         detail: Detail,
     ) -> Result<Invocation, PersistError> {
+        let (number, ..) = codec::history_key_parts(key).map_err(corrupt(key))?;
+        let function = self
+            .numbers
+            .function(number)
+            .ok_or_else(|| PersistError::Corrupt {
+                what: format!(
+                    "invocation record {key:?} names function {number}, which has no entry"
+                ),
+            })?;
         let apart = || -> Result<Arc<str>, codec::DecodeError> {
             let bytes = self
                 .partitions
@@ -143,7 +174,7 @@ impl Reader {
                 .map_err(|_| codec::DecodeError::new("its payload is not UTF-8"))
         };
         decoder
-            .history(key, value, detail, apart)
+            .history(function, key, value, detail, apart)
             .map_err(corrupt(key))
     }
 
@@ -152,10 +183,4 @@ impl Reader {
         let p = &self.partitions;
         p.history.disk_space() + p.history_payloads.disk_space() + p.ids.disk_space()
     }
-}
-
-fn at(prefix: &[u8], time: i64, id: &str) -> Vec<u8> {
-    let mut key = codec::history_bound(prefix, time);
-    key.extend_from_slice(id.as_bytes());
-    key
 }

@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 
 pub(super) use super::journal_check::BATCH_MARK;
 use super::layout::DataDir;
+use super::numbers::FunctionNumbers;
 use super::{partition, Durability, Op, Part, Partitions, PersistError, WriteSet};
 
 /// Most commits written as one batch.
@@ -59,6 +60,7 @@ pub struct Journal {
     thread: Option<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
     keyspace: Keyspace,
+    numbers: Arc<FunctionNumbers>,
     /// Keeps the directory locked until the journal is closed.
     _dir: DataDir,
 }
@@ -68,6 +70,7 @@ impl Journal {
         dir: DataDir,
         keyspace: Keyspace,
         partitions: Partitions,
+        numbers: Arc<FunctionNumbers>,
         durability: Durability,
     ) -> Journal {
         let (sender, receiver) = mpsc::channel();
@@ -109,8 +112,14 @@ impl Journal {
             thread,
             failed,
             keyspace,
+            numbers,
             _dir: dir,
         }
+    }
+
+    /// An empty write set for a commit.
+    pub fn write_set(&self) -> WriteSet {
+        WriteSet::new(self.numbers.clone())
     }
 
     /// Whether a write failed, so that nothing more is accepted.
@@ -219,11 +228,15 @@ impl Writer {
         let result = if self.failed.load(Ordering::Acquire) {
             Err(PersistError::Failed.to_string())
         } else {
-            self.write(&group).map_err(|err| {
-                self.failed.store(true, Ordering::Release);
-                tracing::error!(%err, "writing to the data directory failed; refusing further writes");
-                err.to_string()
-            })
+            self.write(&group)
+                .map(|()| {
+                    group.iter().for_each(|s| s.writes.written());
+                })
+                .map_err(|err| {
+                    self.failed.store(true, Ordering::Release);
+                    tracing::error!(%err, "writing to the data directory failed; refusing further writes");
+                    err.to_string()
+                })
         };
         match &self.acknowledger {
             Some(acknowledger) => {

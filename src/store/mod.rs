@@ -354,7 +354,7 @@ impl Store {
                 return Err(crate::persist::PersistError::Failed.into());
             }
             let mut commit = Commit {
-                writes: state.journal.as_ref().map(|_| WriteSet::default()),
+                writes: state.journal.as_ref().map(Journal::write_set),
                 events: Vec::new(),
                 ended: Vec::new(),
                 removed: Vec::new(),
