@@ -36,16 +36,31 @@ pub struct HistoryArgs {
     /// while); a fresh temporary one otherwise.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
-    /// Who reads.
+    /// Who reads, for throughput (beside the baseline).
     #[command(flatten)]
     pub clients: Clients,
+    /// Clients reading when latency is measured: few enough that a call's time is its own,
+    /// not the queue of a saturated 2-core machine.
+    #[arg(long, default_value_t = 1)]
+    pub latency_clients: usize,
     /// Measured time per read run (after a 1 s warm-up).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
 }
 
-/// Payload size of seeded invocations.
+/// Payload size of seeded invocations: random letters and digits, as incompressible as a
+/// real payload of that size tends to be.
 const PAYLOAD_BYTES: usize = 100;
+
+/// The payload of seeded invocation `n`: `PAYLOAD_BYTES` letters and digits drawn from `n`.
+fn payload(n: usize) -> Arc<str> {
+    use rand::{Rng, SeedableRng};
+    let mut draw = rand::rngs::SmallRng::seed_from_u64(n as u64);
+    (0..PAYLOAD_BYTES)
+        .map(|_| char::from(draw.sample(rand::distr::Alphanumeric)))
+        .collect::<String>()
+        .into()
+}
 
 /// Invocations seeded per commit.
 const SEED_BATCH: usize = 2_000;
@@ -91,7 +106,6 @@ pub async fn seed(
     let now = crate::clock::Clock::system().now_ms();
     let total = finished + open;
     let start_ms = now - i64::try_from(total).unwrap_or(0) - 60_000;
-    let payload: Arc<str> = "p".repeat(PAYLOAD_BYTES).into();
     let mut events = 0;
     let started = Instant::now();
     let mut n = 0;
@@ -104,7 +118,7 @@ pub async fn seed(
                 Invocation::accept(
                     functions[n % functions.len()].invocation(&seed_id(n)),
                     "LATEST",
-                    payload.clone(),
+                    payload(n),
                     &format!("req-{n:09}"),
                     started,
                 )
@@ -253,47 +267,100 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             "RSS MiB",
             "disk B/finished",
             "get/s",
+            "baseline get/s",
+            "% of baseline",
             "get p99 ms",
             "list/s",
             "list p99 ms",
             "runs (s to serving)",
         ],
     );
+    let get = Call::Get {
+        stored: args.finished,
+        functions: args.functions,
+    };
+    let list = Call::List {
+        stored: args.finished,
+        functions: args.functions,
+        limit: 50,
+        start_ms: seeded.start_ms,
+    };
+    let few = Clients {
+        clients: args.latency_clients,
+        connections: 1,
+    };
+    // The baseline answers from memory whatever it holds; a million is plenty to pick from.
+    let baseline_records = args.finished.min(1_000_000);
+    let baseline_get = Call::Get {
+        stored: baseline_records,
+        functions: 1,
+    };
     let mut times = Vec::new();
     let mut rss = Vec::new();
-    let mut gets = Vec::new();
-    let mut lists = Vec::new();
+    let mut measured = Vec::new();
     for _ in 0..runs.max(1) {
         let server = ServerProcess::start(Mode::Sync, &dir).await?;
         times.push(millis(server.time_to_serving) / 1_000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss.push(server.memory().0);
-        let get = Call::Get {
-            stored: args.finished,
-            functions: args.functions,
-        };
-        gets.push(closed_loop(&server.url, args.clients, args.duration, get).await?);
-        let list = Call::List {
-            stored: args.finished,
-            functions: args.functions,
-            limit: 50,
-            start_ms: seeded.start_ms,
-        };
-        lists.push(closed_loop(&server.url, args.clients, args.duration, list).await?);
+        // Reads are measured on a settled store, not beside the compactions a fresh seeding
+        // leaves behind.
+        server.wait_until_quiet().await;
+        let cpu_before = server.cpu_time();
+        let gets = closed_loop(&server.url, args.clients, args.duration, get.clone()).await?;
+        let get_cpu_us = server.cpu_time().saturating_sub(cpu_before).as_secs_f64() * 1e6
+            / gets.calls.max(1) as f64;
+        let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
+        let mut get_latency = closed_loop(&server.url, few, args.duration, get.clone()).await?;
+        let mut list_latency = closed_loop(&server.url, few, args.duration, list.clone()).await?;
+        for (what, run) in [("get", &mut get_latency), ("list", &mut list_latency)] {
+            eprintln!(
+                "{what} at {} clients: {:.0}/s, p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms",
+                few.clients,
+                run.throughput,
+                run.latencies.percentile_ms(50.0),
+                run.latencies.percentile_ms(90.0),
+                run.latencies.percentile_ms(99.0),
+                run.latencies.percentile_ms(99.9)
+            );
+        }
+        drop(server);
+        let baseline = ServerProcess::start_baseline(baseline_records).await?;
+        let cpu_before = baseline.cpu_time();
+        let baseline_gets = closed_loop(
+            &baseline.url,
+            args.clients,
+            args.duration,
+            baseline_get.clone(),
+        )
+        .await?;
+        let baseline_cpu_us = baseline.cpu_time().saturating_sub(cpu_before).as_secs_f64() * 1e6
+            / baseline_gets.calls.max(1) as f64;
+        let mut baseline_latency =
+            closed_loop(&baseline.url, few, args.duration, baseline_get.clone()).await?;
+        eprintln!(
+            "server CPU per get: {get_cpu_us:.1} µs; the baseline's {baseline_cpu_us:.1} µs; \
+             the baseline at {} clients: p50 {} ms, p99 {} ms",
+            few.clients,
+            baseline_latency.latencies.percentile_ms(50.0),
+            baseline_latency.latencies.percentile_ms(99.0)
+        );
+        measured.push((gets, lists, get_latency, list_latency, baseline_gets));
     }
     let median = median_index(&times);
-    let get = &mut gets[median];
-    let list = &mut lists[median];
+    let (gets, lists, get_latency, list_latency, baseline_gets) = &mut measured[median];
     report.row(vec![
         json!(args.finished),
         json!(args.open),
         json!((times[median] * 100.0).round() / 100.0),
         json!((rss[median] as f64 / (1u64 << 20) as f64).round()),
         json!(disk_bytes / args.finished.max(1) as u64),
-        json!(get.throughput.round() as u64),
-        json!(get.latencies.percentile_ms(99.0)),
-        json!(list.throughput.round() as u64),
-        json!(list.latencies.percentile_ms(99.0)),
+        json!(gets.throughput.round() as u64),
+        json!(baseline_gets.throughput.round() as u64),
+        json!((gets.throughput / baseline_gets.throughput.max(1.0) * 100.0).round()),
+        json!(get_latency.latencies.percentile_ms(99.0)),
+        json!(lists.throughput.round() as u64),
+        json!(list_latency.latencies.percentile_ms(99.0)),
         json!(times
             .iter()
             .map(|t| format!("{t:.2}"))

@@ -99,6 +99,21 @@ impl ServerProcess {
         Duration::from_millis(ticks * 10)
     }
 
+    /// Wait until the server uses under 5% of a core over a second (at most 30 minutes): its
+    /// background work (the storage engine's compactions) is done.
+    pub async fn wait_until_quiet(&self) {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let mut before = self.cpu_time();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.cpu_time();
+            if now.saturating_sub(before) < Duration::from_millis(50) {
+                return;
+            }
+            before = now;
+        }
+    }
+
     /// Resident and peak resident memory, bytes (from /proc).
     pub fn memory(&self) -> (u64, u64) {
         let status = format!("/proc/{}/status", self.child.id());

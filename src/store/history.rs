@@ -43,7 +43,7 @@ pub struct MemoryHistory {
 /// Records read from the data directory, with a cache.
 pub struct DiskHistory {
     reader: Reader,
-    cache: quick_cache::sync::Cache<InvocationKey, Arc<Invocation>, RecordWeight>,
+    cache: quick_cache::sync::Cache<InvocationKey, Arc<Invocation>, RecordWeight, Hashing>,
     /// Where retention resumes in each function it has not finished scanning (bounded by the
     /// functions, and dropped once a function's scan reaches the cutoff).
     purge_from: Mutex<HashMap<FunctionKey, (i64, Arc<str>), Hashing>>,
@@ -86,10 +86,12 @@ impl DiskHistory {
     pub fn new(reader: Reader, cache_bytes: u64) -> Self {
         DiskHistory {
             reader,
-            cache: quick_cache::sync::Cache::with_weighter(
+            cache: quick_cache::sync::Cache::with(
                 usize::try_from(cache_bytes / 2048).unwrap_or(1).max(1),
                 cache_bytes.max(1),
                 RecordWeight,
+                Hashing::default(),
+                Default::default(),
             ),
             purge_from: Mutex::default(),
             removals: AtomicU64::new(0),
