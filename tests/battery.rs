@@ -91,6 +91,10 @@ fn check(case: &str, outcome: Outcome) -> usize {
         !status.message().is_empty(),
         "{case}: an error without a message"
     );
+    assert!(
+        status.metadata().get("x-fc-error-code").is_some(),
+        "{case}: an error without an x-fc-error-code: {status:?}"
+    );
     1
 }
 
@@ -180,7 +184,15 @@ async fn hundreds_of_malformed_requests_are_refused_cleanly_and_change_nothing()
             .results;
         assert_eq!(results.len(), batch.len());
         for (entry, result) in batch.iter().zip(&results) {
-            let status = tonic::Status::new(Code::from(result.code), result.message.clone());
+            // The entry's result, as the status a single InvokeFunction would answer.
+            let mut status = tonic::Status::new(Code::from(result.code), result.message.clone());
+            if let Ok(code) = result.error_code.parse() {
+                status.metadata_mut().insert("x-fc-error-code", code);
+            }
+            assert_eq!(
+                result.invocation_id, entry.invocation_id,
+                "the asked id is echoed"
+            );
             count += check(&format!("invoke batch entry {entry:?}"), Err(status));
         }
     }
@@ -349,6 +361,7 @@ async fn hundreds_of_malformed_requests_are_refused_cleanly_and_change_nothing()
             service_name: service,
             function_name: function,
             from_sequence: from,
+            from_oldest: false,
         };
         count += check("watch changes", client.watch_invocations(r).await.map(drop));
     }
@@ -513,7 +526,7 @@ async fn hundreds_of_malformed_requests_are_refused_cleanly_and_change_nothing()
     for outcome in [
         None,
         Some(success(&"x".repeat(1024 * 1024 + 1))),
-        Some(failure(&"x".repeat(64 * 1024 + 1), true)),
+        Some(failure(&"x".repeat(64 * 1024 + 1))),
         Some(pb::complete_invocation_request::Outcome::Invalid(
             pb::CompleteInvalid {
                 reason: "x".repeat(64 * 1024 + 1),
@@ -664,6 +677,8 @@ async fn raw_frames(server: &TestServer) -> usize {
                 grpc_status = Some(status.to_string());
             }
         }
+        let error_code = head.headers.get("x-fc-error-code").cloned();
+        let message = head.headers.get("grpc-message").cloned();
         let refused =
             head.status != http::StatusCode::OK || grpc_status.as_deref().is_some_and(|s| s != "0");
         assert!(
@@ -672,8 +687,14 @@ async fn raw_frames(server: &TestServer) -> usize {
         );
         if let Some(code) = grpc_status.as_deref().and_then(|s| s.parse::<i32>().ok()) {
             assert!(
-                !matches!(Code::from(code), Code::Unknown),
-                "{path}: UNKNOWN for a malformed frame"
+                !matches!(Code::from(code), Code::Unknown | Code::Internal),
+                "{path}: {:?} for a malformed frame ({message:?})",
+                Code::from(code)
+            );
+            assert!(
+                error_code.is_some(),
+                "{path}: {:?} without an x-fc-error-code",
+                Code::from(code)
             );
         }
         count += 1;

@@ -127,7 +127,7 @@ async fn working(url: String, acked: Arc<Mutex<Acknowledged>>) {
             let outcome = intended_outcome(&id);
             let reported = match &outcome {
                 Ok(payload) => success(payload),
-                Err(message) => failure(message, false),
+                Err(message) => permanent_failure(message),
             };
             let answer = worker
                 .complete_invocation(pb::CompleteInvocationRequest {
@@ -257,6 +257,7 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
             service_name: SERVICE.into(),
             function_name: FUNCTION.into(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .expect("watch the function")

@@ -60,6 +60,7 @@ async fn function_watch(client: &mut Client) -> tonic::Streaming<pb::WatchInvoca
             service_name: SERVICE.into(),
             function_name: String::new(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .expect("watch")
@@ -113,7 +114,7 @@ async fn everything_acknowledged_comes_back_after_a_restart() {
         &mut worker,
         ACCOUNT,
         &leases[1].lease_token,
-        failure("bad", false),
+        permanent_failure("bad"),
     )
     .await
     .expect("failure");
@@ -245,7 +246,7 @@ async fn retry_backoff_and_stop_grace_are_rearmed_from_stored_deadlines() {
         &mut worker,
         ACCOUNT,
         &leases[0].lease_token,
-        failure("flaky", true),
+        failure("flaky"),
     )
     .await
     .expect("fail");
@@ -771,14 +772,9 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
             .lease_token
             .clone()
     };
-    complete(
-        &mut worker,
-        ACCOUNT,
-        &lease("retried"),
-        failure("flaky", true),
-    )
-    .await
-    .expect("fail");
+    complete(&mut worker, ACCOUNT, &lease("retried"), failure("flaky"))
+        .await
+        .expect("fail");
     stop(&mut client, ACCOUNT, FUNCTION, "stopped")
         .await
         .expect("stop");

@@ -588,9 +588,10 @@ async fn invoke_function_stream_answers_each_message_in_order_and_stores_the_acc
             120 => batch_entry(FUNCTION, "s-0"),
             _ => batch_entry(FUNCTION, &format!("s-{i}")),
         };
+        // Each result names the id its message asked for, accepted or not.
         expected.push(match i {
-            3 => (Code::InvalidArgument, String::new()),
-            120 => (Code::AlreadyExists, String::new()),
+            3 => (Code::InvalidArgument, "s-3".to_string()),
+            120 => (Code::AlreadyExists, "s-0".to_string()),
             _ => (Code::Ok, format!("s-{i}")),
         });
         send.send(entry).await.expect("send");
@@ -604,6 +605,13 @@ async fn invoke_function_stream_answers_each_message_in_order_and_stores_the_acc
                 "{}",
                 result.message
             );
+            assert_eq!(result.error_code, "InvalidArgument");
+        }
+        if result.code == Code::AlreadyExists as i32 {
+            assert_eq!(result.error_code, "StatefulAsyncInvocationAlreadyExists");
+        }
+        if result.code == 0 {
+            assert_eq!(result.error_code, "");
         }
         answered.push((Code::from(result.code), result.invocation_id));
     }
@@ -691,7 +699,15 @@ async fn an_oversized_stream_message_ends_the_stream_after_the_earlier_results()
         .message()
         .await
         .expect_err("the stream ends with the error");
-    assert_eq!(ended.code(), Code::OutOfRange, "{ended:?}");
+    // gRPC's code for a size limit, with the code sai gives an oversized payload.
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+    assert_eq!(
+        ended
+            .metadata()
+            .get("x-fc-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("EntityTooLarge")
+    );
     drop(send);
 
     let stored: Vec<String> = list_all(&mut client, "default", list_request(FUNCTION))

@@ -84,7 +84,7 @@ async fn failure_then_success_on_retry_and_failures_until_failed() {
 
     invoke(&mut c, "default", FUNCTION, "flaky").await;
     let first = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
-    complete(&mut w, "default", &first.lease_token, failure("boom", true))
+    complete(&mut w, "default", &first.lease_token, failure("boom"))
         .await
         .expect("fail");
     assert!(
@@ -127,7 +127,7 @@ async fn failure_then_success_on_retry_and_failures_until_failed() {
             &mut w,
             "default",
             &lease.lease_token,
-            failure(&format!("boom {attempt}"), true),
+            failure(&format!("boom {attempt}")),
         )
         .await
         .expect("fail");
@@ -144,14 +144,14 @@ async fn failure_then_success_on_retry_and_failures_until_failed() {
     assert_eq!(got.already_retried_times, 2);
     assert_eq!(got.invocation_error_message, "boom 3");
 
-    // A failure that is not retryable ends it at once, whatever retries are left.
+    // A permanent failure ends it at once, whatever retries are left.
     invoke(&mut c, "default", FUNCTION, "fatal").await;
     let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
     complete(
         &mut w,
         "default",
         &lease.lease_token,
-        failure("bad input", false),
+        permanent_failure("bad input"),
     )
     .await
     .expect("fail");
@@ -221,7 +221,7 @@ async fn a_lease_that_runs_out_is_a_failed_attempt_and_fences_the_old_worker() {
         .await
         .expect("repeat");
     assert_eq!(status_of(&again), pb::InvocationStatus::Succeeded);
-    let other = complete(&mut w, "default", &retried.lease_token, failure("no", true))
+    let other = complete(&mut w, "default", &retried.lease_token, failure("no"))
         .await
         .expect_err("different outcome");
     assert_eq!(other.code(), Code::FailedPrecondition);
@@ -276,7 +276,7 @@ async fn a_finished_lease_answers_repeats_as_long_as_its_invocation_is_kept() {
     complete(&mut w, "default", first, success("done"))
         .await
         .expect("complete");
-    complete(&mut w, "default", second, failure("flaky", true))
+    complete(&mut w, "default", second, failure("flaky"))
         .await
         .expect("fail");
     server.advance(PAST_BACKOFF);
@@ -289,7 +289,7 @@ async fn a_finished_lease_answers_repeats_as_long_as_its_invocation_is_kept() {
         .await
         .expect("a repeat of a success");
     assert_eq!(status_of(&again), pb::InvocationStatus::Succeeded);
-    let again = complete(&mut w, "default", second, failure("flaky", true))
+    let again = complete(&mut w, "default", second, failure("flaky"))
         .await
         .expect("a repeat of a failure that was retried");
     assert_eq!(
@@ -297,9 +297,14 @@ async fn a_finished_lease_answers_repeats_as_long_as_its_invocation_is_kept() {
         pb::InvocationStatus::Running,
         "attempt 2 runs"
     );
-    let other = complete(&mut w, "default", first, failure("changed my mind", false))
-        .await
-        .expect_err("another outcome on a used token");
+    let other = complete(
+        &mut w,
+        "default",
+        first,
+        permanent_failure("changed my mind"),
+    )
+    .await
+    .expect_err("another outcome on a used token");
     assert_eq!(other.code(), Code::FailedPrecondition);
     for id in ["first", "second"] {
         let got = get(&mut c, "default", FUNCTION, id).await.expect("get");
@@ -560,14 +565,9 @@ async fn destinations_receive_the_result_record() {
     )
     .await
     .expect("succeed");
-    complete(
-        &mut w,
-        "default",
-        &by_id["bad"],
-        failure("card declined", true),
-    )
-    .await
-    .expect("fail");
+    complete(&mut w, "default", &by_id["bad"], failure("card declined"))
+        .await
+        .expect("fail");
 
     for (id, sink, condition) in [("good", "on-ok", "Succeeded"), ("bad", "on-fail", "Failed")] {
         let got = get(&mut c, "default", FUNCTION, id).await.expect("get");
@@ -672,14 +672,9 @@ async fn a_retry_that_would_run_past_the_max_event_age_expires() {
     .await;
     invoke(&mut c, "default", FUNCTION, "slow-retry").await;
     let lease = poll(&mut w, "default", FUNCTION, 1, 1_000).await.remove(0);
-    complete(
-        &mut w,
-        "default",
-        &lease.lease_token,
-        failure("flaky", true),
-    )
-    .await
-    .expect("fail");
+    complete(&mut w, "default", &lease.lease_token, failure("flaky"))
+        .await
+        .expect("fail");
     server.advance(Duration::from_secs(1));
     let got = wait_for(&mut c, "default", FUNCTION, "slow-retry", terminal).await;
     assert_eq!(
@@ -707,13 +702,13 @@ async fn complete_invocations_applies_each_entry_as_complete_invocation_would() 
         .complete_invocations(pb::CompleteInvocationsRequest {
             completions: vec![
                 entry(&leases[0], success("one")),
-                entry(&leases[1], failure("two", false)),
+                entry(&leases[1], permanent_failure("two")),
                 pb::CompleteInvocationRequest {
                     lease_token: String::new(),
                     outcome: Some(success("x")),
                 },
                 // The same token again with another outcome: refused, the first stands.
-                entry(&leases[0], failure("changed my mind", false)),
+                entry(&leases[0], permanent_failure("changed my mind")),
                 pb::CompleteInvocationRequest {
                     lease_token: leases[2].lease_token.clone(),
                     outcome: None,

@@ -85,9 +85,13 @@ async fn a_request_over_the_size_limit_is_refused_unread() {
         })
         .await
         .expect_err("too big");
-    assert!(
-        matches!(refused.code(), Code::OutOfRange | Code::ResourceExhausted),
-        "{refused:?}"
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused
+            .metadata()
+            .get("x-fc-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("EntityTooLarge")
     );
     assert!(
         refused.message().contains("too large"),
@@ -123,6 +127,7 @@ async fn watch_streams_per_account_are_limited_and_given_back_when_a_stream_ends
                 service_name: SERVICE.into(),
                 function_name: FUNCTION.into(),
                 from_sequence: 0,
+                from_oldest: false,
             },
         )
     };

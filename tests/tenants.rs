@@ -34,6 +34,7 @@ async fn account_b_cannot_reach_account_a() {
                 service_name: String::new(),
                 function_name: String::new(),
                 from_sequence: 0,
+                from_oldest: false,
             },
         ))
         .await

@@ -340,6 +340,7 @@ async fn every_rule_is_refused_with_its_field_and_changes_nothing() {
             service_name: String::new(),
             function_name: FUNCTION.into(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .map(|_| ()),
@@ -351,6 +352,7 @@ async fn every_rule_is_refused_with_its_field_and_changes_nothing() {
             service_name: "bad name".into(),
             function_name: String::new(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .map(|_| ()),
@@ -744,6 +746,7 @@ async fn an_unknown_resume_point_is_out_of_range_and_a_stream_is_not_silently_cu
             service_name: SERVICE.into(),
             function_name: FUNCTION.into(),
             from_sequence: 5,
+            from_oldest: false,
         })
         .await;
     let status = match answer {
@@ -922,7 +925,7 @@ async fn worker_requests_break_rules_with_their_field_named_and_change_nothing()
             "failure.error_message",
             pb::CompleteInvocationRequest {
                 lease_token: "lt1.x".into(),
-                outcome: Some(failure(&"e".repeat(64 * 1024 + 1), true)),
+                outcome: Some(failure(&"e".repeat(64 * 1024 + 1))),
             },
         ),
     ];

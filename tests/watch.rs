@@ -159,6 +159,7 @@ async fn a_function_watch_sees_every_change_of_ten_thousand_invocations_in_order
             service_name: SERVICE.into(),
             function_name: FUNCTION.into(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .expect("watch opens")
@@ -216,6 +217,7 @@ async fn a_function_watch_sees_every_change_of_ten_thousand_invocations_in_order
             service_name: SERVICE.into(),
             function_name: FUNCTION.into(),
             from_sequence: resume_after,
+            from_oldest: false,
         })
         .await
         .expect("resume")
@@ -231,6 +233,7 @@ async fn a_function_watch_sees_every_change_of_ten_thousand_invocations_in_order
             service_name: String::new(),
             function_name: String::new(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .expect("account watch")
@@ -254,6 +257,7 @@ async fn shutdown_ends_open_watch_streams_cleanly() {
             service_name: SERVICE.into(),
             function_name: String::new(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await
         .expect("watch opens")

@@ -31,8 +31,8 @@ def main() -> None:
         for lease in reply.leases:
             try:
                 outcome = {"success": pb.CompleteSuccess(return_payload=handle(lease.invocation.invocation_payload))}
-            except Exception as error:  # any failure of the function is reported, and retried
-                outcome = {"failure": pb.CompleteFailure(error_message=str(error), retryable=True)}
+            except Exception as error:  # retried per the config, unless reported permanent=True
+                outcome = {"failure": pb.CompleteFailure(error_message=str(error))}
             worker.CompleteInvocation(pb.CompleteInvocationRequest(lease_token=lease.lease_token, **outcome))
             print(f"{lease.invocation.invocation_id} attempt {lease.attempt}: {next(iter(outcome))}", flush=True)
             done += 1

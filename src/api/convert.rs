@@ -219,7 +219,30 @@ pub fn list_query(
     let function = function_key(account, &request.service_name, &request.function_name)?;
     validate::qualifier("qualifier", &request.qualifier)?;
     validate::id_prefix("invocation_id_prefix", &request.invocation_id_prefix)?;
-    let status = status_filter("status", request.status)?;
+    let status = match (
+        status_filter("status", request.status)?,
+        request.status_name.as_str(),
+    ) {
+        (status, "") => status,
+        (by_number, name) => {
+            let by_name = Status::from_name(name).ok_or_else(|| {
+                ValidationError::new(
+                    "status_name",
+                    &format!(
+                        "{name:?} is not a status (Enqueued, Dequeued, Running, Succeeded, \
+                         Failed, Stopped, Stopping, Expired, Invalid, Retrying)"
+                    ),
+                )
+            })?;
+            if by_number.is_some_and(|status| status != by_name) {
+                return Err(ValidationError::new(
+                    "status_name",
+                    "names another status than status does",
+                ));
+            }
+            Some(by_name)
+        }
+    };
     let (begin, end) = validate::time_range(
         "started_time_begin",
         request.started_time_begin,
@@ -437,7 +460,7 @@ pub fn outcome(
             )?;
             Ok(Outcome::Failure {
                 error_message: failure.error_message,
-                retryable: failure.retryable,
+                permanent: failure.permanent,
             })
         }
         Some(P::Stopped(_)) => Ok(Outcome::Stopped),

@@ -6,7 +6,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, Fence};
 use crate::model::{Trigger, ValidationError};
 use crate::store::StoreError;
 
@@ -33,77 +33,136 @@ pub enum ApiError {
     Limit(#[from] super::limits::LimitReached),
 }
 
-fn status(code: Code, fc_code: Option<&'static str>, message: String) -> Status {
-    let Some(fc_code) = fc_code else {
-        return Status::new(code, message);
-    };
-    let mut status = Status::new(code, format!("{fc_code}: {message}"));
+fn status(code: Code, error_code: &'static str, message: String) -> Status {
+    let mut status = Status::new(code, format!("{error_code}: {message}"));
     status
         .metadata_mut()
-        .insert(ERROR_CODE_HEADER, MetadataValue::from_static(fc_code));
+        .insert(ERROR_CODE_HEADER, MetadataValue::from_static(error_code));
     status
+}
+
+/// The stable code a status carries in `x-fc-error-code` ("" for none: OK).
+pub fn error_code(status: &Status) -> String {
+    status
+        .metadata()
+        .get(ERROR_CODE_HEADER)
+        .and_then(|code| code.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The gRPC code and the stable error code of every error: FC's code where FC has one, sai's
+/// own otherwise (the worker's are listed in `worker_service.proto`).
+fn codes(err: &ApiError) -> (Code, &'static str) {
+    use super::auth::AuthError;
+    match err {
+        ApiError::Auth(AuthError::Unauthenticated(_)) => (Code::Unauthenticated, "Unauthenticated"),
+        ApiError::Auth(AuthError::WrongAccount { .. }) => (Code::PermissionDenied, "AccessDenied"),
+        ApiError::Limit(_) => (Code::ResourceExhausted, "TooManyConcurrentCalls"),
+        ApiError::Invalid(invalid) => {
+            if invalid.field.ends_with("payload") && invalid.rule.contains("bytes") {
+                (Code::InvalidArgument, "EntityTooLarge")
+            } else {
+                (Code::InvalidArgument, "InvalidArgument")
+            }
+        }
+        ApiError::Store(store) => store_codes(store),
+        ApiError::Engine(engine) => match engine {
+            // Store errors keep one mapping, whichever layer passed them on.
+            EngineError::Store(store) => store_codes(store),
+            EngineError::LeaseNotFound => (Code::NotFound, "LeaseNotFound"),
+            EngineError::LeaseFenced(fence) => (
+                Code::FailedPrecondition,
+                match fence {
+                    Fence::Expired | Fence::LostInRestart => "LeaseExpired",
+                    Fence::Superseded => "LeaseSuperseded",
+                    Fence::Ended | Fence::GraceEnded | Fence::Gone => "InvocationEnded",
+                },
+            ),
+            EngineError::OutcomeConflict => (Code::FailedPrecondition, "LeaseOutcomeConflict"),
+            EngineError::ShuttingDown => (Code::Unavailable, "ServiceUnavailable"),
+        },
+    }
+}
+
+fn store_codes(err: &StoreError) -> (Code, &'static str) {
+    match err {
+        StoreError::InvocationNotFound(_) => (Code::NotFound, "StatefulAsyncInvocationNotFound"),
+        StoreError::InvocationAlreadyExists(_) => {
+            (Code::AlreadyExists, "StatefulAsyncInvocationAlreadyExists")
+        }
+        StoreError::IllegalTransition { source, .. } => (
+            Code::FailedPrecondition,
+            if source.trigger == Trigger::Stop && source.from.is_terminal() {
+                "StatefulAsyncInvocationAlreadyCompleted"
+            } else {
+                "InvocationStateConflict"
+            },
+        ),
+        StoreError::StaleAttempt { .. } => (Code::FailedPrecondition, "LeaseSuperseded"),
+        StoreError::ConfigNotFound { .. } => (Code::NotFound, "AsyncConfigNotExists"),
+        StoreError::FunctionFull { .. } => (Code::ResourceExhausted, "TooManyOpenInvocations"),
+        StoreError::InvalidPageToken { .. } => (Code::InvalidArgument, "InvalidArgument"),
+        StoreError::HistoryPurged { .. } => (Code::OutOfRange, "ResumePointPurged"),
+        StoreError::ResumePointAhead { .. } => (Code::OutOfRange, "ResumePointAhead"),
+        StoreError::ShuttingDown | StoreError::Storage(_) => {
+            (Code::Unavailable, "ServiceUnavailable")
+        }
+    }
 }
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
-        let message = err.to_string();
-        match err {
-            ApiError::Auth(super::auth::AuthError::Unauthenticated(_)) => {
-                status(Code::Unauthenticated, None, message)
-            }
-            ApiError::Auth(super::auth::AuthError::WrongAccount { .. }) => {
-                status(Code::PermissionDenied, None, message)
-            }
-            ApiError::Limit(_) => status(Code::ResourceExhausted, None, message),
-            ApiError::Invalid(invalid) => {
-                let fc_code =
-                    if invalid.field.ends_with("payload") && invalid.rule.contains("bytes") {
-                        "EntityTooLarge"
-                    } else {
-                        "InvalidArgument"
-                    };
-                status(Code::InvalidArgument, Some(fc_code), message)
-            }
-            ApiError::Store(store) => match store {
-                StoreError::InvocationNotFound(_) => status(
-                    Code::NotFound,
-                    Some("StatefulAsyncInvocationNotFound"),
-                    message,
-                ),
-                StoreError::InvocationAlreadyExists(_) => status(
-                    Code::AlreadyExists,
-                    Some("StatefulAsyncInvocationAlreadyExists"),
-                    message,
-                ),
-                StoreError::IllegalTransition { source, .. } => {
-                    let fc_code = (source.trigger == Trigger::Stop && source.from.is_terminal())
-                        .then_some("StatefulAsyncInvocationAlreadyCompleted");
-                    status(Code::FailedPrecondition, fc_code, message)
-                }
-                StoreError::StaleAttempt { .. } => status(Code::FailedPrecondition, None, message),
-                StoreError::ConfigNotFound { .. } => {
-                    status(Code::NotFound, Some("AsyncConfigNotExists"), message)
-                }
-                StoreError::FunctionFull { .. } => status(Code::ResourceExhausted, None, message),
-                StoreError::InvalidPageToken { .. } => {
-                    status(Code::InvalidArgument, Some("InvalidArgument"), message)
-                }
-                StoreError::HistoryPurged { .. } | StoreError::ResumePointAhead { .. } => {
-                    status(Code::OutOfRange, None, message)
-                }
-                StoreError::ShuttingDown | StoreError::Storage(_) => {
-                    status(Code::Unavailable, None, message)
-                }
-            },
-            ApiError::Engine(engine) => match engine {
-                // Store errors keep one mapping, whichever layer passed them on.
-                EngineError::Store(store) => Status::from(ApiError::Store(store)),
-                EngineError::LeaseNotFound => status(Code::NotFound, None, message),
-                EngineError::LeaseFenced(_) | EngineError::OutcomeConflict => {
-                    status(Code::FailedPrecondition, None, message)
-                }
-                EngineError::ShuttingDown => status(Code::Unavailable, None, message),
-            },
-        }
+        let (code, error_code) = codes(&err);
+        status(code, error_code, err.to_string())
     }
+}
+
+/// A status tonic made before a handler ran (one without sai's error code), as sai answers
+/// it: an undecodable message (bad UTF-8 in a string, bad bytes, a truncated frame, none) is
+/// the caller's fault, INVALID_ARGUMENT, not INTERNAL; a
+/// message over --max-request-bytes is RESOURCE_EXHAUSTED, gRPC's code for a size limit,
+/// not OUT_OF_RANGE; an unknown method is UNIMPLEMENTED. Each carries a code. Any other
+/// status is left as it is.
+pub fn transport_status(made: Status) -> Status {
+    if made.metadata().get(ERROR_CODE_HEADER).is_some() {
+        return made; // sai's own
+    }
+    match made.code() {
+        // Every INTERNAL of the transport is about reading the request: a message that does
+        // not decode, a truncated frame, no message at all.
+        Code::Internal => status(
+            Code::InvalidArgument,
+            "InvalidArgument",
+            format!("the request is not a valid message: {}", made.message()),
+        ),
+        Code::OutOfRange if made.message().contains("message length too large") => status(
+            Code::ResourceExhausted,
+            "EntityTooLarge",
+            format!(
+                "the request is larger than --max-request-bytes allows: {}",
+                made.message()
+            ),
+        ),
+        Code::Unimplemented => status(Code::Unimplemented, "MethodNotFound", made.message().into()),
+        _ => made,
+    }
+}
+
+/// What a task that ran a call to its end reports when it did not finish: a panic is a bug of
+/// the server's (INTERNAL, logged); a task cancelled by the runtime means it is shutting down.
+pub fn task_failed(err: &tokio::task::JoinError) -> Status {
+    if err.is_panic() {
+        tracing::error!(%err, "a call's task panicked");
+        return status(
+            Code::Internal,
+            "InternalError",
+            "the server failed to finish this call; it is logged".into(),
+        );
+    }
+    status(
+        Code::Unavailable,
+        "ServiceUnavailable",
+        "the server is shutting down".into(),
+    )
 }

@@ -12,7 +12,7 @@ use crate::engine::Engine;
 use crate::model::validate::{self, ValidationError};
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationService;
-use crate::store::{StoreError, StoredChange, WatchScope};
+use crate::store::{ResumeFrom, StoreError, StoredChange, WatchScope};
 
 use super::convert::{self, InvocationRef, View};
 use super::limits::{EdgeLimits, PerAccount};
@@ -75,20 +75,27 @@ impl InvocationService {
         let mut results = vec![pb::InvokeFunctionResult::default(); entries.len()];
         let mut accepted_at = Vec::with_capacity(entries.len());
         let mut new = Vec::with_capacity(entries.len());
+        let mut asked_ids = Vec::with_capacity(entries.len());
         for (at, entry) in entries.into_iter().enumerate() {
+            asked_ids.push(entry.invocation_id.clone());
             match convert::new_invocation(account, request_id, entry, self.max_payload_bytes) {
                 Ok(one) => {
                     accepted_at.push(at);
                     new.push(one);
                 }
-                Err(err) => results[at] = invoke_result(Err(ApiError::from(err).into())),
+                Err(err) => {
+                    results[at] = invoke_result(Err(ApiError::from(err).into()), &asked_ids[at])
+                }
             }
         }
         if !new.is_empty() {
             // Not detached: the engine queues what it stored even if this call is dropped.
             let stored = self.engine.invoke_all(new).await.map_err(ApiError::from)?;
             for (at, one) in accepted_at.into_iter().zip(stored) {
-                results[at] = invoke_result(one.map_err(|err| ApiError::from(err).into()));
+                results[at] = invoke_result(
+                    one.map_err(|err| ApiError::from(err).into()),
+                    &asked_ids[at],
+                );
             }
         }
         Ok(results)
@@ -109,7 +116,7 @@ fn split_at_error<T>(group: Vec<Result<T, Status>>) -> (Vec<T>, Option<Status>) 
     for message in group {
         match message {
             Ok(entry) => entries.push(entry),
-            Err(status) => return (entries, Some(status)),
+            Err(status) => return (entries, Some(super::error::transport_status(status))),
         }
     }
     (entries, None)
@@ -373,7 +380,14 @@ impl StatefulAsyncInvocationService for InvocationService {
         let watch = self
             .engine
             .store()
-            .watch_changes(scope, r.from_sequence)
+            .watch_changes(
+                scope,
+                match (r.from_sequence, r.from_oldest) {
+                    (0, false) => ResumeFrom::Now,
+                    (0, true) => ResumeFrom::Oldest,
+                    (after, _) => ResumeFrom::After(after),
+                },
+            )
             .map_err(ApiError::from)?;
         Ok(Response::new(stream_of!(
             watch,
@@ -527,20 +541,23 @@ fn watch_scope(
     })
 }
 
-/// One entry's result as InvokeFunctions reports it.
+/// One entry's result as InvokeFunctions reports it; `asked_id` is the id the entry named.
 fn invoke_result(
     result: Result<Arc<crate::model::Invocation>, Status>,
+    asked_id: &str,
 ) -> pb::InvokeFunctionResult {
     match result {
         Ok(invocation) => pb::InvokeFunctionResult {
             code: 0,
             message: String::new(),
             invocation_id: invocation.key.id.to_string(),
+            error_code: String::new(),
         },
         Err(status) => pb::InvokeFunctionResult {
             code: status.code() as i32,
             message: status.message().to_string(),
-            invocation_id: String::new(),
+            invocation_id: asked_id.to_string(),
+            error_code: super::error::error_code(&status),
         },
     }
 }

@@ -58,6 +58,28 @@ pub fn request_id<T>(request: &tonic::Request<T>) -> Arc<str> {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into())
 }
 
+/// Rewrite a status tonic answered before any handler ran (an undecodable or oversized
+/// request, answered in the headers) as sai answers such requests: see
+/// [`super::error::transport_status`].
+fn remap_transport_status(headers: &mut http::HeaderMap) {
+    if !headers.contains_key("grpc-status") {
+        return;
+    }
+    let Some(made) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    let (code, message) = (made.code(), made.message().to_string());
+    let remapped = super::error::transport_status(made);
+    if remapped.code() == code && remapped.message() == message {
+        return;
+    }
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    if let Err(err) = remapped.add_header(headers) {
+        tracing::warn!(%err, "cannot rewrite a transport status");
+    }
+}
+
 /// Tower layer adding FC's request metadata to every RPC.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContextLayer;
@@ -106,6 +128,7 @@ where
             async move {
                 let mut response = answer.await?;
                 let headers = response.headers_mut();
+                remap_transport_status(headers);
                 if let Ok(value) = HeaderValue::from_str(&request_id) {
                     headers.insert(REQUEST_ID_HEADER, value);
                 }

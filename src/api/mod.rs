@@ -27,5 +27,5 @@ async fn detached<T: Send + 'static>(
 ) -> Result<T, tonic::Status> {
     tokio::spawn(work)
         .await
-        .map_err(|_| tonic::Status::unavailable("the server is shutting down"))
+        .map_err(|err| error::task_failed(&err))
 }

@@ -33,6 +33,26 @@ impl WorkerService {
     }
 }
 
+/// How long before a poll's call deadline it answers, for the answer to reach the caller.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The time the caller gives a call: its `grpc-timeout` header (a number and a unit).
+fn call_deadline<T>(request: &Request<T>) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (number, unit) = value.split_at(value.len().checked_sub(1)?);
+    let number: u64 = number.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(number.saturating_mul(3600)),
+        "M" => Duration::from_secs(number.saturating_mul(60)),
+        "S" => Duration::from_secs(number),
+        "m" => Duration::from_millis(number),
+        "u" => Duration::from_micros(number),
+        "n" => Duration::from_nanos(number),
+        _ => return None,
+    })
+}
+
 const WITH_PAYLOAD: View = View {
     payload: true,
     events: false,
@@ -45,7 +65,13 @@ impl WorkerServiceApi for WorkerService {
         request: Request<pb::PollInvocationsRequest>,
     ) -> Result<Response<pb::PollInvocationsResponse>, Status> {
         let account = account(&request)?;
-        let poll = convert::poll_request(&account, request.into_inner()).map_err(ApiError::from)?;
+        let deadline = call_deadline(&request);
+        let mut poll =
+            convert::poll_request(&account, request.into_inner()).map_err(ApiError::from)?;
+        if let Some(deadline) = deadline {
+            // Answer (empty, if nothing came) before the caller gives up on the call.
+            poll.wait = poll.wait.min(deadline.saturating_sub(DEADLINE_MARGIN));
+        }
         let _slot = self.polls.acquire(&account)?;
         let grants = self
             .engine
@@ -119,38 +145,50 @@ impl WorkerServiceApi for WorkerService {
         let mut results = vec![pb::CompleteInvocationResult::default(); completions.len()];
         let mut applying_at = Vec::with_capacity(completions.len());
         let mut entries = Vec::with_capacity(completions.len());
+        let mut tokens = Vec::with_capacity(completions.len());
         for (at, completion) in completions.into_iter().enumerate() {
             let checked = convert::lease_token(&completion.lease_token)
                 .and_then(|()| convert::outcome(completion.outcome, self.max_return_payload_bytes));
+            tokens.push(completion.lease_token.clone());
             match checked {
                 Ok(outcome) => {
                     applying_at.push(at);
                     entries.push((completion.lease_token, outcome));
                 }
-                Err(err) => results[at] = answer(Err(ApiError::from(err).into())),
+                Err(err) => results[at] = answer(Err(ApiError::from(err).into()), &tokens[at]),
             }
         }
         let engine = self.engine.clone();
         let applied = detached(async move { engine.complete_all(&account, entries).await }).await?;
         for (at, result) in applying_at.into_iter().zip(applied) {
-            results[at] = answer(result.map_err(|err| ApiError::from(err).into()));
+            results[at] = answer(
+                result.map_err(|err| ApiError::from(err).into()),
+                &tokens[at],
+            );
         }
         Ok(Response::new(pb::CompleteInvocationsResponse { results }))
     }
 }
 
-/// One entry's result as CompleteInvocations reports it.
-fn answer(result: Result<Arc<crate::model::Invocation>, Status>) -> pb::CompleteInvocationResult {
+/// One entry's result as CompleteInvocations reports it, for the entry of `lease_token`.
+fn answer(
+    result: Result<Arc<crate::model::Invocation>, Status>,
+    lease_token: &str,
+) -> pb::CompleteInvocationResult {
     match result {
         Ok(invocation) => pb::CompleteInvocationResult {
             code: 0,
             message: String::new(),
             invocation: Some(completed_view(&invocation)),
+            lease_token: lease_token.to_string(),
+            error_code: String::new(),
         },
         Err(status) => pb::CompleteInvocationResult {
             code: status.code() as i32,
             message: status.message().to_string(),
             invocation: None,
+            lease_token: lease_token.to_string(),
+            error_code: super::error::error_code(&status),
         },
     }
 }

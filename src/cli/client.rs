@@ -234,6 +234,7 @@ pub async fn list(connection: &Connection, args: ListArgs) -> Result<(), CliErro
         include_payload: args.include_payload,
         limit: args.limit,
         next_token: String::new(),
+        status_name: String::new(),
     };
     let (invocations, next_token) = pages(
         args.next_token.unwrap_or_default(),

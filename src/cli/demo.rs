@@ -59,6 +59,7 @@ async fn tour(addr: SocketAddr) -> Result<(), tonic::Status> {
             service_name: SERVICE.into(),
             function_name: FUNCTION.into(),
             from_sequence: 0,
+            from_oldest: false,
         })
         .await?
         .into_inner();
@@ -189,7 +190,7 @@ async fn run_worker(addr: SocketAddr, runs: usize) -> Result<(), tonic::Status> 
                 println!("worker: {} attempt 1 fails", invocation.invocation_id);
                 Outcome::Failure(pb::CompleteFailure {
                     error_message: "payment service timed out".into(),
-                    retryable: true,
+                    ..Default::default()
                 })
             } else {
                 println!(

@@ -279,7 +279,8 @@ async fn execute(
             if out.len() > MAX_RETURN_PAYLOAD {
                 return Outcome::Failure(pb::CompleteFailure {
                     error_message: "stdout exceeds the 1 MiB return payload limit".into(),
-                    retryable: false,
+                    permanent: true,
+                    ..Default::default()
                 });
             }
             Outcome::Success(pb::CompleteSuccess {
@@ -296,12 +297,12 @@ async fn execute(
             };
             Outcome::Failure(pb::CompleteFailure {
                 error_message: message,
-                retryable: true,
+                ..Default::default()
             })
         }
         Err(err) => Outcome::Failure(pb::CompleteFailure {
             error_message: format!("cannot wait for the command: {err}"),
-            retryable: true,
+            ..Default::default()
         }),
     }
 }

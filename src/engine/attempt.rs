@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::model::{Invocation, Status};
 
+use super::error::Fence;
 use super::lease::Outcome;
 
 /// The error of an attempt whose lease ran out.
@@ -20,7 +21,7 @@ pub enum Ending {
     /// With what its worker reported.
     Reported(Reported),
     /// Without its worker: why.
-    Ended(&'static str),
+    Ended(Fence),
 }
 
 /// What a worker reported, as the record keeps it.
@@ -28,7 +29,7 @@ pub enum Ending {
 pub enum Reported {
     /// Success with this return payload.
     Success(Arc<str>),
-    /// Failure with this error (retryable or not).
+    /// Failure with this error (permanent or not).
     Failure(String),
     /// Stopped on request.
     Stopped,
@@ -37,7 +38,7 @@ pub enum Reported {
 }
 
 impl Reported {
-    /// Whether `outcome` reports the same (a failure's retryable flag aside: the record
+    /// Whether `outcome` reports the same (a failure's permanent flag aside: the record
     /// does not keep it).
     pub fn matches(&self, outcome: &Outcome) -> bool {
         match (self, outcome) {
@@ -87,20 +88,14 @@ pub fn ending(record: &Invocation, attempt: u32) -> Option<Ending> {
                 Ending::Reported(Reported::Success(record.return_payload.clone()))
             }
             (_, Some("worker"), ..) => Ending::Reported(Reported::Stopped),
-            (_, Some(_), ..) => {
-                Ending::Ended("the stop's grace period ended before the worker reported")
-            }
-            (_, None, Some(LEASE_EXPIRED), _) => {
-                Ending::Ended("the lease expired and the attempt counted as failed")
-            }
-            (_, None, Some(LOST_IN_RESTART), _) => {
-                Ending::Ended("the lease was lost when sai restarted")
-            }
+            (_, Some(_), ..) => Ending::Ended(Fence::GraceEnded),
+            (_, None, Some(LEASE_EXPIRED), _) => Ending::Ended(Fence::Expired),
+            (_, None, Some(LOST_IN_RESTART), _) => Ending::Ended(Fence::LostInRestart),
             (_, None, Some(error), _) => Ending::Reported(Reported::Failure(error.to_string())),
             (_, None, None, Some(reason)) => {
                 Ending::Reported(Reported::Invalid(reason.to_string()))
             }
-            (_, None, None, None) => Ending::Ended("the invocation already ended this attempt"),
+            (_, None, None, None) => Ending::Ended(Fence::Ended),
         },
     )
 }
@@ -153,7 +148,7 @@ mod tests {
             .expect("succeed");
         let failure = |message: &str| Outcome::Failure {
             error_message: message.into(),
-            retryable: false,
+            permanent: true,
         };
         assert_eq!(
             ending(&record, 1),

@@ -37,8 +37,8 @@ pub enum Outcome {
     Failure {
         /// What went wrong.
         error_message: String,
-        /// Whether a retry may help.
-        retryable: bool,
+        /// No retry can help: the invocation fails at once, whatever retries are left.
+        permanent: bool,
     },
     /// The worker stopped it on request.
     Stopped,

@@ -27,7 +27,7 @@ use crate::model::{
 use crate::store::{ConfigKey, Store, Transition};
 
 pub use destination::Condition;
-pub use error::EngineError;
+pub use error::{EngineError, Fence};
 pub use lease::Outcome;
 pub use queue::PollTarget;
 
@@ -185,7 +185,7 @@ impl Engine {
                 Status::Dequeued | Status::Running => {
                     let outcome = Outcome::Failure {
                         error_message: attempt::LOST_IN_RESTART.into(),
-                        retryable: true,
+                        permanent: false,
                     };
                     if let Err(err) = self
                         .finish_attempt(&invocation, invocation.attempts, &outcome, 0)
@@ -476,21 +476,17 @@ impl Engine {
         let record = self
             .store
             .summary(key)?
-            .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
+            .ok_or(EngineError::LeaseFenced(Fence::Gone))?;
         if record.attempts != attempt {
-            return Err(EngineError::LeaseFenced(
-                "a newer attempt holds the invocation",
-            ));
+            return Err(EngineError::LeaseFenced(Fence::Superseded));
         }
         if !is_held(record.status) {
-            return Err(EngineError::LeaseFenced(
-                "the invocation already ended this attempt",
-            ));
+            return Err(EngineError::LeaseFenced(Fence::Ended));
         }
         match self.leases.active(key, attempt) {
             // Past its deadline, a lease is over even before its expiry timer has run.
             Some(lease) if lease.deadline > self.clock.now() => Ok((record, lease)),
-            _ => Err(EngineError::LeaseFenced("the lease expired")),
+            _ => Err(EngineError::LeaseFenced(Fence::Expired)),
         }
     }
 
@@ -504,7 +500,7 @@ impl Engine {
         let deadline = self.clock.now() + self.config.lease_timeout;
         let deadline_ms = self.clock.now_ms() + millis(self.config.lease_timeout);
         if !self.leases.extend(&key, attempt, deadline, deadline_ms) {
-            return Err(EngineError::LeaseFenced("the lease expired"));
+            return Err(EngineError::LeaseFenced(Fence::Expired));
         }
         self.arm(&record);
         Ok((record.status == Status::Stopping, deadline_ms))
@@ -650,7 +646,7 @@ impl Engine {
         let record = self
             .store
             .get(key)?
-            .ok_or(EngineError::LeaseFenced("the invocation no longer exists"))?;
+            .ok_or(EngineError::LeaseFenced(Fence::Gone))?;
         let Some(ending) = attempt::ending(&record, attempt) else {
             return Ok(None);
         };
@@ -694,9 +690,9 @@ impl Engine {
             },
             Outcome::Failure {
                 error_message,
-                retryable,
+                permanent,
             } => {
-                let retry = *retryable
+                let retry = !*permanent
                     && i64::from(record.already_retried_times) < config.max_retry_attempts();
                 let delay = retry::backoff(
                     self.config.backoff_initial,
@@ -897,7 +893,7 @@ impl Engine {
         }
         let outcome = Outcome::Failure {
             error_message: attempt::LEASE_EXPIRED.into(),
-            retryable: true,
+            permanent: false,
         };
         let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
         Some(self.attempt_transition(record, lease.attempt, &outcome, duration_ms))

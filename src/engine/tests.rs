@@ -91,7 +91,7 @@ impl Fixture {
 fn failure() -> Outcome {
     Outcome::Failure {
         error_message: "boom".into(),
-        retryable: true,
+        permanent: false,
     }
 }
 

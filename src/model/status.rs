@@ -64,6 +64,16 @@ impl Status {
         )
     }
 
+    /// The status a name denotes: FC's ("Succeeded"), or the proto enum's
+    /// ("INVOCATION_STATUS_SUCCEEDED", "SUCCEEDED"), in any case.
+    pub fn from_name(name: &str) -> Option<Status> {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("INVOCATION_STATUS_").unwrap_or(&upper);
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(bare))
+    }
+
     /// FC's name for the status, as it appears in FC's JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,7 +108,7 @@ pub enum Trigger {
     Succeed,
     /// An attempt failed (error, or lease ran out) and a retry is left.
     FailWithRetry,
-    /// An attempt failed and no retry is left, or the error is not retryable.
+    /// An attempt failed and no retry is left, or the failure is permanent.
     FailFinal,
     /// The backoff of a retry ran out: back in the queue.
     Requeue,

@@ -101,6 +101,11 @@ impl Hub {
         let _ = self.all.send(change);
     }
 
+    /// The oldest sequence a watch can resume after.
+    pub fn oldest_resumable(&self) -> u64 {
+        self.history.lock().oldest_resumable()
+    }
+
     /// Sequence of the newest change.
     pub fn head(&self) -> u64 {
         self.history.lock().head

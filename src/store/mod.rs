@@ -40,7 +40,7 @@ pub use error::StoreError;
 pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::StoredChange;
 pub use index::{ListQuery, Order, Page, SCAN_BUDGET};
-pub use watch::{ChangesWatch, InvocationWatch, WatchScope};
+pub use watch::{ChangesWatch, InvocationWatch, ResumeFrom, WatchScope};
 
 use catalog::Catalog;
 use history::{DiskHistory, History, MemoryHistory, OpenRecords};
@@ -805,13 +805,13 @@ impl Store {
         InvocationWatch::start(self.clone(), key, from_event_id)
     }
 
-    /// Watch the changes of a scope after `from_sequence` (0: from now on).
+    /// Watch the changes of a scope, from `from`.
     pub fn watch_changes(
         self: &Arc<Self>,
         scope: WatchScope,
-        from_sequence: u64,
+        from: ResumeFrom,
     ) -> Result<ChangesWatch, StoreError> {
-        ChangesWatch::start(self.clone(), scope, from_sequence)
+        ChangesWatch::start(self.clone(), scope, from)
     }
 
     /// How many invocations have live watch channels (released when their last watcher ends).

@@ -142,6 +142,17 @@ impl WatchScope {
     }
 }
 
+/// Where a changes watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// With the next change committed.
+    Now,
+    /// With the oldest change still kept.
+    Oldest,
+    /// With the change after this sequence number.
+    After(u64),
+}
+
 /// Follows the status changes of every invocation in a scope, in sequence order.
 pub struct ChangesWatch {
     store: Arc<Store>,
@@ -153,27 +164,33 @@ pub struct ChangesWatch {
 }
 
 impl ChangesWatch {
-    /// Start after `from_sequence`, or from now on when it is 0.
+    /// Start at `from`.
     pub(super) fn start(
         store: Arc<Store>,
         scope: WatchScope,
-        from_sequence: u64,
+        from: ResumeFrom,
     ) -> Result<Self, StoreError> {
         let rx = store.hub.subscribe_all();
         let head = store.hub.head();
-        if from_sequence > head {
-            // A resume point no change has reached yet would wait forever for nothing.
-            return Err(StoreError::ResumePointAhead {
-                requested: from_sequence,
-                head,
-            });
-        }
         let mut pending = VecDeque::new();
-        let last_sequence = if from_sequence == 0 {
-            store.hub.head()
-        } else {
-            pending.extend(store.hub.changes_after(from_sequence)?);
-            from_sequence
+        let last_sequence = match from {
+            ResumeFrom::Now => head,
+            ResumeFrom::Oldest => {
+                let oldest = store.hub.oldest_resumable();
+                pending.extend(store.hub.changes_after(oldest)?);
+                oldest
+            }
+            ResumeFrom::After(sequence) if sequence > head => {
+                // A resume point no change has reached yet would wait forever for nothing.
+                return Err(StoreError::ResumePointAhead {
+                    requested: sequence,
+                    head,
+                });
+            }
+            ResumeFrom::After(sequence) => {
+                pending.extend(store.hub.changes_after(sequence)?);
+                sequence
+            }
         };
         Ok(ChangesWatch {
             store,
@@ -247,7 +264,7 @@ mod tests {
             service: Some("s".into()),
             function: Some("f".into()),
         };
-        let mut watch = store.watch_changes(scope, 0).expect("watch");
+        let mut watch = store.watch_changes(scope, ResumeFrom::Now).expect("watch");
         // Far more than the broadcast holds, with nobody reading.
         for i in 0..20_000 {
             store

@@ -293,11 +293,20 @@ pub fn success(payload: &str) -> pb::complete_invocation_request::Outcome {
     })
 }
 
-/// A failure outcome.
-pub fn failure(message: &str, retryable: bool) -> pb::complete_invocation_request::Outcome {
+/// A failure outcome, retried per the config (as a worker that says nothing more reports).
+pub fn failure(message: &str) -> pb::complete_invocation_request::Outcome {
     pb::complete_invocation_request::Outcome::Failure(pb::CompleteFailure {
         error_message: message.into(),
-        retryable,
+        ..Default::default()
+    })
+}
+
+/// A failure no retry can help: Failed at once.
+pub fn permanent_failure(message: &str) -> pb::complete_invocation_request::Outcome {
+    pb::complete_invocation_request::Outcome::Failure(pb::CompleteFailure {
+        error_message: message.into(),
+        permanent: true,
+        ..Default::default()
     })
 }
 
