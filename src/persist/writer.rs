@@ -14,8 +14,8 @@
 //! wake-up from this thread per request would otherwise be needed.
 //!
 //! There is no fixed wait for more commits before a sync (PostgreSQL's `commit_delay`): it
-//! saved syncs but lengthened every call while the runtime sat a third idle, and e2e did not
-//! gain from it once acknowledging moved to the runtime (BENCHMARKS.md, session 6).
+//! saved syncs but lengthened every call while the runtime sat a third idle, and end-to-end
+//! throughput did not gain from it once acknowledging moved to the runtime.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
