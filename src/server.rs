@@ -140,6 +140,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// Loading the data directory did not finish (its task panicked).
+    #[error("loading the data directory: {0}")]
+    Load(tokio::task::JoinError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpListener {
@@ -287,7 +290,7 @@ pub async fn serve_and_announce(
         );
         tokio::task::spawn_blocking(move || Store::open(&storage, history, cache, stopping))
             .await
-            .map_err(|err| StoreError::Storage(format!("loading the data directory: {err}")))?
+            .map_err(ServerError::Load)?
     };
     let (store, loaded) = opened?;
     store.limit_open_per_function(config.limits.max_open_per_function);

@@ -59,13 +59,10 @@ fn codes(err: &ApiError) -> (Code, &'static str) {
         ApiError::Auth(AuthError::Unauthenticated(_)) => (Code::Unauthenticated, "Unauthenticated"),
         ApiError::Auth(AuthError::WrongAccount { .. }) => (Code::PermissionDenied, "AccessDenied"),
         ApiError::Limit(_) => (Code::ResourceExhausted, "TooManyConcurrentCalls"),
-        ApiError::Invalid(invalid) => {
-            if invalid.field.ends_with("payload") && invalid.rule.contains("bytes") {
-                (Code::InvalidArgument, "EntityTooLarge")
-            } else {
-                (Code::InvalidArgument, "InvalidArgument")
-            }
+        ApiError::Invalid(invalid) if invalid.too_large => {
+            (Code::InvalidArgument, "EntityTooLarge")
         }
+        ApiError::Invalid(_) => (Code::InvalidArgument, "InvalidArgument"),
         ApiError::Store(store) => store_codes(store),
         ApiError::Engine(engine) => match engine {
             // Store errors keep one mapping, whichever layer passed them on.
@@ -105,7 +102,7 @@ fn store_codes(err: &StoreError) -> (Code, &'static str) {
         StoreError::InvalidPageToken { .. } => (Code::InvalidArgument, "InvalidArgument"),
         StoreError::HistoryPurged { .. } => (Code::OutOfRange, "ResumePointPurged"),
         StoreError::ResumePointAhead { .. } => (Code::OutOfRange, "ResumePointAhead"),
-        StoreError::ShuttingDown | StoreError::Storage(_) => {
+        StoreError::ShuttingDown | StoreError::Persist(_) | StoreError::WriterStopped => {
             (Code::Unavailable, "ServiceUnavailable")
         }
     }

@@ -595,11 +595,8 @@ impl Engine {
                     }
                 }
                 Err(err) => {
-                    let message = err.to_string();
                     for (at, ..) in applying {
-                        answers[at] = Some(Err(
-                            crate::store::StoreError::Storage(message.clone()).into()
-                        ));
+                        answers[at] = Some(Err(err.clone().into()));
                     }
                 }
             }

@@ -1,4 +1,5 @@
-//! Input rules of DESIGN.md, each failing with the field it checked and the rule it broke.
+//! Input rules of the contract (docs/design.md), each failing with the field it checked and
+//! the rule it broke.
 
 /// A broken input rule: which field, and what the rule is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -8,6 +9,8 @@ pub struct ValidationError {
     pub field: String,
     /// The rule, in words.
     pub rule: String,
+    /// Whether the rule is a size limit.
+    pub too_large: bool,
 }
 
 impl ValidationError {
@@ -16,6 +19,15 @@ impl ValidationError {
         ValidationError {
             field: field.to_string(),
             rule: rule.to_string(),
+            too_large: false,
+        }
+    }
+
+    /// An error for `field` being larger than `rule` allows.
+    pub fn too_large(field: &str, rule: &str) -> Self {
+        ValidationError {
+            too_large: true,
+            ..ValidationError::new(field, rule)
         }
     }
 }
@@ -112,7 +124,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Text of at most `max` bytes.
 pub fn max_bytes(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.len() > max {
-        return Err(ValidationError::new(
+        return Err(ValidationError::too_large(
             field,
             &format!("must be at most {max} bytes"),
         ));

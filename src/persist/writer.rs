@@ -45,13 +45,13 @@ pub(super) const BATCH_KEY: &[u8] = b"batch";
 pub type OnDurable = Box<dyn FnOnce() + Send>;
 
 /// Resolves when a submission is durable (or its write failed).
-pub type Ticket = oneshot::Receiver<Result<(), String>>;
+pub type Ticket = oneshot::Receiver<Result<(), Arc<PersistError>>>;
 
 struct Submission {
     writes: WriteSet,
     bytes: usize,
     on_durable: OnDurable,
-    ack: oneshot::Sender<Result<(), String>>,
+    ack: oneshot::Sender<Result<(), Arc<PersistError>>>,
 }
 
 /// The handle to the writer thread.
@@ -194,7 +194,7 @@ impl Group {
 }
 
 /// A written group and how its write went.
-type Outcome = (Vec<Submission>, Result<(), String>);
+type Outcome = (Vec<Submission>, Result<(), Arc<PersistError>>);
 
 struct Writer {
     /// Where durable groups are acknowledged; on this thread when there is no runtime.
@@ -226,7 +226,7 @@ impl Writer {
 
     fn write_group(&self, group: Vec<Submission>) {
         let result = if self.failed.load(Ordering::Acquire) {
-            Err(PersistError::Failed.to_string())
+            Err(Arc::new(PersistError::Failed))
         } else {
             self.write(&group)
                 .map(|()| {
@@ -235,7 +235,7 @@ impl Writer {
                 .map_err(|err| {
                     self.failed.store(true, Ordering::Release);
                     tracing::error!(%err, "writing to the data directory failed; refusing further writes");
-                    err.to_string()
+                    Arc::new(err)
                 })
         };
         match &self.acknowledger {
@@ -287,7 +287,7 @@ impl Writer {
 }
 
 /// In commit order: publish each submission's change (only once written) and acknowledge it.
-fn acknowledge(group: Vec<Submission>, result: Result<(), String>) {
+fn acknowledge(group: Vec<Submission>, result: Result<(), Arc<PersistError>>) {
     for submission in group {
         if result.is_ok() {
             (submission.on_durable)();

@@ -1,9 +1,11 @@
 //! Errors of the store: what a read or a mutation can refuse.
 
+use std::sync::Arc;
+
 use crate::model::{InvocationKey, TransitionError};
 
 /// Why the store refused a request.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No invocation with that id in that function (of that account).
     #[error("invocation {} of {}/{} does not exist", .0.id, .0.function.service, .0.function.function)]
@@ -67,7 +69,10 @@ pub enum StoreError {
     },
     /// The data directory could not be read or written.
     #[error("storage: {0}")]
-    Storage(String),
+    Persist(Arc<crate::persist::PersistError>),
+    /// The writer thread is gone (the server is stopping, or it failed): nothing more is written.
+    #[error("storage: the writer stopped")]
+    WriterStopped,
     /// A watch asked to resume after a change that has not happened yet.
     #[error("from_sequence {requested} is ahead of the newest change, {head}; resume from a sequence you received")]
     ResumePointAhead {
@@ -83,6 +88,12 @@ pub enum StoreError {
 
 impl From<crate::persist::PersistError> for StoreError {
     fn from(err: crate::persist::PersistError) -> Self {
-        StoreError::Storage(err.to_string())
+        StoreError::Persist(Arc::new(err))
+    }
+}
+
+impl From<Arc<crate::persist::PersistError>> for StoreError {
+    fn from(err: Arc<crate::persist::PersistError>) -> Self {
+        StoreError::Persist(err)
     }
 }

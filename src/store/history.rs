@@ -78,7 +78,7 @@ pub fn approximate_bytes(record: &Invocation) -> usize {
 }
 
 fn storage(err: PersistError) -> StoreError {
-    StoreError::Storage(err.to_string())
+    StoreError::from(err)
 }
 
 impl DiskHistory {

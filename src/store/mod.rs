@@ -333,7 +333,10 @@ impl Store {
         if let Some(journal) = journal {
             tokio::task::spawn_blocking(move || journal.close())
                 .await
-                .map_err(|err| StoreError::Storage(err.to_string()))??;
+                .map_err(|err| {
+                    tracing::error!(%err, "closing the data directory did not finish");
+                    StoreError::WriterStopped
+                })??;
         }
         Ok(())
     }
@@ -408,8 +411,8 @@ impl Store {
             Finish::Now(after) => after.into_iter().for_each(|after| after()),
             Finish::Durable(ticket) => ticket
                 .await
-                .map_err(|_| StoreError::Storage("the writer stopped".into()))?
-                .map_err(StoreError::Storage)?,
+                .map_err(|_| StoreError::WriterStopped)?
+                .map_err(StoreError::Persist)?,
         }
         Ok(result)
     }
