@@ -88,9 +88,69 @@ pub struct Seeded {
     pub start_ms: i64,
 }
 
+/// Where an interrupted seeding of a directory stopped.
+struct ResumePoint {
+    /// Started time of invocation 0, which the rest must share.
+    start_ms: i64,
+    /// The first batch not completely written.
+    next: usize,
+    /// That batch's invocations were inserted (a batch is inserted in one commit and taken
+    /// to its end in the next), so only their transitions remain.
+    inserted: bool,
+}
+
+/// Find where a seeding of `store` stopped, by batch: a batch is done when its last
+/// invocation exists and, if it is one of the finished ones, has ended. Done batches form a
+/// prefix, so a binary search finds the first that is not. None for an empty store.
+fn resume_point(
+    store: &Store,
+    functions: &[FunctionKey],
+    finished: usize,
+    total: usize,
+) -> Result<Option<ResumePoint>, BenchError> {
+    let read = |n: usize| {
+        store
+            .summary(&functions[n % functions.len()].invocation(&seed_id(n)))
+            .map_err(|e| BenchError::Io(e.to_string()))
+    };
+    let Some(first) = read(0)? else {
+        return Ok(None);
+    };
+    let batch_done = |batch: usize| -> Result<bool, BenchError> {
+        let last = ((batch + 1) * SEED_BATCH).min(total) - 1;
+        Ok(match read(last)? {
+            None => false,
+            Some(invocation) => last >= finished || invocation.status.is_terminal(),
+        })
+    };
+    let (mut done, mut undone) = (0, total.div_ceil(SEED_BATCH));
+    while done < undone {
+        let middle = (done + undone) / 2;
+        if batch_done(middle)? {
+            done = middle + 1;
+        } else {
+            undone = middle;
+        }
+    }
+    let next = done * SEED_BATCH;
+    let inserted = next < total && read(next)?.is_some();
+    Ok(Some(ResumePoint {
+        start_ms: first.started_time_ms,
+        next,
+        inserted,
+    }))
+}
+
+/// Events a seeding of `finished` and `open` invocations writes (see [`lifecycle`]).
+fn seeded_events(finished: usize, open: usize) -> usize {
+    let odd = finished / 2;
+    4 * (finished - odd) + 8 * odd + open
+}
+
 /// Write `finished` finished and then `open` queued invocations, invocation n in function
 /// n % `functions`, into the data directory at `dir` through a store. They start in the past,
 /// one per ms, so that neither retention nor the max event age acts on them for a while.
+/// A directory whose seeding was interrupted is carried on from where it stopped.
 pub async fn seed(
     dir: &std::path::Path,
     finished: usize,
@@ -103,45 +163,31 @@ pub async fn seed(
     let functions: Vec<FunctionKey> = (0..functions.max(1))
         .map(|f| FunctionKey::new(SEED_ACCOUNT, SEED_SERVICE, &seed_function(f)))
         .collect();
-    let now = crate::clock::Clock::system().now_ms();
     let total = finished + open;
-    let start_ms = now - i64::try_from(total).unwrap_or(0) - 60_000;
-    let mut events = 0;
+    let (start_ms, mut n, mut inserted) = match resume_point(&store, &functions, finished, total)? {
+        Some(resume) => {
+            eprintln!(
+                "carrying on an interrupted seeding from invocation {}",
+                resume.next
+            );
+            (resume.start_ms, resume.next, resume.inserted)
+        }
+        None => {
+            let now = crate::clock::Clock::system().now_ms();
+            (now - i64::try_from(total).unwrap_or(0) - 60_000, 0, false)
+        }
+    };
     let started = Instant::now();
-    let mut n = 0;
     while n < total {
         let batch = n..(n + SEED_BATCH).min(total);
-        let accepted: Vec<Invocation> = batch
-            .clone()
-            .map(|n| {
-                let started = start_ms + i64::try_from(n).unwrap_or(0);
-                Invocation::accept(
-                    functions[n % functions.len()].invocation(&seed_id(n)),
-                    "LATEST",
-                    payload(n),
-                    &format!("req-{n:09}"),
-                    started,
-                )
-            })
-            .collect();
-        for outcome in store
-            .insert_all(accepted, |_| {})
-            .await
-            .map_err(|e| BenchError::Io(e.to_string()))?
-        {
-            outcome.map_err(|e| BenchError::Io(e.to_string()))?;
+        if !std::mem::take(&mut inserted) {
+            insert_batch(&store, &functions, batch.clone(), start_ms).await?;
         }
         let transitions: Vec<Transition> = batch
             .clone()
             .filter(|n| *n < finished)
             .flat_map(|n| lifecycle(&functions[n % functions.len()], n, start_ms))
             .collect();
-        events += batch
-            .clone()
-            .filter(|n| *n < finished)
-            .map(|n| if n % 2 == 1 { 8 } else { 4 })
-            .sum::<usize>();
-        events += batch.clone().filter(|n| *n >= finished).count();
         if !transitions.is_empty() {
             for outcome in store
                 .apply_all(transitions)
@@ -163,7 +209,40 @@ pub async fn seed(
         .close()
         .await
         .map_err(|e| BenchError::Io(e.to_string()))?;
-    Ok(Seeded { events, start_ms })
+    Ok(Seeded {
+        events: seeded_events(finished, open),
+        start_ms,
+    })
+}
+
+/// Insert seeded invocations `batch` in one commit, queued.
+async fn insert_batch(
+    store: &Store,
+    functions: &[FunctionKey],
+    batch: std::ops::Range<usize>,
+    start_ms: i64,
+) -> Result<(), BenchError> {
+    let accepted: Vec<Invocation> = batch
+        .clone()
+        .map(|n| {
+            let started = start_ms + i64::try_from(n).unwrap_or(0);
+            Invocation::accept(
+                functions[n % functions.len()].invocation(&seed_id(n)),
+                "LATEST",
+                payload(n),
+                &format!("req-{n:09}"),
+                started,
+            )
+        })
+        .collect();
+    for outcome in store
+        .insert_all(accepted, |_| {})
+        .await
+        .map_err(|e| BenchError::Io(e.to_string()))?
+    {
+        outcome.map_err(|e| BenchError::Io(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// What takes seeded invocation `n` from Enqueued to Succeeded: at once for even numbers
