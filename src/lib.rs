@@ -14,23 +14,39 @@
 //! ```
 //!
 //! - [`model`]: invocations, events, the status machine, configs, input rules. Pure.
-//! - [`store`]: the `DashMap` of records, per-function ordered indexes, configs, and the watch
+//! - `store`: the `DashMap` of records, per-function ordered indexes, configs, and the watch
 //!   hub. One commit path for every mutation.
-//! - [`engine`]: turns intents (invoke, stop, configure) into store mutations.
-//! - [`api`]: tonic services; proto <-> model conversion; the one error -> `Status` map.
+//! - `engine`: turns intents (invoke, stop, configure) into store mutations.
+//! - `api`: tonic services; proto <-> model conversion; the one error -> `Status` map.
 //! - [`server`]: assembles services, health, reflection and graceful shutdown.
 //! - [`cli`]: the `sai` command.
 //! - [`pb`]: generated code for `proto/sai/v1`.
+//!
+//! ## What is public
+//!
+//! The binary is the product; the library exists so that it can be embedded and tested. Its
+//! API is [`server`] (configure and run a server, in-process or as `sai serve`), [`clock`]
+//! (the time it runs on, controllable in tests), [`model`] (the domain types), [`pb`] (the
+//! gRPC messages and clients) and [`cli`] (the `sai` command). Everything else is internal.
 
-pub mod api;
-pub mod bench;
+mod api;
+mod bench;
 pub mod cli;
 pub mod clock;
-pub mod engine;
-pub mod http;
-pub mod metrics;
+mod engine;
+mod http;
+mod metrics;
 pub mod model;
 pub mod pb;
-pub mod persist;
+mod persist;
 pub mod server;
-pub mod store;
+mod store;
+
+/// What the crate's own fuzz targets and data-directory tests drive below the server: not an
+/// API, and it changes with the code.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::api::convert;
+    pub use crate::persist::{Persist, FORMAT_VERSION};
+    pub use crate::store::page;
+}

@@ -25,6 +25,8 @@ pub const CACHED_RECORDS: &str = "sai_cache_records";
 pub const CACHE_BYTES: &str = "sai_cache_bytes";
 /// Bytes the history takes in the data directory.
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
+/// Invocations with a live watch channel.
+pub const WATCHED_INVOCATIONS: &str = "sai_watched_invocations";
 
 /// The process's recorder: installed by the first server that asks, shared by every later one
 /// (the facade has one recorder per process). `None` if another recorder was installed first.
@@ -53,6 +55,7 @@ pub fn observe(engine: &Engine) {
     set(CACHED_RECORDS, count(store.cached));
     set(CACHE_BYTES, store.cached_bytes);
     set(HISTORY_DISK_BYTES, store.disk_bytes);
+    set(WATCHED_INVOCATIONS, count(store.watched));
 }
 
 /// The current metrics in Prometheus' text format, gauges read from `engine` first.

@@ -12,16 +12,20 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::auth::TokenFileError;
-use crate::api::{
-    AuthLayer, EdgeLimits, InvocationService, RequestContextLayer, Tokens, WorkerService,
-};
+use crate::api::{AuthLayer, InvocationService, RequestContextLayer, Tokens, WorkerService};
 use crate::clock::Clock;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::Engine;
 use crate::http::HttpState;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;
-use crate::store::{Storage, Store, StoreError, DEFAULT_CACHE_BYTES, DEFAULT_WATCH_HISTORY};
+use crate::store::{Store, StoreError, DEFAULT_CACHE_BYTES, DEFAULT_WATCH_HISTORY};
+
+// The parts of a `ServerConfig`, so that an embedder can fill one in.
+pub use crate::api::EdgeLimits;
+pub use crate::engine::EngineConfig;
+pub use crate::persist::{DiskConfig, Durability};
+pub use crate::store::Storage;
 
 /// How long terminal invocations are kept by default: FC's query window.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -435,7 +435,7 @@ async fn older_format_is_moved(name: &str, written_ms: i64) {
     }
     assert_eq!(
         std::fs::read_to_string(dir.path().join("FORMAT")).expect("read"),
-        format!("sai-data-format {}\n", sai::persist::FORMAT_VERSION)
+        format!("sai-data-format {}\n", sai::internals::FORMAT_VERSION)
     );
     // A moved record takes changes; a new one is stored beside the moved ones.
     invoke(&mut client, ACCOUNT, FUNCTION, "new-1").await;
@@ -449,7 +449,7 @@ async fn older_format_is_moved(name: &str, written_ms: i64) {
 
     // Everything was moved on the first open: nothing is left in the old layout. A start
     // loads what is open (new-1); the three that ended stay on disk.
-    let persist = sai::persist::Persist::open(dir.path(), sai::persist::Durability::Sync)
+    let persist = sai::internals::Persist::open(dir.path(), sai::server::Durability::Sync)
         .expect("open the directory");
     let summary = persist.load(|_| {}).expect("load");
     assert_eq!((summary.invocations, summary.migrated), (1, 0));
@@ -482,7 +482,7 @@ async fn older_format_opened_later(name: &str, written_ms: i64, days: u32) {
     let opened_ms = written_ms + i64::try_from((DAY * days).as_millis()).expect("fits");
     let clock = sai::clock::ManualClock::starting_at(opened_ms);
     let config = ServerConfig {
-        storage: sai::store::Storage::disk(dir.path(), sai::persist::Durability::Sync),
+        storage: sai::server::Storage::disk(dir.path(), sai::server::Durability::Sync),
         ..ServerConfig::default()
     };
     let server = TestServer::start_on(config, &clock).await;

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use sai::api::EdgeLimits;
 use sai::pb;
+use sai::server::EdgeLimits;
 use sai::server::{ServerConfig, ServerLimits};
 use support::*;
 use tonic::Code;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sai::store::page::{PageSigner, KIND_CONFIGS, KIND_FUNCTIONS, KIND_INVOCATIONS_ASC};
+use sai::internals::page::{PageSigner, KIND_CONFIGS, KIND_FUNCTIONS, KIND_INVOCATIONS_ASC};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(token) = std::str::from_utf8(data) else {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use sai::api::convert;
+use sai::internals::convert;
 use sai::model::validate;
 use sai::pb;
 

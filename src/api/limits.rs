@@ -89,7 +89,8 @@ impl PerAccount {
         })
     }
 
-    /// Slots in use by `account` (for tests and metrics).
+    /// Slots in use by `account`.
+    #[cfg(test)]
     pub fn in_use(&self, account: &str) -> usize {
         self.counts.get(account).map_or(0, |c| *c)
     }

@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use history::{seed_function, SEED_SERVICE};
-pub use report::Report;
 
 /// Which scenario to run.
 #[derive(Debug, clap::Subcommand)]

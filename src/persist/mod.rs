@@ -28,7 +28,7 @@ use crate::model::{FunctionKey, Invocation, StoredConfig};
 pub use codec::{DecodeError, Decoder, Detail};
 pub use error::PersistError;
 pub use layout::FORMAT_VERSION;
-pub use reader::{Position, Reader, StoredEntry};
+pub use reader::{Reader, StoredEntry};
 pub use writer::{Journal, Ticket};
 
 use journal_check::JournalCheck;

@@ -129,7 +129,7 @@ impl Hub {
             .remove_if(key, |_, tx| tx.receiver_count() <= 1);
     }
 
-    /// How many invocations have a live channel (for tests and metrics).
+    /// How many invocations have a live channel.
     pub fn watched_invocations(&self) -> usize {
         self.per_invocation.len()
     }

@@ -35,11 +35,11 @@ use crate::model::{
 };
 use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet};
 
-pub use catalog::{ConfigKey, ConfigPage, FunctionMeta, FunctionPage};
+pub use catalog::{ConfigKey, ConfigPage, FunctionPage};
 pub use error::StoreError;
 pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::StoredChange;
-pub use index::{ListQuery, Order, Page, SCAN_BUDGET};
+pub use index::{ListQuery, Order, Page};
 pub use watch::{ChangesWatch, InvocationWatch, ResumeFrom, WatchScope};
 
 use catalog::Catalog;
@@ -119,6 +119,8 @@ pub struct StoreSize {
     pub cached_bytes: u64,
     /// Bytes the history takes on disk (0 in memory).
     pub disk_bytes: u64,
+    /// Invocations with a live watch channel (released when their last watcher ends).
+    pub watched: usize,
 }
 
 /// The serving store.
@@ -738,6 +740,7 @@ impl Store {
     }
 
     /// How many commits were made since the store was opened.
+    #[cfg(test)]
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -750,6 +753,7 @@ impl Store {
             cached,
             cached_bytes,
             disk_bytes: self.history.disk_space(),
+            watched: self.hub.watched_invocations(),
         }
     }
 
@@ -815,11 +819,6 @@ impl Store {
         from: ResumeFrom,
     ) -> Result<ChangesWatch, StoreError> {
         ChangesWatch::start(self.clone(), scope, from)
-    }
-
-    /// How many invocations have live watch channels (released when their last watcher ends).
-    pub fn watched_invocations(&self) -> usize {
-        self.hub.watched_invocations()
     }
 }
 

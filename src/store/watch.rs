@@ -327,6 +327,6 @@ mod tests {
             "ended after the terminal event"
         );
         drop(watch);
-        assert_eq!(store.watched_invocations(), 0, "the channel is released");
+        assert_eq!(store.size().watched, 0, "the channel is released");
     }
 }

@@ -228,7 +228,7 @@ impl TestServer {
 /// Short lifecycle timing so tests do not sleep long.
 pub fn fast_engine() -> sai::server::ServerConfig {
     sai::server::ServerConfig {
-        engine: sai::engine::EngineConfig {
+        engine: sai::server::EngineConfig {
             lease_timeout: std::time::Duration::from_millis(300),
             stop_grace: std::time::Duration::from_millis(300),
             backoff_initial: std::time::Duration::from_millis(10),
@@ -442,7 +442,7 @@ pub fn python_venv(name: &str, pip_args: &[&str]) -> std::path::PathBuf {
 /// `fast_engine` timing with a data directory at `dir` (synced acks).
 pub fn on_disk(dir: &std::path::Path) -> sai::server::ServerConfig {
     sai::server::ServerConfig {
-        storage: sai::store::Storage::disk(dir, sai::persist::Durability::Sync),
+        storage: sai::server::Storage::disk(dir, sai::server::Durability::Sync),
         ..fast_engine()
     }
 }
