@@ -144,15 +144,10 @@ impl Persist {
     pub fn open(path: &Path, durability: Durability) -> Result<Persist, PersistError> {
         let dir = DataDir::open(path)?;
         let mut config = Config::new(dir.db_path())
-            // Bounds how much journal a restart replays, and with it the memtables: a write
-            // that would pass it waits until older memtables are flushed.
+            // Bounds how much journal a restart replays.
             .max_journaling_size(64 * 1024 * 1024)
-            // No write-buffer limit of fjall's own. Its byte counter is freed with a saturating
-            // subtraction, so a flush that lands before the commit it contains is counted
-            // leaks bytes for good; once the leak passed the limit (after hours of bulk writes,
-            // or soon after a restart that replayed a journal) every write halted forever. The journal limit above bounds the same memory with a
-            // count read from the files themselves, which cannot drift.
-            .max_write_buffer_size(u64::MAX);
+            // Bounds the memtables: past half of it, fjall seals and flushes the largest.
+            .max_write_buffer_size(64 * 1024 * 1024);
         if durability == Durability::Buffered {
             config = config.fsync_ms(Some(BUFFERED_SYNC_MS));
         }
