@@ -1,9 +1,10 @@
 //! The HTTP listener beside gRPC (`--http ADDR`, axum on the same runtime): Prometheus metrics
 //! at `/metrics`, and health for orchestrators at `/healthz` (the process answers) and
-//! `/readyz` (the store is loaded and takes writes). It starts before the store is loaded,
+//! `/readyz` (the store is loaded, takes writes, and its writes return). It starts before the store is loaded,
 //! so that an orchestrator sees "alive, not ready" during a long load.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -12,6 +13,10 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::engine::Engine;
+
+/// A write to the data directory running longer than this makes the server not ready: a
+/// sync takes milliseconds, and a flush the keyspace waits on seconds at most.
+pub const STALLED_WRITE: Duration = Duration::from_secs(30);
 
 /// What the HTTP handlers read: the engine, once the store is loaded.
 #[derive(Default)]
@@ -51,13 +56,60 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    match state.engine.get() {
-        None => (StatusCode::SERVICE_UNAVAILABLE, "loading\n"),
-        Some(engine) if !engine.store().writable() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the store refuses writes\n",
+async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, String) {
+    let (status, why) = match state.engine.get() {
+        None => readiness(false, false, None),
+        Some(engine) => readiness(
+            true,
+            engine.store().writable(),
+            engine.store().write_running_for(),
         ),
-        Some(_) => (StatusCode::OK, "ready\n"),
+    };
+    (status, why)
+}
+
+/// Whether the server is ready, and why not: loaded, taking writes, and no write to the data
+/// directory stuck for longer than [`STALLED_WRITE`].
+fn readiness(
+    loaded: bool,
+    writable: bool,
+    write_running_for: Option<Duration>,
+) -> (StatusCode, String) {
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why);
+    match write_running_for {
+        _ if !loaded => unavailable("loading\n".into()),
+        _ if !writable => unavailable("the store refuses writes\n".into()),
+        Some(running) if running > STALLED_WRITE => {
+            let why = format!(
+                "a write to the data directory has not returned for {} s\n",
+                running.as_secs()
+            );
+            tracing::error!(
+                seconds = running.as_secs(),
+                "a write to the data directory is stuck"
+            );
+            unavailable(why)
+        }
+        _ => (StatusCode::OK, "ready\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_loaded_writable_and_no_write_is_stuck() {
+        let ready = |loaded, writable, running: Option<u64>| {
+            readiness(loaded, writable, running.map(Duration::from_secs)).0
+        };
+        assert_eq!(ready(true, true, None), StatusCode::OK);
+        assert_eq!(ready(true, true, Some(1)), StatusCode::OK);
+        assert_eq!(ready(false, false, None), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready(true, false, None), StatusCode::SERVICE_UNAVAILABLE);
+        let stuck = STALLED_WRITE.as_secs() + 1;
+        let (status, why) = readiness(true, true, Some(Duration::from_secs(stuck)));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(why.contains(&format!("{stuck} s")), "{why}");
     }
 }

@@ -27,6 +27,9 @@ pub const CACHE_BYTES: &str = "sai_cache_bytes";
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
 /// Invocations with a live watch channel.
 pub const WATCHED_INVOCATIONS: &str = "sai_watched_invocations";
+/// How long the data directory's write in progress has run (0 between writes): a write the
+/// keyspace halts shows here before calls time out.
+pub const WRITE_IN_PROGRESS_SECONDS: &str = "sai_write_in_progress_seconds";
 
 /// The process's recorder: installed by the first server that asks, shared by every later one
 /// (the facade has one recorder per process). `None` if another recorder was installed first.
@@ -56,6 +59,8 @@ pub fn observe(engine: &Engine) {
     set(CACHE_BYTES, store.cached_bytes);
     set(HISTORY_DISK_BYTES, store.disk_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
+    let writing = engine.store().write_running_for().unwrap_or_default();
+    metrics::gauge!(WRITE_IN_PROGRESS_SECONDS).set(writing.as_secs_f64());
 }
 
 /// The current metrics in Prometheus' text format, gauges read from `engine` first.

@@ -21,8 +21,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use fjall::{Keyspace, PersistMode};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 pub(super) use super::journal_check::BATCH_MARK;
@@ -59,6 +61,8 @@ pub struct Journal {
     sender: Option<mpsc::Sender<Submission>>,
     thread: Option<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
+    /// When the group being written was handed to the keyspace; `None` between groups.
+    writing_since: Arc<Mutex<Option<Instant>>>,
     keyspace: Keyspace,
     numbers: Arc<FunctionNumbers>,
     /// Keeps the directory locked until the journal is closed.
@@ -75,6 +79,7 @@ impl Journal {
     ) -> Journal {
         let (sender, receiver) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
+        let writing_since = Arc::new(Mutex::new(None));
         // Acknowledging from inside the runtime wakes each waiting task through its worker's
         // own queue: one cross-thread wake-up per group instead of one per commit.
         let acknowledger = tokio::runtime::Handle::try_current().ok().map(|runtime| {
@@ -99,6 +104,7 @@ impl Journal {
                 Durability::Buffered => PersistMode::Buffer,
             },
             failed: failed.clone(),
+            writing_since: writing_since.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("sai-writer".into())
@@ -111,6 +117,7 @@ impl Journal {
             sender: Some(sender),
             thread,
             failed,
+            writing_since,
             keyspace,
             numbers,
             _dir: dir,
@@ -125,6 +132,13 @@ impl Journal {
     /// Whether a write failed, so that nothing more is accepted.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// How long the write in progress has been running, if one is. The keyspace can halt a
+    /// write while it waits for memtables to be flushed; one that never returns would
+    /// otherwise show only as calls that never end.
+    pub fn write_running_for(&self) -> Option<Duration> {
+        self.writing_since.lock().map(|since| since.elapsed())
     }
 
     /// Queue `writes`; `on_durable` runs once they are on disk, before the ticket resolves.
@@ -204,6 +218,7 @@ struct Writer {
     /// How far each batch is pushed before it is acknowledged.
     mode: PersistMode,
     failed: Arc<AtomicBool>,
+    writing_since: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Writer {
@@ -228,7 +243,10 @@ impl Writer {
         let result = if self.failed.load(Ordering::Acquire) {
             Err(Arc::new(PersistError::Failed))
         } else {
-            self.write(&group)
+            *self.writing_since.lock() = Some(Instant::now());
+            let written = self.write(&group);
+            *self.writing_since.lock() = None;
+            written
                 .map(|()| {
                     group.iter().for_each(|s| s.writes.written());
                 })

@@ -739,6 +739,12 @@ impl Store {
         !state.closed && !state.journal.as_ref().is_some_and(Journal::has_failed)
     }
 
+    /// How long the data directory's write in progress has been running, if one is.
+    pub fn write_running_for(&self) -> Option<std::time::Duration> {
+        let state = self.commit_lock.lock();
+        state.journal.as_ref().and_then(Journal::write_running_for)
+    }
+
     /// How many commits were made since the store was opened.
     #[cfg(test)]
     pub fn commits(&self) -> u64 {
