@@ -277,6 +277,9 @@ pub async fn serve_and_announce(
     let http_state = Arc::new(HttpState::default());
     let http_bound = http_listener.as_ref().map(|(_, bound)| *bound);
     let http_server = http_listener.map(|(listener, _)| {
+        // Installed before any call is served, so that the counters miss none of them;
+        // without an HTTP listener nothing is recorded (the facade's calls do nothing).
+        crate::metrics::recorder();
         let app = crate::http::router(http_state.clone());
         let stop = stopping.clone();
         tokio::spawn(async move {

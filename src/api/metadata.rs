@@ -2,8 +2,8 @@
 //! (`x-fc-request-id`) and the caller's trace id (`x-fc-trace-id`, echoed and logged).
 //!
 //! [`RequestContextLayer`] wraps every RPC: it makes the request id, hands it to the handler
-//! as a request extension, logs the call in a span with both ids, and puts the ids on the
-//! answer's headers, whether the RPC succeeded or failed.
+//! as a request extension, logs the call in a span with both ids, puts the ids on the
+//! answer's headers, whether the RPC succeeded or failed, and counts and times the call.
 //!
 //! The span is at debug level, with the per-call log lines it frames: an enabled span costs
 //! every call the formatting of its fields and a slot in the subscriber's registry, about a
@@ -80,6 +80,24 @@ fn remap_transport_status(headers: &mut http::HeaderMap) {
     }
 }
 
+/// Count and time one answered RPC. The code is the one in the response's headers (a
+/// refusal, answered before any message) or OK: for a unary call that is its outcome, for a
+/// stream the way it opened. A path no service serves is counted as `unknown`, so that
+/// callers cannot grow the label set.
+fn record_call(path: &str, headers: &http::HeaderMap, took: std::time::Duration) {
+    let code = tonic::Status::from_header_map(headers).map_or(tonic::Code::Ok, |s| s.code());
+    let method = if code == tonic::Code::Unimplemented {
+        "unknown".to_string()
+    } else {
+        path.to_string()
+    };
+    let code_name = format!("{code:?}");
+    metrics::counter!(crate::metrics::names::GRPC_REQUESTS, "method" => method.clone(), "code" => code_name)
+        .increment(1);
+    metrics::histogram!(crate::metrics::names::GRPC_REQUEST_SECONDS, "method" => method)
+        .record(took.as_secs_f64());
+}
+
 /// Tower layer adding FC's request metadata to every RPC.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContextLayer;
@@ -123,12 +141,15 @@ where
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));
+        let path = request.uri().path().to_string();
+        let started = std::time::Instant::now();
         let answer = self.inner.call(request);
         Box::pin(
             async move {
                 let mut response = answer.await?;
                 let headers = response.headers_mut();
                 remap_transport_status(headers);
+                record_call(&path, headers, started.elapsed());
                 if let Ok(value) = HeaderValue::from_str(&request_id) {
                     headers.insert(REQUEST_ID_HEADER, value);
                 }

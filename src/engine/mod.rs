@@ -113,6 +113,17 @@ pub struct WorkingSet {
     pub queued: usize,
 }
 
+/// One function's ready queue, for metrics.
+#[derive(Debug, Clone)]
+pub struct QueueDepth {
+    /// The function.
+    pub function: crate::model::FunctionKey,
+    /// Invocations queued.
+    pub depth: usize,
+    /// How long the one queued first has waited since it was queued.
+    pub oldest_age: Duration,
+}
+
 /// Drives invocations through their lifecycle on top of the store.
 pub struct Engine {
     store: Arc<Store>,
@@ -892,8 +903,32 @@ impl Engine {
             error_message: attempt::LEASE_EXPIRED.into(),
             permanent: false,
         };
+        metrics::counter!(crate::metrics::names::LEASE_EXPIRIES).increment(1);
         let duration_ms = millis(self.clock.now().saturating_duration_since(lease.started));
         Some(self.attempt_transition(record, lease.attempt, &outcome, duration_ms))
+    }
+
+    /// The `limit` functions with the most queued work, busiest first.
+    pub fn busiest_queues(&self, limit: usize) -> Vec<QueueDepth> {
+        let now_ms = self.clock.now_ms();
+        self.queues
+            .busiest(limit)
+            .into_iter()
+            .map(|(function, depth, oldest)| {
+                // Queued at its last event: accepted, or put back after a retry's backoff.
+                let queued_ms = self
+                    .store
+                    .read_open(&oldest, |r| r.events.last().map(|e| e.timestamp_ms))
+                    .flatten()
+                    .unwrap_or(now_ms);
+                let waited = u64::try_from(now_ms.saturating_sub(queued_ms)).unwrap_or(0);
+                QueueDepth {
+                    function,
+                    depth,
+                    oldest_age: Duration::from_millis(waited),
+                }
+            })
+            .collect()
     }
 
     /// What the engine holds in memory for open work.

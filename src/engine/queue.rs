@@ -100,6 +100,28 @@ impl ReadyQueues {
         self.state.lock().position.len()
     }
 
+    /// The `limit` functions with the most queued invocations: each with how many, and the
+    /// one queued first.
+    pub fn busiest(&self, limit: usize) -> Vec<(FunctionKey, usize, InvocationKey)> {
+        let state = self.state.lock();
+        let mut queues: Vec<(FunctionKey, usize, InvocationKey)> = state
+            .by_function
+            .iter()
+            .filter_map(|(function, queues)| {
+                let depth = queues.values().map(BTreeMap::len).sum();
+                let oldest = queues
+                    .values()
+                    .filter_map(|queue| queue.first_key_value())
+                    .min_by_key(|(seq, _)| **seq)
+                    .map(|(_, key)| key.clone())?;
+                Some((function.clone(), depth, oldest))
+            })
+            .collect();
+        queues.sort_unstable_by_key(|queue| std::cmp::Reverse(queue.1));
+        queues.truncate(limit);
+        queues
+    }
+
     /// Take up to `max` keys for `targets`, one per target in turn starting at `offset`, so
     /// that one busy function cannot starve the others; FIFO within each queue.
     pub fn pop(&self, targets: &[PollTarget], max: usize, offset: usize) -> Vec<InvocationKey> {
@@ -205,6 +227,37 @@ mod tests {
             function: function.clone(),
             qualifier: None,
         }
+    }
+
+    #[test]
+    fn busiest_names_the_deepest_queues_and_what_waited_longest_in_each() {
+        let queues = ReadyQueues::default();
+        let (latest, v2): (Arc<str>, Arc<str>) = ("LATEST".into(), "v2".into());
+        let functions: Vec<FunctionKey> = ["f", "g", "h"]
+            .iter()
+            .map(|name| FunctionKey::new("a", "s", name))
+            .collect();
+        queues.push(&v2, functions[1].invocation("g-first"));
+        for (depth, function) in [3, 2, 1].into_iter().zip(&functions) {
+            for i in 0..depth {
+                queues.push(
+                    &latest,
+                    function.invocation(&format!("{}{i}", function.function)),
+                );
+            }
+        }
+        let busiest = queues.busiest(2);
+        let seen: Vec<(&str, usize, &str)> = busiest
+            .iter()
+            .map(|(f, depth, oldest)| (&*f.function, *depth, &*oldest.id))
+            .collect();
+        // g's first arrival sits in another qualifier's queue; it is still g's oldest.
+        assert!(
+            seen == [("f", 3, "f0"), ("g", 3, "g-first")]
+                || seen == [("g", 3, "g-first"), ("f", 3, "f0")],
+            "{seen:?}"
+        );
+        assert_eq!(queues.busiest(10).len(), 3);
     }
 
     #[test]

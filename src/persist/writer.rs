@@ -243,9 +243,14 @@ impl Writer {
         let result = if self.failed.load(Ordering::Acquire) {
             Err(Arc::new(PersistError::Failed))
         } else {
-            *self.writing_since.lock() = Some(Instant::now());
+            let started = Instant::now();
+            *self.writing_since.lock() = Some(started);
             let written = self.write(&group);
             *self.writing_since.lock() = None;
+            metrics::histogram!(crate::metrics::names::WRITE_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metrics::names::COMMIT_GROUP_SIZE)
+                .record(group.len() as f64);
             written
                 .map(|()| {
                     group.iter().for_each(|s| s.writes.written());

@@ -1,0 +1,203 @@
+//! `GET /metrics` of a running `sai serve`, read with a Prometheus text-format parser: the
+//! RPC counters and latency histograms, status changes, queue gauges per function, writes
+//! and their group sizes, and the working-set gauges.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+
+use prometheus_parse::{Sample, Scrape, Value};
+use sai::pb;
+use support::*;
+
+/// `GET /metrics` over HTTP/1.1; the body, parsed.
+fn scrape(http: SocketAddr) -> Scrape {
+    let mut stream = TcpStream::connect(http).expect("connect to the HTTP listener");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("valid text format")
+}
+
+/// The samples named `name` whose labels include `labels`.
+fn samples<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect()
+}
+
+/// The one counter or gauge value named `name` with `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(scrape, name, labels);
+    assert_eq!(
+        found.len(),
+        1,
+        "one {name} with {labels:?} among {:?}",
+        scrape
+            .samples
+            .iter()
+            .map(|s| (&s.metric, &s.labels))
+            .collect::<Vec<_>>()
+    );
+    match found[0].value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{name} is not a single value: {other:?}"),
+    }
+}
+
+/// The sample count of the histogram named `name` with `labels`.
+fn histogram_count(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let found = samples(scrape, name, labels);
+    assert_eq!(found.len(), 1, "one {name} with {labels:?}: {found:?}");
+    match &found[0].value {
+        Value::Histogram(buckets) => {
+            let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+            assert!(
+                counts.windows(2).all(|w| w[0] <= w[1]),
+                "cumulative buckets: {counts:?}"
+            );
+            buckets.last().map_or(0, |b| b.count as u64)
+        }
+        other => panic!("{name} is not a histogram: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_server_did_in_prometheus_text_format() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = SaiProcess::start(
+        Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::null()),
+    );
+    let http = server.http.expect("the ready line names the HTTP listener");
+    let mut client = pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient::connect(server.url())
+        .await
+        .expect("connect");
+    let mut worker = pb::worker_service_client::WorkerServiceClient::connect(server.url())
+        .await
+        .expect("connect worker");
+
+    for id in ["m-1", "m-2", "m-3"] {
+        invoke(&mut client, "default", FUNCTION, id).await;
+    }
+    let refused = client
+        .invoke_function(pb::InvokeFunctionRequest {
+            service_name: SERVICE.into(),
+            function_name: "not a valid name!".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an invalid function name is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let leases = poll(&mut worker, "default", FUNCTION, 1, 0).await;
+    assert_eq!(leases.len(), 1);
+    complete(
+        &mut worker,
+        "default",
+        &leases[0].lease_token,
+        success("done"),
+    )
+    .await
+    .expect("complete");
+
+    let scrape = tokio::task::spawn_blocking(move || scrape(http))
+        .await
+        .expect("scrape");
+    let invoke_method = "/sai.v1.StatefulAsyncInvocationService/InvokeFunction";
+    let requests = "sai_grpc_requests_total";
+    assert_eq!(
+        value(
+            &scrape,
+            requests,
+            &[("method", invoke_method), ("code", "Ok")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            requests,
+            &[("method", invoke_method), ("code", "InvalidArgument")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            requests,
+            &[
+                ("method", "/sai.v1.WorkerService/CompleteInvocation"),
+                ("code", "Ok")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        histogram_count(
+            &scrape,
+            "sai_grpc_request_duration_seconds",
+            &[("method", invoke_method)]
+        ),
+        4
+    );
+
+    let transitions: HashMap<&str, f64> = ["Enqueued", "Dequeued", "Running", "Succeeded"]
+        .into_iter()
+        .map(|status| {
+            (
+                status,
+                value(
+                    &scrape,
+                    "sai_invocation_transitions_total",
+                    &[("status", status)],
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(transitions["Enqueued"], 3.0);
+    assert_eq!(transitions["Dequeued"], 1.0);
+    assert_eq!(transitions["Running"], 1.0);
+    assert_eq!(transitions["Succeeded"], 1.0);
+
+    let function = format!("default/{SERVICE}/{FUNCTION}");
+    assert_eq!(
+        value(&scrape, "sai_queue_depth", &[("function", &function)]),
+        2.0
+    );
+    assert!(
+        value(
+            &scrape,
+            "sai_queue_oldest_age_seconds",
+            &[("function", &function)]
+        ) >= 0.0
+    );
+    assert_eq!(value(&scrape, "sai_queued_invocations", &[]), 2.0);
+    assert_eq!(value(&scrape, "sai_open_invocations", &[]), 2.0);
+    assert_eq!(value(&scrape, "sai_pending_timers", &[]), 2.0);
+    assert_eq!(value(&scrape, "sai_active_leases", &[]), 0.0);
+    assert_eq!(value(&scrape, "sai_write_in_progress_seconds", &[]), 0.0);
+    // Every commit (3 invokes, a dispatch, a completion) was written in some group.
+    assert!(histogram_count(&scrape, "sai_commit_group_size", &[]) >= 1);
+    assert!(histogram_count(&scrape, "sai_write_duration_seconds", &[]) >= 1);
+}
