@@ -137,6 +137,10 @@ pub struct Persist {
     durability: Durability,
 }
 
+/// Sealed memtables one flush takes: more than a recovery queues (8 partitions, a few
+/// journals each).
+const RECOVERED_FLUSH_BATCH: usize = 64;
+
 impl Persist {
     /// Open (creating if new) the data directory at `path`: takes its lock, checks its
     /// format, and recovers the keyspace (a torn journal tail is dropped; other corruption
@@ -146,6 +150,12 @@ impl Persist {
         let mut config = Config::new(dir.db_path())
             // Bounds how much journal a restart replays.
             .max_journaling_size(64 * 1024 * 1024)
+            // How many sealed memtables one wake-up of fjall's flusher takes (one thread per
+            // partition among them). fjall 2.11 wakes it once per partition with work after
+            // recovering a journal, not once per memtable: at 1 (its default on 2 cores) the
+            // rest stayed queued, counted in the write buffer, and once writes filled it every
+            // write waited forever. 64 covers what a recovery can queue.
+            .flush_workers(RECOVERED_FLUSH_BATCH)
             // Bounds the memtables: past half of it, fjall seals and flushes the largest.
             .max_write_buffer_size(64 * 1024 * 1024);
         if durability == Durability::Buffered {
