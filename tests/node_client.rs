@@ -61,28 +61,11 @@ async fn the_node_examples_run_a_worker_whose_plain_failure_is_retried_and_a_wat
         .expect("npm install");
     let server = std::sync::Arc::new(TestServer::start_with(fast_engine()).await);
     let mut client = server.client().await;
-    configure(
+    invoke_for_an_example_worker(
         &mut client,
-        "default",
-        FUNCTION,
-        pb::AsyncInvokeConfig {
-            max_async_retry_attempts: Some(1),
-            ..Default::default()
-        },
+        &[("node-1", "hello"), ("node-2", "world"), ("node-3", "fail")],
     )
     .await;
-    for (id, payload) in [("node-1", "hello"), ("node-2", "world"), ("node-3", "fail")] {
-        client
-            .invoke_function(pb::InvokeFunctionRequest {
-                service_name: SERVICE.into(),
-                function_name: FUNCTION.into(),
-                invocation_id: id.into(),
-                payload: payload.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("invoke");
-    }
     let target = format!("{SERVICE}/{FUNCTION}");
     // Opened after the invocations: it replays them from the oldest kept change.
     let watcher = {

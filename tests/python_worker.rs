@@ -64,28 +64,11 @@ async fn the_python_example_worker_runs_invocations_to_the_end() {
 
     let server = TestServer::start_with(fast_engine()).await;
     let mut client = server.client().await;
-    configure(
+    invoke_for_an_example_worker(
         &mut client,
-        "default",
-        FUNCTION,
-        pb::AsyncInvokeConfig {
-            max_async_retry_attempts: Some(1),
-            ..Default::default()
-        },
+        &[("py-1", "hello"), ("py-2", "world"), ("py-3", "fail")],
     )
     .await;
-    for (id, payload) in [("py-1", "hello"), ("py-2", "world"), ("py-3", "fail")] {
-        client
-            .invoke_function(pb::InvokeFunctionRequest {
-                service_name: SERVICE.into(),
-                function_name: FUNCTION.into(),
-                qualifier: String::new(),
-                invocation_id: id.into(),
-                payload: payload.into(),
-            })
-            .await
-            .expect("invoke");
-    }
 
     // Two successes, and the failing one twice (first attempt and its one retry).
     let addr = server.addr.to_string();

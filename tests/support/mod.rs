@@ -128,6 +128,33 @@ pub async fn invoke(client: &mut Client, account: &str, function: &str, id: &str
         .invocation_id
 }
 
+/// What the example workers are tested on: one retry allowed on `FUNCTION`, then one
+/// invocation of it per (id, payload), as the default account.
+pub async fn invoke_for_an_example_worker(client: &mut Client, invocations: &[(&str, &str)]) {
+    configure(
+        client,
+        "default",
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_retry_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    for (id, payload) in invocations {
+        client
+            .invoke_function(pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                qualifier: String::new(),
+                invocation_id: (*id).into(),
+                payload: (*payload).into(),
+            })
+            .await
+            .expect("invoke");
+    }
+}
+
 /// Get `SERVICE/function/id` as `account`.
 pub async fn get(
     client: &mut Client,
