@@ -141,15 +141,17 @@ where
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));
-        let path = request.uri().path().to_string();
-        let started = std::time::Instant::now();
+        let timed = crate::metrics::names::recording()
+            .then(|| (request.uri().path().to_string(), std::time::Instant::now()));
         let answer = self.inner.call(request);
         Box::pin(
             async move {
                 let mut response = answer.await?;
                 let headers = response.headers_mut();
                 remap_transport_status(headers);
-                record_call(&path, headers, started.elapsed());
+                if let Some((path, started)) = &timed {
+                    record_call(path, headers, started.elapsed());
+                }
                 if let Ok(value) = HeaderValue::from_str(&request_id) {
                     headers.insert(REQUEST_ID_HEADER, value);
                 }

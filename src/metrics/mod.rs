@@ -57,6 +57,7 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
                     builder.idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(1)))
                 })
                 .and_then(PrometheusBuilder::install_recorder)
+                .inspect(|_| names::start_recording())
                 .inspect_err(|err| tracing::warn!(%err, "metrics are not recorded"))
                 .ok()
         })

@@ -1,6 +1,22 @@
 //! The name of every metric sai exports, in one place: a leaf that the layers recording
 //! them (api, engine, store, persist) can use without depending on the exporter.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a recorder is installed: per-call recording that builds labels checks it first,
+/// so that a server without an HTTP listener does no per-call work for metrics.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics are recorded in this process.
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
+/// Metrics are recorded from now on.
+pub(super) fn start_recording() {
+    RECORDING.store(true, Ordering::Relaxed);
+}
+
 /// Invocations not yet terminal.
 pub const OPEN_INVOCATIONS: &str = "sai_open_invocations";
 /// Invocations waiting in the ready queues.
