@@ -41,6 +41,7 @@ pub mod pb;
 mod persist;
 pub mod server;
 mod store;
+pub mod telemetry;
 
 /// What the crate's own fuzz targets and data-directory tests drive below the server: not an
 /// API, and it changes with the code.

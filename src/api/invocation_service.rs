@@ -16,7 +16,7 @@ use crate::store::{ResumeFrom, StoreError, StoredChange, WatchScope};
 
 use super::convert::{self, InvocationRef, View};
 use super::limits::{EdgeLimits, PerAccount};
-use super::metadata::{account, request_id};
+use super::metadata::{account, record_invocation, request_id};
 use super::{detached, ApiError};
 
 /// The FC mirror service.
@@ -184,6 +184,7 @@ impl StatefulAsyncInvocationService for InvocationService {
         .map_err(ApiError::from)?;
         // Not detached: the engine queues what it stored even if this call is dropped.
         let invocation = self.engine.invoke(new).await.map_err(ApiError::from)?;
+        record_invocation(&invocation.key);
         Ok(Response::new(pb::InvokeFunctionResponse {
             invocation_id: invocation.key.id.to_string(),
             request_id: request_id.to_string(),
@@ -280,6 +281,7 @@ impl StatefulAsyncInvocationService for InvocationService {
             &r.invocation_id,
         )
         .map_err(ApiError::from)?;
+        record_invocation(&target.key);
         let view = View {
             payload: true,
             events: true,
@@ -324,6 +326,7 @@ impl StatefulAsyncInvocationService for InvocationService {
             &r.invocation_id,
         )
         .map_err(ApiError::from)?;
+        record_invocation(&target.key);
         // The qualifier is immutable, so checking it before the stop cannot race.
         self.find(&target, |_| ())?;
         let engine = self.engine.clone();
@@ -351,6 +354,7 @@ impl StatefulAsyncInvocationService for InvocationService {
             &r.invocation_id,
         )
         .map_err(ApiError::from)?;
+        record_invocation(&target.key);
         let from_event_id =
             convert::non_negative("from_event_id", r.from_event_id).map_err(ApiError::from)?;
         self.find(&target, |_| ())?;

@@ -7,7 +7,9 @@
 //!
 //! The span is at debug level, with the per-call log lines it frames: an enabled span costs
 //! every call the formatting of its fields and a slot in the subscriber's registry, about a
-//! tenth of a synced InvokeFunction's server CPU at the default `info` (BENCHMARKS.md).
+//! tenth of a synced InvokeFunction's server CPU at the default `info` (BENCHMARKS.md). With
+//! `--otlp-endpoint` it is exported (see `telemetry`), as a child of the caller's
+//! `traceparent`, with OpenTelemetry's RPC attributes, the FC trace id and the invocation.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +58,19 @@ pub fn request_id<T>(request: &tonic::Request<T>) -> Arc<str> {
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into())
+}
+
+/// Name the invocation the current RPC acts on in its span (a no-op when the span is off).
+pub fn record_invocation(key: &crate::model::InvocationKey) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        let function = &key.function;
+        span.record(
+            "function.name",
+            format!("{}/{}", function.service, function.function),
+        );
+        span.record("invocation.id", &*key.id);
+    }
 }
 
 /// Rewrite a status tonic answered before any handler ran (an undecodable or oversized
@@ -132,12 +147,26 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let request_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         let trace_id = request.headers().get(TRACE_ID_HEADER).cloned();
+        let path = request.uri().path();
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", path));
         let span = tracing::debug_span!(
+            target: crate::telemetry::RPC_SPAN_TARGET,
             "rpc",
-            path = %request.uri().path(),
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
             request_id = %request_id,
             trace_id = trace_id.as_ref().and_then(|t| t.to_str().ok()).unwrap_or(""),
+            invocation.id = tracing::field::Empty,
+            function.name = tracing::field::Empty,
         );
+        crate::telemetry::join_callers_trace(&span, request.headers());
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));
@@ -149,6 +178,11 @@ where
                 let mut response = answer.await?;
                 let headers = response.headers_mut();
                 remap_transport_status(headers);
+                if !tracing::Span::current().is_disabled() {
+                    let code = tonic::Status::from_header_map(headers)
+                        .map_or(tonic::Code::Ok, |status| status.code());
+                    tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+                }
                 if let Some((path, started)) = &timed {
                     record_call(path, headers, started.elapsed());
                 }

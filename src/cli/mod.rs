@@ -21,6 +21,7 @@ use crate::engine::EngineConfig;
 use crate::persist::Durability;
 use crate::server::{self, ServerConfig, ServerLimits, TlsFiles};
 use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
+use crate::telemetry::{self, LogFormat};
 
 use client::{ConfigCommand, ListArgs, Target};
 use output::Format;
@@ -52,6 +53,15 @@ pub struct Cli {
     /// Output: human tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value = "table")]
     pub output: Format,
+    /// Log lines on standard error: text, or one JSON object a line (filtered by RUST_LOG).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SAI_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -155,6 +165,11 @@ pub struct ServeArgs {
     /// address (off unless given; port 0: any free port, printed in the ready line).
     #[arg(long, env = "SAI_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Export a span per RPC over OTLP/gRPC to this OpenTelemetry collector (e.g.
+    /// http://127.0.0.1:4317), joined to the caller's W3C traceparent. Batching and limits
+    /// follow the OTEL_BSP_* environment variables.
+    #[arg(long, env = "SAI_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Recent status changes kept so that WatchInvocations can resume by sequence number.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
@@ -410,16 +425,6 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// Parse the command line and run it; the process exit code follows the result.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // The storage engine narrates every flush and write stall at info.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-                }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -427,13 +432,28 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let otlp_endpoint = match &cli.command {
+        Command::Serve(args) => args.otlp_endpoint.as_deref(),
+        _ => None,
+    };
+    // The exporter's connection is made on the runtime, so it is set up inside it.
+    let telemetry = match runtime.block_on(async { telemetry::init(cli.log_format, otlp_endpoint) })
+    {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("sai: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("sai: {err}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
