@@ -26,6 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("sai_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // The dashboard's JSON API answers with these messages as they are.
+        .message_attribute(".sai.v1", "#[derive(serde::Serialize)]")
+        .enum_attribute(".sai.v1", "#[derive(serde::Serialize)]")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -274,7 +274,7 @@ pub async fn serve_and_announce(
         tokio::spawn(reload_tokens_on_hangup(tokens.clone(), stopping.clone()));
     }
     // Up before the store loads: an orchestrator sees the process alive and not yet ready.
-    let http_state = Arc::new(HttpState::default());
+    let http_state = Arc::new(HttpState::new(tokens.clone()));
     let http_bound = http_listener.as_ref().map(|(_, bound)| *bound);
     let http_server = http_listener.map(|(listener, _)| {
         // Installed before any call is served, so that the counters miss none of them;
@@ -307,7 +307,8 @@ pub async fn serve_and_announce(
         config.clock.clone(),
         stopping.clone(),
     );
-    http_state.loaded(engine.clone());
+    let invocation_service = InvocationService::new(engine.clone(), &config.limits.edge);
+    http_state.loaded(engine.clone(), invocation_service.clone());
     if let Storage::Disk(disk) = &config.storage {
         let recovered = engine.recover().await;
         tracing::info!(
@@ -381,11 +382,8 @@ pub async fn serve_and_announce(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            StatefulAsyncInvocationServiceServer::new(InvocationService::new(
-                engine.clone(),
-                &limits.edge,
-            ))
-            .max_decoding_message_size(limits.max_request_bytes),
+            StatefulAsyncInvocationServiceServer::new(invocation_service)
+                .max_decoding_message_size(limits.max_request_bytes),
         )
         .add_service(
             WorkerServiceServer::new(WorkerService::new(engine, &limits.edge))

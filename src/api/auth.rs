@@ -153,7 +153,7 @@ impl Tokens {
     }
 
     /// Check a request's headers: the account it acts for, or why it is refused.
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<str>, AuthError> {
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<str>, AuthError> {
         let presented = headers
             .get(http::header::AUTHORIZATION)
             .ok_or(AuthError::Unauthenticated(

@@ -908,6 +908,11 @@ impl Engine {
         Some(self.attempt_transition(record, lease.attempt, &outcome, duration_ms))
     }
 
+    /// How many of `function`'s invocations wait in its queue.
+    pub fn queue_depth(&self, function: &crate::model::FunctionKey) -> usize {
+        self.queues.depth(function)
+    }
+
     /// The `limit` functions with the most queued work, busiest first.
     pub fn busiest_queues(&self, limit: usize) -> Vec<QueueDepth> {
         let now_ms = self.clock.now_ms();

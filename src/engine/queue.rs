@@ -95,6 +95,15 @@ impl ReadyQueues {
         state.forget_if_empty(&key.function);
     }
 
+    /// How many of `function`'s invocations are queued.
+    pub fn depth(&self, function: &FunctionKey) -> usize {
+        self.state
+            .lock()
+            .by_function
+            .get(function)
+            .map_or(0, |queues| queues.values().map(BTreeMap::len).sum())
+    }
+
     /// How many invocations are queued.
     pub fn len(&self) -> usize {
         self.state.lock().position.len()

@@ -1,7 +1,11 @@
-//! The HTTP listener beside gRPC (`--http ADDR`, axum on the same runtime): Prometheus metrics
-//! at `/metrics`, and health for orchestrators at `/healthz` (the process answers) and
-//! `/readyz` (the store is loaded, takes writes, and its writes return). It starts before the store is loaded,
-//! so that an orchestrator sees "alive, not ready" during a long load.
+//! The HTTP listener beside gRPC (`--http ADDR`, axum on the same runtime): the dashboard at
+//! `/` and the JSON API it reads (`api`), Prometheus metrics at `/metrics`, and health for
+//! orchestrators at `/healthz` (the process answers) and `/readyz` (the store is loaded,
+//! takes writes, and its writes return). It starts before the store is loaded, so that an
+//! orchestrator sees "alive, not ready" during a long load.
+
+mod api;
+mod dashboard;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,28 +16,53 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::api::{InvocationService, Tokens};
 use crate::engine::Engine;
 
 /// A write to the data directory running longer than this makes the server not ready: a
 /// sync takes milliseconds, and a flush the keyspace waits on seconds at most.
 pub const STALLED_WRITE: Duration = Duration::from_secs(30);
 
-/// What the HTTP handlers read: the engine, once the store is loaded.
-#[derive(Default)]
+/// What the HTTP handlers read: the tokens, and the engine and its gRPC service once the
+/// store is loaded.
 pub struct HttpState {
-    engine: OnceLock<Arc<Engine>>,
+    tokens: Option<Arc<Tokens>>,
+    loaded: OnceLock<(Arc<Engine>, InvocationService)>,
 }
 
 impl HttpState {
-    /// The store is loaded and the engine runs: from now on the server is ready.
-    pub fn loaded(&self, engine: Arc<Engine>) {
-        let _ = self.engine.set(engine);
+    /// Before the store is loaded; `tokens` guard the JSON API as they guard gRPC.
+    pub fn new(tokens: Option<Arc<Tokens>>) -> Self {
+        HttpState {
+            tokens,
+            loaded: OnceLock::new(),
+        }
+    }
+
+    /// The store is loaded and the engine runs: from now on the server is ready, and the
+    /// JSON API calls `service`, the one gRPC serves (sharing its per-account limits).
+    pub fn loaded(&self, engine: Arc<Engine>, service: InvocationService) {
+        let _ = self.loaded.set((engine, service));
+    }
+
+    fn engine(&self) -> Option<&Arc<Engine>> {
+        self.loaded.get().map(|(engine, _)| engine)
+    }
+
+    fn service(&self) -> Option<InvocationService> {
+        self.loaded.get().map(|(_, service)| service.clone())
+    }
+
+    fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_deref()
     }
 }
 
 /// The routes of the HTTP listener.
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
+        .merge(dashboard::routes())
+        .merge(api::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -41,7 +70,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    let body = match state.engine.get() {
+    let body = match state.engine() {
         Some(engine) => crate::metrics::render(engine),
         None => crate::metrics::recorder()
             .map(|handle| handle.render())
@@ -57,7 +86,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, String) {
-    let (status, why) = match state.engine.get() {
+    let (status, why) = match state.engine() {
         None => readiness(false, false, None),
         Some(engine) => readiness(
             true,
