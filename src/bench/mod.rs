@@ -8,6 +8,7 @@ mod history;
 mod http;
 mod invoke;
 mod load;
+mod metrics_cost;
 mod read;
 mod report;
 mod server;
@@ -37,6 +38,8 @@ pub enum Scenario {
     Watch(watch::WatchArgs),
     /// A constant rate end to end for a long time: what the server holds, sampled.
     Soak(soak::SoakArgs),
+    /// Synced invoke and end to end with metrics off and on (scraped): what metrics cost.
+    Metrics(metrics_cost::MetricsArgs),
 }
 
 /// Flags every scenario shares.
@@ -74,6 +77,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::E2e(scenario) => e2e::run(scenario, args.runs).await?,
         Scenario::Watch(scenario) => watch::run(scenario).await?,
         Scenario::Soak(scenario) => soak::run(scenario).await?,
+        Scenario::Metrics(scenario) => metrics_cost::run(scenario, args.runs).await?,
     };
     println!("{}", report.table());
     let path = report.write_json(&args.out)?;
