@@ -15,6 +15,7 @@ use crate::api::auth::TokenFileError;
 use crate::api::{AuthLayer, InvocationService, RequestContextLayer, Tokens, WorkerService};
 use crate::clock::Clock;
 use crate::engine::Engine;
+use crate::http::fc::access_keys::{AccessKeyFileError, AccessKeys};
 use crate::http::HttpState;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
@@ -49,6 +50,8 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// A token file: with it, calls need a bearer token (see `api::auth`).
     pub auth_tokens: Option<PathBuf>,
+    /// An access key file: with it, FC's REST API needs signed requests (see `http::fc`).
+    pub access_keys: Option<PathBuf>,
     /// Serve a non-loopback address without tokens.
     pub allow_unauthenticated: bool,
     /// Limits that protect the service.
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             storage: Storage::Memory,
             retention: DEFAULT_RETENTION,
             auth_tokens: None,
+            access_keys: None,
             allow_unauthenticated: false,
             limits: ServerLimits::default(),
             tls: None,
@@ -134,6 +138,9 @@ pub enum ServerError {
     /// The token file could not be used.
     #[error("{0}")]
     Tokens(#[from] TokenFileError),
+    /// The access key file could not be used.
+    #[error("{0}")]
+    AccessKeys(#[from] AccessKeyFileError),
     /// The TLS certificate or key could not be read.
     #[error("cannot read TLS {what} {path}: {source}")]
     TlsFile {
@@ -164,8 +171,9 @@ pub enum ServerError {
     /// No tokens, and an address others can reach.
     #[error(
         "refusing to serve {0} without authentication: anyone who can connect could act for any \
-         account. Give --auth-tokens FILE, listen on a loopback address, or pass \
-         --allow-unauthenticated if the network is otherwise protected"
+         account. Give --auth-tokens FILE (and, for the --http listener, --access-keys FILE \
+         too), listen on a loopback address, or pass --allow-unauthenticated if the network \
+         is otherwise protected"
     )]
     Unprotected(std::net::SocketAddr),
 }
@@ -249,13 +257,17 @@ pub async fn serve_and_announce(
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServerError::Listener { source })?;
-    let refuse_unprotected = |addr: SocketAddr| {
-        if tokens.is_none() && !config.allow_unauthenticated && !addr.ip().is_loopback() {
+    let access_keys = match &config.access_keys {
+        Some(path) => Some(AccessKeys::load(path)?),
+        None => None,
+    };
+    let refuse_unprotected = |addr: SocketAddr, protected: bool| {
+        if !protected && !config.allow_unauthenticated && !addr.ip().is_loopback() {
             return Err(ServerError::Unprotected(addr));
         }
         Ok(())
     };
-    refuse_unprotected(local_addr)?;
+    refuse_unprotected(local_addr, tokens.is_some())?;
     let http_listener = match config.http {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -264,17 +276,26 @@ pub async fn serve_and_announce(
             let bound = listener
                 .local_addr()
                 .map_err(|source| ServerError::Listener { source })?;
-            refuse_unprotected(bound)?;
+            // The dashboard's API takes tokens, FC's REST API access keys: both are needed.
+            refuse_unprotected(bound, tokens.is_some() && access_keys.is_some())?;
             Some((listener, bound))
         }
         None => None,
     };
     let stopping = CancellationToken::new();
-    if let Some(tokens) = &tokens {
-        tokio::spawn(reload_tokens_on_hangup(tokens.clone(), stopping.clone()));
+    if tokens.is_some() || access_keys.is_some() {
+        tokio::spawn(reload_on_hangup(
+            tokens.clone(),
+            access_keys.clone(),
+            stopping.clone(),
+        ));
     }
     // Up before the store loads: an orchestrator sees the process alive and not yet ready.
-    let http_state = Arc::new(HttpState::new(tokens.clone()));
+    let http_state = Arc::new(HttpState::new(
+        tokens.clone(),
+        access_keys,
+        config.clock.clone(),
+    ));
     let http_bound = http_listener.as_ref().map(|(_, bound)| *bound);
     let http_server = http_listener.map(|(listener, _)| {
         // Installed before any call is served, so that the counters miss none of them;
@@ -405,8 +426,13 @@ pub async fn serve_and_announce(
     Ok(result?)
 }
 
-/// Read the token file again on every SIGHUP; a file that does not parse changes nothing.
-async fn reload_tokens_on_hangup(tokens: std::sync::Arc<Tokens>, stop: CancellationToken) {
+/// Read the token and access key files again on every SIGHUP; a file that does not parse
+/// changes nothing.
+async fn reload_on_hangup(
+    tokens: Option<Arc<Tokens>>,
+    access_keys: Option<Arc<AccessKeys>>,
+    stop: CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -419,17 +445,27 @@ async fn reload_tokens_on_hangup(tokens: std::sync::Arc<Tokens>, stop: Cancellat
         };
         loop {
             tokio::select! {
-                _ = hangups.recv() => match tokens.reload() {
-                    Ok(count) => tracing::info!(count, file = %tokens.path().display(), "tokens reloaded"),
-                    Err(err) => tracing::error!(%err, "tokens not reloaded; the previous ones stay in force"),
-                },
+                _ = hangups.recv() => {
+                    if let Some(tokens) = &tokens {
+                        match tokens.reload() {
+                            Ok(count) => tracing::info!(count, file = %tokens.path().display(), "tokens reloaded"),
+                            Err(err) => tracing::error!(%err, "tokens not reloaded; the previous ones stay in force"),
+                        }
+                    }
+                    if let Some(keys) = &access_keys {
+                        match keys.reload() {
+                            Ok(count) => tracing::info!(count, file = %keys.path().display(), "access keys reloaded"),
+                            Err(err) => tracing::error!(%err, "access keys not reloaded; the previous ones stay in force"),
+                        }
+                    }
+                }
                 _ = stop.cancelled() => return,
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (tokens, stop);
+        let _ = (tokens, access_keys, stop);
     }
 }
 

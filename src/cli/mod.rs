@@ -71,7 +71,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the service and show it at work (invoke, watch live, stop, list, get), then keep
     /// serving for grpcurl.
     Demo {
@@ -213,6 +213,11 @@ pub struct ServeArgs {
     /// for the token's account.
     #[arg(long, env = "SAI_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
+    /// Require signed requests on FC's REST API (the --http listener): a file of
+    /// `ACCESS_KEY_ID ACCESS_KEY_SECRET ACCOUNT` lines, read again on SIGHUP. Requests signed
+    /// with ACS3-HMAC-SHA256 or FC's `FC id:signature` act for the key's account.
+    #[arg(long, env = "SAI_ACCESS_KEYS")]
+    pub access_keys: Option<PathBuf>,
     /// Serve without tokens on a non-loopback address (anyone who can connect can act for
     /// any account). Without this, sai refuses to.
     #[arg(long)]
@@ -277,6 +282,7 @@ impl ServeArgs {
             },
             retention: self.retention,
             auth_tokens: self.auth_tokens.clone(),
+            access_keys: self.access_keys.clone(),
             allow_unauthenticated: self.allow_unauthenticated,
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
@@ -466,7 +472,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     };
     let ok = |_| ExitCode::SUCCESS;
     match cli.command {
-        Command::Serve(args) => serve(args).await.map(ok),
+        Command::Serve(args) => serve(*args).await.map(ok),
         Command::Demo { listen } => demo::run(listen).await.map_err(CliError::Io).map(ok),
         Command::Invoke {
             target,

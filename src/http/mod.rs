@@ -6,6 +6,7 @@
 
 mod api;
 mod dashboard;
+pub mod fc;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,26 +18,44 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::api::{InvocationService, Tokens};
+use crate::clock::Clock;
 use crate::engine::Engine;
 
 /// A write to the data directory running longer than this makes the server not ready: a
 /// sync takes milliseconds, and a flush the keyspace waits on seconds at most.
 pub const STALLED_WRITE: Duration = Duration::from_secs(30);
 
-/// What the HTTP handlers read: the tokens, and the engine and its gRPC service once the
-/// store is loaded.
+/// What the HTTP handlers read: the tokens and access keys, the clock, and the engine and
+/// its gRPC service once the store is loaded.
 pub struct HttpState {
     tokens: Option<Arc<Tokens>>,
+    access_keys: Option<Arc<fc::access_keys::AccessKeys>>,
+    clock: Clock,
     loaded: OnceLock<(Arc<Engine>, InvocationService)>,
 }
 
 impl HttpState {
-    /// Before the store is loaded; `tokens` guard the JSON API as they guard gRPC.
-    pub fn new(tokens: Option<Arc<Tokens>>) -> Self {
+    /// Before the store is loaded; `tokens` guard the JSON API as they guard gRPC, and
+    /// `access_keys` FC's REST API (requests must then be signed).
+    pub fn new(
+        tokens: Option<Arc<Tokens>>,
+        access_keys: Option<Arc<fc::access_keys::AccessKeys>>,
+        clock: Clock,
+    ) -> Self {
         HttpState {
             tokens,
+            access_keys,
+            clock,
             loaded: OnceLock::new(),
         }
+    }
+
+    fn access_keys(&self) -> Option<&fc::access_keys::AccessKeys> {
+        self.access_keys.as_deref()
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// The store is loaded and the engine runs: from now on the server is ready, and the
@@ -63,6 +82,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .merge(dashboard::routes())
         .merge(api::routes())
+        .merge(fc::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
