@@ -101,16 +101,13 @@ fn remap_transport_status(headers: &mut http::HeaderMap) {
 /// callers cannot grow the label set.
 fn record_call(path: &str, headers: &http::HeaderMap, took: std::time::Duration) {
     let code = tonic::Status::from_header_map(headers).map_or(tonic::Code::Ok, |s| s.code());
-    let method = if code == tonic::Code::Unimplemented {
-        "unknown".to_string()
-    } else {
-        path.to_string()
-    };
-    let code_name = format!("{code:?}");
-    metrics::counter!(crate::metrics::names::GRPC_REQUESTS, "method" => method.clone(), "code" => code_name)
-        .increment(1);
-    metrics::histogram!(crate::metrics::names::GRPC_REQUEST_SECONDS, "method" => method)
-        .record(took.as_secs_f64());
+    crate::metrics::names::record_rpc(
+        path,
+        code != tonic::Code::Unimplemented,
+        code as i32,
+        || format!("{code:?}"),
+        took.as_secs_f64(),
+    );
 }
 
 /// Tower layer adding FC's request metadata to every RPC.

@@ -37,11 +37,16 @@ const GROUP_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
 ];
 
+/// How often recorded histogram samples are folded into their buckets. The exporter keeps
+/// every sample until then, so without it a server nobody scrapes would grow without bound.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The process's recorder: installed by the first server that asks, shared by every later one
 /// (the facade has one recorder per process). `None` if another recorder was installed first.
 pub fn recorder() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
+    static UPKEEP: std::sync::Once = std::sync::Once::new();
+    let handle = HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
@@ -61,7 +66,22 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
                 .inspect_err(|err| tracing::warn!(%err, "metrics are not recorded"))
                 .ok()
         })
-        .as_ref()
+        .as_ref();
+    if let Some(handle) = handle {
+        // A thread of its own, not a task: the recorder outlives any one runtime.
+        UPKEEP.call_once(|| {
+            let spawned = std::thread::Builder::new()
+                .name("sai-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    handle.run_upkeep();
+                });
+            if let Err(err) = spawned {
+                tracing::error!(%err, "cannot start the metrics upkeep; histograms grow until scraped");
+            }
+        });
+    }
+    handle
 }
 
 /// Set the gauges of what `engine` and its store hold now.

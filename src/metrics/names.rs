@@ -1,7 +1,18 @@
-//! The name of every metric sai exports, in one place: a leaf that the layers recording
-//! them (api, engine, store, persist) can use without depending on the exporter.
+//! The name of every metric sai exports, in one place, and the handles the hot paths record
+//! through: a leaf that the layers recording them (api, engine, store, persist) can use
+//! without depending on the exporter.
+//!
+//! The facade's macros build and hash a key, labels included, and look it up in the
+//! exporter's registry on every call; the paths that record per invocation or per call keep
+//! their handles here instead, looked up once. Each cache is bounded by a fixed set of names:
+//! the statuses, the served RPC methods (an unknown path is never cached), gRPC's codes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram};
+use parking_lot::RwLock;
 
 /// Set once a recorder is installed: per-call recording that builds labels checks it first,
 /// so that a server without an HTTP listener does no per-call work for metrics.
@@ -53,3 +64,89 @@ pub const WRITE_SECONDS: &str = "sai_write_duration_seconds";
 pub const QUEUE_DEPTH: &str = "sai_queue_depth";
 /// How long the oldest queued invocation has waited, by `function`.
 pub const QUEUE_OLDEST_AGE_SECONDS: &str = "sai_queue_oldest_age_seconds";
+
+/// Count a status change into `status` (one of the statuses' static names).
+pub fn count_transition(status: &'static str) {
+    static COUNTERS: OnceLock<RwLock<HashMap<&'static str, Counter>>> = OnceLock::new();
+    if !recording() {
+        return;
+    }
+    let counters = COUNTERS.get_or_init(RwLock::default);
+    if let Some(counter) = counters.read().get(status) {
+        counter.increment(1);
+        return;
+    }
+    counters
+        .write()
+        .entry(status)
+        .or_insert_with(|| metrics::counter!(TRANSITIONS, "status" => status))
+        .increment(1);
+}
+
+/// The handles of one served RPC method.
+struct MethodHandles {
+    duration: Histogram,
+    /// By gRPC code number (0..=16), made when first answered with it.
+    by_code: [Option<Counter>; 17],
+}
+
+/// Count and time one answered RPC of `method`; `served` is false for a path no service
+/// serves, which is counted as `method="unknown"` and never cached.
+pub fn record_rpc(
+    method: &str,
+    served: bool,
+    code: i32,
+    code_name: impl FnOnce() -> String,
+    seconds: f64,
+) {
+    static METHODS: OnceLock<RwLock<HashMap<String, MethodHandles>>> = OnceLock::new();
+    if !recording() {
+        return;
+    }
+    let slot = usize::try_from(code).ok().filter(|&c| c < 17);
+    let (Some(slot), true) = (slot, served) else {
+        metrics::counter!(GRPC_REQUESTS, "method" => "unknown", "code" => code_name()).increment(1);
+        metrics::histogram!(GRPC_REQUEST_SECONDS, "method" => "unknown").record(seconds);
+        return;
+    };
+    let methods = METHODS.get_or_init(RwLock::default);
+    {
+        let read = methods.read();
+        if let Some(handles) = read.get(method) {
+            if let Some(counter) = &handles.by_code[slot] {
+                counter.increment(1);
+                handles.duration.record(seconds);
+                return;
+            }
+        }
+    }
+    let mut write = methods.write();
+    let handles = write
+        .entry(method.to_string())
+        .or_insert_with(|| MethodHandles {
+            duration: metrics::histogram!(GRPC_REQUEST_SECONDS, "method" => method.to_string()),
+            by_code: Default::default(),
+        });
+    handles.by_code[slot]
+        .get_or_insert_with(|| {
+            metrics::counter!(GRPC_REQUESTS, "method" => method.to_string(), "code" => code_name())
+        })
+        .increment(1);
+    handles.duration.record(seconds);
+}
+
+/// Record one group written to the data directory: its size and the time it took.
+pub fn record_group_write(commits: usize, seconds: f64) {
+    static HANDLES: OnceLock<(Histogram, Histogram)> = OnceLock::new();
+    if !recording() {
+        return;
+    }
+    let (size, time) = HANDLES.get_or_init(|| {
+        (
+            metrics::histogram!(COMMIT_GROUP_SIZE),
+            metrics::histogram!(WRITE_SECONDS),
+        )
+    });
+    size.record(commits as f64);
+    time.record(seconds);
+}

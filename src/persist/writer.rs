@@ -247,10 +247,7 @@ impl Writer {
             *self.writing_since.lock() = Some(started);
             let written = self.write(&group);
             *self.writing_since.lock() = None;
-            metrics::histogram!(crate::metrics::names::WRITE_SECONDS)
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!(crate::metrics::names::COMMIT_GROUP_SIZE)
-                .record(group.len() as f64);
+            crate::metrics::names::record_group_write(group.len(), started.elapsed().as_secs_f64());
             written
                 .map(|()| {
                     group.iter().for_each(|s| s.writes.written());

@@ -87,8 +87,7 @@ impl Hub {
 
     /// Publish one committed change, numbered by the commit path. Called in commit order.
     pub fn publish(&self, change: StoredChange) {
-        metrics::counter!(crate::metrics::names::TRANSITIONS, "status" => change.event.status.as_str())
-            .increment(1);
+        crate::metrics::names::count_transition(change.event.status.as_str());
         let mut history = self.history.lock();
         history.head = change.sequence;
         let change = Arc::new(change);
