@@ -16,32 +16,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Debian's Chromium, installed with apt-get when it is missing.
 fn chromium() -> PathBuf {
-    if !Path::new(CHROMIUM).exists() {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| out.stdout.starts_with(b"0"));
-        let apt = |args: &[&str]| {
-            let mut command = if root {
-                Command::new("apt-get")
-            } else {
-                let mut sudo = Command::new("sudo");
-                sudo.arg("apt-get");
-                sudo
-            };
-            command
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        let packages = ["install", "-y", "-q", "chromium", "chromium-driver"];
-        if !apt(&packages) {
-            assert!(apt(&["update", "-q"]), "apt-get update failed");
-            assert!(apt(&packages), "apt-get install chromium failed");
-        }
-    }
-    assert!(Path::new(CHROMIUM).exists(), "no {CHROMIUM} after install");
+    support::apt_install(CHROMIUM, &["chromium", "chromium-driver"]);
     PathBuf::from(CHROMIUM)
 }
 

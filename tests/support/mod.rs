@@ -537,3 +537,45 @@ impl Drop for SaiProcess {
         self.kill();
     }
 }
+
+/// Make sure `binary` exists, installing Debian's `packages` with apt-get (through sudo when
+/// not root) when it does not. Tests that need an outside program install it this way rather
+/// than skip.
+pub fn apt_install(binary: &str, packages: &[&str]) {
+    use std::process::Command;
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if std::path::Path::new(binary).exists() {
+        return;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    let apt = |args: &[&str]| {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let mut install = vec!["install", "-y", "-q"];
+    install.extend_from_slice(packages);
+    if !apt(&install) {
+        assert!(apt(&["update", "-q"]), "apt-get update failed");
+        assert!(apt(&install), "apt-get install {packages:?} failed");
+    }
+    assert!(
+        std::path::Path::new(binary).exists(),
+        "no {binary} after installing {packages:?}"
+    );
+}
