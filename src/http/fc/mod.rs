@@ -46,6 +46,11 @@ pub fn routes() -> Router<Arc<HttpState>> {
     Router::new()
         .route("/2021-04-06/{*rest}", any(handle))
         .route("/2016-08-15/{*rest}", any(handle))
+        // No operation lives at the bare prefixes, but they are FC's paths: FC's error.
+        .route("/2021-04-06", any(handle))
+        .route("/2021-04-06/", any(handle))
+        .route("/2016-08-15", any(handle))
+        .route("/2016-08-15/", any(handle))
 }
 
 /// An FC error: the HTTP status, FC's code and a message, answered as every SDK reads it.
@@ -116,7 +121,7 @@ impl From<SignatureError> for FcError {
     fn from(err: SignatureError) -> Self {
         let code = match err {
             SignatureError::UnknownAccessKey(_) => "InvalidAccessKeyID",
-            SignatureError::Mismatch | SignatureError::BodyHash => "SignatureNotMatch",
+            SignatureError::Mismatch | SignatureError::BodyHash(_) => "SignatureNotMatch",
             SignatureError::Skewed { .. } => "RequestTimeTooSkewed",
             SignatureError::Missing | SignatureError::Malformed(_) | SignatureError::Date(_) => {
                 "AccessDenied"
@@ -182,10 +187,11 @@ fn route(method: &Method, path: &str, query: &Query) -> Result<Operation, FcErro
         )
     };
     let (version, rest) = path
-        .strip_prefix("/2021-04-06/")
+        .strip_prefix("/2021-04-06")
         .map(|rest| ("2021", rest))
-        .or_else(|| path.strip_prefix("/2016-08-15/").map(|rest| ("2016", rest)))
+        .or_else(|| path.strip_prefix("/2016-08-15").map(|rest| ("2016", rest)))
         .ok_or_else(not_supported)?;
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
     let segments: Vec<String> = rest
         .split('/')
         .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
@@ -201,6 +207,12 @@ fn route(method: &Method, path: &str, query: &Query) -> Result<Operation, FcErro
         return Err(not_supported());
     };
     let (service, path_qualifier) = match (version, service.split_once('.')) {
+        ("2016", Some((_, ""))) => {
+            return Err(FcError::invalid(
+                "qualifier",
+                "must not be empty after the service name's '.'",
+            ))
+        }
         ("2016", Some((service, qualifier))) => (service, qualifier),
         _ => (*service, ""),
     };

@@ -51,9 +51,10 @@ pub enum SignatureError {
     /// the way.
     #[error("the request signature does not match the signature the server calculated")]
     Mismatch,
-    /// The body is not the one `x-acs-content-sha256` names.
-    #[error("x-acs-content-sha256 does not match the body")]
-    BodyHash,
+    /// The body is not the one its signed digest header (`x-acs-content-sha256`,
+    /// `Content-MD5`) names.
+    #[error("the body does not match {0}")]
+    BodyHash(&'static str),
     /// The date header the scheme signs is missing or unreadable.
     #[error("{0} is missing or not a valid date")]
     Date(&'static str),
@@ -177,10 +178,10 @@ fn verify_acs3(
     check_skew("x-acs-date", epoch_ms(signed_at), now_ms)?;
     let body_hash = hex(&Sha256::digest(request.body));
     let claimed_hash = header(request.headers, "x-acs-content-sha256")
-        .ok_or(SignatureError::BodyHash)?
+        .ok_or(SignatureError::BodyHash("x-acs-content-sha256"))?
         .to_ascii_lowercase();
     if !same(body_hash.as_bytes(), claimed_hash.as_bytes()) {
-        return Err(SignatureError::BodyHash);
+        return Err(SignatureError::BodyHash("x-acs-content-sha256"));
     }
     let canonical = acs3_canonical_request(request, &signed, signed_headers, &body_hash)?;
     let to_sign = format!(
@@ -287,6 +288,7 @@ fn verify_fc(
     let date = header(request.headers, "date").ok_or(SignatureError::Date("Date"))?;
     let signed_at = httpdate::parse_http_date(date).map_err(|_| SignatureError::Date("Date"))?;
     check_skew("Date", epoch_ms(signed_at), now_ms)?;
+    check_content_md5(request)?;
     let to_sign = fc_string_to_sign(request)?;
     let expected = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
@@ -296,6 +298,26 @@ fn verify_fc(
         return Err(SignatureError::Mismatch);
     }
     Ok(account)
+}
+
+/// FC's scheme signs `Content-MD5` but not the body, so a body must match the digest it
+/// came with. The SDKs write it three ways: base64 of the digest (RFC 1864), hex (Go), and
+/// base64 of the hex (Node).
+fn check_content_md5(request: &ReceivedRequest<'_>) -> Result<(), SignatureError> {
+    use base64::Engine as _;
+    let Some(claimed) = header(request.headers, "content-md5") else {
+        return Ok(());
+    };
+    let digest = md5::Md5::digest(request.body);
+    let hex_digest = hex(&digest);
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let matches = claimed == base64.encode(digest)
+        || claimed.eq_ignore_ascii_case(&hex_digest)
+        || claimed == base64.encode(hex_digest.as_bytes());
+    if !matches {
+        return Err(SignatureError::BodyHash("Content-MD5"));
+    }
+    Ok(())
 }
 
 /// What FC's own scheme signs: method, Content-MD5 and Content-Type as sent, Date, every
@@ -407,7 +429,7 @@ mod tests {
         let changed = invoke_request(&headers, b"{\"a\":2}");
         assert_eq!(
             verify(&changed, &TestKey, now),
-            Err(SignatureError::BodyHash)
+            Err(SignatureError::BodyHash("x-acs-content-sha256"))
         );
 
         let forged = python_invoke(&V1_SIGNATURE.replace('2', "3"));
@@ -546,6 +568,33 @@ mod tests {
             verify(&fc2_request(&headers), &TestKey, late),
             Err(SignatureError::Skewed { header: "Date", .. })
         ));
+    }
+
+    #[test]
+    fn fc_scheme_from_the_node_sdk_checks_the_body_against_its_content_md5() {
+        let headers = headers(&[
+            ("date", "Mon, 30 Nov 2026 23:56:34 GMT"),
+            ("x-fc-account-id", "1234567890"),
+            ("x-fc-invocation-type", "Async"),
+            ("x-fc-stateful-async-invocation-id", "job-1"),
+            ("content-type", "application/octet-stream"),
+            (
+                "content-md5",
+                "YmI2Y2I1YzY4ZGY0NjUyOTQxY2FmNjUyYTM2NmYyZDg=",
+            ),
+            (
+                "authorization",
+                "FC testAccessKeyId:s3Oqd3K7gU9wFijt9yvZuuBKnBWLJlxEFVtyrMPhe/E=",
+            ),
+        ]);
+        let now = ms("2026-11-30T23:58:00Z");
+        let mut request = fc2_request(&headers);
+        assert_eq!(verify(&request, &TestKey, now), Ok("acct".into()));
+        request.body = b"{\"a\":2}";
+        assert_eq!(
+            verify(&request, &TestKey, now),
+            Err(SignatureError::BodyHash("Content-MD5"))
+        );
     }
 
     #[test]
