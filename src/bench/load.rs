@@ -95,15 +95,45 @@ pub async fn closed_loop(
     call: Call,
 ) -> Result<Run, BenchError> {
     let channels = connect(url, clients.clients, clients.connections).await?;
+    let call = Arc::new(call);
+    drive(
+        clients.clients,
+        duration,
+        |client_no| {
+            StatefulAsyncInvocationServiceClient::new(channels[client_no % channels.len()].clone())
+        },
+        move |mut client, client_no, n| {
+            let call = call.clone();
+            async move {
+                one(&mut client, &call, client_no, n)
+                    .await
+                    .map_err(|status| status.to_string())
+            }
+        },
+    )
+    .await
+}
+
+/// `clients` clients, each made by `make` and calling `call(client, client_no, n)` as soon
+/// as its last call is answered, for the warm-up and then `duration`.
+pub async fn drive<C, F, Fut>(
+    clients: usize,
+    duration: Duration,
+    make: impl Fn(usize) -> C,
+    call: F,
+) -> Result<Run, BenchError>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let measure_from = Instant::now() + WARM_UP;
     let stop_at = measure_from + duration;
     let mut tasks = JoinSet::new();
-    for client_no in 0..clients.clients {
-        let client =
-            StatefulAsyncInvocationServiceClient::new(channels[client_no % channels.len()].clone());
+    for client_no in 0..clients {
+        let client = make(client_no);
         let call = call.clone();
         tasks.spawn(async move {
-            let mut client = client;
             let mut latencies = Latencies::default();
             let mut failure = None;
             let mut calls = 0;
@@ -113,8 +143,8 @@ pub async fn closed_loop(
                     break;
                 }
                 calls += 1;
-                if let Err(status) = one(&mut client, &call, client_no, n).await {
-                    failure = Some(status.to_string());
+                if let Err(err) = call(client.clone(), client_no, n).await {
+                    failure = Some(err);
                     break;
                 }
                 if sent >= measure_from {

@@ -11,6 +11,7 @@ mod load;
 mod metrics_cost;
 mod read;
 mod report;
+mod rest;
 mod server;
 mod soak;
 mod watch;
@@ -40,6 +41,8 @@ pub enum Scenario {
     Soak(soak::SoakArgs),
     /// Synced invoke and end to end with metrics off and on (scraped): what metrics cost.
     Metrics(metrics_cost::MetricsArgs),
+    /// GetStatefulAsyncInvocation over FC's REST API beside gRPC, on one server.
+    RestGet(rest::RestGetArgs),
 }
 
 /// Flags every scenario shares.
@@ -78,6 +81,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Scenario::Watch(scenario) => watch::run(scenario).await?,
         Scenario::Soak(scenario) => soak::run(scenario).await?,
         Scenario::Metrics(scenario) => metrics_cost::run(scenario, args.runs).await?,
+        Scenario::RestGet(scenario) => rest::run(scenario, args.runs).await?,
     };
     println!("{}", report.table());
     let path = report.write_json(&args.out)?;
