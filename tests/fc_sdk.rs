@@ -1,5 +1,5 @@
 //! Alibaba Cloud's official Function Compute SDKs against sai's REST API, unchanged but for
-//! the endpoint, installed by this test from PyPI and npm (pinned in `tests/fc/`): each runs a
+//! the endpoint, installed by this test from PyPI and npm (pinned in `examples/fc/`): each runs a
 //! story through every task operation it has, signed with an access key, and checks its own
 //! typed results; a sai worker runs the invocations over gRPC. Then gRPC sees what REST made,
 //! and nothing a refused request carried (a wrong secret, a skewed date) was stored.
@@ -20,9 +20,14 @@ fn stories() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fc")
 }
 
+/// The examples for FC users, whose package files pin the SDKs the stories use too.
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fc")
+}
+
 /// The Python SDKs, in a venv made once per target directory.
 fn python() -> PathBuf {
-    let requirements = stories().join("requirements.txt");
+    let requirements = examples().join("requirements.txt");
     let requirements = requirements.to_str().expect("utf-8 path");
     support::python_venv("fc-sdk-venv", &["-r", requirements])
         .join("bin")
@@ -36,14 +41,14 @@ fn node_modules() -> PathBuf {
     if !ready.exists() {
         std::fs::create_dir_all(&dir).expect("install dir");
         for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(stories().join(file), dir.join(file)).expect("copy the package files");
+            std::fs::copy(examples().join(file), dir.join(file)).expect("copy the package files");
         }
         let installed = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&dir)
             .status()
             .expect("npm runs (Node.js and npm are needed)");
-        assert!(installed.success(), "npm ci of tests/fc failed");
+        assert!(installed.success(), "npm ci of examples/fc failed");
         std::fs::write(&ready, b"ok").expect("mark node_modules ready");
     }
     dir.join("node_modules")
@@ -102,6 +107,47 @@ impl Server {
         .await
         .expect("connect over gRPC")
     }
+}
+
+/// Run an example of `examples/fc/` (`program script`) against `server` while a sai worker
+/// runs its task over gRPC; what it printed.
+fn run_example(server: &Server, mut example: Command, target: &str, task_id: &str) -> String {
+    let http = server.process.http.expect("an HTTP listener");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_sai"))
+        .args([
+            "--server",
+            &server.process.url(),
+            "--account",
+            ACCOUNT,
+            "worker",
+        ])
+        .args([
+            "--function",
+            target,
+            "--exec",
+            "tr a-z A-Z",
+            "--max-invocations",
+            "1",
+        ])
+        .spawn()
+        .expect("start a worker");
+    let out = example
+        .args([target, "hello", task_id])
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
+        .env("FC_ENDPOINT", http.to_string())
+        .env("FC_PROTOCOL", "http")
+        .output()
+        .expect("the example runs");
+    let status = worker.wait().expect("the worker ends");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    assert!(
+        out.status.success() && status.success(),
+        "the example failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }
 
 fn assert_story(out: &Output, done: &str) {
@@ -163,6 +209,13 @@ async fn the_python_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
     let out = tokio::task::block_in_place(|| server.run(skewed));
     assert_story(&out, "pyfc2 skewed: ok");
 
+    let mut example = Command::new(&python);
+    example.arg(examples().join("invoke_and_wait.py"));
+    let printed = tokio::task::block_in_place(|| {
+        run_example(&server, example, "examples/python", "example-py")
+    });
+    assert!(printed.contains("example-py Succeeded: HELLO"), "{printed}");
+
     // gRPC sees what REST made, as REST left it.
     let made = grpc_get(&server, "pysvc", "pyopen", "py-1")
         .await
@@ -200,6 +253,18 @@ async fn the_node_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
         .env("NODE_PATH", &modules);
     let out = tokio::task::block_in_place(|| server.run(story));
     assert_story(&out, "node story: ok");
+
+    let mut example = Command::new("node");
+    example
+        .arg(examples().join("invoke-and-wait.js"))
+        .env("NODE_PATH", &modules);
+    let printed = tokio::task::block_in_place(|| {
+        run_example(&server, example, "examples/node", "example-node")
+    });
+    assert!(
+        printed.contains("example-node Succeeded: HELLO"),
+        "{printed}"
+    );
 
     let made = grpc_get(&server, "nodesvc", "nodeopen", "node-1")
         .await
