@@ -779,3 +779,65 @@ async fn every_bad_request_gets_a_clear_fc_error_and_changes_nothing() {
         .into_inner();
     assert!(configs.configs.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_keys_are_read_again_on_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "LTAI5tSomeoneElse someone-elses-secret-0123 other\n").expect("keys");
+    let server = SaiProcess::start(
+        Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args([
+                "serve",
+                "--in-memory",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .arg("--access-keys")
+            .arg(&keys)
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::null()),
+    );
+    let http = server.http.expect("HTTP listener");
+    let get_config = Req::new(
+        "GET",
+        "/2016-08-15/services/svc/functions/fn/async-invoke-config",
+    );
+    let before = tokio::task::block_in_place(|| send(http, &get_config));
+    assert_eq!(before.status, 403, "{}", before.body);
+    assert!(
+        before.body.contains("InvalidAccessKeyID"),
+        "{}",
+        before.body
+    );
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&keys, "not a key line\n").expect("keys");
+    let hangup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(sent.success());
+    };
+    hangup();
+    std::fs::write(&keys, format!("{AK} {SECRET} {ACCOUNT}\n")).expect("keys");
+    hangup();
+    // The reload runs on the server's own time: wait for it, with a deadline for failure only.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = tokio::task::block_in_place(|| send(http, &get_config));
+        if answer.status == 404 && answer.body.contains("AsyncConfigNotExists") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key is not accepted: {} {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -246,6 +246,7 @@ async fn the_node_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
     let modules = tokio::task::spawn_blocking(node_modules)
         .await
         .expect("npm ci");
+    support::apt_install("/usr/bin/faketime", &["faketime"]);
     let server = Server::start();
     let mut story = Command::new("node");
     story
@@ -253,6 +254,16 @@ async fn the_node_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
         .env("NODE_PATH", &modules);
     let out = tokio::task::block_in_place(|| server.run(story));
     assert_story(&out, "node story: ok");
+
+    // The SDK's clock 20 minutes behind the server's: refused.
+    let mut skewed = Command::new("faketime");
+    skewed
+        .args(["-f", "-20m", "node"])
+        .arg(stories().join("node_story.js"))
+        .env("NODE_PATH", &modules)
+        .env("SAI_FC_SKEWED", "1");
+    let out = tokio::task::block_in_place(|| server.run(skewed));
+    assert_story(&out, "node skewed: ok");
 
     let mut example = Command::new("node");
     example
@@ -275,7 +286,11 @@ async fn the_node_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
         .await
         .expect("fc2node-1 over gRPC");
     assert_eq!(queued.invocation_payload, "hi");
-    for (function, id) in [("nodeopen", "node-forged"), ("nodefc2", "fc2node-forged")] {
+    for (function, id) in [
+        ("nodeopen", "node-forged"),
+        ("nodeopen", "node-skewed"),
+        ("nodefc2", "fc2node-forged"),
+    ] {
         let missing = grpc_get(&server, "nodesvc", function, id)
             .await
             .expect_err("not stored");

@@ -124,6 +124,13 @@ async function fc2Story() {
 }
 
 (async () => {
+  if (process.env.SAI_FC_SKEWED === '1') {
+    // The process clock moved by faketime: the ACS3 date is too far from the server's.
+    await refused(() => openClient().invokeFunctionWithOptions(SERVICE, 'nodeopen', new FcOpen.InvokeFunctionRequest({ body: Buffer.from('late') }),
+      asyncHeaders('node-skewed'), runtime()), 403, 'RequestTimeTooSkewed');
+    console.log('node skewed: ok');
+    return;
+  }
   await fcOpenStory();
   await fc2Story();
   console.log('node story: ok');
