@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::auth::TokenFileError;
+use crate::api::key_file::KeyFileError;
 use crate::api::{AuthLayer, InvocationService, RequestContextLayer, Tokens, WorkerService};
 use crate::clock::Clock;
 use crate::engine::Engine;
-use crate::http::fc::access_keys::{AccessKeyFileError, AccessKeys};
+use crate::http::fc::access_keys::{self, AccessKeys};
 use crate::http::HttpState;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
@@ -135,12 +135,9 @@ pub enum ServerError {
     /// The data directory could not be opened, loaded or closed.
     #[error("{0}")]
     Storage(#[from] StoreError),
-    /// The token file could not be used.
+    /// The token or access key file could not be used.
     #[error("{0}")]
-    Tokens(#[from] TokenFileError),
-    /// The access key file could not be used.
-    #[error("{0}")]
-    AccessKeys(#[from] AccessKeyFileError),
+    KeyFile(#[from] KeyFileError),
     /// The TLS certificate or key could not be read.
     #[error("cannot read TLS {what} {path}: {source}")]
     TlsFile {
@@ -258,7 +255,7 @@ pub async fn serve_and_announce(
         .local_addr()
         .map_err(|source| ServerError::Listener { source })?;
     let access_keys = match &config.access_keys {
-        Some(path) => Some(AccessKeys::load(path)?),
+        Some(path) => Some(access_keys::load(path)?),
         None => None,
     };
     let refuse_unprotected = |addr: SocketAddr, protected: bool| {

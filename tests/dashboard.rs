@@ -20,28 +20,9 @@ fn chromium() -> PathBuf {
     PathBuf::from(CHROMIUM)
 }
 
-/// node_modules of `tests/dashboard` (playwright-core, grpc-js), installed once per target
-/// directory from its package-lock.json.
+/// node_modules of `tests/dashboard` (playwright-core, grpc-js).
 fn node_modules() -> PathBuf {
-    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-node");
-    let ready = dir.join(".installed");
-    if !ready.exists() {
-        std::fs::create_dir_all(&dir).expect("install dir");
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(sources.join(file), dir.join(file)).expect("copy the package files");
-        }
-        let installed = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            // playwright-core never downloads a browser; this says so to any install script.
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .status()
-            .expect("npm runs (Node.js and npm are needed)");
-        assert!(installed.success(), "npm ci of tests/dashboard failed");
-        std::fs::write(&ready, b"ok").expect("mark node_modules ready");
-    }
-    dir.join("node_modules")
+    support::npm_ci("tests/dashboard", "dashboard-node")
 }
 
 /// Start `sai serve` with `extra` flags and run the story against it; `token` is what the

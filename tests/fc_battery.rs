@@ -674,11 +674,11 @@ fn cases() -> Vec<(String, Req, u16, &'static str)> {
     cases
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_request_gets_a_clear_fc_error_and_changes_nothing() {
+/// `sai serve` with FC's REST API and an access key file holding `keys`.
+fn start(keys: &str) -> (tempfile::TempDir, std::path::PathBuf, SaiProcess) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let keys = dir.path().join("keys");
-    std::fs::write(&keys, format!("{AK} {SECRET} {ACCOUNT}\n")).expect("keys");
+    let file = dir.path().join("keys");
+    std::fs::write(&file, keys).expect("keys");
     let server = SaiProcess::start(
         Command::new(env!("CARGO_BIN_EXE_sai"))
             .args([
@@ -690,10 +690,16 @@ async fn every_bad_request_gets_a_clear_fc_error_and_changes_nothing() {
                 "127.0.0.1:0",
             ])
             .arg("--access-keys")
-            .arg(&keys)
+            .arg(&file)
             .env("RUST_LOG", "error")
             .stderr(Stdio::null()),
     );
+    (dir, file, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_request_gets_a_clear_fc_error_and_changes_nothing() {
+    let (_dir, _keys, server) = start(&format!("{AK} {SECRET} {ACCOUNT}\n"));
     let http = server.http.expect("HTTP listener");
     let good = Req::invoke("good").header("x-fc-stateful-async-invocation-id", "good-1");
     let accepted = tokio::task::block_in_place(|| send(http, &good));
@@ -782,24 +788,7 @@ async fn every_bad_request_gets_a_clear_fc_error_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_keys_are_read_again_on_sighup() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let keys = dir.path().join("keys");
-    std::fs::write(&keys, "LTAI5tSomeoneElse someone-elses-secret-0123 other\n").expect("keys");
-    let server = SaiProcess::start(
-        Command::new(env!("CARGO_BIN_EXE_sai"))
-            .args([
-                "serve",
-                "--in-memory",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
-            .arg("--access-keys")
-            .arg(&keys)
-            .env("RUST_LOG", "error")
-            .stderr(Stdio::null()),
-    );
+    let (_dir, keys, server) = start("LTAI5tSomeoneElse someone-elses-secret-0123 other\n");
     let http = server.http.expect("HTTP listener");
     let get_config = Req::new(
         "GET",

@@ -34,24 +34,9 @@ fn python() -> PathBuf {
         .join("python")
 }
 
-/// The Node SDKs, installed once per target directory from the lockfile.
+/// The Node SDKs, pinned by the examples' lockfile.
 fn node_modules() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fc-sdk-node");
-    let ready = dir.join(".installed");
-    if !ready.exists() {
-        std::fs::create_dir_all(&dir).expect("install dir");
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(examples().join(file), dir.join(file)).expect("copy the package files");
-        }
-        let installed = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs (Node.js and npm are needed)");
-        assert!(installed.success(), "npm ci of examples/fc failed");
-        std::fs::write(&ready, b"ok").expect("mark node_modules ready");
-    }
-    dir.join("node_modules")
+    support::npm_ci("examples/fc", "fc-sdk-node")
 }
 
 struct Server {

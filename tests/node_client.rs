@@ -12,26 +12,9 @@ use std::process::{Command, Output};
 use sai::pb;
 use support::*;
 
-/// node_modules with the examples' dependencies, installed once per target directory (a
-/// marker records success, so an interrupted install is redone).
+/// node_modules with the examples' dependencies.
 fn node_modules() -> PathBuf {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-examples");
-    let ready = dir.join(".installed");
-    if !ready.exists() {
-        std::fs::create_dir_all(&dir).expect("install dir");
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(examples.join(file), dir.join(file)).expect("copy the package files");
-        }
-        let installed = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs (Node.js and npm are needed)");
-        assert!(installed.success(), "npm ci of examples/node failed");
-        std::fs::write(&ready, b"ok").expect("mark node_modules ready");
-    }
-    dir.join("node_modules")
+    support::npm_ci("examples/node", "node-examples")
 }
 
 /// `node examples/node/<script> <target>` against `server`, with `env`.

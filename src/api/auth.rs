@@ -9,45 +9,22 @@
 //! lines starting with `#` are ignored. Tokens are 16 or more printable ASCII characters.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
-use parking_lot::RwLock;
 use tower::{Layer, Service};
 
 use crate::model::validate;
 
+use super::key_file::{self, Entries, KeyFile, KeyFileError};
 use super::metadata::ACCOUNT_HEADER;
 use super::ApiError;
 
 /// Shortest token accepted in the file.
 pub const MIN_TOKEN_LEN: usize = 16;
-
-/// Why a token file could not be used. Never includes a token.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// The file could not be read.
-    #[error("cannot read token file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A line is not a valid `TOKEN ACCOUNT` pair.
-    #[error("token file {path} line {line}: {rule}")]
-    Line {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong (the token itself is never shown).
-        rule: String,
-    },
-}
 
 /// Why a call was refused by authentication.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,41 +46,41 @@ struct TokenSet {
     entries: Vec<(Vec<u8>, Arc<str>)>,
 }
 
-impl TokenSet {
-    fn parse(path: &Path, text: &str) -> Result<TokenSet, TokenFileError> {
+impl Entries for TokenSet {
+    const WHAT: &'static str = "token file";
+
+    fn parse(text: &str) -> Result<TokenSet, (usize, String)> {
         let mut entries: Vec<(Vec<u8>, Arc<str>)> = Vec::new();
-        for (at, line) in text.lines().enumerate() {
-            let line_error = |rule: String| TokenFileError::Line {
-                path: path.to_path_buf(),
-                line: at + 1,
-                rule,
-            };
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut fields = line.split_whitespace();
-            let (Some(token), Some(account), None) = (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(line_error("expected `TOKEN ACCOUNT`".into()));
+        for (line, fields) in key_file::lines(text) {
+            let [token, account] = fields[..] else {
+                return Err((line, "expected `TOKEN ACCOUNT`".into()));
             };
             if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(line_error(format!(
-                    "the token must be at least {MIN_TOKEN_LEN} printable ASCII characters"
-                )));
+                return Err((
+                    line,
+                    format!(
+                        "the token must be at least {MIN_TOKEN_LEN} printable ASCII characters"
+                    ),
+                ));
             }
-            validate::account_id("account", account).map_err(|e| line_error(e.to_string()))?;
+            validate::account_id("account", account).map_err(|e| (line, e.to_string()))?;
             if entries
                 .iter()
                 .any(|(known, _)| known.as_slice() == token.as_bytes())
             {
-                return Err(line_error("the token is listed twice".into()));
+                return Err((line, "the token is listed twice".into()));
             }
             entries.push((token.as_bytes().to_vec(), account.into()));
         }
         Ok(TokenSet { entries })
     }
 
+    fn count(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+impl TokenSet {
     /// The account of `presented`: every entry is compared, in constant time each, so the
     /// time taken does not depend on which entry (if any) matched or how much of it.
     fn account_of(&self, presented: &[u8]) -> Option<Arc<str>> {
@@ -120,36 +97,25 @@ impl TokenSet {
 /// The token file and the tokens read from it.
 #[derive(Debug)]
 pub struct Tokens {
-    path: PathBuf,
-    current: RwLock<Arc<TokenSet>>,
+    file: KeyFile<TokenSet>,
 }
 
 impl Tokens {
     /// Read `path`.
-    pub fn load(path: &Path) -> Result<Arc<Tokens>, TokenFileError> {
-        let tokens = Tokens {
-            path: path.to_path_buf(),
-            current: RwLock::new(Arc::default()),
-        };
-        tokens.reload()?;
-        Ok(Arc::new(tokens))
+    pub fn load(path: &Path) -> Result<Arc<Tokens>, KeyFileError> {
+        Ok(Arc::new(Tokens {
+            file: KeyFile::load(path)?,
+        }))
     }
 
     /// Read the file again; on error the tokens in force stay. Returns how many are loaded.
-    pub fn reload(&self) -> Result<usize, TokenFileError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|source| TokenFileError::Read {
-            path: self.path.clone(),
-            source,
-        })?;
-        let set = TokenSet::parse(&self.path, &text)?;
-        let count = set.entries.len();
-        *self.current.write() = Arc::new(set);
-        Ok(count)
+    pub fn reload(&self) -> Result<usize, KeyFileError> {
+        self.file.reload()
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Check a request's headers: the account it acts for, or why it is refused.
@@ -166,8 +132,8 @@ impl Tokens {
                 "the authorization header must be `Bearer <token>`",
             ))?;
         let account = self
-            .current
-            .read()
+            .file
+            .current()
             .account_of(token)
             .ok_or(AuthError::Unauthenticated("the bearer token is not known"))?;
         if let Some(claimed) = headers.get(ACCOUNT_HEADER) {
@@ -258,8 +224,13 @@ where
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<TokenSet, TokenFileError> {
-        TokenSet::parse(Path::new("tokens"), text)
+    fn parse(text: &str) -> Result<TokenSet, KeyFileError> {
+        TokenSet::parse(text).map_err(|(line, rule)| KeyFileError::Line {
+            what: TokenSet::WHAT,
+            path: "tokens".into(),
+            line,
+            rule,
+        })
     }
 
     #[test]

@@ -5,7 +5,9 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod fc_json;
 pub mod invocation_service;
+pub mod key_file;
 pub mod limits;
 pub mod metadata;
 pub mod worker_service;

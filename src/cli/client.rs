@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use crate::api::fc_json;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 
@@ -204,7 +205,7 @@ pub async fn get(connection: &Connection, target: Target, id: String) -> Result<
         .await?
         .into_inner();
     match connection.format {
-        Format::Json => print_json(&output::invocation_json(&inv)),
+        Format::Json => print_json(&fc_json::invocation(&inv, true)),
         Format::Table => println!("{}", output::invocation_detail(&inv)),
     }
     Ok(())
@@ -257,7 +258,7 @@ pub async fn list(connection: &Connection, args: ListArgs) -> Result<(), CliErro
     .await?;
     match connection.format {
         Format::Json => print_json(&serde_json::json!({
-            "invocations": invocations.iter().map(output::invocation_json).collect::<Vec<_>>(),
+            "invocations": invocations.iter().map(|inv| fc_json::invocation(inv, true)).collect::<Vec<_>>(),
             "nextToken": next_token,
         })),
         Format::Table => {
@@ -297,8 +298,8 @@ pub async fn watch(
         last_status = event.status;
         match connection.format {
             Format::Json => print_json(&serde_json::json!({
-                "event": output::event_json(&event),
-                "invocation": output::invocation_json(&inv),
+                "event": fc_json::event(&event),
+                "invocation": fc_json::invocation(&inv, true),
             })),
             Format::Table => println!(
                 "{:>4}  {:<10} {}  {}",
@@ -341,7 +342,7 @@ pub async fn stop(connection: &Connection, target: Target, id: String) -> Result
         .into_inner();
     let inv = answer.invocation.unwrap_or_default();
     match connection.format {
-        Format::Json => print_json(&output::invocation_json(&inv)),
+        Format::Json => print_json(&fc_json::invocation(&inv, true)),
         Format::Table => println!("{} {}", inv.invocation_id, output::status_name(inv.status)),
     }
     Ok(())
@@ -386,9 +387,9 @@ pub async fn functions(connection: &Connection) -> Result<(), CliError> {
 
 fn print_configs(format: Format, configs: &[pb::AsyncInvokeConfig]) {
     match format {
-        Format::Json if configs.len() == 1 => print_json(&output::config_json(&configs[0])),
+        Format::Json if configs.len() == 1 => print_json(&fc_json::config(&configs[0])),
         Format::Json => print_json(&serde_json::json!({
-            "configs": configs.iter().map(output::config_json).collect::<Vec<_>>(),
+            "configs": configs.iter().map(fc_json::config).collect::<Vec<_>>(),
         })),
         Format::Table => {
             let mut t = output::table(&[
@@ -504,7 +505,7 @@ pub async fn config(connection: &Connection, command: ConfigCommand) -> Result<(
             .await?;
             match connection.format {
                 Format::Json => print_json(&serde_json::json!({
-                    "configs": configs.iter().map(output::config_json).collect::<Vec<_>>(),
+                    "configs": configs.iter().map(fc_json::config).collect::<Vec<_>>(),
                 })),
                 Format::Table => print_configs(Format::Table, &configs),
             }

@@ -2,7 +2,6 @@
 //! for scripts.
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-use serde_json::{json, Value};
 
 use crate::pb;
 
@@ -15,77 +14,7 @@ pub enum Format {
     Json,
 }
 
-/// FC's name of a status ("Succeeded").
-pub fn status_name(status: i32) -> String {
-    match pb::InvocationStatus::try_from(status) {
-        Ok(pb::InvocationStatus::Unspecified) | Err(_) => status.to_string(),
-        Ok(s) => {
-            let upper = s.as_str_name().trim_start_matches("INVOCATION_STATUS_");
-            let mut name = upper.to_lowercase();
-            name[..1].make_ascii_uppercase();
-            name
-        }
-    }
-}
-
-fn destination_name(status: i32) -> &'static str {
-    match pb::DestinationStatus::try_from(status) {
-        Ok(pb::DestinationStatus::Succeeded) => "Succeeded",
-        Ok(pb::DestinationStatus::Failed) => "Failed",
-        _ => "",
-    }
-}
-
-/// An event as FC's JSON.
-pub fn event_json(event: &pb::StatefulAsyncInvocationEvent) -> Value {
-    json!({
-        "eventId": event.event_id,
-        "status": status_name(event.status),
-        "timestamp": event.timestamp,
-        "eventDetail": event.event_detail,
-    })
-}
-
-/// An invocation as FC's JSON.
-pub fn invocation_json(inv: &pb::StatefulAsyncInvocation) -> Value {
-    json!({
-        "serviceName": inv.service_name,
-        "functionName": inv.function_name,
-        "qualifier": inv.qualifier,
-        "invocationId": inv.invocation_id,
-        "status": status_name(inv.status),
-        "startedTime": inv.started_time,
-        "endTime": inv.end_time,
-        "durationMs": inv.duration_ms,
-        "destinationStatus": destination_name(inv.destination_status),
-        "invocationErrorMessage": inv.invocation_error_message,
-        "invocationPayload": inv.invocation_payload,
-        "returnPayload": inv.return_payload,
-        "alreadyRetriedTimes": inv.already_retried_times,
-        "requestId": inv.request_id,
-        "instanceId": inv.instance_id,
-        "events": inv.events.iter().map(event_json).collect::<Vec<_>>(),
-    })
-}
-
-/// A config as FC's JSON.
-pub fn config_json(config: &pb::AsyncInvokeConfig) -> Value {
-    let destinations = config.destination_config.clone().unwrap_or_default();
-    json!({
-        "service": config.service,
-        "function": config.function,
-        "qualifier": config.qualifier,
-        "createdTime": config.created_time,
-        "lastModifiedTime": config.last_modified_time,
-        "maxAsyncEventAgeInSeconds": config.max_async_event_age_in_seconds,
-        "maxAsyncRetryAttempts": config.max_async_retry_attempts,
-        "destinationConfig": {
-            "onSuccess": destinations.on_success.map(|d| json!({"destination": d.destination})),
-            "onFailure": destinations.on_failure.map(|d| json!({"destination": d.destination})),
-        },
-        "statefulInvocation": config.stateful_invocation,
-    })
-}
+pub use crate::api::fc_json::{destination_name, status_name};
 
 /// A table with `header`.
 pub fn table(header: &[&str]) -> Table {

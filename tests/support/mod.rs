@@ -579,3 +579,33 @@ pub fn apt_install(binary: &str, packages: &[&str]) {
         "no {binary} after installing {packages:?}"
     );
 }
+
+/// `npm ci` of the package files in `source` (a directory of the repository, relative to its
+/// root) into `CARGO_TARGET_TMPDIR/name`, once per target directory (a marker records
+/// success, so an interrupted install is redone); its node_modules. Blocking.
+pub fn npm_ci(source: &str, name: &str) -> std::path::PathBuf {
+    use std::process::Command;
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let ready = dir.join(".installed");
+    if !ready.exists() {
+        std::fs::create_dir_all(&dir).expect("install dir");
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(source.join(file), dir.join(file)).expect("copy the package files");
+        }
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            // No package here downloads a browser; this says so to any install script.
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .status()
+            .expect("npm runs (Node.js and npm are needed)");
+        assert!(installed.success(), "npm ci of {} failed", source.display());
+        std::fs::write(&ready, b"ok").expect("mark node_modules ready");
+    }
+    dir.join("node_modules")
+}

@@ -1,91 +1,11 @@
-//! FC's JSON shapes: the task object (camelCase, statuses by FC's name, times as numbers) and
-//! the async config object (`service`/`function`, RFC 3339 times, `null` for unset), and the
-//! lenient reading of a put config body (camelCase or PascalCase keys, `null` as unset,
-//! unknown keys ignored), each field's type checked and named when wrong.
+//! The lenient reading of a put config body, as the SDKs send it (camelCase or PascalCase keys,
+//! `null` as unset, unknown keys ignored), each field's type checked and named when wrong. The
+//! answers' shapes are `api::fc_json`.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::model::validate::ValidationError;
-use crate::model::Status;
 use crate::pb;
-
-/// FC's name of a status number ("Succeeded").
-fn status_name(status: i32) -> &'static str {
-    pb::InvocationStatus::try_from(status)
-        .ok()
-        .and_then(|status| Status::from_name(status.as_str_name()))
-        .map_or("", Status::as_str)
-}
-
-fn destination_status_name(status: i32) -> &'static str {
-    match pb::DestinationStatus::try_from(status) {
-        Ok(pb::DestinationStatus::Succeeded) => "Succeeded",
-        Ok(pb::DestinationStatus::Failed) => "Failed",
-        _ => "",
-    }
-}
-
-/// The task object of Get and List.
-pub fn invocation(invocation: &pb::StatefulAsyncInvocation, with_payload: bool) -> Value {
-    let events: Vec<Value> = invocation
-        .events
-        .iter()
-        .map(|event| {
-            json!({
-                "eventId": event.event_id,
-                "status": status_name(event.status),
-                "timestamp": event.timestamp,
-                "eventDetail": event.event_detail,
-            })
-        })
-        .collect();
-    let mut task = json!({
-        "serviceName": invocation.service_name,
-        "functionName": invocation.function_name,
-        "qualifier": invocation.qualifier,
-        "invocationId": invocation.invocation_id,
-        "status": status_name(invocation.status),
-        "startedTime": invocation.started_time,
-        "endTime": invocation.end_time,
-        "durationMs": invocation.duration_ms,
-        "alreadyRetriedTimes": invocation.already_retried_times,
-        "destinationStatus": destination_status_name(invocation.destination_status),
-        "invocationErrorMessage": invocation.invocation_error_message,
-        "returnPayload": invocation.return_payload,
-        "requestId": invocation.request_id,
-        "instanceId": invocation.instance_id,
-    });
-    if with_payload {
-        task["invocationPayload"] = json!(invocation.invocation_payload);
-    }
-    if !events.is_empty() {
-        task["events"] = json!(events);
-    }
-    task
-}
-
-/// The async config object.
-pub fn config(config: &pb::AsyncInvokeConfig) -> Value {
-    let destination = |d: &Option<pb::Destination>| {
-        d.as_ref()
-            .map(|d| json!({ "destination": d.destination }))
-            .unwrap_or(Value::Null)
-    };
-    json!({
-        "service": config.service,
-        "function": config.function,
-        "qualifier": config.qualifier,
-        "createdTime": config.created_time,
-        "lastModifiedTime": config.last_modified_time,
-        "maxAsyncEventAgeInSeconds": config.max_async_event_age_in_seconds,
-        "maxAsyncRetryAttempts": config.max_async_retry_attempts,
-        "statefulInvocation": config.stateful_invocation,
-        "destinationConfig": config.destination_config.as_ref().map(|d| json!({
-            "onSuccess": destination(&d.on_success),
-            "onFailure": destination(&d.on_failure),
-        })),
-    })
-}
 
 /// The value of `key` (camelCase) or its PascalCase spelling; `null` reads as absent.
 fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -212,31 +132,5 @@ mod tests {
             let err = config_from_body(body).expect_err("refused").to_string();
             assert!(err.contains(field), "{err}");
         }
-    }
-
-    #[test]
-    fn a_task_has_fc_names_and_number_types() {
-        let task = invocation(
-            &pb::StatefulAsyncInvocation {
-                service_name: "s".into(),
-                function_name: "f".into(),
-                invocation_id: "i".into(),
-                status: pb::InvocationStatus::Succeeded as i32,
-                started_time: 5,
-                invocation_payload: "p".into(),
-                events: vec![pb::StatefulAsyncInvocationEvent {
-                    event_id: 1,
-                    status: pb::InvocationStatus::Enqueued as i32,
-                    timestamp: 5,
-                    event_detail: String::new(),
-                }],
-                ..Default::default()
-            },
-            false,
-        );
-        assert_eq!(task["status"], "Succeeded");
-        assert_eq!(task["startedTime"], 5);
-        assert_eq!(task["events"][0]["status"], "Enqueued");
-        assert!(task.get("invocationPayload").is_none());
     }
 }

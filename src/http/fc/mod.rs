@@ -28,7 +28,7 @@ use tonic::metadata::MetadataValue;
 use tonic::Code;
 
 use crate::api::metadata::{ACCOUNT_HEADER, REQUEST_ID_HEADER, TRACE_ID_HEADER};
-use crate::api::{error, ApiError, InvocationService};
+use crate::api::{error, fc_json, ApiError, InvocationService};
 use crate::model::validate::ValidationError;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationService;
@@ -478,7 +478,7 @@ impl Call<'_> {
                     .into_inner();
                 Ok(json_response(
                     StatusCode::OK,
-                    &json::invocation(&invocation, true),
+                    &fc_json::invocation(&invocation, true),
                 ))
             }
             Operation::StopInvocation(target, id) => {
@@ -526,7 +526,7 @@ impl Call<'_> {
                 let invocations: Vec<serde_json::Value> = page
                     .invocations
                     .iter()
-                    .map(|inv| json::invocation(inv, include_payload))
+                    .map(|inv| fc_json::invocation(inv, include_payload))
                     .collect();
                 Ok(json_response(
                     StatusCode::OK,
@@ -570,7 +570,7 @@ impl Call<'_> {
                     .put_function_async_invoke_config(request)
                     .await?
                     .into_inner();
-                Ok(json_response(StatusCode::OK, &json::config(&stored)))
+                Ok(json_response(StatusCode::OK, &fc_json::config(&stored)))
             }
             Operation::GetConfig(target) => {
                 let request = self.request(pb::GetFunctionAsyncInvokeConfigRequest {
@@ -582,7 +582,7 @@ impl Call<'_> {
                     .get_function_async_invoke_config(request)
                     .await?
                     .into_inner();
-                Ok(json_response(StatusCode::OK, &json::config(&stored)))
+                Ok(json_response(StatusCode::OK, &fc_json::config(&stored)))
             }
             Operation::DeleteConfig(target) => {
                 let request = self.request(pb::DeleteFunctionAsyncInvokeConfigRequest {
@@ -605,7 +605,7 @@ impl Call<'_> {
                     .await?
                     .into_inner();
                 let configs: Vec<serde_json::Value> =
-                    page.configs.iter().map(json::config).collect();
+                    page.configs.iter().map(fc_json::config).collect();
                 Ok(json_response(
                     StatusCode::OK,
                     &serde_json::json!({ "configs": configs, "nextToken": page.next_token }),
