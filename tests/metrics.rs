@@ -121,9 +121,20 @@ async fn metrics_count_what_the_server_did_in_prometheus_text_format() {
     .await
     .expect("complete");
 
+    // A watch stream held open while scraped.
+    let _watch = client
+        .watch_invocations(pb::WatchInvocationsRequest {
+            service_name: SERVICE.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch");
+
     let scrape = tokio::task::spawn_blocking(move || scrape(http))
         .await
         .expect("scrape");
+    assert_eq!(value(&scrape, "sai_watch_streams", &[]), 1.0);
+    assert_eq!(value(&scrape, "sai_invoke_streams", &[]), 0.0);
     let invoke_method = "/sai.v1.StatefulAsyncInvocationService/InvokeFunction";
     let requests = "sai_grpc_requests_total";
     assert_eq!(

@@ -47,6 +47,16 @@ impl InvocationService {
         }
     }
 
+    /// Open WatchInvocation(s) streams, dashboard event streams included.
+    pub fn watch_streams(&self) -> usize {
+        self.watches.total()
+    }
+
+    /// Open InvokeFunctionStream streams.
+    pub fn invoke_streams(&self) -> usize {
+        self.invoke_streams.total()
+    }
+
     /// `read` of the invocation `target` names, if it exists and matches the qualifier
     /// asked for; it reads the stored record in place, without copying it first.
     fn find<R>(

@@ -4,6 +4,7 @@
 //! gives it back when its [`Slot`] is dropped; a call over the limit is RESOURCE_EXHAUSTED
 //! before it does anything.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -58,6 +59,8 @@ pub struct PerAccount {
     flag: &'static str,
     limit: usize,
     counts: DashMap<Arc<str>, usize>,
+    /// Slots in use across accounts, for the metrics.
+    total: AtomicUsize,
 }
 
 impl PerAccount {
@@ -68,6 +71,7 @@ impl PerAccount {
             flag,
             limit,
             counts: DashMap::new(),
+            total: AtomicUsize::new(0),
         })
     }
 
@@ -83,10 +87,16 @@ impl PerAccount {
             }));
         }
         *count += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {
             owner: self.clone(),
             account: account.clone(),
         })
+    }
+
+    /// Slots in use across every account.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Slots in use by `account`.
@@ -105,6 +115,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.owner.total.fetch_sub(1, Ordering::Relaxed);
         self.owner.counts.remove_if_mut(&self.account, |_, count| {
             *count = count.saturating_sub(1);
             *count == 0
@@ -131,5 +142,6 @@ mod tests {
         let _third = watches.acquire(&a).expect("a slot came back");
         drop(second);
         assert_eq!(watches.in_use("a"), 1);
+        assert_eq!(watches.total(), 2, "one of a's and b's");
     }
 }

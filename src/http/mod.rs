@@ -90,6 +90,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    if let Some(service) = state.service() {
+        metrics::gauge!(crate::metrics::names::WATCH_STREAMS).set(service.watch_streams() as f64);
+        metrics::gauge!(crate::metrics::names::INVOKE_STREAMS).set(service.invoke_streams() as f64);
+    }
     let body = match state.engine() {
         Some(engine) => crate::metrics::render(engine),
         None => crate::metrics::recorder()

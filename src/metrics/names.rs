@@ -42,6 +42,10 @@ pub const CACHED_RECORDS: &str = "sai_cache_records";
 pub const CACHE_BYTES: &str = "sai_cache_bytes";
 /// Bytes the history takes in the data directory.
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
+/// Open watch streams (WatchInvocation, WatchInvocations, the dashboard's event streams).
+pub const WATCH_STREAMS: &str = "sai_watch_streams";
+/// Open InvokeFunctionStream streams.
+pub const INVOKE_STREAMS: &str = "sai_invoke_streams";
 /// Invocations with a live watch channel.
 pub const WATCHED_INVOCATIONS: &str = "sai_watched_invocations";
 /// How long the data directory's write in progress has run (0 between writes): a write the
