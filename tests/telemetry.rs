@@ -92,7 +92,10 @@ async fn rpc_spans_reach_an_otlp_collector_in_the_callers_trace() {
             .args(["serve", "--in-memory", "--listen", "127.0.0.1:0"])
             .args(["--otlp-endpoint", &format!("http://{collector}")])
             .args(["--log-format", "json"])
-            // Export each batch at once rather than every 5 s.
+            // Export each span as soon as it ends: a batch of one is full at once, so the
+            // export waits on no timer (under libfaketime, a timed wait of the exporter's
+            // thread reads a moved monotonic clock and may never wake).
+            .env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
             .env("OTEL_BSP_SCHEDULE_DELAY", "10")
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped()),
