@@ -616,6 +616,10 @@ fn cases() -> Vec<(String, Req, u16, &'static str)> {
             r#"{"destinationConfig":{"onSuccess":{"destination":"acs:fc:cn-hangzhou:999:services/s/functions/f"}}}"#,
         ),
         ("retries a boolean", r#"{"maxAsyncRetryAttempts":true}"#),
+        (
+            "destination itself",
+            r#"{"destinationConfig":{"onSuccess":{"destination":"acs:fc:::services/svc.prod/functions/fn"}}}"#,
+        ),
     ] {
         case(
             &format!("put config {name}"),

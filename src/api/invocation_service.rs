@@ -453,6 +453,13 @@ impl StatefulAsyncInvocationService for InvocationService {
         let key = convert::config_key(&account, &r.service_name, &r.function_name, &r.qualifier)
             .map_err(ApiError::from)?;
         let config = convert::config_from_pb(&account, r.config).map_err(ApiError::from)?;
+        config
+            .refuse_own_destination(
+                "config.destination_config.",
+                &key.function.service,
+                &key.function.function,
+            )
+            .map_err(ApiError::from)?;
         let stored = self
             .engine
             .put_config(key.clone(), config)

@@ -29,6 +29,31 @@ pub struct AsyncInvokeConfig {
 }
 
 impl AsyncInvokeConfig {
+    /// Refuse a destination that is the function the config is for: every result would be
+    /// a new invocation of it, and so on without end. `field_prefix` names the message the
+    /// destinations sit in.
+    pub fn refuse_own_destination(
+        &self,
+        field_prefix: &str,
+        service: &str,
+        function: &str,
+    ) -> Result<(), ValidationError> {
+        for (field, destination) in [
+            ("on_success", &self.on_success),
+            ("on_failure", &self.on_failure),
+        ] {
+            if let Some(arn) = destination {
+                if arn.service == service && arn.function == function {
+                    return Err(ValidationError::new(
+                        &format!("{field_prefix}{field}.destination"),
+                        "must not be the function the config is for: each result would invoke it again, without end",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Check the ranges; `field_prefix` names the message the fields sit in.
     pub fn validate(&self, field_prefix: &str) -> Result<(), ValidationError> {
         if let Some(age) = self.max_async_event_age_in_seconds {
@@ -170,6 +195,27 @@ mod tests {
             .expect("blank region and account");
         assert_eq!(blank.qualifier, None);
         assert_eq!(blank.account, "");
+    }
+
+    #[test]
+    fn a_function_cannot_be_its_own_destination() {
+        let to = |arn: &str| DestinationArn::parse("f", arn, "acct").expect("valid");
+        let own = AsyncInvokeConfig {
+            on_failure: Some(to("acs:fc:::services/s.prod/functions/f")),
+            ..AsyncInvokeConfig::default()
+        };
+        let err = own
+            .refuse_own_destination("config.", "s", "f")
+            .expect_err("itself");
+        assert!(
+            err.to_string().contains("config.on_failure.destination"),
+            "{err}"
+        );
+        let other = AsyncInvokeConfig {
+            on_success: Some(to("acs:fc:::services/s/functions/sink")),
+            ..AsyncInvokeConfig::default()
+        };
+        assert!(other.refuse_own_destination("config.", "s", "f").is_ok());
     }
 
     #[test]
