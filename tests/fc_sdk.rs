@@ -184,15 +184,20 @@ async fn the_python_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
     let out = tokio::task::block_in_place(|| server.run(fc2));
     assert_story(&out, "pyfc2 story: ok");
 
-    // The SDK's clock 20 minutes ahead of the server's: refused.
-    let mut skewed = Command::new("faketime");
-    skewed
-        .args(["-f", "+20m"])
-        .arg(&python)
-        .arg(stories().join("pyfc2_story.py"))
-        .env("SAI_FC_SKEWED", "1");
-    let out = tokio::task::block_in_place(|| server.run(skewed));
-    assert_story(&out, "pyfc2 skewed: ok");
+    // The SDKs' clock 20 minutes ahead of the server's: refused, with either scheme.
+    for (story, done) in [
+        ("pyfc2_story.py", "pyfc2 skewed: ok"),
+        ("pyopen_story.py", "pyopen skewed: ok"),
+    ] {
+        let mut skewed = Command::new("faketime");
+        skewed
+            .args(["-f", "+20m"])
+            .arg(&python)
+            .arg(stories().join(story))
+            .env("SAI_FC_SKEWED", "1");
+        let out = tokio::task::block_in_place(|| server.run(skewed));
+        assert_story(&out, done);
+    }
 
     let mut example = Command::new(&python);
     example.arg(examples().join("invoke_and_wait.py"));
@@ -216,6 +221,7 @@ async fn the_python_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
     // Refused requests stored nothing.
     for (function, id) in [
         ("pyopen", "py-forged"),
+        ("pyopen", "py-skewed"),
         ("pyfc2", "fc2-forged"),
         ("pyfc2", "fc2-skewed"),
     ] {
@@ -275,6 +281,7 @@ async fn the_node_sdks_run_every_operation_unchanged_but_for_the_endpoint() {
         ("nodeopen", "node-forged"),
         ("nodeopen", "node-skewed"),
         ("nodefc2", "fc2node-forged"),
+        ("nodefc2", "fc2node-skewed"),
     ] {
         let missing = grpc_get(&server, "nodesvc", function, id)
             .await

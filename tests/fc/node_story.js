@@ -128,6 +128,9 @@ async function fc2Story() {
     // The process clock moved by faketime: the ACS3 date is too far from the server's.
     await refused(() => openClient().invokeFunctionWithOptions(SERVICE, 'nodeopen', new FcOpen.InvokeFunctionRequest({ body: Buffer.from('late') }),
       asyncHeaders('node-skewed'), runtime()), 403, 'RequestTimeTooSkewed');
+    const fc2 = new FC2(ACCOUNT, { accessKeyID: AK, accessKeySecret: SK, region: 'cn-hangzhou', endpoint: `http://${ENDPOINT}` });
+    await refused(() => fc2.invokeFunction(SERVICE, 'nodefc2', 'late', { 'x-fc-invocation-type': 'Async', 'x-fc-stateful-async-invocation-id': 'fc2node-skewed' }),
+      null, 'RequestTimeTooSkewed');
     console.log('node skewed: ok');
     return;
   }

@@ -48,6 +48,14 @@ def run_worker(count):
 
 def main():
     fcc = client()
+    if os.environ.get("SAI_FC_SKEWED") == "1":
+        # The process clock moved by faketime: the ACS3 date is too far from the server's.
+        refused(lambda: fcc.invoke_function_with_options(
+            SERVICE, FUNCTION, fc.InvokeFunctionRequest(body=b"late"),
+            fc.InvokeFunctionHeaders(x_fc_invocation_type="Async", x_fc_stateful_async_invocation_id="py-skewed"),
+            util.RuntimeOptions()), 403, "RequestTimeTooSkewed")
+        print("pyopen skewed: ok")
+        return
 
     # Configs: put, get, list.
     put = fcc.put_function_async_invoke_config(SERVICE, FUNCTION, fc.PutFunctionAsyncInvokeConfigRequest(
