@@ -17,7 +17,7 @@ use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocation
 use crate::pb::worker_service_client::WorkerServiceClient;
 
 use super::load::connect;
-use super::report::{median_index, Latencies, Report};
+use super::report::{median_index, runs_column, Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{poll_request, server_error, succeeded, BenchError};
 
@@ -124,11 +124,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             json!((median.cpu_us * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
-            json!(throughputs
-                .iter()
-                .map(|t| t.round().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")),
+            runs_column(&throughputs),
         ]);
     }
     Ok(report)

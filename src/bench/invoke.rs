@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::load::{closed_loop, Call, Clients, Run};
-use super::report::{median_index, Report};
+use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
 
@@ -84,11 +84,7 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
             json!((median.throughput / baseline * 100.0).round()),
-            json!(throughputs
-                .iter()
-                .map(|t| t.round().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")),
+            runs_column(&throughputs),
         ]);
     }
     Ok(report)

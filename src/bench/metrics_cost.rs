@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::e2e::{self, E2eArgs};
 use super::load::{closed_loop, Call, Clients};
-use super::report::{median_index, Report};
+use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
 
@@ -101,19 +101,13 @@ pub async fn run(args: &MetricsArgs, runs: usize) -> Result<super::report::Repor
     for (name, [off, on]) in ["synced invoke", "e2e (sync)"].into_iter().zip(measured) {
         let median = |runs: &[f64]| runs[median_index(runs)];
         let (off_median, on_median) = (median(&off), median(&on));
-        let joined = |runs: &[f64]| {
-            runs.iter()
-                .map(|t| t.round().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         report.row(vec![
             json!(name),
             json!(off_median.round() as u64),
             json!(on_median.round() as u64),
             json!(format!("{:.1}%", on_median / off_median * 100.0)),
-            json!(joined(&off)),
-            json!(joined(&on)),
+            runs_column(&off),
+            runs_column(&on),
         ]);
     }
     Ok(report)

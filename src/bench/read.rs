@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::history::seed;
 use super::load::{closed_loop, Call, Clients, Run};
-use super::report::{median_index, Report};
+use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
 
@@ -124,10 +124,6 @@ fn row(
         json!(run.latencies.percentile_ms(50.0)),
         json!(run.latencies.percentile_ms(99.0)),
         share,
-        json!(all
-            .iter()
-            .map(|t| t.round().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")),
+        runs_column(all),
     ]
 }

@@ -163,3 +163,14 @@ pub fn median_index(values: &[f64]) -> usize {
     order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
     order.get(values.len() / 2).copied().unwrap_or(0)
 }
+
+/// Every run's rate, rounded, as "18427 18325 20396" for a report's runs column.
+pub fn runs_column(rates: &[f64]) -> serde_json::Value {
+    serde_json::Value::String(
+        rates
+            .iter()
+            .map(|rate| rate.round().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::history::{seed, seed_function, seed_id, SEED_ACCOUNT, SEED_SERVICE};
 use super::load::{closed_loop, drive, Call, Clients, Run};
-use super::report::{median_index, Report};
+use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::BenchError;
 
@@ -132,11 +132,7 @@ pub async fn run(args: &RestGetArgs, runs: usize) -> Result<Report, BenchError> 
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
             json!((median.throughput / grpc * 100.0).round()),
-            json!(all
-                .iter()
-                .map(|t| t.round().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")),
+            runs_column(&all),
         ]);
     }
     Ok(report)
