@@ -176,9 +176,14 @@ impl Persist {
         };
         let bulk = || PartitionCreateOptions::default().max_memtable_size(BULK_MEMTABLE_BYTES);
         let small = || PartitionCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
+        // No bloom filters where keys grow with time (history and its payloads, keyed by
+        // started time): a point read of such a key is ruled out of a table by its key
+        // range already, and a filter would hold ~1.25 B in memory per retained record.
+        // The id index, whose keys are in no time order, keeps them.
+        let timed = || bulk().bloom_filter_bits(None);
         let partitions = Partitions {
-            history: open("history", bulk().block_size(HISTORY_BLOCK_BYTES))?,
-            history_payloads: open("history_payloads", bulk())?,
+            history: open("history", timed().block_size(HISTORY_BLOCK_BYTES))?,
+            history_payloads: open("history_payloads", timed())?,
             ids: open("ids", bulk())?,
             open: open("open", bulk())?,
             function_numbers: open("function_numbers", small())?,
