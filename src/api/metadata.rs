@@ -99,8 +99,7 @@ fn remap_transport_status(headers: &mut http::HeaderMap) {
 /// refusal, answered before any message) or OK: for a unary call that is its outcome, for a
 /// stream the way it opened. A path no service serves is counted as `unknown`, so that
 /// callers cannot grow the label set.
-fn record_call(path: &str, headers: &http::HeaderMap, took: std::time::Duration) {
-    let code = tonic::Status::from_header_map(headers).map_or(tonic::Code::Ok, |s| s.code());
+fn record_call(path: &str, code: tonic::Code, took: std::time::Duration) {
     crate::metrics::names::record_rpc(
         path,
         code != tonic::Code::Unimplemented,
@@ -175,13 +174,15 @@ where
                 let mut response = answer.await?;
                 let headers = response.headers_mut();
                 remap_transport_status(headers);
-                if !tracing::Span::current().is_disabled() {
+                let span = tracing::Span::current();
+                if timed.is_some() || !span.is_disabled() {
+                    // The code in the headers: a refusal, answered before any message; else OK.
                     let code = tonic::Status::from_header_map(headers)
                         .map_or(tonic::Code::Ok, |status| status.code());
-                    tracing::Span::current().record("rpc.grpc.status_code", code as i32);
-                }
-                if let Some((path, started)) = &timed {
-                    record_call(path, headers, started.elapsed());
+                    span.record("rpc.grpc.status_code", code as i32);
+                    if let Some((path, started)) = &timed {
+                        record_call(path, code, started.elapsed());
+                    }
                 }
                 if let Ok(value) = HeaderValue::from_str(&request_id) {
                     headers.insert(REQUEST_ID_HEADER, value);

@@ -431,7 +431,7 @@ impl Call<'_> {
         query: &Query,
         body: &[u8],
     ) -> Result<Response, FcError> {
-        let service = self.service.clone();
+        let service = &self.service;
         match operation {
             Operation::Invoke(target) => {
                 match self.header(INVOCATION_TYPE_HEADER)? {
