@@ -342,7 +342,7 @@ pub async fn serve_and_announce(
         );
     }
     tokio::spawn(purge_expired(
-        store.clone(),
+        engine.backend().clone(),
         config.retention,
         config.clock.clone(),
         stopping.clone(),
@@ -469,7 +469,7 @@ async fn reload_on_hangup(
 /// Retention: purge terminal invocations that ended more than `retention` ago, a batch at a
 /// time so that requests never wait behind a long purge.
 async fn purge_expired(
-    store: std::sync::Arc<Store>,
+    backend: std::sync::Arc<dyn crate::store::Backend>,
     retention: Duration,
     clock: Clock,
     stop: CancellationToken,
@@ -480,7 +480,7 @@ async fn purge_expired(
     loop {
         loop {
             let cutoff = clock.now_ms().saturating_sub(retention_ms);
-            let purged = store.purge_ended_before(cutoff, RETENTION_BATCH).await;
+            let purged = backend.purge_ended_before(cutoff, RETENTION_BATCH).await;
             if purged > 0 {
                 tracing::debug!(purged, "retention purged terminal invocations");
             }

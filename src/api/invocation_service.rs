@@ -59,16 +59,18 @@ impl InvocationService {
 
     /// `read` of the invocation `target` names, if it exists and matches the qualifier
     /// asked for; it reads the stored record in place, without copying it first.
-    fn find<R>(
+    async fn find<R>(
         &self,
         target: &InvocationRef,
         read: impl FnOnce(&crate::model::Invocation) -> R,
     ) -> Result<R, ApiError> {
         self.engine
-            .store()
-            .read(&target.key, |inv| target.matches(inv).then(|| read(inv)))
+            .backend()
+            .get(&target.key)
+            .await
             .map_err(ApiError::from)?
-            .flatten()
+            .filter(|inv| target.matches(inv))
+            .map(|inv| read(&inv))
             .ok_or_else(|| StoreError::InvocationNotFound(target.key.clone()).into())
     }
 
@@ -296,7 +298,9 @@ impl StatefulAsyncInvocationService for InvocationService {
             payload: true,
             events: true,
         };
-        let invocation = self.find(&target, |inv| convert::invocation_to_pb(inv, view))?;
+        let invocation = self
+            .find(&target, |inv| convert::invocation_to_pb(inv, view))
+            .await?;
         Ok(Response::new(invocation))
     }
 
@@ -311,7 +315,12 @@ impl StatefulAsyncInvocationService for InvocationService {
             events: false,
         };
         let query = convert::list_query(&account, r).map_err(ApiError::from)?;
-        let page = self.engine.store().list(&query).map_err(ApiError::from)?;
+        let page = self
+            .engine
+            .backend()
+            .list(&query)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListStatefulAsyncInvocationsResponse {
             invocations: page
                 .invocations
@@ -338,7 +347,7 @@ impl StatefulAsyncInvocationService for InvocationService {
         .map_err(ApiError::from)?;
         record_invocation(&target.key);
         // The qualifier is immutable, so checking it before the stop cannot race.
-        self.find(&target, |_| ())?;
+        self.find(&target, |_| ()).await?;
         let engine = self.engine.clone();
         let invocation = detached(async move { engine.stop(target.key).await })
             .await?
@@ -367,12 +376,13 @@ impl StatefulAsyncInvocationService for InvocationService {
         record_invocation(&target.key);
         let from_event_id =
             convert::non_negative("from_event_id", r.from_event_id).map_err(ApiError::from)?;
-        self.find(&target, |_| ())?;
+        self.find(&target, |_| ()).await?;
         let slot = self.watches.acquire(&account)?;
         let watch = self
             .engine
-            .store()
+            .backend()
             .watch_invocation(target.key, from_event_id)
+            .await
             .map_err(ApiError::from)?;
         Ok(Response::new(stream_of!(
             watch,
@@ -393,7 +403,7 @@ impl StatefulAsyncInvocationService for InvocationService {
         let scope = watch_scope(account, &r).map_err(ApiError::from)?;
         let watch = self
             .engine
-            .store()
+            .backend()
             .watch_changes(
                 scope,
                 match (r.from_sequence, r.from_oldest) {
@@ -402,6 +412,7 @@ impl StatefulAsyncInvocationService for InvocationService {
                     (after, _) => ResumeFrom::After(after),
                 },
             )
+            .await
             .map_err(ApiError::from)?;
         Ok(Response::new(stream_of!(
             watch,
@@ -425,8 +436,9 @@ impl StatefulAsyncInvocationService for InvocationService {
         .map_err(ApiError::from)?;
         let page = self
             .engine
-            .store()
+            .backend()
             .list_functions(&account, limit, &r.next_token)
+            .await
             .map_err(ApiError::from)?;
         Ok(Response::new(
             pb::ListStatefulAsyncInvocationFunctionsResponse {
@@ -480,7 +492,12 @@ impl StatefulAsyncInvocationService for InvocationService {
         let r = request.into_inner();
         let key = convert::config_key(&account, &r.service_name, &r.function_name, &r.qualifier)
             .map_err(ApiError::from)?;
-        let stored = self.engine.store().config(&key).map_err(ApiError::from)?;
+        let stored = self
+            .engine
+            .backend()
+            .config(&key)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(convert::config_to_pb(
             &key.function,
             &key.qualifier,
@@ -522,8 +539,9 @@ impl StatefulAsyncInvocationService for InvocationService {
         .map_err(ApiError::from)?;
         let page = self
             .engine
-            .store()
+            .backend()
             .list_configs(&function, limit, &r.next_token)
+            .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListFunctionAsyncInvokeConfigsResponse {
             configs: page

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::model::{Invocation, Status};
 
 use super::error::Fence;
-use super::lease::Outcome;
+use super::outcome::Outcome;
 
 /// The error of an attempt whose lease ran out.
 pub const LEASE_EXPIRED: &str = "lease expired";

@@ -13,6 +13,7 @@ use crate::model::FunctionKey;
 
 struct Fixture {
     engine: Arc<Engine>,
+    store: Arc<Store>,
     clock: ManualClock,
     function: FunctionKey,
 }
@@ -28,9 +29,15 @@ impl Fixture {
             backoff_max: Duration::from_secs(1),
             ..EngineConfig::default()
         };
-        let engine = Engine::start(store, config, clock.clock(), CancellationToken::new());
+        let engine = Engine::start(
+            store.clone(),
+            config,
+            clock.clock(),
+            CancellationToken::new(),
+        );
         Fixture {
             engine,
+            store,
             clock,
             function: FunctionKey::new("acct", "svc", "fn"),
         }
@@ -68,8 +75,7 @@ impl Fixture {
     }
 
     fn status(&self, id: &str) -> Status {
-        self.engine
-            .store()
+        self.store
             .summary(&self.function.invocation(id))
             .expect("read")
             .expect("stored")
@@ -209,13 +215,13 @@ async fn deadlines_that_come_due_together_are_applied_in_one_commit() {
     for i in 0..200 {
         f.invoke(&format!("i{i}")).await;
     }
-    let before = f.engine.store().commits();
+    let before = f.store.commits();
     f.clock.advance(Duration::from_secs(60));
     f.reaches("i199", Status::Expired).await;
     for i in 0..200 {
         assert_eq!(f.status(&format!("i{i}")), Status::Expired);
     }
-    assert_eq!(f.engine.store().commits() - before, 1);
+    assert_eq!(f.store.commits() - before, 1);
     assert_eq!(f.engine.working_set(), WorkingSet::default());
 }
 

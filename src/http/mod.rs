@@ -114,8 +114,8 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, String) {
         None => readiness(false, false, None),
         Some(engine) => readiness(
             true,
-            engine.store().writable(),
-            engine.store().write_running_for(),
+            engine.backend().writable(),
+            engine.backend().write_running_for(),
         ),
     };
     (status, why)

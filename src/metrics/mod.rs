@@ -87,7 +87,7 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
 /// Set the gauges of what `engine` and its store hold now.
 pub fn observe(engine: &Engine) {
     let working = engine.working_set();
-    let store = engine.store().size();
+    let store = engine.backend().size();
     let set = |name: &'static str, value: u64| metrics::gauge!(name).set(value as f64);
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     set(OPEN_INVOCATIONS, count(store.open));
@@ -98,7 +98,7 @@ pub fn observe(engine: &Engine) {
     set(CACHE_BYTES, store.cached_bytes);
     set(HISTORY_DISK_BYTES, store.disk_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
-    let writing = engine.store().write_running_for().unwrap_or_default();
+    let writing = engine.backend().write_running_for().unwrap_or_default();
     metrics::gauge!(WRITE_IN_PROGRESS_SECONDS).set(writing.as_secs_f64());
     for queue in engine.busiest_queues(QUEUE_FUNCTIONS) {
         let function = format!(

@@ -11,7 +11,9 @@
 //! open ones until its last change is durable, then moves to the history: a reader finds it
 //! in one or the other at every moment.
 
+pub mod backend;
 mod catalog;
+mod embedded;
 mod error;
 mod history;
 mod hub;
@@ -35,7 +37,9 @@ use crate::model::{
 };
 use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet};
 
+pub use backend::Backend;
 pub use catalog::{ConfigKey, ConfigPage, FunctionPage};
+pub use embedded::Embedded;
 pub use error::StoreError;
 pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::StoredChange;
@@ -419,6 +423,7 @@ impl Store {
         Ok(result)
     }
 
+    #[cfg(test)]
     /// Store a newly accepted invocation; its id must be free in its function. `then` runs
     /// with it once it is durable, whether or not the caller is still waiting: what must
     /// follow a stored invocation happens even if the caller's future is dropped.
@@ -460,6 +465,7 @@ impl Store {
         .await
     }
 
+    #[cfg(test)]
     /// Apply a transition. Returns the invocation after it (without events) and whether it
     /// changed (a stop while Stopping does not).
     pub async fn apply(
@@ -675,9 +681,12 @@ impl Store {
         commit.removed.push(invocation.key.clone());
     }
 
-    /// One invocation with its events.
-    pub fn get(&self, key: &InvocationKey) -> Result<Option<Invocation>, StoreError> {
-        self.read(key, Invocation::clone)
+    /// One invocation with its events, shared rather than copied.
+    pub fn get_shared(&self, key: &InvocationKey) -> Result<Option<Arc<Invocation>>, StoreError> {
+        if let Some(open) = self.open.get(key) {
+            return Ok(Some(open.clone()));
+        }
+        self.history.get(key)
     }
 
     /// `read` applied to one invocation (no copy of a record held in memory): an open one,

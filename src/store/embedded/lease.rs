@@ -13,54 +13,14 @@
 //! against the invocation's current attempt and status (fencing), so a stale lease can never
 //! overwrite a newer outcome.
 
-use std::sync::Arc;
-
+use crate::model::{FunctionKey, InvocationKey};
+use crate::store::backend::Lease;
+use crate::store::Hashing;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::time::Instant;
-
-use crate::model::{FunctionKey, InvocationKey};
-use crate::store::Hashing;
-
-/// What a worker reported for an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The function succeeded.
-    Success {
-        /// Its result.
-        return_payload: Arc<str>,
-    },
-    /// The function failed.
-    Failure {
-        /// What went wrong.
-        error_message: String,
-        /// No retry can help: the invocation fails at once, whatever retries are left.
-        permanent: bool,
-    },
-    /// The worker stopped it on request.
-    Stopped,
-    /// The worker refused it before running it.
-    Invalid {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// A lease a worker holds.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    /// The attempt it covers.
-    pub attempt: u32,
-    /// When the attempt started (for duration_ms).
-    pub started: Instant,
-    /// When it runs out unless extended.
-    pub deadline: Instant,
-    /// The same deadline in epoch ms, as workers see it.
-    pub deadline_ms: i64,
-}
 
 /// Token prefix: the version of the token's layout.
 const TOKEN_PREFIX: &str = "lt2.";
@@ -166,20 +126,13 @@ impl Leases {
         self.active
             .get(key)
             .filter(|lease| lease.attempt == attempt)
-            .map(|lease| lease.clone())
+            .map(|lease| *lease)
     }
 
     /// Move the deadline of the lease on attempt `attempt` of `key`; false if it is not held.
-    pub fn extend(
-        &self,
-        key: &InvocationKey,
-        attempt: u32,
-        deadline: Instant,
-        deadline_ms: i64,
-    ) -> bool {
+    pub fn extend(&self, key: &InvocationKey, attempt: u32, deadline_ms: i64) -> bool {
         match self.active.get_mut(key) {
             Some(mut lease) if lease.attempt == attempt => {
-                lease.deadline = deadline;
                 lease.deadline_ms = deadline_ms;
                 true
             }
@@ -202,17 +155,13 @@ impl Leases {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn lease(attempt: u32) -> Lease {
-        let now = Instant::now();
         Lease {
             attempt,
-            started: now,
-            deadline: now + Duration::from_secs(30),
-            deadline_ms: 0,
+            started_ms: 1_000,
+            deadline_ms: 31_000,
         }
     }
 
@@ -248,9 +197,8 @@ mod tests {
         let leases = Leases::default();
         let key = FunctionKey::new("a", "s", "f").invocation("i");
         leases.grant(key.clone(), lease(1));
-        let later = Instant::now() + Duration::from_secs(60);
-        assert!(!leases.extend(&key, 2, later, 7), "not that attempt");
-        assert!(leases.extend(&key, 1, later, 7));
+        assert!(!leases.extend(&key, 2, 7), "not that attempt");
+        assert!(leases.extend(&key, 1, 7));
         assert_eq!(leases.active(&key, 1).map(|l| l.deadline_ms), Some(7));
         assert!(leases.active(&key, 2).is_none());
         assert!(!leases.end(&key, 2));

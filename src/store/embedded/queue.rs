@@ -10,16 +10,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::model::{FunctionKey, InvocationKey};
+use crate::store::backend::PollTarget;
 use crate::store::Hashing;
-
-/// What one poll asks for: a function, and optionally one qualifier of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollTarget {
-    /// The function.
-    pub function: FunctionKey,
-    /// Only this qualifier (None: any).
-    pub qualifier: Option<Arc<str>>,
-}
 
 /// One queue: keys by the order they were pushed in.
 type Queue = BTreeMap<u64, InvocationKey>;
