@@ -23,8 +23,8 @@ use crate::model::{
 };
 
 use super::{
-    ChangesWatch, ConfigKey, ConfigPage, FunctionPage, InvocationWatch, ListQuery, Page,
-    ResumeFrom, StoreError, StoreSize, Transition, WatchScope,
+    ConfigKey, ConfigPage, FunctionPage, ListQuery, Page, ResumeFrom, StoreError, StoreSize,
+    StoredChange, Transition, WatchScope,
 };
 
 /// Per-item outcomes of one commit (each as the lone commit of that item would answer); the
@@ -151,6 +151,15 @@ pub trait WorkWaiter: Send + Sync {
     async fn woken(&self);
 }
 
+/// A watch: stored changes from where it resumed, then live ones, in order, each once. It
+/// ends (`None`) when there is nothing more to say: the invocation watched ended, or the
+/// server is shutting down. An error ends it too (it fell too far behind, say).
+#[async_trait]
+pub trait ChangeCursor: Send {
+    /// The next change.
+    async fn next(&mut self) -> Option<Result<Arc<StoredChange>, StoreError>>;
+}
+
 /// Durable state under the engine.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -264,14 +273,14 @@ pub trait Backend: Send + Sync {
         &self,
         key: InvocationKey,
         from_event_id: u64,
-    ) -> Result<InvocationWatch, StoreError>;
+    ) -> Result<Box<dyn ChangeCursor>, StoreError>;
 
     /// Changes in `scope` from `from` on, then live ones.
     async fn watch_changes(
         &self,
         scope: WatchScope,
         from: ResumeFrom,
-    ) -> Result<ChangesWatch, StoreError>;
+    ) -> Result<Box<dyn ChangeCursor>, StoreError>;
 
     /// How many of `function`'s invocations are ready for workers.
     fn queue_depth(&self, function: &FunctionKey) -> usize;

@@ -26,12 +26,12 @@ use crate::model::{
 };
 
 use super::backend::{
-    Backend, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget, QueueDepth, Recovered,
-    Schedule, WorkWaiter, WorkingSet,
+    Backend, ChangeCursor, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget, QueueDepth,
+    Recovered, Schedule, WorkWaiter, WorkingSet,
 };
 use super::{
     ChangesWatch, ConfigKey, ConfigPage, FunctionPage, InvocationWatch, ListQuery, Page,
-    ResumeFrom, Store, StoreError, StoreSize, Transition, WatchScope,
+    ResumeFrom, Store, StoreError, StoreSize, StoredChange, Transition, WatchScope,
 };
 
 use lease::Leases;
@@ -149,6 +149,20 @@ struct QueueWaiter(queue::Waiter);
 impl WorkWaiter for QueueWaiter {
     async fn woken(&self) {
         self.0.woken().await
+    }
+}
+
+#[async_trait]
+impl ChangeCursor for InvocationWatch {
+    async fn next(&mut self) -> Option<Result<Arc<StoredChange>, StoreError>> {
+        InvocationWatch::next(self).await
+    }
+}
+
+#[async_trait]
+impl ChangeCursor for ChangesWatch {
+    async fn next(&mut self) -> Option<Result<Arc<StoredChange>, StoreError>> {
+        ChangesWatch::next(self).await
     }
 }
 
@@ -392,16 +406,18 @@ impl Backend for Embedded {
         &self,
         key: InvocationKey,
         from_event_id: u64,
-    ) -> Result<InvocationWatch, StoreError> {
-        self.state.store.watch_invocation(key, from_event_id)
+    ) -> Result<Box<dyn ChangeCursor>, StoreError> {
+        Ok(Box::new(
+            self.state.store.watch_invocation(key, from_event_id)?,
+        ))
     }
 
     async fn watch_changes(
         &self,
         scope: WatchScope,
         from: ResumeFrom,
-    ) -> Result<ChangesWatch, StoreError> {
-        self.state.store.watch_changes(scope, from)
+    ) -> Result<Box<dyn ChangeCursor>, StoreError> {
+        Ok(Box::new(self.state.store.watch_changes(scope, from)?))
     }
 
     fn queue_depth(&self, function: &FunctionKey) -> usize {
