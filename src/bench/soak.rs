@@ -63,6 +63,7 @@ impl Sample {
             json!(self.gauge(metrics::ACTIVE_LEASES)),
             json!(mib(self.gauge(metrics::CACHE_BYTES))),
             json!(mib(self.gauge(metrics::HISTORY_DISK_BYTES))),
+            json!(mib(self.gauge(metrics::WRITE_BUFFER_BYTES))),
         ]
     }
 }
@@ -125,6 +126,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             "active leases",
             "cache MiB",
             "disk MiB",
+            "memtables MiB",
         ],
     );
     let started = Instant::now();

@@ -97,6 +97,7 @@ pub fn observe(engine: &Engine) {
     set(CACHED_RECORDS, count(store.cached));
     set(CACHE_BYTES, store.cached_bytes);
     set(HISTORY_DISK_BYTES, store.disk_bytes);
+    set(WRITE_BUFFER_BYTES, store.write_buffer_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
     let writing = engine.backend().write_running_for().unwrap_or_default();
     metrics::gauge!(WRITE_IN_PROGRESS_SECONDS).set(writing.as_secs_f64());

@@ -42,6 +42,8 @@ pub const CACHED_RECORDS: &str = "sai_cache_records";
 pub const CACHE_BYTES: &str = "sai_cache_bytes";
 /// Bytes the history takes in the data directory.
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
+/// Bytes the data directory's memtables hold in memory (written, not yet flushed).
+pub const WRITE_BUFFER_BYTES: &str = "sai_write_buffer_bytes";
 /// Open watch streams (WatchInvocation, WatchInvocations, the dashboard's event streams).
 pub const WATCH_STREAMS: &str = "sai_watch_streams";
 /// Open InvokeFunctionStream streams.

@@ -329,7 +329,11 @@ impl Persist {
 
     /// A reader of stored records.
     pub fn reader(&self) -> Reader {
-        Reader::new(self.partitions.clone(), self.numbers.clone())
+        Reader::new(
+            self.keyspace.clone(),
+            self.partitions.clone(),
+            self.numbers.clone(),
+        )
     }
 
     /// Start the writer: from now on changes are written through the returned journal.

@@ -15,6 +15,7 @@ use super::{Partitions, PersistError};
 /// Reads stored records. Cheap to clone.
 #[derive(Clone)]
 pub struct Reader {
+    keyspace: fjall::Keyspace,
     partitions: Partitions,
     numbers: Arc<FunctionNumbers>,
 }
@@ -49,8 +50,13 @@ fn corrupt(key: &[u8]) -> impl FnOnce(codec::DecodeError) -> PersistError + '_ {
 pub type Position<'a> = Bound<(i64, &'a str)>;
 
 impl Reader {
-    pub(super) fn new(partitions: Partitions, numbers: Arc<FunctionNumbers>) -> Self {
+    pub(super) fn new(
+        keyspace: fjall::Keyspace,
+        partitions: Partitions,
+        numbers: Arc<FunctionNumbers>,
+    ) -> Self {
         Reader {
+            keyspace,
             partitions,
             numbers,
         }
@@ -182,5 +188,10 @@ impl Reader {
     pub fn disk_space(&self) -> u64 {
         let p = &self.partitions;
         p.history.disk_space() + p.history_payloads.disk_space() + p.ids.disk_space()
+    }
+
+    /// Bytes the storage engine's memtables hold (written, not yet flushed to tables).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.keyspace.write_buffer_size()
     }
 }

@@ -303,6 +303,14 @@ impl History {
         }
     }
 
+    /// Bytes the storage engine holds in its memtables (0 in memory).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        match self {
+            History::Memory(_) => 0,
+            History::Disk(disk) => disk.reader.write_buffer_bytes(),
+        }
+    }
+
     /// Bytes the history takes on disk (0 in memory).
     pub fn disk_space(&self) -> u64 {
         match self {

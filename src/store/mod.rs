@@ -123,6 +123,8 @@ pub struct StoreSize {
     pub cached_bytes: u64,
     /// Bytes the history takes on disk (0 in memory).
     pub disk_bytes: u64,
+    /// Bytes the data directory's memtables hold in memory (0 in memory).
+    pub write_buffer_bytes: u64,
     /// Invocations with a live watch channel (released when their last watcher ends).
     pub watched: usize,
 }
@@ -716,6 +718,12 @@ impl Store {
         self.open.get(key).map(|open| read(&open))
     }
 
+    /// One open invocation, whole and shared; `None` once its end is durable (or it never
+    /// existed).
+    pub fn open_record(&self, key: &InvocationKey) -> Option<Arc<Invocation>> {
+        self.open.get(key).map(|record| record.clone())
+    }
+
     /// One open invocation without its events; `None` once it ended (or never existed).
     pub fn open_summary(&self, key: &InvocationKey) -> Option<Invocation> {
         self.open
@@ -768,6 +776,7 @@ impl Store {
             cached,
             cached_bytes,
             disk_bytes: self.history.disk_space(),
+            write_buffer_bytes: self.history.write_buffer_bytes(),
             watched: self.hub.watched_invocations(),
         }
     }
@@ -783,6 +792,19 @@ impl Store {
                 function: key.function.function.to_string(),
                 qualifier: key.qualifier.to_string(),
             })
+    }
+
+    /// `read` of the settings invocations of `key` run with, without copying them.
+    pub fn with_effective_config<R>(
+        &self,
+        key: &ConfigKey,
+        read: impl FnOnce(&AsyncInvokeConfig) -> R,
+    ) -> R {
+        let catalog = self.catalog.read();
+        match catalog.config(key) {
+            Some(stored) => read(&stored.config),
+            None => read(&AsyncInvokeConfig::default()),
+        }
     }
 
     /// The settings invocations of `key` run with: its config, or the defaults.

@@ -92,12 +92,15 @@ impl WorkState {
     /// Arm the one deadline `key` has in its state now, replacing the one it had; one that
     /// ended (or is gone) has none, and leaves its queue.
     fn arm(&self, key: &InvocationKey) {
-        let deadline = self.store.read_open(key, |record| {
-            let config = self.store.effective_config(&config_key(record));
+        // No lock is held across another: the record is shared out of the open set first.
+        let deadline = self.store.open_record(key).and_then(|record| {
             let lease = self.leases.active(key, record.attempts);
-            self.schedule.deadline_ms(record, &config, lease.as_ref())
+            self.store
+                .with_effective_config(&config_key(&record), |config| {
+                    self.schedule.deadline_ms(&record, config, lease.as_ref())
+                })
         });
-        match deadline.flatten() {
+        match deadline {
             Some(at_ms) => self
                 .timers
                 .schedule(self.clock.instant_at(at_ms), key.clone()),
@@ -221,6 +224,13 @@ impl Backend for Embedded {
             .iter()
             .map(|t| [t.on_success.clone(), t.on_failure.clone()])
             .collect();
+        // A claim's changes to one invocation are adjacent (Dispatch, then Start): what
+        // follows is brought in step once, after the last of them.
+        let last_of_key: Vec<bool> = transitions
+            .iter()
+            .zip(transitions.iter().skip(1).map(Some).chain([None]))
+            .map(|(this, next)| next.is_none_or(|next| next.key != this.key))
+            .collect();
         let results = state.store.apply_all(transitions).await?;
         let mut claimed = Vec::with_capacity(leasing.len());
         // Leases first, so that the deadlines armed below are the leases'.
@@ -243,8 +253,8 @@ impl Backend for Embedded {
                 deadline_ms: lease_deadline_ms,
             });
         }
-        for (result, destinations) in results.iter().zip(&destinations) {
-            if let Ok((invocation, _)) = result {
+        for ((result, destinations), last) in results.iter().zip(&destinations).zip(last_of_key) {
+            if let (Ok((invocation, _)), true) = (result, last) {
                 state.follow(invocation, destinations);
             }
         }
