@@ -102,6 +102,18 @@ const SMALL_MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
 /// Block size of the history: pages are range scans, and larger blocks compress better.
 const HISTORY_BLOCK_BYTES: u32 = 16 * 1024;
 
+/// Tables of the id index are written at a quarter of fjall's default size (64 MiB). Writing a
+/// table with a bloom filter buffers a 16-byte hash of every key it holds until the table is
+/// done: at 64 MiB of ~50-byte entries that is a transient ~20-40 MiB on every compaction.
+const IDS_TABLE_BYTES: u32 = 16 * 1024 * 1024;
+
+fn ids_compaction() -> fjall::compaction::Strategy {
+    fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
+        target_size: IDS_TABLE_BYTES,
+        ..fjall::compaction::Leveled::default()
+    })
+}
+
 /// The partitions of the keyspace (see [`codec`] for their keys and values).
 #[derive(Clone)]
 pub(crate) struct Partitions {
@@ -184,7 +196,7 @@ impl Persist {
         let partitions = Partitions {
             history: open("history", timed().block_size(HISTORY_BLOCK_BYTES))?,
             history_payloads: open("history_payloads", timed())?,
-            ids: open("ids", bulk())?,
+            ids: open("ids", bulk().compaction_strategy(ids_compaction()))?,
             open: open("open", bulk())?,
             function_numbers: open("function_numbers", small())?,
             configs: open("configs", small())?,
