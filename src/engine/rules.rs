@@ -43,10 +43,7 @@ impl Schedule for Deadlines {
             Status::Retrying => Some(record.retry_at_ms.min(expiry_deadline_ms(record, config))),
             Status::Dequeued | Status::Running => lease,
             Status::Stopping => {
-                let since = record
-                    .events
-                    .last()
-                    .map_or(record.started_time_ms, |e| e.timestamp_ms);
+                let since = record.status_since_ms();
                 let grace = grace_end_ms(since, self.stop_grace);
                 Some(lease.map_or(grace, |lease| lease.min(grace)))
             }

@@ -239,6 +239,14 @@ impl Invocation {
         self.events.last().map_or(0, |e| e.event_id)
     }
 
+    /// When it entered its current status: its last event's time (its start when its events
+    /// are not loaded).
+    pub fn status_since_ms(&self) -> i64 {
+        self.events
+            .last()
+            .map_or(self.started_time_ms, |e| e.timestamp_ms)
+    }
+
     /// The events after `event_id`, in order.
     pub fn events_after(&self, event_id: u64) -> &[Event] {
         // Event ids are 1-based positions, so the slice starts at index `event_id`.

@@ -709,15 +709,6 @@ impl Store {
         self.read(key, Invocation::without_events)
     }
 
-    /// `read` applied to an open invocation; `None` if it is not open.
-    pub fn read_open<R>(
-        &self,
-        key: &InvocationKey,
-        read: impl FnOnce(&Invocation) -> R,
-    ) -> Option<R> {
-        self.open.get(key).map(|open| read(&open))
-    }
-
     /// One open invocation, whole and shared; `None` once its end is durable (or it never
     /// existed).
     pub fn open_record(&self, key: &InvocationKey) -> Option<Arc<Invocation>> {

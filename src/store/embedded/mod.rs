@@ -131,17 +131,52 @@ impl WorkState {
     }
 
     async fn apply(&self, transitions: Vec<Transition>) -> Committed<(Arc<Invocation>, bool)> {
-        let destinations: Vec<[Option<Box<Invocation>>; 2]> = transitions
-            .iter()
-            .map(|t| [t.on_success.clone(), t.on_failure.clone()])
-            .collect();
+        let following = Following::of(&transitions);
         let results = self.store.apply_all(transitions).await?;
-        for (result, destinations) in results.iter().zip(&destinations) {
-            if let Ok((invocation, _)) = result {
+        self.follow_all(following, &results);
+        Ok(results)
+    }
+
+    /// Follow each applied change of a commit (see [`Following`]).
+    fn follow_all(
+        &self,
+        following: Following,
+        results: &[Result<(Arc<Invocation>, bool), StoreError>],
+    ) {
+        for ((result, destinations), last) in results
+            .iter()
+            .zip(&following.destinations)
+            .zip(following.last_of_key)
+        {
+            if let (Ok((invocation, _)), true) = (result, last) {
                 self.follow(invocation, destinations);
             }
         }
-        Ok(results)
+    }
+}
+
+/// What bringing queues and deadlines in step with a commit needs of its transitions, taken
+/// before they are applied: the destination records each may deliver, and whether it is the
+/// last change to its invocation in the commit (a claim's Dispatch and Start are adjacent;
+/// what follows them is done once, after the last).
+struct Following {
+    destinations: Vec<[Option<Box<Invocation>>; 2]>,
+    last_of_key: Vec<bool>,
+}
+
+impl Following {
+    fn of(transitions: &[Transition]) -> Self {
+        Following {
+            destinations: transitions
+                .iter()
+                .map(|t| [t.on_success.clone(), t.on_failure.clone()])
+                .collect(),
+            last_of_key: transitions
+                .iter()
+                .zip(transitions.iter().skip(1).map(Some).chain([None]))
+                .map(|(this, next)| next.is_none_or(|next| next.key != this.key))
+                .collect(),
+        }
     }
 }
 
@@ -205,8 +240,10 @@ impl Backend for Embedded {
             if record.status != Status::Enqueued {
                 continue;
             }
-            let config = state.store.effective_config(&config_key(&record));
-            match decide(&record, &config) {
+            match state
+                .store
+                .with_effective_config(&config_key(&record), |config| decide(&record, config))
+            {
                 Claim::Lease {
                     attempt,
                     transitions: starting,
@@ -220,17 +257,7 @@ impl Backend for Embedded {
         if transitions.is_empty() {
             return Ok(Vec::new());
         }
-        let destinations: Vec<[Option<Box<Invocation>>; 2]> = transitions
-            .iter()
-            .map(|t| [t.on_success.clone(), t.on_failure.clone()])
-            .collect();
-        // A claim's changes to one invocation are adjacent (Dispatch, then Start): what
-        // follows is brought in step once, after the last of them.
-        let last_of_key: Vec<bool> = transitions
-            .iter()
-            .zip(transitions.iter().skip(1).map(Some).chain([None]))
-            .map(|(this, next)| next.is_none_or(|next| next.key != this.key))
-            .collect();
+        let following = Following::of(&transitions);
         let results = state.store.apply_all(transitions).await?;
         let mut claimed = Vec::with_capacity(leasing.len());
         // Leases first, so that the deadlines armed below are the leases'.
@@ -253,11 +280,7 @@ impl Backend for Embedded {
                 deadline_ms: lease_deadline_ms,
             });
         }
-        for ((result, destinations), last) in results.iter().zip(&destinations).zip(last_of_key) {
-            if let (Ok((invocation, _)), true) = (result, last) {
-                state.follow(invocation, destinations);
-            }
-        }
+        state.follow_all(following, &results);
         Ok(claimed)
     }
 
@@ -296,21 +319,14 @@ impl Backend for Embedded {
             let keys = state.timers.next_due(shutdown).await?;
             let due: Vec<Due> = keys
                 .iter()
-                .filter_map(|key| {
-                    state.store.read_open(key, |record| {
-                        let config = state.store.effective_config(&config_key(record));
-                        Due {
-                            lease: state.leases.active(key, record.attempts),
-                            status_since_ms: record
-                                .events
-                                .last()
-                                .map_or(record.started_time_ms, |e| e.timestamp_ms),
-                            record: record.without_events(),
-                            config,
-                        }
-                    })
+                .filter_map(|key| state.store.open_record(key))
+                .filter(|record| !record.status.is_terminal())
+                .map(|record| Due {
+                    lease: state.leases.active(&record.key, record.attempts),
+                    status_since_ms: record.status_since_ms(),
+                    config: state.store.effective_config(&config_key(&record)),
+                    record: record.without_events(),
                 })
-                .filter(|due| !due.record.status.is_terminal())
                 .collect();
             if !due.is_empty() {
                 return Some(due);
@@ -445,9 +461,8 @@ impl Backend for Embedded {
                 // Queued at its last event: accepted, or put back after a retry's backoff.
                 let queued_ms = state
                     .store
-                    .read_open(&oldest, |r| r.events.last().map(|e| e.timestamp_ms))
-                    .flatten()
-                    .unwrap_or(now_ms);
+                    .open_record(&oldest)
+                    .map_or(now_ms, |record| record.status_since_ms());
                 let waited = u64::try_from(now_ms.saturating_sub(queued_ms)).unwrap_or(0);
                 QueueDepth {
                     function,
