@@ -20,13 +20,16 @@ use crate::http::HttpState;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;
-use crate::store::{Store, StoreError, DEFAULT_CACHE_BYTES, DEFAULT_WATCH_HISTORY};
+use crate::persist::LoadSummary;
+use crate::store::{
+    Postgres, Store, StoreError, DEFAULT_CACHE_BYTES, DEFAULT_WATCH_HISTORY, SCHEMA_VERSION,
+};
 
 // The parts of a `ServerConfig`, so that an embedder can fill one in.
 pub use crate::api::EdgeLimits;
 pub use crate::engine::EngineConfig;
 pub use crate::persist::{DiskConfig, Durability};
-pub use crate::store::Storage;
+pub use crate::store::{PostgresConfig, Storage};
 
 /// How long terminal invocations are kept by default: FC's query window.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -306,25 +309,48 @@ pub async fn serve_and_announce(
                 .await
         })
     });
-    let opened = {
-        let (storage, history, cache, stopping) = (
-            config.storage.clone(),
-            config.watch_history,
-            config.cache_bytes,
-            stopping.clone(),
-        );
-        tokio::task::spawn_blocking(move || Store::open(&storage, history, cache, stopping))
-            .await
-            .map_err(ServerError::Load)?
+    let (engine, store, loaded) = match &config.storage {
+        Storage::Postgres(database) => {
+            let backend = Postgres::connect(
+                database,
+                Engine::schedule(&config.engine),
+                config.clock.clone(),
+                config.watch_history,
+                stopping.clone(),
+            )
+            .await?;
+            tracing::info!(schema = SCHEMA_VERSION, "PostgreSQL store ready");
+            let engine = Engine::start_on(
+                backend,
+                config.engine.clone(),
+                config.clock.clone(),
+                stopping.clone(),
+            );
+            (engine, None, LoadSummary::default())
+        }
+        Storage::Memory | Storage::Disk(_) => {
+            let opened = {
+                let (storage, history, cache, stopping) = (
+                    config.storage.clone(),
+                    config.watch_history,
+                    config.cache_bytes,
+                    stopping.clone(),
+                );
+                tokio::task::spawn_blocking(move || Store::open(&storage, history, cache, stopping))
+                    .await
+                    .map_err(ServerError::Load)?
+            };
+            let (store, loaded) = opened?;
+            store.limit_open_per_function(config.limits.max_open_per_function);
+            let engine = Engine::start(
+                store.clone(),
+                config.engine.clone(),
+                config.clock.clone(),
+                stopping.clone(),
+            );
+            (engine, Some(store), loaded)
+        }
     };
-    let (store, loaded) = opened?;
-    store.limit_open_per_function(config.limits.max_open_per_function);
-    let engine = Engine::start(
-        store.clone(),
-        config.engine.clone(),
-        config.clock.clone(),
-        stopping.clone(),
-    );
     let invocation_service = InvocationService::new(engine.clone(), &config.limits.edge);
     http_state.loaded(engine.clone(), invocation_service.clone());
     if let Storage::Disk(disk) = &config.storage {
@@ -418,7 +444,9 @@ pub async fn serve_and_announce(
         }
     }
     // Every acknowledged change is already durable; this syncs the rest and releases the lock.
-    store.close().await?;
+    if let Some(store) = store {
+        store.close().await?;
+    }
     tracing::info!("sai stopped");
     Ok(result?)
 }

@@ -102,9 +102,10 @@ fn store_codes(err: &StoreError) -> (Code, &'static str) {
         StoreError::InvalidPageToken { .. } => (Code::InvalidArgument, "InvalidArgument"),
         StoreError::HistoryPurged { .. } => (Code::OutOfRange, "ResumePointPurged"),
         StoreError::ResumePointAhead { .. } => (Code::OutOfRange, "ResumePointAhead"),
-        StoreError::ShuttingDown | StoreError::Persist(_) | StoreError::WriterStopped => {
-            (Code::Unavailable, "ServiceUnavailable")
-        }
+        StoreError::ShuttingDown
+        | StoreError::Persist(_)
+        | StoreError::Database(_)
+        | StoreError::WriterStopped => (Code::Unavailable, "ServiceUnavailable"),
     }
 }
 

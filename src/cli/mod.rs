@@ -20,6 +20,7 @@ use crate::api::EdgeLimits;
 use crate::engine::EngineConfig;
 use crate::persist::Durability;
 use crate::server::{self, ServerConfig, ServerLimits, TlsFiles};
+use crate::store::PostgresConfig;
 use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
 use crate::telemetry::{self, LogFormat};
 
@@ -201,6 +202,11 @@ pub struct ServeArgs {
     /// Keep everything in memory only (lost when sai stops); for tests and demos.
     #[arg(long)]
     pub in_memory: bool,
+    /// Keep everything in a PostgreSQL database instead of a data directory
+    /// (`postgres://user@host:port/database`): several sai replicas on one database share
+    /// its work, and any of them answers any call. sai creates and migrates its tables.
+    #[arg(long, env = "SAI_STORE", conflicts_with_all = ["in_memory"])]
+    pub store: Option<String>,
     /// `sync`: answer once a change is synced to disk. `buffered`: answer once the OS has it
     /// and sync every 100 ms (survives kill -9, but a power loss may lose the last 100 ms).
     #[arg(long, value_enum, default_value = "sync")]
@@ -275,10 +281,10 @@ impl ServeArgs {
                 backoff_max: self.retry_backoff_max,
                 ..EngineConfig::default()
             },
-            storage: if self.in_memory {
-                Storage::Memory
-            } else {
-                Storage::disk(&self.data_dir, self.durability)
+            storage: match (&self.store, self.in_memory) {
+                (Some(url), _) => Storage::Postgres(PostgresConfig { url: url.clone() }),
+                (None, true) => Storage::Memory,
+                (None, false) => Storage::disk(&self.data_dir, self.durability),
             },
             retention: self.retention,
             auth_tokens: self.auth_tokens.clone(),

@@ -345,6 +345,21 @@ impl Decoder {
         apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
     ) -> Result<Invocation, DecodeError> {
         let (_, started, id) = history_key_parts(key)?;
+        self.record(function, id, started, value, detail, apart)
+    }
+
+    /// An invocation of `function` with `id` and `started` time from its format-4 value
+    /// ([`encode_record`]); `apart` gives its payload when the value does not hold it. With
+    /// [`Detail::Summary`] its events are left out.
+    pub fn record(
+        &mut self,
+        function: FunctionKey,
+        id: &str,
+        started: i64,
+        value: &[u8],
+        detail: Detail,
+        apart: impl FnOnce() -> Result<Arc<str>, DecodeError>,
+    ) -> Result<Invocation, DecodeError> {
         let (stored, rest): (StoredRecord<'_>, &[u8]) = postcard::take_from_bytes(value)
             .map_err(|e| DecodeError(format!("invocation record: {e}")))?;
         let (inline, rest): (Option<&str>, &[u8]) = postcard::take_from_bytes(rest)

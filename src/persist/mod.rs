@@ -25,7 +25,7 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle};
 
 use crate::model::{FunctionKey, Invocation, StoredConfig};
 
-pub use codec::{DecodeError, Decoder, Detail};
+pub use codec::{encode_record, payload_is_inline, DecodeError, Decoder, Detail};
 pub use error::PersistError;
 pub use layout::FORMAT_VERSION;
 pub use reader::{Reader, StoredEntry};

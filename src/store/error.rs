@@ -70,6 +70,9 @@ pub enum StoreError {
     /// The data directory could not be read or written.
     #[error("storage: {0}")]
     Persist(Arc<crate::persist::PersistError>),
+    /// The shared database could not be used.
+    #[error("storage: {0}")]
+    Database(Arc<super::DatabaseError>),
     /// The writer thread is gone (the server is stopping, or it failed): nothing more is written.
     #[error("storage: the writer stopped")]
     WriterStopped,

@@ -18,7 +18,9 @@ mod error;
 mod history;
 mod hub;
 mod index;
+pub mod lease_token;
 pub mod page;
+mod postgres;
 
 use page::PageSigner;
 mod watch;
@@ -44,6 +46,7 @@ pub use error::StoreError;
 pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::StoredChange;
 pub use index::{ListQuery, Order, Page};
+pub use postgres::{DatabaseError, Postgres, PostgresConfig, SCHEMA_VERSION};
 pub use watch::{ChangesWatch, InvocationWatch, ResumeFrom, WatchScope};
 
 use catalog::Catalog;
@@ -96,6 +99,8 @@ pub enum Storage {
     Memory,
     /// A data directory: every acknowledged change survives a crash.
     Disk(DiskConfig),
+    /// A PostgreSQL database shared by several replicas (opened with [`Postgres::connect`]).
+    Postgres(PostgresConfig),
 }
 
 impl Storage {
@@ -276,8 +281,11 @@ impl Store {
         cache_bytes: u64,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Self>, LoadSummary), StoreError> {
-        let Storage::Disk(disk) = storage else {
-            return Ok((Store::new(watch_history, shutdown), LoadSummary::default()));
+        let disk = match storage {
+            Storage::Memory | Storage::Postgres(_) => {
+                return Ok((Store::new(watch_history, shutdown), LoadSummary::default()))
+            }
+            Storage::Disk(disk) => disk,
         };
         let persist = Persist::open(&disk.dir, disk.durability)?;
         let history = History::Disk(DiskHistory::new(persist.reader(), cache_bytes));

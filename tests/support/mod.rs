@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+pub mod postgres;
+
 /// The FC-mirror client.
 pub type Client = StatefulAsyncInvocationServiceClient<Channel>;
 

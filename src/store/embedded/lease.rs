@@ -1,9 +1,7 @@
 //! Leases: which worker holds which attempt of which invocation, until when.
 //!
-//! A lease token names the attempt it covers (the invocation's key and the attempt number)
-//! and carries a tag, an HMAC-SHA256 of those under a key drawn when the process starts: a
-//! token cannot be forged or altered, and a server can tell which attempt any of its tokens
-//! is for without remembering it. Only the leases workers hold are kept (one per invocation a
+//! Tokens are signed under a key drawn when the process starts (see
+//! [`crate::store::lease_token`]). Only the leases workers hold are kept (one per invocation a
 //! worker holds); once an attempt ends, a token for it is answered from the invocation's own
 //! record (see the engine's repeated completions), for as long as the record is kept. Tokens
 //! of another process (before a restart) do not verify, as that process's leases died with
@@ -13,24 +11,16 @@
 //! against the invocation's current attempt and status (fencing), so a stale lease can never
 //! overwrite a newer outcome.
 
-use crate::model::{FunctionKey, InvocationKey};
+use crate::model::InvocationKey;
 use crate::store::backend::Lease;
+use crate::store::lease_token::LeaseSigner;
 use crate::store::Hashing;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use dashmap::DashMap;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-/// Token prefix: the version of the token's layout.
-const TOKEN_PREFIX: &str = "lt2.";
-/// Bytes of tag a token carries.
-const TAG_BYTES: usize = 16;
 
 /// The leases workers hold, by invocation, and the key their tokens are signed with.
 pub struct Leases {
     active: DashMap<InvocationKey, Lease, Hashing>,
-    key: [u8; 32],
+    signer: LeaseSigner,
 }
 
 impl std::fmt::Debug for Leases {
@@ -45,7 +35,7 @@ impl Default for Leases {
     fn default() -> Self {
         Leases {
             active: DashMap::default(),
-            key: rand::random(),
+            signer: LeaseSigner::random(),
         }
     }
 }
@@ -54,71 +44,15 @@ impl Leases {
     /// Record that a worker holds `lease` on `key` (replacing a lease on an earlier attempt);
     /// returns its token.
     pub fn grant(&self, key: InvocationKey, lease: Lease) -> String {
-        let token = self.token(&key, lease.attempt);
+        let token = self.signer.token(&key, lease.attempt);
         self.active.insert(key, lease);
         token
     }
 
-    /// The token of attempt `attempt` of `key`.
-    fn token(&self, key: &InvocationKey, attempt: u32) -> String {
-        let mut raw = attempt.to_be_bytes().to_vec();
-        for part in [
-            &key.function.account,
-            &key.function.service,
-            &key.function.function,
-        ] {
-            // Names are validated to far below 64 KiB.
-            let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
-            raw.extend_from_slice(&len.to_be_bytes());
-            raw.extend_from_slice(&part.as_bytes()[..usize::from(len)]);
-        }
-        raw.extend_from_slice(key.id.as_bytes());
-        let tag = self.tag(&raw);
-        let mut bytes = tag.to_vec();
-        bytes.extend_from_slice(&raw);
-        format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    fn tag(&self, raw: &[u8]) -> [u8; TAG_BYTES] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
-        mac.update(raw);
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0; TAG_BYTES];
-        tag.copy_from_slice(&full[..TAG_BYTES]);
-        tag
-    }
-
-    /// The attempt `token` covers, if this process made it for an invocation of `account`. A
-    /// foreign token is as unknown as a forged one, so that tokens reveal nothing across
-    /// accounts.
+    /// The attempt `token` covers, if this process made it for an invocation of `account` (a
+    /// foreign token is as unknown as a forged one).
     pub fn verify(&self, token: &str, account: &str) -> Option<(InvocationKey, u32)> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.strip_prefix(TOKEN_PREFIX)?)
-            .ok()?;
-        if bytes.len() < TAG_BYTES + 4 {
-            return None;
-        }
-        let (tag, raw) = bytes.split_at(TAG_BYTES);
-        if !constant_time_eq::constant_time_eq(tag, &self.tag(raw)) {
-            return None;
-        }
-        let attempt = u32::from_be_bytes(raw[..4].try_into().ok()?);
-        let mut rest = &raw[4..];
-        let mut parts = Vec::with_capacity(3);
-        for _ in 0..3 {
-            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-            parts.push(std::str::from_utf8(rest.get(2..2 + len)?).ok()?);
-            rest = &rest[2 + len..];
-        }
-        if parts[0] != account {
-            return None;
-        }
-        let id = std::str::from_utf8(rest).ok()?;
-        Some((
-            FunctionKey::new(parts[0], parts[1], parts[2]).invocation(id),
-            attempt,
-        ))
+        self.signer.verify(token, account)
     }
 
     /// The lease a worker holds on attempt `attempt` of `key`.
@@ -156,6 +90,7 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FunctionKey;
 
     fn lease(attempt: u32) -> Lease {
         Lease {

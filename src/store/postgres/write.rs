@@ -1,0 +1,1002 @@
+//! Transactions: every change is checked against the rows it locked, applied in Rust by the
+//! model (the same code the embedded store runs), written back with the columns replicas
+//! coordinate on, and appended to the account's change feed in the same transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{
+    AsyncInvokeConfig, DestinationStatus, FunctionKey, Invocation, InvocationKey, Status,
+    StoredConfig,
+};
+use crate::persist::Decoder;
+
+use super::super::backend::{is_held, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget};
+use super::super::{check, ConfigKey, StoreError, Transition};
+use super::rows::{self, KeyColumns, Loaded, LOADED_COLUMNS};
+use super::signals::{self, Note};
+use super::Inner;
+
+/// How long a taken deadline stays with the replica that took it: if that replica dies
+/// before acting on it, another takes it after this.
+const TAKEN_FOR_MS: i64 = 30_000;
+/// Most deadlines one scan takes.
+const DUE_BATCH: i64 = 256;
+/// How often deadlines are looked for when nothing says one is near.
+const DUE_SCAN_EVERY: Duration = Duration::from_millis(250);
+/// Tries of a transaction that lost a deadlock or serialization race.
+const TRIES: usize = 3;
+
+/// What a transaction wrote besides its rows: feed entries per account, in commit order,
+/// and what other replicas must hear of.
+#[derive(Default)]
+pub struct Writes {
+    changes: BTreeMap<Arc<str>, Vec<ChangeRow>>,
+    ready: BTreeSet<FunctionKey>,
+    due: bool,
+}
+
+struct ChangeRow {
+    key: InvocationKey,
+    started_ms: i64,
+    event_id: i32,
+    record: Vec<u8>,
+}
+
+impl Writes {
+    /// `invocation` just gained its last event.
+    fn changed(&mut self, invocation: &Invocation) {
+        let event_id = invocation
+            .events
+            .last()
+            .map_or(0, |event| i32::try_from(event.event_id).unwrap_or(i32::MAX));
+        self.changes
+            .entry(invocation.key.function.account.clone())
+            .or_default()
+            .push(ChangeRow {
+                key: invocation.key.clone(),
+                started_ms: invocation.started_time_ms,
+                event_id,
+                record: rows::change_record(invocation),
+            });
+        if invocation.status == Status::Enqueued {
+            self.ready.insert(invocation.key.function.clone());
+        }
+    }
+}
+
+/// Whether a failed transaction may simply run again.
+fn retryable(err: &StoreError) -> bool {
+    let StoreError::Database(db) = err else {
+        return false;
+    };
+    let super::DatabaseError::Query(query) = &**db else {
+        return false;
+    };
+    matches!(
+        query.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
+
+/// Run `$body` (which uses `$tx` and `$writes`) in a transaction, then write the feed and
+/// commit; again if it lost a deadlock.
+macro_rules! transaction {
+    ($inner:expr, |$tx:ident, $writes:ident| $body:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut client = $inner.client().await?;
+            let $tx = client.transaction().await?;
+            let mut $writes = Writes::default();
+            let result = async { $body }.await;
+            let result = match result {
+                Ok(value) => $inner.finish($tx, $writes).await.map(|()| value),
+                Err(err) => Err(err),
+            };
+            match result {
+                Err(err) if retryable(&err) && tries < TRIES => continue,
+                Err(err) => {
+                    if matches!(err, StoreError::Database(_)) {
+                        $inner.reachable.store(false, Ordering::Relaxed);
+                    }
+                    break Err(err);
+                }
+                Ok(value) => {
+                    $inner.reachable.store(true, Ordering::Relaxed);
+                    break Ok(value);
+                }
+            }
+        }
+    }};
+}
+
+impl Inner {
+    /// Append the transaction's feed entries, tell the other replicas, commit, and tell this
+    /// one.
+    async fn finish(&self, tx: Transaction<'_>, writes: Writes) -> Result<(), StoreError> {
+        let mut note = Note {
+            ready: writes.ready.iter().cloned().collect(),
+            feed: !writes.changes.is_empty(),
+            due: writes.due,
+            everything: false,
+        };
+        // Last, and accounts in order: a head row stays locked only until the commit, and
+        // two transactions never wait on each other's heads.
+        for (account, changes) in &writes.changes {
+            let count = i64::try_from(changes.len()).unwrap_or(i64::MAX);
+            let head: i64 = tx
+                .query_one(
+                    "INSERT INTO sai_feed_head (account, seq) VALUES ($1, $2)
+                     ON CONFLICT (account) DO UPDATE SET seq = sai_feed_head.seq + EXCLUDED.seq
+                     RETURNING seq",
+                    &[&&**account, &count],
+                )
+                .await?
+                .try_get(0)?;
+            let base = head - count;
+            let service: Vec<&str> = changes.iter().map(|c| &*c.key.function.service).collect();
+            let function: Vec<&str> = changes.iter().map(|c| &*c.key.function.function).collect();
+            let id: Vec<&str> = changes.iter().map(|c| &*c.key.id).collect();
+            let started: Vec<i64> = changes.iter().map(|c| c.started_ms).collect();
+            let event: Vec<i32> = changes.iter().map(|c| c.event_id).collect();
+            let record: Vec<&[u8]> = changes.iter().map(|c| c.record.as_slice()).collect();
+            tx.execute(
+                "INSERT INTO sai_change (account, seq, service, function, id, started_ms, event_id, record)
+                 SELECT $1, $2 + c.ord, c.s, c.f, c.i, c.t, c.e, c.r
+                 FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bytea[])
+                      WITH ORDINALITY AS c(s, f, i, t, e, r, ord)",
+                &[&&**account, &base, &service, &function, &id, &started, &event, &record],
+            )
+            .await?;
+        }
+        if note.feed || note.due || !note.ready.is_empty() {
+            let mut payload = note.encode();
+            if payload.len() > signals::MAX_NOTE_BYTES {
+                note = Note::everything();
+                payload = note.encode();
+            }
+            tx.execute("SELECT pg_notify($1, $2)", &[&signals::CHANNEL, &payload])
+                .await?;
+        }
+        tx.commit().await?;
+        self.notified(&note);
+        Ok(())
+    }
+
+    /// The configs of `keys` (the defaults where none is stored).
+    async fn configs(
+        &self,
+        tx: &Transaction<'_>,
+        keys: impl Iterator<Item = ConfigKey>,
+    ) -> Result<HashMap<ConfigKey, AsyncInvokeConfig>, StoreError> {
+        let keys: BTreeSet<ConfigKey> = keys.collect();
+        let mut configs: HashMap<ConfigKey, AsyncInvokeConfig> = keys
+            .iter()
+            .map(|key| (key.clone(), AsyncInvokeConfig::default()))
+            .collect();
+        if keys.is_empty() {
+            return Ok(configs);
+        }
+        let account: Vec<&str> = keys.iter().map(|k| &*k.function.account).collect();
+        let service: Vec<&str> = keys.iter().map(|k| &*k.function.service).collect();
+        let function: Vec<&str> = keys.iter().map(|k| &*k.function.function).collect();
+        let qualifier: Vec<&str> = keys.iter().map(|k| &*k.qualifier).collect();
+        let found = tx
+            .query(
+                "SELECT account, service, function, qualifier, config FROM sai_function
+                 WHERE (account, service, function, qualifier) IN
+                       (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
+                   AND config IS NOT NULL",
+                &[&account, &service, &function, &qualifier],
+            )
+            .await?;
+        for row in found {
+            let key = ConfigKey {
+                function: FunctionKey::new(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+                qualifier: row.try_get::<_, &str>(3)?.into(),
+            };
+            let stored = super::read::parse_config(row.try_get(4)?)?;
+            configs.insert(key, stored.config);
+        }
+        Ok(configs)
+    }
+
+    /// Lock and read the rows of `keys`.
+    async fn lock(
+        &self,
+        tx: &Transaction<'_>,
+        keys: &BTreeSet<InvocationKey>,
+    ) -> Result<HashMap<InvocationKey, Loaded>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let columns = KeyColumns::of(keys.iter());
+        let found = tx
+            .query(
+                &format!(
+                    "SELECT {LOADED_COLUMNS} FROM sai_invocation
+                     WHERE (account, service, function, id) IN
+                           (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
+                     ORDER BY record_no FOR UPDATE"
+                ),
+                &[
+                    &columns.account,
+                    &columns.service,
+                    &columns.function,
+                    &columns.id,
+                ],
+            )
+            .await?;
+        let mut decoder = Decoder::default();
+        let mut loaded = HashMap::with_capacity(found.len());
+        for row in &found {
+            let one = Loaded::from_row(row, &mut decoder)?;
+            loaded.insert(one.invocation.key.clone(), one);
+        }
+        Ok(loaded)
+    }
+
+    /// Insert newly accepted invocations; an id already taken is refused.
+    async fn insert(
+        &self,
+        tx: &Transaction<'_>,
+        writes: &mut Writes,
+        invocations: Vec<Invocation>,
+    ) -> Result<Vec<Result<Arc<Invocation>, StoreError>>, StoreError> {
+        let mut seen = HashSet::with_capacity(invocations.len());
+        let fresh: Vec<bool> = invocations
+            .iter()
+            .map(|invocation| seen.insert(invocation.key.clone()))
+            .collect();
+        let configs = self
+            .configs(tx, invocations.iter().map(rows::config_key))
+            .await?;
+        let candidates: Vec<&Invocation> = invocations
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, fresh)| **fresh)
+            .map(|(invocation, _)| invocation)
+            .collect();
+        let functions: BTreeSet<ConfigKey> =
+            candidates.iter().map(|i| rows::config_key(i)).collect();
+        {
+            let account: Vec<&str> = functions.iter().map(|k| &*k.function.account).collect();
+            let service: Vec<&str> = functions.iter().map(|k| &*k.function.service).collect();
+            let function: Vec<&str> = functions.iter().map(|k| &*k.function.function).collect();
+            let qualifier: Vec<&str> = functions.iter().map(|k| &*k.qualifier).collect();
+            tx.execute(
+                "INSERT INTO sai_function (account, service, function, qualifier)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&account, &service, &function, &qualifier],
+            )
+            .await?;
+        }
+        let columns = KeyColumns::of(candidates.iter().map(|i| &i.key));
+        let qualifier: Vec<&str> = candidates.iter().map(|i| &*i.qualifier).collect();
+        let status: Vec<&str> = candidates
+            .iter()
+            .map(|i| rows::status_name(i.status))
+            .collect();
+        let started: Vec<i64> = candidates.iter().map(|i| i.started_time_ms).collect();
+        let attempts: Vec<i32> = candidates
+            .iter()
+            .map(|i| i32::try_from(i.attempts).unwrap_or(i32::MAX))
+            .collect();
+        let ready: Vec<Option<i64>> = candidates.iter().map(|i| rows::ready_ms(i)).collect();
+        let due: Vec<Option<i64>> = candidates
+            .iter()
+            .map(|i| {
+                let config = configs
+                    .get(&rows::config_key(i))
+                    .cloned()
+                    .unwrap_or_default();
+                self.schedule.deadline_ms(i, &config, None)
+            })
+            .collect();
+        let record: Vec<Vec<u8>> = candidates.iter().map(|i| rows::record(i)).collect();
+        let payload: Vec<Option<&str>> =
+            candidates.iter().map(|i| rows::payload_apart(i)).collect();
+        let inserted = tx
+            .query(
+                "INSERT INTO sai_invocation (account, service, function, id, qualifier, status,
+                        started_ms, attempts, ready_ms, due_ms, record, payload)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::text[], $7::bigint[], $8::int[], $9::bigint[], $10::bigint[],
+                        $11::bytea[], $12::text[])
+                 ON CONFLICT (account, service, function, id) DO NOTHING
+                 RETURNING account, service, function, id",
+                &[
+                    &columns.account,
+                    &columns.service,
+                    &columns.function,
+                    &columns.id,
+                    &qualifier,
+                    &status,
+                    &started,
+                    &attempts,
+                    &ready,
+                    &due,
+                    &record,
+                    &payload,
+                ],
+            )
+            .await?;
+        let mut stored = HashSet::with_capacity(inserted.len());
+        for row in &inserted {
+            stored.insert(
+                FunctionKey::new(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
+                    .invocation(row.try_get(3)?),
+            );
+        }
+        writes.due |= !stored.is_empty();
+        Ok(invocations
+            .into_iter()
+            .zip(fresh)
+            .map(|(invocation, fresh)| {
+                if fresh && stored.contains(&invocation.key) {
+                    writes.changed(&invocation);
+                    Ok(Arc::new(invocation.without_events()))
+                } else {
+                    Err(StoreError::InvocationAlreadyExists(invocation.key))
+                }
+            })
+            .collect())
+    }
+
+    /// Store newly accepted invocations in one transaction.
+    pub async fn accept(&self, invocations: Vec<Invocation>) -> Committed<Arc<Invocation>> {
+        transaction!(self, |tx, writes| {
+            self.insert(&tx, &mut writes, invocations.clone()).await
+        })
+    }
+
+    /// Apply transitions in one transaction.
+    pub async fn apply(&self, transitions: Vec<Transition>) -> Committed<(Arc<Invocation>, bool)> {
+        transaction!(self, |tx, writes| {
+            self.apply_in(&tx, &mut writes, transitions.clone(), &HashMap::new())
+                .await
+        })
+    }
+
+    /// Apply `transitions` in order inside `tx`; `granted` are leases that start with them.
+    async fn apply_in(
+        &self,
+        tx: &Transaction<'_>,
+        writes: &mut Writes,
+        transitions: Vec<Transition>,
+        granted: &HashMap<InvocationKey, Lease>,
+    ) -> Result<Vec<Result<(Arc<Invocation>, bool), StoreError>>, StoreError> {
+        let keys: BTreeSet<InvocationKey> = transitions.iter().map(|t| t.key.clone()).collect();
+        let mut loaded = self.lock(tx, &keys).await?;
+        let mut dirty: BTreeSet<InvocationKey> = BTreeSet::new();
+        let mut removed: BTreeSet<InvocationKey> = BTreeSet::new();
+        let mut results = Vec::with_capacity(transitions.len());
+        for t in transitions {
+            let Some(row) = loaded.get_mut(&t.key) else {
+                results.push(Err(StoreError::InvocationNotFound(t.key.clone())));
+                continue;
+            };
+            if removed.contains(&t.key) {
+                results.push(Err(StoreError::InvocationNotFound(t.key.clone())));
+                continue;
+            }
+            let to = match check(&row.invocation, &t) {
+                Err(err) => {
+                    results.push(Err(err));
+                    continue;
+                }
+                Ok(None) => {
+                    results.push(Ok((Arc::new(row.invocation.without_events()), false)));
+                    continue;
+                }
+                Ok(Some(to)) => to,
+            };
+            let destination = match to {
+                Status::Succeeded => t.on_success.clone(),
+                Status::Failed | Status::Expired => t.on_failure.clone(),
+                _ => None,
+            };
+            let delivered = match destination {
+                Some(record) => Some(match self.insert(tx, writes, vec![*record]).await?.pop() {
+                    Some(Ok(_)) => DestinationStatus::Succeeded,
+                    _ => DestinationStatus::Failed,
+                }),
+                None => None,
+            };
+            let row = loaded
+                .get_mut(&t.key)
+                .expect("the row was found above and nothing removes it in between");
+            let invocation = &mut row.invocation;
+            if let Some(status) = delivered {
+                invocation.destination_status = status;
+            }
+            match invocation.apply(&t.change, t.now_ms) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    results.push(Ok((Arc::new(invocation.without_events()), false)));
+                    continue;
+                }
+                Err(source) => {
+                    results.push(Err(StoreError::IllegalTransition {
+                        key: t.key.clone(),
+                        source,
+                    }));
+                    continue;
+                }
+            }
+            writes.changed(invocation);
+            dirty.insert(t.key.clone());
+            if invocation.status.is_terminal() && !t.keep_record {
+                removed.insert(t.key.clone());
+            }
+            results.push(Ok((Arc::new(invocation.without_events()), true)));
+        }
+        let configs = self
+            .configs(
+                tx,
+                dirty
+                    .iter()
+                    .filter(|key| !removed.contains(*key))
+                    .filter_map(|key| loaded.get(key))
+                    .map(|row| rows::config_key(&row.invocation)),
+            )
+            .await?;
+        let mut updates = Vec::with_capacity(dirty.len());
+        for key in dirty.iter().filter(|key| !removed.contains(*key)) {
+            let row = loaded.get_mut(key).expect("dirty rows were loaded");
+            let invocation = &row.invocation;
+            let lease =
+                granted.get(key).copied().or(row.lease).filter(|lease| {
+                    is_held(invocation.status) && lease.attempt == invocation.attempts
+                });
+            row.lease = lease;
+            let config = configs
+                .get(&rows::config_key(invocation))
+                .cloned()
+                .unwrap_or_default();
+            let due = self
+                .schedule
+                .deadline_ms(invocation, &config, lease.as_ref());
+            updates.push((row.record_no, due));
+        }
+        self.write_rows(tx, &loaded, &updates).await?;
+        writes.due |= !updates.is_empty();
+        if !removed.is_empty() {
+            let gone: Vec<i64> = removed
+                .iter()
+                .filter_map(|key| loaded.get(key))
+                .map(|row| row.record_no)
+                .collect();
+            tx.execute(
+                "DELETE FROM sai_invocation WHERE record_no = ANY($1)",
+                &[&gone],
+            )
+            .await?;
+        }
+        Ok(results)
+    }
+
+    /// Write back the rows `updates` names (record number, deadline), from `loaded`.
+    async fn write_rows(
+        &self,
+        tx: &Transaction<'_>,
+        loaded: &HashMap<InvocationKey, Loaded>,
+        updates: &[(i64, Option<i64>)],
+    ) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let by_number: HashMap<i64, &Loaded> =
+            loaded.values().map(|row| (row.record_no, row)).collect();
+        let mut number = Vec::with_capacity(updates.len());
+        let mut status = Vec::with_capacity(updates.len());
+        let mut end = Vec::with_capacity(updates.len());
+        let mut attempts = Vec::with_capacity(updates.len());
+        let mut ready = Vec::with_capacity(updates.len());
+        let mut due = Vec::with_capacity(updates.len());
+        let mut lease_attempt = Vec::with_capacity(updates.len());
+        let mut lease_started = Vec::with_capacity(updates.len());
+        let mut lease_deadline = Vec::with_capacity(updates.len());
+        let mut record = Vec::with_capacity(updates.len());
+        for (record_no, deadline) in updates {
+            let row = by_number[record_no];
+            let invocation = &row.invocation;
+            number.push(*record_no);
+            status.push(rows::status_name(invocation.status));
+            end.push(if invocation.status.is_terminal() {
+                invocation.end_time_ms
+            } else {
+                0
+            });
+            attempts.push(i32::try_from(invocation.attempts).unwrap_or(i32::MAX));
+            ready.push(rows::ready_ms(invocation));
+            due.push(*deadline);
+            lease_attempt.push(
+                row.lease
+                    .map(|lease| i32::try_from(lease.attempt).unwrap_or(i32::MAX)),
+            );
+            lease_started.push(row.lease.map(|lease| lease.started_ms));
+            lease_deadline.push(row.lease.map(|lease| lease.deadline_ms));
+            record.push(rows::record(invocation));
+        }
+        tx.execute(
+            "UPDATE sai_invocation AS i SET status = v.status, end_ms = v.end_ms,
+                    attempts = v.attempts, ready_ms = v.ready_ms, due_ms = v.due_ms,
+                    lease_attempt = v.lease_attempt, lease_started_ms = v.lease_started_ms,
+                    lease_deadline_ms = v.lease_deadline_ms, record = v.record
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::int[], $5::bigint[],
+                         $6::bigint[], $7::int[], $8::bigint[], $9::bigint[], $10::bytea[])
+                  AS v(record_no, status, end_ms, attempts, ready_ms, due_ms, lease_attempt,
+                       lease_started_ms, lease_deadline_ms, record)
+             WHERE i.record_no = v.record_no",
+            &[
+                &number,
+                &status,
+                &end,
+                &attempts,
+                &ready,
+                &due,
+                &lease_attempt,
+                &lease_started,
+                &lease_deadline,
+                &record,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Take up to `max` ready invocations of `targets`, decide each, apply the decisions and
+    /// lease what started, in one transaction.
+    pub async fn claim(
+        &self,
+        targets: &[PollTarget],
+        max: usize,
+        offset: usize,
+        now_ms: i64,
+        lease_deadline_ms: i64,
+        decide: Decide<'_>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if targets.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        transaction!(self, |tx, writes| {
+            self.claim_in(
+                &tx,
+                &mut writes,
+                targets,
+                max,
+                offset,
+                now_ms,
+                lease_deadline_ms,
+                decide,
+            )
+            .await
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_in(
+        &self,
+        tx: &Transaction<'_>,
+        writes: &mut Writes,
+        targets: &[PollTarget],
+        max: usize,
+        offset: usize,
+        now_ms: i64,
+        lease_deadline_ms: i64,
+        decide: Decide<'_>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let share = max.div_ceil(targets.len());
+        let mut taken: Vec<Loaded> = Vec::with_capacity(max);
+        let mut decoder = Decoder::default();
+        for at in 0..targets.len() {
+            let left = max - taken.len();
+            if left == 0 {
+                break;
+            }
+            let target = &targets[(offset + at) % targets.len()];
+            let limit = i64::try_from(share.min(left)).unwrap_or(i64::MAX);
+            let f = &target.function;
+            let found = match &target.qualifier {
+                None => {
+                    tx.query(
+                        &format!(
+                            "SELECT {LOADED_COLUMNS} FROM sai_invocation
+                             WHERE account = $1 AND service = $2 AND function = $3
+                               AND ready_ms IS NOT NULL
+                             ORDER BY ready_ms, record_no LIMIT $4 FOR UPDATE SKIP LOCKED"
+                        ),
+                        &[&&*f.account, &&*f.service, &&*f.function, &limit],
+                    )
+                    .await?
+                }
+                Some(qualifier) => {
+                    tx.query(
+                        &format!(
+                            "SELECT {LOADED_COLUMNS} FROM sai_invocation
+                             WHERE account = $1 AND service = $2 AND function = $3
+                               AND ready_ms IS NOT NULL AND qualifier = $5
+                             ORDER BY ready_ms, record_no LIMIT $4 FOR UPDATE SKIP LOCKED"
+                        ),
+                        &[
+                            &&*f.account,
+                            &&*f.service,
+                            &&*f.function,
+                            &limit,
+                            &&**qualifier,
+                        ],
+                    )
+                    .await?
+                }
+            };
+            for row in &found {
+                taken.push(Loaded::from_row(row, &mut decoder)?);
+            }
+        }
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let configs = self
+            .configs(
+                tx,
+                taken.iter().map(|row| rows::config_key(&row.invocation)),
+            )
+            .await?;
+        let mut transitions = Vec::with_capacity(taken.len() * 2);
+        let mut leasing = Vec::with_capacity(taken.len());
+        let mut granted = HashMap::with_capacity(taken.len());
+        for row in &taken {
+            let record = &row.invocation;
+            if record.status != Status::Enqueued {
+                continue;
+            }
+            let config = configs
+                .get(&rows::config_key(record))
+                .cloned()
+                .unwrap_or_default();
+            match decide(record, &config) {
+                Claim::Lease {
+                    attempt,
+                    transitions: starting,
+                } => {
+                    transitions.extend(starting);
+                    leasing.push((record.key.clone(), attempt, transitions.len() - 1));
+                    granted.insert(
+                        record.key.clone(),
+                        Lease {
+                            attempt,
+                            started_ms: now_ms,
+                            deadline_ms: lease_deadline_ms,
+                        },
+                    );
+                }
+                Claim::Instead(transition) => transitions.push(transition),
+            }
+        }
+        let results = self.apply_in(tx, writes, transitions, &granted).await?;
+        let mut claimed = Vec::with_capacity(leasing.len());
+        for (key, attempt, last) in leasing {
+            let Some(Ok((invocation, _))) = results.get(last) else {
+                continue;
+            };
+            claimed.push(Claimed {
+                token: self.leases.token(&key, attempt),
+                invocation: invocation.clone(),
+                attempt,
+                deadline_ms: lease_deadline_ms,
+            });
+        }
+        Ok(claimed)
+    }
+
+    /// The lease on attempt `attempt` of `key`, if held.
+    pub async fn lease(
+        &self,
+        key: &InvocationKey,
+        attempt: u32,
+    ) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        let attempt_column = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let row = client
+            .query_opt(
+                "SELECT lease_started_ms, lease_deadline_ms FROM sai_invocation
+                 WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
+                   AND lease_attempt = $5",
+                &[
+                    &&*key.function.account,
+                    &&*key.function.service,
+                    &&*key.function.function,
+                    &&*key.id,
+                    &attempt_column,
+                ],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(Lease {
+                attempt,
+                started_ms: row.try_get(0)?,
+                deadline_ms: row.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Move a held lease's deadline, and the invocation's deadline with it.
+    pub async fn extend_lease(
+        &self,
+        key: &InvocationKey,
+        attempt: u32,
+        deadline_ms: i64,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |tx, writes| {
+            let keys = BTreeSet::from([key.clone()]);
+            let mut loaded = self.lock(&tx, &keys).await?;
+            let Some(row) = loaded.get_mut(key) else {
+                return Ok(false);
+            };
+            match &mut row.lease {
+                Some(lease) if lease.attempt == attempt => lease.deadline_ms = deadline_ms,
+                _ => return Ok(false),
+            }
+            self.rearm_in(&tx, &mut writes, &loaded, key).await?;
+            Ok(true)
+        })
+    }
+
+    /// Write the deadline of `key` (loaded and locked) from its state now.
+    async fn rearm_in(
+        &self,
+        tx: &Transaction<'_>,
+        writes: &mut Writes,
+        loaded: &HashMap<InvocationKey, Loaded>,
+        key: &InvocationKey,
+    ) -> Result<(), StoreError> {
+        let Some(row) = loaded.get(key) else {
+            return Ok(());
+        };
+        let config_key = rows::config_key(&row.invocation);
+        let configs = self
+            .configs(tx, std::iter::once(config_key.clone()))
+            .await?;
+        let config = configs.get(&config_key).cloned().unwrap_or_default();
+        let due = self
+            .schedule
+            .deadline_ms(&row.invocation, &config, row.lease.as_ref());
+        tx.execute(
+            "UPDATE sai_invocation SET due_ms = $2, lease_deadline_ms = $3 WHERE record_no = $1",
+            &[
+                &row.record_no,
+                &due,
+                &row.lease.map(|lease| lease.deadline_ms),
+            ],
+        )
+        .await?;
+        writes.due = true;
+        Ok(())
+    }
+
+    /// End the lease on attempt `attempt` of `key`; true for the one caller that ended it.
+    pub async fn end_lease(&self, key: &InvocationKey, attempt: u32) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let ended = client
+            .execute(
+                "UPDATE sai_invocation
+                 SET lease_attempt = NULL, lease_started_ms = NULL, lease_deadline_ms = NULL
+                 WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
+                   AND lease_attempt = $5",
+                &[
+                    &&*key.function.account,
+                    &&*key.function.service,
+                    &&*key.function.function,
+                    &&*key.id,
+                    &attempt,
+                ],
+            )
+            .await?;
+        Ok(ended == 1)
+    }
+
+    /// Arm the deadline of `key` from its state now.
+    pub async fn rearm(&self, key: &InvocationKey) -> Result<(), StoreError> {
+        transaction!(self, |tx, writes| {
+            let keys = BTreeSet::from([key.clone()]);
+            let loaded = self.lock(&tx, &keys).await?;
+            self.rearm_in(&tx, &mut writes, &loaded, key).await
+        })
+    }
+
+    /// Offer the deadlines of `keys` again at `at_ms`.
+    pub async fn retry_due(&self, keys: &[InvocationKey], at_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let columns = KeyColumns::of(keys.iter());
+        client
+            .execute(
+                "UPDATE sai_invocation SET due_ms = $5
+                 WHERE (account, service, function, id) IN
+                       (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
+                   AND due_ms IS NOT NULL",
+                &[
+                    &columns.account,
+                    &columns.service,
+                    &columns.function,
+                    &columns.id,
+                    &at_ms,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Wait until deadlines come due, and take them: each is moved out of every replica's
+    /// way for [`TAKEN_FOR_MS`], in which the engine acts on it.
+    pub async fn next_due(&self, shutdown: &CancellationToken) -> Option<Vec<Due>> {
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            match self.take_due(self.clock.now_ms()).await {
+                Ok(due) if !due.is_empty() => return Some(due),
+                Ok(_) => {}
+                Err(StoreError::ShuttingDown) => return None,
+                Err(err) => tracing::warn!(%err, "deadlines could not be read"),
+            }
+            tokio::select! {
+                _ = self.clock.sleep(DUE_SCAN_EVERY) => {}
+                _ = tokio::time::sleep(DUE_SCAN_EVERY) => {}
+                _ = self.due_soon.notified() => {}
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    async fn take_due(&self, now_ms: i64) -> Result<Vec<Due>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let found = tx
+            .query(
+                &format!(
+                    "SELECT {LOADED_COLUMNS} FROM sai_invocation
+                     WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&now_ms, &DUE_BATCH],
+            )
+            .await?;
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut decoder = Decoder::default();
+        let loaded = found
+            .iter()
+            .map(|row| Loaded::from_row(row, &mut decoder))
+            .collect::<Result<Vec<_>, _>>()?;
+        let numbers: Vec<i64> = loaded.iter().map(|row| row.record_no).collect();
+        tx.execute(
+            "UPDATE sai_invocation SET due_ms = $2 WHERE record_no = ANY($1)",
+            &[&numbers, &now_ms.saturating_add(TAKEN_FOR_MS)],
+        )
+        .await?;
+        let configs = self
+            .configs(
+                &tx,
+                loaded.iter().map(|row| rows::config_key(&row.invocation)),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(loaded
+            .into_iter()
+            .filter(|row| !row.invocation.status.is_terminal())
+            .map(|row| Due {
+                config: configs
+                    .get(&rows::config_key(&row.invocation))
+                    .cloned()
+                    .unwrap_or_default(),
+                status_since_ms: row.invocation.status_since_ms(),
+                lease: row.lease,
+                record: row.invocation.without_events(),
+            })
+            .collect())
+    }
+
+    /// Create or replace a config, keeping its creation time.
+    pub async fn put_config(
+        &self,
+        key: &ConfigKey,
+        config: AsyncInvokeConfig,
+        now_ms: i64,
+    ) -> Result<StoredConfig, StoreError> {
+        transaction!(self, |tx, _writes| {
+            let old = self.config_in(&tx, key, true).await?;
+            let stored = StoredConfig {
+                config: config.clone(),
+                created_time_ms: old.map_or(now_ms, |old| old.created_time_ms),
+                last_modified_time_ms: now_ms,
+            };
+            let json = super::read::config_json(&stored);
+            let f = &key.function;
+            tx.execute(
+                "INSERT INTO sai_function (account, service, function, qualifier, config)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (account, service, function, qualifier)
+                 DO UPDATE SET config = EXCLUDED.config",
+                &[
+                    &&*f.account,
+                    &&*f.service,
+                    &&*f.function,
+                    &&*key.qualifier,
+                    &json,
+                ],
+            )
+            .await?;
+            Ok(stored)
+        })
+    }
+
+    /// Remove a config.
+    pub async fn delete_config(&self, key: &ConfigKey) -> Result<StoredConfig, StoreError> {
+        transaction!(self, |tx, _writes| {
+            let old = self.config_in(&tx, key, true).await?.ok_or_else(|| {
+                StoreError::ConfigNotFound {
+                    service: key.function.service.to_string(),
+                    function: key.function.function.to_string(),
+                    qualifier: key.qualifier.to_string(),
+                }
+            })?;
+            let f = &key.function;
+            tx.execute(
+                "UPDATE sai_function SET config = NULL
+                 WHERE account = $1 AND service = $2 AND function = $3 AND qualifier = $4",
+                &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
+            )
+            .await?;
+            Ok(old)
+        })
+    }
+
+    /// Drop up to `budget` finished invocations that ended before `cutoff_ms`, and the feed
+    /// entries past what is kept for resuming watches.
+    pub async fn purge_ended_before(
+        &self,
+        cutoff_ms: i64,
+        budget: usize,
+    ) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let budget = i64::try_from(budget).unwrap_or(i64::MAX);
+        let purged: i64 = client
+            .query_one(
+                "WITH gone AS (
+                     DELETE FROM sai_invocation WHERE record_no IN (
+                         SELECT record_no FROM sai_invocation
+                         WHERE end_ms > 0 AND end_ms < $1 ORDER BY end_ms LIMIT $2)
+                     RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &[&cutoff_ms, &budget],
+            )
+            .await?
+            .try_get(0)?;
+        client
+            .execute(
+                "WITH trimmed AS (
+                     DELETE FROM sai_change WHERE (account, seq) IN (
+                         SELECT c.account, c.seq FROM sai_feed_head h
+                         JOIN sai_change c ON c.account = h.account AND c.seq <= h.seq - $1
+                         LIMIT $2)
+                     RETURNING account, seq)
+                 UPDATE sai_feed_head h SET trimmed_to = greatest(h.trimmed_to, t.top)
+                 FROM (SELECT account, max(seq) AS top FROM trimmed GROUP BY account) t
+                 WHERE h.account = t.account",
+                &[&self.watch_history, &budget],
+            )
+            .await?;
+        Ok(usize::try_from(purged).unwrap_or(0))
+    }
+}

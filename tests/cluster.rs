@@ -1,0 +1,378 @@
+//! Several sai replicas on one real PostgreSQL (started by the test from the installed
+//! binaries): any replica answers any call, an id is accepted once across replicas, leases
+//! granted by one are heartbeated and completed through another, deadlines fire once in the
+//! cluster, and watchers on one replica see every commit of the others.
+
+mod support;
+
+use std::time::Duration;
+
+use sai::clock::ManualClock;
+use sai::pb;
+use sai::server::{PostgresConfig, ServerConfig, Storage};
+use support::postgres::PgServer;
+use support::*;
+
+const ACCOUNT: &str = "acct";
+
+/// A running cluster: one PostgreSQL, `replicas` sai servers on it sharing one clock.
+struct Cluster {
+    replicas: Vec<TestServer>,
+    clock: ManualClock,
+    pg: PgServer,
+    url: String,
+}
+
+impl Cluster {
+    async fn start(replicas: usize) -> Self {
+        let pg = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .expect("start PostgreSQL");
+        let url = pg.database("sai").await;
+        let clock = ManualClock::starting_at(TEST_EPOCH_MS);
+        let mut cluster = Cluster {
+            replicas: Vec::new(),
+            clock,
+            pg,
+            url,
+        };
+        for _ in 0..replicas {
+            cluster.add_replica().await;
+        }
+        cluster
+    }
+
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            storage: Storage::Postgres(PostgresConfig {
+                url: self.url.clone(),
+            }),
+            ..fast_engine()
+        }
+    }
+
+    async fn add_replica(&mut self) {
+        let server = TestServer::start_on(self.config(), &self.clock).await;
+        // Ready once it answers.
+        let mut client = server.client().await;
+        eventually("the replica serves", || {
+            let mut client = client.clone();
+            async move { get(&mut client, ACCOUNT, FUNCTION, "none").await.err() }
+        })
+        .await;
+        let _ = &mut client;
+        self.replicas.push(server);
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+fn terminal(invocation: &pb::StatefulAsyncInvocation) -> bool {
+    matches!(
+        status_of(invocation),
+        pb::InvocationStatus::Succeeded
+            | pb::InvocationStatus::Failed
+            | pb::InvocationStatus::Stopped
+            | pb::InvocationStatus::Expired
+            | pb::InvocationStatus::Invalid
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_replica_answers_any_call_of_one_lifecycle() {
+    let cluster = Cluster::start(3).await;
+    let [a, b, c] = [0, 1, 2].map(|i| &cluster.replicas[i]);
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    let mut on_c = c.client().await;
+
+    invoke(&mut on_a, ACCOUNT, FUNCTION, "job-1").await;
+    // Read your writes on every other replica.
+    for client in [&mut on_b, &mut on_c] {
+        let seen = get(client, ACCOUNT, FUNCTION, "job-1").await.expect("get");
+        assert_eq!(status_of(&seen), pb::InvocationStatus::Enqueued);
+    }
+
+    let mut worker_c = c.worker().await;
+    let leases = poll(&mut worker_c, ACCOUNT, FUNCTION, 10, 5_000).await;
+    assert_eq!(leases.len(), 1);
+    let token = leases[0].lease_token.clone();
+
+    let mut worker_b = b.worker().await;
+    let beat = worker_b
+        .heartbeat_invocation(as_account(
+            ACCOUNT,
+            pb::HeartbeatInvocationRequest {
+                lease_token: token.clone(),
+            },
+        ))
+        .await
+        .expect("a lease granted by one replica is heartbeated through another")
+        .into_inner();
+    assert!(!beat.stop_requested);
+
+    let mut worker_a = a.worker().await;
+    let done = complete(&mut worker_a, ACCOUNT, &token, success("ok"))
+        .await
+        .expect("completed through a third replica");
+    assert_eq!(status_of(&done), pb::InvocationStatus::Succeeded);
+    // A repeat through another replica is answered as the first was.
+    let again = complete(&mut worker_b, ACCOUNT, &token, success("ok"))
+        .await
+        .expect("a repeat is answered");
+    assert_eq!(status_of(&again), pb::InvocationStatus::Succeeded);
+
+    let seen = get(&mut on_c, ACCOUNT, FUNCTION, "job-1")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&seen),
+        ["ENQUEUED", "DEQUEUED", "RUNNING", "SUCCEEDED"]
+    );
+    assert_eq!(seen.return_payload, "ok");
+    let listed = list_all(&mut on_b, ACCOUNT, list_request(FUNCTION)).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].invocation_id, "job-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_invoked_on_every_replica_at_once_is_accepted_exactly_once() {
+    let cluster = Cluster::start(3).await;
+    for round in 0..20 {
+        let id = format!("same-{round}");
+        let mut calls = Vec::new();
+        for replica in &cluster.replicas {
+            let mut client = replica.client().await;
+            let id = id.clone();
+            calls.push(tokio::spawn(async move {
+                client
+                    .invoke_function(as_account(
+                        ACCOUNT,
+                        pb::InvokeFunctionRequest {
+                            service_name: SERVICE.into(),
+                            function_name: FUNCTION.into(),
+                            qualifier: String::new(),
+                            invocation_id: id,
+                            payload: "{}".into(),
+                        },
+                    ))
+                    .await
+            }));
+        }
+        let mut accepted = 0;
+        for call in calls {
+            match call.await.expect("call") {
+                Ok(_) => accepted += 1,
+                Err(status) => assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status}"),
+            }
+        }
+        assert_eq!(accepted, 1, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_runs_out_fails_its_attempt_once_and_another_replica_runs_the_retry() {
+    let cluster = Cluster::start(3).await;
+    let mut on_a = cluster.replicas[0].client().await;
+    configure(
+        &mut on_a,
+        ACCOUNT,
+        FUNCTION,
+        pb::AsyncInvokeConfig {
+            max_async_retry_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    invoke(&mut on_a, ACCOUNT, FUNCTION, "lost").await;
+    let mut worker_b = cluster.replicas[1].worker().await;
+    let first = poll(&mut worker_b, ACCOUNT, FUNCTION, 1, 5_000).await;
+    assert_eq!(first.len(), 1);
+
+    // Past the lease: whichever replica's deadline scan takes it fails the attempt, once.
+    cluster.advance(Duration::from_secs(1));
+    let mut on_c = cluster.replicas[2].client().await;
+    wait_for(&mut on_c, ACCOUNT, FUNCTION, "lost", |i| {
+        status_of(i) == pb::InvocationStatus::Retrying
+    })
+    .await;
+    // Past the backoff: requeued once, and the retry goes to a worker on another replica.
+    cluster.advance(Duration::from_secs(1));
+    wait_for(&mut on_c, ACCOUNT, FUNCTION, "lost", |i| {
+        status_of(i) == pb::InvocationStatus::Enqueued
+    })
+    .await;
+    let mut worker_c = cluster.replicas[2].worker().await;
+    let retry = poll(&mut worker_c, ACCOUNT, FUNCTION, 1, 5_000).await;
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempt, 2);
+    // The first worker is fenced off.
+    let stale = complete(
+        &mut worker_b,
+        ACCOUNT,
+        &first[0].lease_token,
+        success("late"),
+    )
+    .await;
+    assert_eq!(
+        stale.expect_err("fenced").code(),
+        tonic::Code::FailedPrecondition
+    );
+    complete(&mut worker_c, ACCOUNT, &retry[0].lease_token, success("ok"))
+        .await
+        .expect("complete the retry");
+    let done = get(&mut on_a, ACCOUNT, FUNCTION, "lost")
+        .await
+        .expect("get");
+    assert_eq!(
+        statuses(&done),
+        [
+            "ENQUEUED",
+            "DEQUEUED",
+            "RUNNING",
+            "RETRYING",
+            "ENQUEUED",
+            "DEQUEUED",
+            "RUNNING",
+            "SUCCEEDED"
+        ],
+        "each deadline fired exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_sees_every_commit_of_the_others_and_resumes_on_a_third() {
+    let cluster = Cluster::start(3).await;
+    let mut on_b = cluster.replicas[1].client().await;
+    let mut changes = on_b
+        .watch_invocations(as_account(
+            ACCOUNT,
+            pb::WatchInvocationsRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut on_a = cluster.replicas[0].client().await;
+    for i in 0..10 {
+        invoke(&mut on_a, ACCOUNT, FUNCTION, &format!("w{i}")).await;
+    }
+    let mut sequences = Vec::new();
+    for _ in 0..5 {
+        let change = tokio::time::timeout(Duration::from_secs(30), changes.message())
+            .await
+            .expect("a change arrives")
+            .expect("stream")
+            .expect("open");
+        sequences.push(change.sequence);
+    }
+    drop(changes);
+    // Resume on another replica after the last change received.
+    let mut on_c = cluster.replicas[2].client().await;
+    let mut resumed = on_c
+        .watch_invocations(as_account(
+            ACCOUNT,
+            pb::WatchInvocationsRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                from_sequence: *sequences.last().expect("five"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("resume")
+        .into_inner();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let change = tokio::time::timeout(Duration::from_secs(30), resumed.message())
+            .await
+            .expect("a change arrives")
+            .expect("stream")
+            .expect("open");
+        sequences.push(change.sequence);
+        ids.push(change.invocation.expect("invocation").invocation_id);
+    }
+    assert_eq!(
+        sequences,
+        (1..=10).collect::<Vec<u64>>(),
+        "no gap, no repeat"
+    );
+    assert_eq!(ids, ["w5", "w6", "w7", "w8", "w9"]);
+
+    // One invocation's watch on B follows a lifecycle driven through A and C.
+    let mut events = on_b
+        .watch_invocation(as_account(
+            ACCOUNT,
+            pb::WatchInvocationRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                qualifier: String::new(),
+                invocation_id: "w0".into(),
+                from_event_id: 0,
+            },
+        ))
+        .await
+        .expect("watch one")
+        .into_inner();
+    let mut worker_c = cluster.replicas[2].worker().await;
+    let leases = poll(&mut worker_c, ACCOUNT, FUNCTION, 1, 5_000).await;
+    assert_eq!(
+        leases[0]
+            .invocation
+            .as_ref()
+            .expect("invocation")
+            .invocation_id,
+        "w0"
+    );
+    let mut worker_a = cluster.replicas[0].worker().await;
+    complete(
+        &mut worker_a,
+        ACCOUNT,
+        &leases[0].lease_token,
+        success("done"),
+    )
+    .await
+    .expect("complete");
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), events.message())
+        .await
+        .expect("an event arrives")
+        .expect("stream")
+    {
+        let invocation = event.invocation.expect("invocation");
+        seen.push(event.event.expect("event").event_id);
+        if terminal(&invocation) {
+            break;
+        }
+    }
+    assert_eq!(seen, [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_by_a_newer_sai_is_refused_with_a_clear_message() {
+    let cluster = Cluster::start(1).await;
+    let (client, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE sai_meta SET value = '999' WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .expect("pretend a newer sai migrated it");
+    let server = TestServer::start_on(cluster.config(), &cluster.clock).await;
+    let err = server.stop().await.expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("schema is version 999") && message.contains("newer than this sai"),
+        "{message}"
+    );
+    let _ = &cluster.pg;
+}

@@ -1,0 +1,180 @@
+//! A real PostgreSQL server for tests: a new cluster in a temporary directory, started from
+//! the installed binaries on a free loopback port, stopped when dropped. Debian's `postgresql`
+//! is installed when it is missing; a test that needs PostgreSQL never skips. As root, the
+//! cluster runs as the `postgres` user (initdb refuses root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running PostgreSQL cluster.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    as_postgres: bool,
+}
+
+fn binaries() -> PathBuf {
+    let newest = || {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .collect();
+        versions.sort();
+        versions.pop()
+    };
+    if let Some(bin) = newest() {
+        return bin;
+    }
+    super::apt_install("/usr/bin/pg_config", &["postgresql", "postgresql-common"]);
+    newest().expect("PostgreSQL's binaries under /usr/lib/postgresql after installing it")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl PgServer {
+    /// Create and start a cluster (blocking: call it before the runtime is busy, or in
+    /// `spawn_blocking`).
+    pub fn start() -> Self {
+        let bin = binaries();
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+        let dir = tempfile::Builder::new()
+            .prefix("sai-pg-")
+            .tempdir()
+            .expect("temp dir");
+        if as_postgres {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()));
+        }
+        let server = PgServer {
+            dir,
+            bin,
+            port: free_port(),
+            as_postgres,
+        };
+        let data = server.data();
+        server.run_tool(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        server.start_again();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run_tool(&self, tool: &str, args: &[&str]) {
+        let path = self.bin.join(tool);
+        let mut command = if self.as_postgres {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", "postgres", "--"]).arg(&path);
+            runuser
+        } else {
+            Command::new(&path)
+        };
+        command.args(args);
+        run(&mut command);
+    }
+
+    /// Start the cluster (again, after [`PgServer::stop`]) and wait until it takes
+    /// connections.
+    pub fn start_again(&self) {
+        let data = self.data();
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
+             -c shared_buffers=128MB -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run_tool(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-o", &options, "start"],
+        );
+    }
+
+    /// Stop the cluster at once, as a crash would (no checkpoint).
+    pub fn stop(&self) {
+        let data = self.data();
+        self.run_tool("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// The address of `database` for sai's `--store`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Create a database and return its address.
+    pub async fn database(&self, name: &str) -> String {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a database");
+        self.url(name)
+    }
+
+    /// The server log, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// Where the cluster lives.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.data();
+        let path = self.bin.join("pg_ctl");
+        let mut command = if self.as_postgres {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", "postgres", "--"]).arg(&path);
+            runuser
+        } else {
+            Command::new(&path)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().expect("run a PostgreSQL tool");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
