@@ -310,12 +310,18 @@ impl Engine {
     /// Claim up to `max` queued invocations of `targets` for `worker_id`: each goes Dequeued,
     /// then Running under a new lease, all in one commit (one sync however many the poll
     /// takes); one past its max event age expires instead.
-    async fn claim(&self, targets: &[PollTarget], max: usize, worker_id: &str) -> Vec<Grant> {
+    async fn claim(
+        self: &Arc<Self>,
+        targets: &[PollTarget],
+        max: usize,
+        worker_id: &str,
+    ) -> Vec<Grant> {
         let now = self.clock.now_ms();
         let lease_deadline_ms = now.saturating_add(millis(self.config.lease_timeout));
-        let decide = |record: &Invocation, config: &AsyncInvokeConfig| {
+        let (engine, worker_id) = (self.clone(), worker_id.to_string());
+        let decide = move |record: &Invocation, config: &AsyncInvokeConfig| {
             if now > expiry_deadline_ms(record, config) {
-                return Claim::Instead(self.expiry_transition(record, config));
+                return Claim::Instead(engine.expiry_transition(record, config));
             }
             let attempt = record.attempts + 1;
             let mut dispatch = Transition::new(
@@ -336,7 +342,7 @@ impl Engine {
         };
         match self
             .backend
-            .claim(targets, max, now, lease_deadline_ms, &decide)
+            .claim(targets, max, now, lease_deadline_ms, Arc::new(decide))
             .await
         {
             Ok(claimed) => claimed

@@ -78,8 +78,9 @@ pub struct Claimed {
     pub deadline_ms: i64,
 }
 
-/// How a claim is decided: from the queued invocation and its effective config.
-pub type Decide<'a> = &'a (dyn Fn(&Invocation, &AsyncInvokeConfig) -> Claim + Send + Sync);
+/// How a claim is decided: from the queued invocation and its effective config. Owned, so
+/// that a backend may decide inside a commit it runs on another task.
+pub type Decide = Arc<dyn Fn(&Invocation, &AsyncInvokeConfig) -> Claim + Send + Sync>;
 
 /// An open invocation whose deadline came, with what deciding about it takes.
 #[derive(Debug, Clone)]
@@ -182,7 +183,7 @@ pub trait Backend: Send + Sync {
         max: usize,
         now_ms: i64,
         lease_deadline_ms: i64,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<Vec<Claimed>, StoreError>;
 
     /// A waiter woken when any of `targets` may have new work; made before looking for work,

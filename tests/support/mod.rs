@@ -21,13 +21,27 @@ pub type Client = StatefulAsyncInvocationServiceClient<Channel>;
 /// it runs. Nothing moves it but [`TestServer::advance`].
 pub const TEST_EPOCH_MS: i64 = 1_893_456_000_000; // 2030-01-01T00:00:00Z
 
-/// A running server.
+/// A running server. With `SAI_TEST_STORE=postgres` in the environment, a server asked for
+/// in memory is instead three replicas on a PostgreSQL of its own, sharing one clock, and
+/// each new client or worker connects to the next replica in turn: the same test then checks
+/// that any replica answers any call.
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The server's clock: it stands still until the test advances it.
     pub clock: ManualClock,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), server::ServerError>>>,
+    /// The other replicas of a cluster.
+    replicas: Vec<TestServer>,
+    /// Which replica the next connection goes to.
+    next: std::sync::atomic::AtomicUsize,
+    /// The cluster's database, stopped last.
+    database: Option<postgres::PgServer>,
+}
+
+/// Whether in-memory test servers run as PostgreSQL clusters.
+pub fn on_postgres() -> bool {
+    std::env::var("SAI_TEST_STORE").is_ok_and(|store| store == "postgres")
 }
 
 impl TestServer {
@@ -44,6 +58,21 @@ impl TestServer {
     /// Start a server with `config` on `clock` (a restart keeps its predecessor's clock; a
     /// fixture is opened at its own date).
     pub async fn start_on(mut config: ServerConfig, clock: &ManualClock) -> Self {
+        if on_postgres() && config.storage == server::Storage::Memory {
+            let database = tokio::task::spawn_blocking(postgres::PgServer::start)
+                .await
+                .expect("start PostgreSQL");
+            config.storage = server::Storage::Postgres(server::PostgresConfig {
+                url: database.database("sai").await,
+            });
+            let mut first = Box::pin(Self::start_on(config.clone(), clock)).await;
+            for _ in 0..2 {
+                let replica = Box::pin(Self::start_on(config.clone(), clock)).await;
+                first.replicas.push(replica);
+            }
+            first.database = Some(database);
+            return first;
+        }
         config.clock = clock.clock();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -58,6 +87,9 @@ impl TestServer {
             clock: clock.clone(),
             shutdown: Some(tx),
             handle: Some(handle),
+            replicas: Vec::new(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            database: None,
         }
     }
 
@@ -67,9 +99,15 @@ impl TestServer {
         self.clock.advance(by);
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (of the next replica in turn, in a cluster).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % (self.replicas.len() + 1);
+        let addr = match turn {
+            0 => self.addr,
+            n => self.replicas[n - 1].addr,
+        };
+        format!("http://{addr}")
     }
 
     /// A new connection with a generated client.
@@ -81,6 +119,9 @@ impl TestServer {
 
     /// Ask the server to stop and wait until `serve` returns.
     pub async fn stop(mut self) -> Result<(), server::ServerError> {
+        for replica in std::mem::take(&mut self.replicas) {
+            Box::pin(replica.stop()).await?;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -224,7 +224,7 @@ impl Backend for Embedded {
         max: usize,
         now_ms: i64,
         lease_deadline_ms: i64,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<Vec<Claimed>, StoreError> {
         let state = &self.state;
         let offset = self.poll_rotation.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@
 //! read every 100 ms while anyone watches, deadlines are scanned every 250 ms.
 
 mod feed;
+mod group;
 mod read;
 mod rows;
 mod schema;
@@ -138,6 +139,8 @@ struct Inner {
     reachable: AtomicBool,
     /// Changes kept per account for resuming watches.
     watch_history: i64,
+    /// Invokes and transitions waiting for the next group commit.
+    groups: group::Groups,
     shutdown: CancellationToken,
 }
 
@@ -203,11 +206,15 @@ impl Postgres {
             stats: RwLock::new(Stats::default()),
             reachable: AtomicBool::new(true),
             watch_history: i64::try_from(watch_history).unwrap_or(i64::MAX),
+            groups: group::Groups::new(),
             shutdown: shutdown.clone(),
         });
         tokio::spawn(feed.clone().tail());
         tokio::spawn(signals::listen(pg, inner.clone()));
         tokio::spawn(inner.clone().read_stats());
+        for _ in 0..group::COMMITTERS {
+            tokio::spawn(group::run(inner.clone()));
+        }
         Ok(Arc::new(Postgres { inner }))
     }
 }
@@ -337,11 +344,18 @@ impl Backend for Postgres {
         max: usize,
         now_ms: i64,
         lease_deadline_ms: i64,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<Vec<super::backend::Claimed>, StoreError> {
         let offset = self.inner.poll_rotation.fetch_add(1, Ordering::Relaxed);
         self.inner
-            .claim(targets, max, offset, now_ms, lease_deadline_ms, decide)
+            .claim(group::Poll {
+                targets: targets.to_vec(),
+                max,
+                offset,
+                now_ms,
+                lease_deadline_ms,
+                decide,
+            })
             .await
     }
 

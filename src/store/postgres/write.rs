@@ -17,8 +17,9 @@ use crate::model::{
 };
 use crate::persist::Decoder;
 
-use super::super::backend::{is_held, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget};
+use super::super::backend::{is_held, Claim, Claimed, Committed, Due, Lease};
 use super::super::{check, ConfigKey, StoreError, Transition};
+use super::group::{Job, Poll};
 use super::rows::{self, KeyColumns, Loaded, LOADED_COLUMNS};
 use super::signals::{self, Note};
 use super::Inner;
@@ -72,7 +73,7 @@ impl Writes {
 }
 
 /// Whether a failed transaction may simply run again.
-fn retryable(err: &StoreError) -> bool {
+pub fn retryable(err: &StoreError) -> bool {
     let StoreError::Database(db) = err else {
         return false;
     };
@@ -120,27 +121,28 @@ macro_rules! transaction {
 impl Inner {
     /// Append the transaction's feed entries, tell the other replicas, commit, and tell this
     /// one.
-    async fn finish(&self, tx: Transaction<'_>, writes: Writes) -> Result<(), StoreError> {
+    pub async fn finish(&self, tx: Transaction<'_>, writes: Writes) -> Result<(), StoreError> {
         let mut note = Note {
             ready: writes.ready.iter().cloned().collect(),
             feed: !writes.changes.is_empty(),
             due: writes.due,
             everything: false,
         };
-        // Last, and accounts in order: a head row stays locked only until the commit, and
-        // two transactions never wait on each other's heads.
+        if note.feed || note.due || !note.ready.is_empty() {
+            let mut payload = note.encode();
+            if payload.len() > signals::MAX_NOTE_BYTES {
+                note = Note::everything();
+                payload = note.encode();
+            }
+            // Sent at commit, whatever its place in the transaction: here, before the feed,
+            // it keeps a statement out of the time a feed head is locked.
+            tx.execute("SELECT pg_notify($1, $2)", &[&signals::CHANNEL, &payload])
+                .await?;
+        }
+        // Last, one statement per account, accounts in order: a head row stays locked only
+        // from here to the commit, and two transactions never wait on each other's heads.
         for (account, changes) in &writes.changes {
             let count = i64::try_from(changes.len()).unwrap_or(i64::MAX);
-            let head: i64 = tx
-                .query_one(
-                    "INSERT INTO sai_feed_head (account, seq) VALUES ($1, $2)
-                     ON CONFLICT (account) DO UPDATE SET seq = sai_feed_head.seq + EXCLUDED.seq
-                     RETURNING seq",
-                    &[&&**account, &count],
-                )
-                .await?
-                .try_get(0)?;
-            let base = head - count;
             let service: Vec<&str> = changes.iter().map(|c| &*c.key.function.service).collect();
             let function: Vec<&str> = changes.iter().map(|c| &*c.key.function.function).collect();
             let id: Vec<&str> = changes.iter().map(|c| &*c.key.id).collect();
@@ -148,22 +150,17 @@ impl Inner {
             let event: Vec<i32> = changes.iter().map(|c| c.event_id).collect();
             let record: Vec<&[u8]> = changes.iter().map(|c| c.record.as_slice()).collect();
             tx.execute(
-                "INSERT INTO sai_change (account, seq, service, function, id, started_ms, event_id, record)
-                 SELECT $1, $2 + c.ord, c.s, c.f, c.i, c.t, c.e, c.r
-                 FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bytea[])
+                "WITH head AS (
+                     INSERT INTO sai_feed_head (account, seq) VALUES ($1, $2)
+                     ON CONFLICT (account) DO UPDATE SET seq = sai_feed_head.seq + EXCLUDED.seq
+                     RETURNING seq - $2 AS base)
+                 INSERT INTO sai_change (account, seq, service, function, id, started_ms, event_id, record)
+                 SELECT $1, head.base + c.ord, c.s, c.f, c.i, c.t, c.e, c.r
+                 FROM head, unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bytea[])
                       WITH ORDINALITY AS c(s, f, i, t, e, r, ord)",
-                &[&&**account, &base, &service, &function, &id, &started, &event, &record],
+                &[&&**account, &count, &service, &function, &id, &started, &event, &record],
             )
             .await?;
-        }
-        if note.feed || note.due || !note.ready.is_empty() {
-            let mut payload = note.encode();
-            if payload.len() > signals::MAX_NOTE_BYTES {
-                note = Note::everything();
-                payload = note.encode();
-            }
-            tx.execute("SELECT pg_notify($1, $2)", &[&signals::CHANNEL, &payload])
-                .await?;
         }
         tx.commit().await?;
         self.notified(&note);
@@ -244,7 +241,7 @@ impl Inner {
     }
 
     /// Insert newly accepted invocations; an id already taken is refused.
-    async fn insert(
+    pub async fn insert(
         &self,
         tx: &Transaction<'_>,
         writes: &mut Writes,
@@ -351,23 +348,26 @@ impl Inner {
             .collect())
     }
 
-    /// Store newly accepted invocations in one transaction.
+    /// Store newly accepted invocations, in the next group commit.
     pub async fn accept(&self, invocations: Vec<Invocation>) -> Committed<Arc<Invocation>> {
-        transaction!(self, |tx, writes| {
-            self.insert(&tx, &mut writes, invocations.clone()).await
-        })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.groups
+            .submit(Job::Accept { invocations, reply })
+            .await?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// Apply transitions in one transaction.
+    /// Apply transitions in order, in the next group commit.
     pub async fn apply(&self, transitions: Vec<Transition>) -> Committed<(Arc<Invocation>, bool)> {
-        transaction!(self, |tx, writes| {
-            self.apply_in(&tx, &mut writes, transitions.clone(), &HashMap::new())
-                .await
-        })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.groups
+            .submit(Job::Apply { transitions, reply })
+            .await?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// Apply `transitions` in order inside `tx`; `granted` are leases that start with them.
-    async fn apply_in(
+    pub async fn apply_in(
         &self,
         tx: &Transaction<'_>,
         writes: &mut Writes,
@@ -555,46 +555,32 @@ impl Inner {
     }
 
     /// Take up to `max` ready invocations of `targets`, decide each, apply the decisions and
-    /// lease what started, in one transaction.
-    pub async fn claim(
-        &self,
-        targets: &[PollTarget],
-        max: usize,
-        offset: usize,
-        now_ms: i64,
-        lease_deadline_ms: i64,
-        decide: Decide<'_>,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        if targets.is_empty() || max == 0 {
+    /// lease what started, in the next group commit.
+    pub async fn claim(&self, poll: Poll) -> Result<Vec<Claimed>, StoreError> {
+        if poll.targets.is_empty() || poll.max == 0 {
             return Ok(Vec::new());
         }
-        transaction!(self, |tx, writes| {
-            self.claim_in(
-                &tx,
-                &mut writes,
-                targets,
-                max,
-                offset,
-                now_ms,
-                lease_deadline_ms,
-                decide,
-            )
-            .await
-        })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.groups.submit(Job::Claim { poll, reply }).await?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_in(
+    /// A claim inside `tx`.
+    pub async fn claim_in(
         &self,
         tx: &Transaction<'_>,
         writes: &mut Writes,
-        targets: &[PollTarget],
-        max: usize,
-        offset: usize,
-        now_ms: i64,
-        lease_deadline_ms: i64,
-        decide: Decide<'_>,
+        poll: &Poll,
     ) -> Result<Vec<Claimed>, StoreError> {
+        let Poll {
+            targets,
+            max,
+            offset,
+            now_ms,
+            lease_deadline_ms,
+            decide,
+        } = poll;
+        let (max, offset, now_ms, lease_deadline_ms) = (*max, *offset, *now_ms, *lease_deadline_ms);
         let share = max.div_ceil(targets.len());
         let mut taken: Vec<Loaded> = Vec::with_capacity(max);
         let mut decoder = Decoder::default();

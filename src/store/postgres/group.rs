@@ -1,0 +1,195 @@
+//! Group commit: invokes and transitions that arrive while transactions are in flight are
+//! gathered into the next one, so that a replica under load commits many calls with one
+//! round of locks, one feed append per account and one WAL flush. A few committers run side
+//! by side, each on its own connection; a call is answered once its group committed (or
+//! failed as a whole), and a group runs to the end even if its callers stop waiting.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::model::Invocation;
+
+use super::super::backend::{Claimed, Committed, Decide, PollTarget};
+use super::super::{StoreError, Transition};
+use super::write::{retryable, Writes};
+use super::Inner;
+
+/// Committers running side by side.
+pub const COMMITTERS: usize = 4;
+/// Most items (invocations and transitions) one group takes.
+const GROUP_ITEMS: usize = 1_000;
+/// Calls waiting for a committer at most; more wait to be queued.
+const QUEUE: usize = 4_096;
+/// Tries of a group that lost a deadlock.
+const TRIES: usize = 3;
+
+/// One call's work.
+pub enum Job {
+    /// Newly accepted invocations.
+    Accept {
+        invocations: Vec<Invocation>,
+        reply: oneshot::Sender<Committed<Arc<Invocation>>>,
+    },
+    /// Transitions.
+    Apply {
+        transitions: Vec<Transition>,
+        reply: oneshot::Sender<Committed<(Arc<Invocation>, bool)>>,
+    },
+    /// A poll's claim.
+    Claim {
+        poll: Poll,
+        reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
+    },
+}
+
+/// What a claim takes and how it decides.
+pub struct Poll {
+    pub targets: Vec<PollTarget>,
+    pub max: usize,
+    /// Where it starts among its targets.
+    pub offset: usize,
+    pub now_ms: i64,
+    pub lease_deadline_ms: i64,
+    pub decide: Decide,
+}
+
+impl Job {
+    fn items(&self) -> usize {
+        match self {
+            Job::Accept { invocations, .. } => invocations.len(),
+            Job::Apply { transitions, .. } => transitions.len(),
+            Job::Claim { poll, .. } => poll.max,
+        }
+    }
+
+    fn fail(self, err: StoreError) {
+        // A caller that stopped waiting is told nothing.
+        match self {
+            Job::Accept { reply, .. } => drop(reply.send(Err(err))),
+            Job::Apply { reply, .. } => drop(reply.send(Err(err))),
+            Job::Claim { reply, .. } => drop(reply.send(Err(err))),
+        }
+    }
+}
+
+/// The queue calls join.
+pub struct Groups {
+    jobs: mpsc::Sender<Job>,
+    waiting: Arc<Mutex<mpsc::Receiver<Job>>>,
+}
+
+impl Groups {
+    /// An empty queue; [`run`] its committers.
+    pub fn new() -> Self {
+        let (jobs, waiting) = mpsc::channel(QUEUE);
+        Groups {
+            jobs,
+            waiting: Arc::new(Mutex::new(waiting)),
+        }
+    }
+
+    /// Queue `job`.
+    pub async fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::ShuttingDown)
+    }
+}
+
+/// Run one committer until shutdown.
+pub async fn run(inner: Arc<Inner>) {
+    loop {
+        let group = {
+            let mut waiting = inner.groups.waiting.lock().await;
+            let first = tokio::select! {
+                job = waiting.recv() => job,
+                _ = inner.shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut items = first.items();
+            let mut group = vec![first];
+            while items < GROUP_ITEMS {
+                match waiting.try_recv() {
+                    Ok(job) => {
+                        items += job.items();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        commit(&inner, group).await;
+    }
+}
+
+/// What one job of a group answers.
+enum Answer {
+    Accept(Vec<Result<Arc<Invocation>, StoreError>>),
+    Apply(Vec<Result<(Arc<Invocation>, bool), StoreError>>),
+    Claim(Vec<Claimed>),
+}
+
+async fn commit(inner: &Inner, group: Vec<Job>) {
+    let mut tries = 0;
+    let answers = loop {
+        tries += 1;
+        match attempt(inner, &group).await {
+            Err(err) if retryable(&err) && tries < TRIES => continue,
+            other => break other,
+        }
+    };
+    match answers {
+        Ok(answers) => {
+            inner.reachable.store(true, Ordering::Relaxed);
+            for (job, answer) in group.into_iter().zip(answers) {
+                match (job, answer) {
+                    (Job::Accept { reply, .. }, Answer::Accept(results)) => {
+                        drop(reply.send(Ok(results)))
+                    }
+                    (Job::Apply { reply, .. }, Answer::Apply(results)) => {
+                        drop(reply.send(Ok(results)))
+                    }
+                    (Job::Claim { reply, .. }, Answer::Claim(claimed)) => {
+                        drop(reply.send(Ok(claimed)))
+                    }
+                    (job, _) => job.fail(StoreError::WriterStopped),
+                }
+            }
+        }
+        Err(err) => {
+            if matches!(err, StoreError::Database(_)) {
+                inner.reachable.store(false, Ordering::Relaxed);
+            }
+            for job in group {
+                job.fail(err.clone());
+            }
+        }
+    }
+}
+
+async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError> {
+    let mut client = inner.client().await?;
+    let tx = client.transaction().await?;
+    let mut writes = Writes::default();
+    let mut answers = Vec::with_capacity(group.len());
+    for job in group {
+        answers.push(match job {
+            Job::Accept { invocations, .. } => {
+                Answer::Accept(inner.insert(&tx, &mut writes, invocations.clone()).await?)
+            }
+            Job::Apply { transitions, .. } => Answer::Apply(
+                inner
+                    .apply_in(&tx, &mut writes, transitions.clone(), &HashMap::new())
+                    .await?,
+            ),
+            Job::Claim { poll, .. } => Answer::Claim(inner.claim_in(&tx, &mut writes, poll).await?),
+        });
+    }
+    inner.finish(tx, writes).await?;
+    Ok(answers)
+}
