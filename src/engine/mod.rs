@@ -726,11 +726,33 @@ impl Engine {
                 transition.keep_record = config.is_stateful();
                 Some(transition)
             }
-            Status::Dequeued | Status::Running | Status::Stopping => {
-                self.lease_ran_out(record, config, lease.as_ref()?).await
-            }
+            Status::Dequeued | Status::Running | Status::Stopping => match lease {
+                Some(lease) => self.lease_ran_out(record, config, lease).await,
+                // Held with no lease: whoever ended it could not apply the attempt's end.
+                None if record.status != Status::Stopping => {
+                    Some(self.orphaned(record, config, *status_since_ms))
+                }
+                None => None,
+            },
             _ => None,
         }
+    }
+
+    /// The failure of `record`'s attempt, held by no lease since `since_ms`: its lease ended
+    /// (it ran out) but the failure was never applied.
+    fn orphaned(
+        &self,
+        record: &Invocation,
+        config: &AsyncInvokeConfig,
+        since_ms: i64,
+    ) -> Transition {
+        let outcome = Outcome::Failure {
+            error_message: attempt::LEASE_EXPIRED.into(),
+            permanent: false,
+        };
+        metrics::counter!(crate::metrics::names::LEASE_EXPIRIES).increment(1);
+        let duration_ms = self.clock.now_ms().saturating_sub(since_ms);
+        self.attempt_transition(record, config, record.attempts, &outcome, duration_ms)
     }
 
     /// If `lease` on `record`'s attempt ran out without a heartbeat or a completion: ends
