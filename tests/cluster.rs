@@ -376,3 +376,78 @@ async fn a_database_migrated_by_a_newer_sai_is_refused_with_a_clear_message() {
     );
     let _ = &cluster.pg;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_is_unavailable_at_once_and_the_replicas_recover_when_it_returns() {
+    let cluster = Cluster::start(2).await;
+    let mut on_a = cluster.replicas[0].client().await;
+    let mut on_b = cluster.replicas[1].client().await;
+    for i in 0..10 {
+        invoke(&mut on_a, ACCOUNT, FUNCTION, &format!("before-{i}")).await;
+    }
+
+    let pg = &cluster.pg;
+    tokio::task::block_in_place(|| pg.stop());
+    for client in [&mut on_a, &mut on_b] {
+        // Answered, not hung: a bound far above any pool or connect timeout.
+        let answer = tokio::time::timeout(
+            Duration::from_secs(60),
+            client.invoke_function(as_account(
+                ACCOUNT,
+                pb::InvokeFunctionRequest {
+                    service_name: SERVICE.into(),
+                    function_name: FUNCTION.into(),
+                    qualifier: String::new(),
+                    invocation_id: "during".into(),
+                    payload: "{}".into(),
+                },
+            )),
+        )
+        .await
+        .expect("answered while PostgreSQL is down");
+        let status = answer.expect_err("nothing can be stored");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+        assert!(status.message().contains("PostgreSQL"), "{status}");
+        let read = get(client, ACCOUNT, FUNCTION, "before-0").await;
+        assert_eq!(
+            read.expect_err("nothing can be read").code(),
+            tonic::Code::Unavailable
+        );
+    }
+
+    tokio::task::block_in_place(|| pg.start_again());
+    // Each replica takes calls again by itself.
+    for client in [&mut on_a, &mut on_b] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match get(client, ACCOUNT, FUNCTION, "before-0").await {
+                Ok(found) => {
+                    assert_eq!(status_of(&found), pb::InvocationStatus::Enqueued);
+                    break;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                    assert!(tokio::time::Instant::now() < deadline, "not back: {status}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    invoke(&mut on_b, ACCOUNT, FUNCTION, "after").await;
+    let listed = list_all(&mut on_a, ACCOUNT, list_request(FUNCTION)).await;
+    assert_eq!(
+        listed.len(),
+        11,
+        "everything acknowledged before the outage, and after"
+    );
+    let mut worker = cluster.replicas[0].worker().await;
+    let mut done = 0;
+    while done < 11 {
+        for lease in poll(&mut worker, ACCOUNT, FUNCTION, 16, 5_000).await {
+            complete(&mut worker, ACCOUNT, &lease.lease_token, success("ok"))
+                .await
+                .expect("complete");
+            done += 1;
+        }
+    }
+}
