@@ -16,7 +16,7 @@ use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
 use crate::pb::worker_service_client::WorkerServiceClient;
 
-use super::load::connect;
+use super::load::connect_spread;
 use super::report::{median_index, runs_column, Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{poll_request, server_error, succeeded, BenchError};
@@ -63,6 +63,10 @@ pub struct E2eArgs {
     /// Storage modes to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync")]
     pub modes: Vec<Mode>,
+    /// Servers sharing the work (with `--store`: replicas on one database); producers and
+    /// workers connect to each in turn.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
 }
 
 /// How a bench worker reports outcomes.
@@ -104,10 +108,17 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
         let mut measured = Vec::new();
         for _ in 0..runs.max(1) {
             let dir = ScratchDir::new("e2e")?;
-            let server = ServerProcess::start(*mode, dir.path()).await?;
-            let cpu_before = server.cpu_time();
-            let mut run = once(&server.url, args).await?;
-            let cpu = server.cpu_time().saturating_sub(cpu_before);
+            let mut servers = vec![ServerProcess::start(*mode, dir.path()).await?];
+            for _ in 1..args.replicas.max(1) {
+                servers.push(ServerProcess::start_replica(*mode, dir.path()).await?);
+            }
+            let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+            let cpu_of = |servers: &[ServerProcess]| -> Duration {
+                servers.iter().map(ServerProcess::cpu_time).sum()
+            };
+            let cpu_before = cpu_of(&servers);
+            let mut run = once(&urls, args).await?;
+            let cpu = cpu_of(&servers).saturating_sub(cpu_before);
             run.cpu_us = cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
             measured.push(run);
         }
@@ -193,7 +204,7 @@ fn invoke_request(i: usize) -> pb::InvokeFunctionRequest {
     }
 }
 
-pub(super) async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
+pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchError> {
     let n = args.invocations;
     let origin = Instant::now();
     // Send time of invocation i, in µs after `origin` (+1 so that 0 means "not sent yet").
@@ -206,7 +217,7 @@ pub(super) async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let next = Arc::new(AtomicUsize::new(0));
 
     let mut workers = JoinSet::new();
-    let channels = connect(url, args.workers, args.worker_connections).await?;
+    let channels = connect_spread(urls, args.workers, args.worker_connections).await?;
     for w in 0..args.workers {
         let mut worker = WorkerServiceClient::new(channels[w % channels.len()].clone());
         let (sent, completed, batch, mode) =
@@ -246,7 +257,7 @@ pub(super) async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
 
     let started = Instant::now();
     if args.invoke_stream {
-        let streams = connect(url, args.producers, args.producer_connections).await?;
+        let streams = connect_spread(urls, args.producers, args.producer_connections).await?;
         let mut producers = JoinSet::new();
         for (at, channel) in streams.iter().enumerate() {
             // Producers spread over the streams as evenly as they divide.
@@ -274,7 +285,7 @@ pub(super) async fn once(url: &str, args: &E2eArgs) -> Result<Run, BenchError> {
     let per_producer_interval = (args.rate > 0).then(|| {
         Duration::from_secs_f64(args.producers as f64 * invoke_batch as f64 / args.rate as f64)
     });
-    let channels = connect(url, args.producers, args.producer_connections).await?;
+    let channels = connect_spread(urls, args.producers, args.producer_connections).await?;
     let producer_count = args.producers;
     for p in 0..args.producers {
         let client =

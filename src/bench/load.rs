@@ -58,13 +58,25 @@ pub struct Clients {
 
 /// `wanted` connections to `url` for `clients` clients to share (0: one per client).
 pub async fn connect(url: &str, clients: usize, wanted: usize) -> Result<Vec<Channel>, BenchError> {
+    connect_spread(std::slice::from_ref(&url.to_string()), clients, wanted).await
+}
+
+/// [`connect`] to several servers (replicas of one cluster): the connections go to each in
+/// turn, at least one to every server.
+pub async fn connect_spread(
+    urls: &[String],
+    clients: usize,
+    wanted: usize,
+) -> Result<Vec<Channel>, BenchError> {
     let count = match wanted {
         0 => clients,
         n => n.min(clients),
     }
+    .max(urls.len())
     .max(1);
     let mut channels = Vec::with_capacity(count);
-    for _ in 0..count {
+    for at in 0..count {
+        let url = &urls[at % urls.len()];
         let endpoint =
             Channel::from_shared(url.to_string()).map_err(|e| BenchError::Server(e.to_string()))?;
         channels.push(

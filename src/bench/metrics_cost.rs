@@ -47,6 +47,7 @@ pub async fn run(args: &MetricsArgs, runs: usize) -> Result<super::report::Repor
         ],
     );
     let e2e_args = E2eArgs {
+        replicas: 1,
         invocations: args.invocations,
         producers: 64,
         producer_connections: 1,
@@ -89,7 +90,9 @@ pub async fn run(args: &MetricsArgs, runs: usize) -> Result<super::report::Repor
                         .await?
                         .throughput
                 } else {
-                    e2e::once(&server.url, &e2e_args).await?.throughput
+                    e2e::once(std::slice::from_ref(&server.url), &e2e_args)
+                        .await?
+                        .throughput
                 };
                 if let Some(scraper) = scraper {
                     scraper.abort();

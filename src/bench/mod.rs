@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// Runs per figure; the median run is reported.
     #[arg(long, global = true, default_value_t = 3)]
     pub runs: usize,
+    /// Run the server on this PostgreSQL database (`postgres://...`) instead of a data
+    /// directory. sai's tables in it are dropped before each server starts: give it a
+    /// database of its own.
+    #[arg(long, global = true, env = "SAI_BENCH_STORE")]
+    pub store: Option<String>,
 }
 
 /// Why a benchmark could not run.
@@ -72,6 +77,9 @@ pub enum BenchError {
 
 /// Run the chosen scenario.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if let Some(url) = &args.store {
+        server::use_store(url);
+    }
     let report = match &args.scenario {
         Scenario::Invoke(scenario) => invoke::run(scenario, args.runs).await?,
         Scenario::History(scenario) => history::run(scenario, args.runs).await?,

@@ -14,7 +14,33 @@ use crate::server::Bound;
 use super::report::proc_kib;
 use super::BenchError;
 
-/// Storage of a benchmarked server.
+/// The PostgreSQL database benchmarked servers run on, if one was given.
+static STORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Run every benchmarked server on the PostgreSQL database at `url`.
+pub fn use_store(url: &str) {
+    let _ = STORE.set(url.to_string());
+}
+
+/// Drop sai's tables in the database at `url`, so that a server starts on an empty one.
+async fn empty_store(url: &str) -> Result<(), BenchError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|err| BenchError::Server(format!("--store {url}: {err}")))?;
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(
+            "SET client_min_messages = warning;
+             DROP TABLE IF EXISTS sai_invocation, sai_change, sai_feed_head, sai_function, sai_meta",
+        )
+        .await
+        .map_err(|err| BenchError::Server(format!("emptying --store {url}: {err}")))?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Storage of a benchmarked server (with `--store`, every mode is that database).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// `--durability sync` (the default of `sai serve`).
@@ -28,6 +54,9 @@ pub enum Mode {
 impl Mode {
     /// The name used in reports.
     pub fn name(self) -> &'static str {
+        if STORE.get().is_some() {
+            return "postgres";
+        }
         match self {
             Mode::Sync => "sync",
             Mode::Buffered => "buffered",
@@ -53,19 +82,39 @@ impl ServerProcess {
         Self::start_with(mode, data_dir, &[]).await
     }
 
+    /// Another replica on the `--store` database, which is not emptied for it.
+    pub async fn start_replica(mode: Mode, data_dir: &Path) -> Result<ServerProcess, BenchError> {
+        Self::start_on(mode, data_dir, &[], false).await
+    }
+
     /// [`ServerProcess::start`] with more flags for `sai serve`.
     pub async fn start_with(
         mode: Mode,
         data_dir: &Path,
         flags: &[&str],
     ) -> Result<ServerProcess, BenchError> {
+        Self::start_on(mode, data_dir, flags, true).await
+    }
+
+    async fn start_on(
+        mode: Mode,
+        data_dir: &Path,
+        flags: &[&str],
+        empty: bool,
+    ) -> Result<ServerProcess, BenchError> {
         let mut command = sai_command()?;
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(flags);
-        match mode {
-            Mode::Memory => command.arg("--in-memory"),
-            Mode::Sync | Mode::Buffered => command
+        match (STORE.get(), mode) {
+            (Some(url), _) => {
+                if empty {
+                    empty_store(url).await?;
+                }
+                command.args(["--store", url])
+            }
+            (None, Mode::Memory) => command.arg("--in-memory"),
+            (None, Mode::Sync | Mode::Buffered) => command
                 .arg("--data-dir")
                 .arg(data_dir)
                 .args(["--durability", mode.name()]),

@@ -99,6 +99,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let invocations =
         usize::try_from(args.rate.saturating_mul(args.duration.as_secs())).unwrap_or(usize::MAX);
     let load = E2eArgs {
+        replicas: 1,
         invocations,
         producers: args.producers,
         producer_connections: 1,
@@ -133,7 +134,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let before = sample(&server, &metrics_url, started).await?;
     report.row(before.row("before"));
     let url = server.url.clone();
-    let load = tokio::spawn(async move { e2e::once(&url, &load).await });
+    let load = tokio::spawn(async move { e2e::once(std::slice::from_ref(&url), &load).await });
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + args.every, args.every);
     while !load.is_finished() {

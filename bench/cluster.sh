@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# sai on PostgreSQL beside pg-boss on the same PostgreSQL, interleaved: end to end (invoke ->
+# Succeeded, 64 in flight, fsync and synchronous_commit on) with one sai replica and with
+# three, and pg-boss's send/work loop at the same concurrency. One scratch PostgreSQL for all
+# (bench/peers/common/lib.sh start_postgres), a database each.
+# usage: bench/cluster.sh [ROUNDS] [N]     (build first: cargo build --release)
+set -euo pipefail
+ROUNDS=${1:-3}; N=${2:-20000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+SAI=${SAI:-$HERE/../target/release/sai}
+. "$HERE/peers/common/lib.sh"
+
+TMP=$(mktemp -d /tmp/sai-cluster-bench.XXXXXX)
+cleanup() { stop_postgres; rm -rf "$TMP"; }
+trap cleanup EXIT
+PORT=$(free_port)
+start_postgres "$TMP" "$PORT"
+BASE=postgres://postgres@127.0.0.1:$PORT
+echo "# PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), fsync on; $(nproc) cores; $(date -u +%F)"
+
+sai_e2e() {
+  "$SAI" bench --runs 1 --out "$TMP/out" --store "$BASE/sai" e2e --invocations "$N" \
+    --producers 64 --replicas "$1" | awk '/postgres/ {print $0}'
+}
+for round in $(seq 1 "$ROUNDS"); do
+  echo "## round $round"
+  echo "sai 1 replica:   $(sai_e2e 1)"
+  echo "sai 3 replicas:  $(sai_e2e 3)"
+  "$PG_BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -qc "DROP SCHEMA IF EXISTS pgboss CASCADE" pgboss
+  echo "pg-boss:         $(DATABASE_URL=$BASE/pgboss "$HERE/peers/pgboss/run.sh" "$N" 64 | grep RESULT)"
+done
