@@ -41,6 +41,9 @@ pub struct Writes {
     changes: BTreeMap<Arc<str>, Vec<ChangeRow>>,
     ready: BTreeSet<FunctionKey>,
     due: bool,
+    /// Configs read in this transaction (they cannot change under it: a config write
+    /// locks its row).
+    configs: HashMap<ConfigKey, AsyncInvokeConfig>,
 }
 
 struct ChangeRow {
@@ -167,19 +170,28 @@ impl Inner {
         Ok(())
     }
 
-    /// The configs of `keys` (the defaults where none is stored).
+    /// The configs of `keys` (the defaults where none is stored), each read once per
+    /// transaction.
     async fn configs(
         &self,
         tx: &Transaction<'_>,
+        writes: &mut Writes,
         keys: impl Iterator<Item = ConfigKey>,
     ) -> Result<HashMap<ConfigKey, AsyncInvokeConfig>, StoreError> {
-        let keys: BTreeSet<ConfigKey> = keys.collect();
-        let mut configs: HashMap<ConfigKey, AsyncInvokeConfig> = keys
-            .iter()
-            .map(|key| (key.clone(), AsyncInvokeConfig::default()))
-            .collect();
+        let mut configs = HashMap::new();
+        let mut keys: BTreeSet<ConfigKey> = keys.collect();
+        keys.retain(|key| match writes.configs.get(key) {
+            Some(known) => {
+                configs.insert(key.clone(), known.clone());
+                false
+            }
+            None => true,
+        });
         if keys.is_empty() {
             return Ok(configs);
+        }
+        for key in &keys {
+            configs.insert(key.clone(), AsyncInvokeConfig::default());
         }
         let account: Vec<&str> = keys.iter().map(|k| &*k.function.account).collect();
         let service: Vec<&str> = keys.iter().map(|k| &*k.function.service).collect();
@@ -201,6 +213,10 @@ impl Inner {
             };
             let stored = super::read::parse_config(row.try_get(4)?)?;
             configs.insert(key, stored.config);
+        }
+        for key in keys {
+            let config = configs.get(&key).cloned().unwrap_or_default();
+            writes.configs.insert(key, config);
         }
         Ok(configs)
     }
@@ -253,7 +269,7 @@ impl Inner {
             .map(|invocation| seen.insert(invocation.key.clone()))
             .collect();
         let configs = self
-            .configs(tx, invocations.iter().map(rows::config_key))
+            .configs(tx, writes, invocations.iter().map(rows::config_key))
             .await?;
         let candidates: Vec<&Invocation> = invocations
             .iter()
@@ -442,6 +458,7 @@ impl Inner {
         let configs = self
             .configs(
                 tx,
+                writes,
                 dirty
                     .iter()
                     .filter(|key| !removed.contains(*key))
@@ -634,6 +651,7 @@ impl Inner {
         let configs = self
             .configs(
                 tx,
+                writes,
                 taken.iter().map(|row| rows::config_key(&row.invocation)),
             )
             .await?;
@@ -751,7 +769,7 @@ impl Inner {
         };
         let config_key = rows::config_key(&row.invocation);
         let configs = self
-            .configs(tx, std::iter::once(config_key.clone()))
+            .configs(tx, writes, std::iter::once(config_key.clone()))
             .await?;
         let config = configs.get(&config_key).cloned().unwrap_or_default();
         let due = self
@@ -874,6 +892,7 @@ impl Inner {
         let configs = self
             .configs(
                 &tx,
+                &mut Writes::default(),
                 loaded.iter().map(|row| rows::config_key(&row.invocation)),
             )
             .await?;
