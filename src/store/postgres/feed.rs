@@ -128,8 +128,12 @@ impl Feed {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let found = client
             .query(
-                "SELECT seq, service, function, id, started_ms, event_id, record
+                &client
+                    .prepare_cached(
+                        "SELECT seq, service, function, id, started_ms, event_id, record
                  FROM sai_change WHERE account = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .await?,
                 &[&&**account, &after, &limit],
             )
             .await?;
@@ -172,7 +176,9 @@ impl Feed {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT seq, trimmed_to FROM sai_feed_head WHERE account = $1",
+                &client
+                    .prepare_cached("SELECT seq, trimmed_to FROM sai_feed_head WHERE account = $1")
+                    .await?,
                 &[&account],
             )
             .await?;
@@ -300,9 +306,13 @@ impl InvocationWatch {
         let key = &self.key;
         let row = client
             .query_opt(
-                "SELECT account, service, function, id, started_ms, record, payload
+                &client
+                    .prepare_cached(
+                        "SELECT account, service, function, id, started_ms, record, payload
                  FROM sai_invocation
                  WHERE account = $1 AND service = $2 AND function = $3 AND id = $4",
+                    )
+                    .await?,
                 &[
                     &&*key.function.account,
                     &&*key.function.service,

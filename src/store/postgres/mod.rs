@@ -271,10 +271,14 @@ impl Inner {
         let client = self.client().await?;
         let counts = client
             .query_one(
-                "SELECT count(*) FILTER (WHERE ready_ms IS NOT NULL),
+                &client
+                    .prepare_cached(
+                        "SELECT count(*) FILTER (WHERE ready_ms IS NOT NULL),
                         count(*) FILTER (WHERE lease_attempt IS NOT NULL),
                         count(*)
                  FROM sai_invocation WHERE due_ms IS NOT NULL",
+                    )
+                    .await?,
                 &[],
             )
             .await?;
@@ -289,9 +293,13 @@ impl Inner {
         let now_ms = self.clock.now_ms();
         let queues = client
             .query(
-                "SELECT account, service, function, count(*), min(ready_ms)
+                &client
+                    .prepare_cached(
+                        "SELECT account, service, function, count(*), min(ready_ms)
                  FROM sai_invocation WHERE ready_ms IS NOT NULL
                  GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 100",
+                    )
+                    .await?,
                 &[],
             )
             .await?
@@ -309,8 +317,12 @@ impl Inner {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let disk: i64 = client
             .query_one(
-                "SELECT pg_total_relation_size('sai_invocation')
+                &client
+                    .prepare_cached(
+                        "SELECT pg_total_relation_size('sai_invocation')
                       + pg_total_relation_size('sai_change')",
+                    )
+                    .await?,
                 &[],
             )
             .await?

@@ -49,9 +49,13 @@ impl Inner {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT account, service, function, id, started_ms, record, payload
+                &client
+                    .prepare_cached(
+                        "SELECT account, service, function, id, started_ms, record, payload
                  FROM sai_invocation
                  WHERE account = $1 AND service = $2 AND function = $3 AND id = $4",
+                    )
+                    .await?,
                 &[
                     &&*key.function.account,
                     &&*key.function.service,
@@ -121,7 +125,9 @@ impl Inner {
         let client = self.client().await?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-        let found = client.query(&sql, &refs).await?;
+        let found = client
+            .query(&client.prepare_cached(&sql).await?, &refs)
+            .await?;
         let mut decoder = Decoder::default();
         let function = query.function.clone();
         let entries = found.iter().map(|row| {
@@ -164,8 +170,12 @@ impl Inner {
         let f = &key.function;
         let row = client
             .query_opt(
-                "SELECT config FROM sai_function
+                &client
+                    .prepare_cached(
+                        "SELECT config FROM sai_function
                  WHERE account = $1 AND service = $2 AND function = $3 AND qualifier = $4",
+                    )
+                    .await?,
                 &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
             )
             .await?;
@@ -193,7 +203,7 @@ impl Inner {
         );
         let row = tx
             .query_opt(
-                &sql,
+                &tx.prepare_cached(&sql).await?,
                 &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
             )
             .await?;
@@ -215,7 +225,10 @@ impl Inner {
     ) -> Result<Catalog, StoreError> {
         let client = self.client().await?;
         let mut catalog = Catalog::default();
-        for row in client.query(sql, params).await? {
+        for row in client
+            .query(&client.prepare_cached(sql).await?, params)
+            .await?
+        {
             let key = ConfigKey {
                 function: FunctionKey::new(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
                 qualifier: row.try_get::<_, &str>(3)?.into(),

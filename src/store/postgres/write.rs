@@ -139,8 +139,11 @@ impl Inner {
             }
             // Sent at commit, whatever its place in the transaction: here, before the feed,
             // it keeps a statement out of the time a feed head is locked.
-            tx.execute("SELECT pg_notify($1, $2)", &[&signals::CHANNEL, &payload])
-                .await?;
+            tx.execute(
+                &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                &[&signals::CHANNEL, &payload],
+            )
+            .await?;
         }
         // Last, one statement per account, accounts in order: a head row stays locked only
         // from here to the commit, and two transactions never wait on each other's heads.
@@ -153,14 +156,14 @@ impl Inner {
             let event: Vec<i32> = changes.iter().map(|c| c.event_id).collect();
             let record: Vec<&[u8]> = changes.iter().map(|c| c.record.as_slice()).collect();
             tx.execute(
-                "WITH head AS (
+                &tx.prepare_cached("WITH head AS (
                      INSERT INTO sai_feed_head (account, seq) VALUES ($1, $2)
                      ON CONFLICT (account) DO UPDATE SET seq = sai_feed_head.seq + EXCLUDED.seq
                      RETURNING seq - $2 AS base)
                  INSERT INTO sai_change (account, seq, service, function, id, started_ms, event_id, record)
                  SELECT $1, head.base + c.ord, c.s, c.f, c.i, c.t, c.e, c.r
                  FROM head, unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bytea[])
-                      WITH ORDINALITY AS c(s, f, i, t, e, r, ord)",
+                      WITH ORDINALITY AS c(s, f, i, t, e, r, ord)").await?,
                 &[&&**account, &count, &service, &function, &id, &started, &event, &record],
             )
             .await?;
@@ -199,10 +202,13 @@ impl Inner {
         let qualifier: Vec<&str> = keys.iter().map(|k| &*k.qualifier).collect();
         let found = tx
             .query(
-                "SELECT account, service, function, qualifier, config FROM sai_function
+                &tx.prepare_cached(
+                    "SELECT account, service, function, qualifier, config FROM sai_function
                  WHERE (account, service, function, qualifier) IN
                        (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
                    AND config IS NOT NULL",
+                )
+                .await?,
                 &[&account, &service, &function, &qualifier],
             )
             .await?;
@@ -233,12 +239,13 @@ impl Inner {
         let columns = KeyColumns::of(keys.iter());
         let found = tx
             .query(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "SELECT {LOADED_COLUMNS} FROM sai_invocation
                      WHERE (account, service, function, id) IN
                            (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
                      ORDER BY record_no FOR UPDATE"
-                ),
+                ))
+                .await?,
                 &[
                     &columns.account,
                     &columns.service,
@@ -285,9 +292,12 @@ impl Inner {
             let function: Vec<&str> = functions.iter().map(|k| &*k.function.function).collect();
             let qualifier: Vec<&str> = functions.iter().map(|k| &*k.qualifier).collect();
             tx.execute(
-                "INSERT INTO sai_function (account, service, function, qualifier)
+                &tx.prepare_cached(
+                    "INSERT INTO sai_function (account, service, function, qualifier)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
                  ON CONFLICT DO NOTHING",
+                )
+                .await?,
                 &[&account, &service, &function, &qualifier],
             )
             .await?;
@@ -319,13 +329,16 @@ impl Inner {
             candidates.iter().map(|i| rows::payload_apart(i)).collect();
         let inserted = tx
             .query(
-                "INSERT INTO sai_invocation (account, service, function, id, qualifier, status,
+                &tx.prepare_cached(
+                    "INSERT INTO sai_invocation (account, service, function, id, qualifier, status,
                         started_ms, attempts, ready_ms, due_ms, record, payload)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                         $6::text[], $7::bigint[], $8::int[], $9::bigint[], $10::bigint[],
                         $11::bytea[], $12::text[])
                  ON CONFLICT (account, service, function, id) DO NOTHING
                  RETURNING account, service, function, id",
+                )
+                .await?,
                 &[
                     &columns.account,
                     &columns.service,
@@ -493,7 +506,8 @@ impl Inner {
                 .map(|row| row.record_no)
                 .collect();
             tx.execute(
-                "DELETE FROM sai_invocation WHERE record_no = ANY($1)",
+                &tx.prepare_cached("DELETE FROM sai_invocation WHERE record_no = ANY($1)")
+                    .await?,
                 &[&gone],
             )
             .await?;
@@ -545,7 +559,8 @@ impl Inner {
             record.push(rows::record(invocation));
         }
         tx.execute(
-            "UPDATE sai_invocation AS i SET status = v.status, end_ms = v.end_ms,
+            &tx.prepare_cached(
+                "UPDATE sai_invocation AS i SET status = v.status, end_ms = v.end_ms,
                     attempts = v.attempts, ready_ms = v.ready_ms, due_ms = v.due_ms,
                     lease_attempt = v.lease_attempt, lease_started_ms = v.lease_started_ms,
                     lease_deadline_ms = v.lease_deadline_ms, record = v.record
@@ -554,6 +569,8 @@ impl Inner {
                   AS v(record_no, status, end_ms, attempts, ready_ms, due_ms, lease_attempt,
                        lease_started_ms, lease_deadline_ms, record)
              WHERE i.record_no = v.record_no",
+            )
+            .await?,
             &[
                 &number,
                 &status,
@@ -612,24 +629,26 @@ impl Inner {
             let found = match &target.qualifier {
                 None => {
                     tx.query(
-                        &format!(
+                        &tx.prepare_cached(&format!(
                             "SELECT {LOADED_COLUMNS} FROM sai_invocation
                              WHERE account = $1 AND service = $2 AND function = $3
                                AND ready_ms IS NOT NULL
                              ORDER BY ready_ms, record_no LIMIT $4 FOR UPDATE SKIP LOCKED"
-                        ),
+                        ))
+                        .await?,
                         &[&&*f.account, &&*f.service, &&*f.function, &limit],
                     )
                     .await?
                 }
                 Some(qualifier) => {
                     tx.query(
-                        &format!(
+                        &tx.prepare_cached(&format!(
                             "SELECT {LOADED_COLUMNS} FROM sai_invocation
                              WHERE account = $1 AND service = $2 AND function = $3
                                AND ready_ms IS NOT NULL AND qualifier = $5
                              ORDER BY ready_ms, record_no LIMIT $4 FOR UPDATE SKIP LOCKED"
-                        ),
+                        ))
+                        .await?,
                         &[
                             &&*f.account,
                             &&*f.service,
@@ -712,9 +731,13 @@ impl Inner {
         let attempt_column = i32::try_from(attempt).unwrap_or(i32::MAX);
         let row = client
             .query_opt(
-                "SELECT lease_started_ms, lease_deadline_ms FROM sai_invocation
+                &client
+                    .prepare_cached(
+                        "SELECT lease_started_ms, lease_deadline_ms FROM sai_invocation
                  WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
                    AND lease_attempt = $5",
+                    )
+                    .await?,
                 &[
                     &&*key.function.account,
                     &&*key.function.service,
@@ -776,7 +799,7 @@ impl Inner {
             .schedule
             .deadline_ms(&row.invocation, &config, row.lease.as_ref());
         tx.execute(
-            "UPDATE sai_invocation SET due_ms = $2, lease_deadline_ms = $3 WHERE record_no = $1",
+            &tx.prepare_cached("UPDATE sai_invocation SET due_ms = $2, lease_deadline_ms = $3 WHERE record_no = $1").await?,
             &[
                 &row.record_no,
                 &due,
@@ -794,10 +817,14 @@ impl Inner {
         let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
         let ended = client
             .execute(
-                "UPDATE sai_invocation
+                &client
+                    .prepare_cached(
+                        "UPDATE sai_invocation
                  SET lease_attempt = NULL, lease_started_ms = NULL, lease_deadline_ms = NULL
                  WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
                    AND lease_attempt = $5",
+                    )
+                    .await?,
                 &[
                     &&*key.function.account,
                     &&*key.function.service,
@@ -825,10 +852,14 @@ impl Inner {
         let columns = KeyColumns::of(keys.iter());
         client
             .execute(
-                "UPDATE sai_invocation SET due_ms = $5
+                &client
+                    .prepare_cached(
+                        "UPDATE sai_invocation SET due_ms = $5
                  WHERE (account, service, function, id) IN
                        (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
                    AND due_ms IS NOT NULL",
+                    )
+                    .await?,
                 &[
                     &columns.account,
                     &columns.service,
@@ -868,10 +899,11 @@ impl Inner {
         let tx = client.transaction().await?;
         let found = tx
             .query(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "SELECT {LOADED_COLUMNS} FROM sai_invocation
                      WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
-                ),
+                ))
+                .await?,
                 &[&now_ms, &DUE_BATCH],
             )
             .await?;
@@ -885,7 +917,8 @@ impl Inner {
             .collect::<Result<Vec<_>, _>>()?;
         let numbers: Vec<i64> = loaded.iter().map(|row| row.record_no).collect();
         tx.execute(
-            "UPDATE sai_invocation SET due_ms = $2 WHERE record_no = ANY($1)",
+            &tx.prepare_cached("UPDATE sai_invocation SET due_ms = $2 WHERE record_no = ANY($1)")
+                .await?,
             &[&numbers, &now_ms.saturating_add(TAKEN_FOR_MS)],
         )
         .await?;
@@ -929,10 +962,13 @@ impl Inner {
             let json = super::read::config_json(&stored);
             let f = &key.function;
             tx.execute(
-                "INSERT INTO sai_function (account, service, function, qualifier, config)
+                &tx.prepare_cached(
+                    "INSERT INTO sai_function (account, service, function, qualifier, config)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (account, service, function, qualifier)
                  DO UPDATE SET config = EXCLUDED.config",
+                )
+                .await?,
                 &[
                     &&*f.account,
                     &&*f.service,
@@ -958,8 +994,11 @@ impl Inner {
             })?;
             let f = &key.function;
             tx.execute(
-                "UPDATE sai_function SET config = NULL
+                &tx.prepare_cached(
+                    "UPDATE sai_function SET config = NULL
                  WHERE account = $1 AND service = $2 AND function = $3 AND qualifier = $4",
+                )
+                .await?,
                 &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
             )
             .await?;
@@ -978,19 +1017,25 @@ impl Inner {
         let budget = i64::try_from(budget).unwrap_or(i64::MAX);
         let purged: i64 = client
             .query_one(
-                "WITH gone AS (
+                &client
+                    .prepare_cached(
+                        "WITH gone AS (
                      DELETE FROM sai_invocation WHERE record_no IN (
                          SELECT record_no FROM sai_invocation
                          WHERE end_ms > 0 AND end_ms < $1 ORDER BY end_ms LIMIT $2)
                      RETURNING 1)
                  SELECT count(*) FROM gone",
+                    )
+                    .await?,
                 &[&cutoff_ms, &budget],
             )
             .await?
             .try_get(0)?;
         client
             .execute(
-                "WITH trimmed AS (
+                &client
+                    .prepare_cached(
+                        "WITH trimmed AS (
                      DELETE FROM sai_change WHERE (account, seq) IN (
                          SELECT c.account, c.seq FROM sai_feed_head h
                          JOIN sai_change c ON c.account = h.account AND c.seq <= h.seq - $1
@@ -999,6 +1044,8 @@ impl Inner {
                  UPDATE sai_feed_head h SET trimmed_to = greatest(h.trimmed_to, t.top)
                  FROM (SELECT account, max(seq) AS top FROM trimmed GROUP BY account) t
                  WHERE h.account = t.account",
+                    )
+                    .await?,
                 &[&self.watch_history, &budget],
             )
             .await?;
