@@ -60,6 +60,8 @@ struct Submission {
 pub struct Journal {
     sender: Option<mpsc::Sender<Submission>>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped to stop the compactor of the open set; its thread.
+    compactor: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     failed: Arc<AtomicBool>,
     /// When the group being written was handed to the keyspace; `None` between groups.
     writing_since: Arc<Mutex<Option<Instant>>>,
@@ -91,6 +93,7 @@ impl Journal {
             });
             sender
         });
+        let compactor = OpenCompactor::start(partitions.open.clone());
         let writer = Writer {
             acknowledger,
             keyspace: keyspace.clone(),
@@ -116,6 +119,7 @@ impl Journal {
         Journal {
             sender: Some(sender),
             thread,
+            compactor,
             failed,
             writing_since,
             keyspace,
@@ -167,8 +171,52 @@ impl Journal {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if let Some((stop, thread)) = self.compactor.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         self.keyspace.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+}
+
+/// How often the open set's size is looked at.
+const OPEN_COMPACT_EVERY: Duration = Duration::from_secs(30);
+/// Past this much on disk, the open set is compacted whole.
+const OPEN_COMPACT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Keeps the `open` partition small. Every invocation writes its key there when accepted and
+/// deletes it when it ends, so the partition is almost all deletion markers, which an LSM
+/// drops only when they reach its last level; a start reads the partition whole, and a
+/// hundred million ended invocations left ~900 MiB of markers there and a 23 s start. A full
+/// compaction drops them; the live set it writes back is only what is open.
+struct OpenCompactor;
+
+impl OpenCompactor {
+    /// Look now and every [`OPEN_COMPACT_EVERY`] until the returned sender is dropped.
+    fn start(open: fjall::PartitionHandle) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sai-open-compactor".into())
+            .spawn(move || loop {
+                if open.disk_space() > OPEN_COMPACT_BYTES {
+                    let started = Instant::now();
+                    match open.major_compact() {
+                        Ok(()) => tracing::debug!(
+                            took_ms = started.elapsed().as_millis() as u64,
+                            bytes_after = open.disk_space(),
+                            "compacted the open set"
+                        ),
+                        Err(err) => tracing::warn!(%err, "the open set could not be compacted"),
+                    }
+                }
+                match stopped.recv_timeout(OPEN_COMPACT_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .ok()?;
+        Some((stop, thread))
     }
 }
 

@@ -253,6 +253,31 @@ impl Inner {
         }
     }
 
+    /// Analyze the invocation table once it changed by a tenth since it was last analyzed
+    /// (and by at least a thousand rows), without waiting for autovacuum's next round: with
+    /// the statistics of a table that was empty, the planner finds an invocation by key
+    /// through the list index's (account, service, function) prefix, scanning every
+    /// invocation of the function, instead of through the unique key.
+    async fn refresh_statistics(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<(), StoreError> {
+        let row = client
+            .query_opt(
+                "SELECT s.n_mod_since_analyze, c.reltuples FROM pg_stat_user_tables s
+                 JOIN pg_class c ON c.oid = s.relid WHERE s.relname = 'sai_invocation'",
+                &[],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(()) };
+        let changed: i64 = row.try_get(0)?;
+        let rows: f32 = row.try_get(1)?;
+        if changed >= 1_000 && changed as f32 >= rows.max(0.0) * 0.1 {
+            client.batch_execute("ANALYZE sai_invocation").await?;
+        }
+        Ok(())
+    }
+
     /// Read the gauges every few seconds until shutdown.
     async fn read_stats(self: Arc<Self>) {
         loop {
@@ -269,6 +294,7 @@ impl Inner {
 
     async fn stats_now(&self) -> Result<Stats, StoreError> {
         let client = self.client().await?;
+        self.refresh_statistics(&client).await?;
         let counts = client
             .query_one(
                 &client
