@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::Rng;
 use sai::pb;
+use support::crash_load::*;
 use support::postgres::PgServer;
 use support::*;
 use tokio::task::JoinSet;
@@ -24,26 +25,6 @@ const KILLS: usize = 20;
 const REPLICAS: usize = 3;
 const CLIENTS: usize = 4;
 const WORKERS: usize = 2;
-
-/// What the workers report for each invocation: even ids succeed, odd ids fail for good.
-fn intended_outcome(id: &str) -> Result<String, String> {
-    let n: u64 = id
-        .rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if n.is_multiple_of(2) {
-        Ok(format!("ok:{id}"))
-    } else {
-        Err(format!("failed:{id}"))
-    }
-}
-
-#[derive(Default)]
-struct Acknowledged {
-    invoked: BTreeSet<String>,
-    completed: BTreeMap<String, Result<String, String>>,
-}
 
 async fn start_replica(url: &str) -> SaiProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
@@ -62,77 +43,6 @@ async fn start_replica(url: &str) -> SaiProcess {
     tokio::task::spawn_blocking(move || SaiProcess::start(&mut command))
         .await
         .expect("start sai serve")
-}
-
-async fn invoking(url: String, tag: String, acked: Arc<Mutex<Acknowledged>>) {
-    let Ok(mut client) = Client::connect(url).await else {
-        return;
-    };
-    for n in 0.. {
-        let id = format!("{tag}-{n}");
-        let answer = client
-            .invoke_function(pb::InvokeFunctionRequest {
-                service_name: SERVICE.into(),
-                function_name: FUNCTION.into(),
-                invocation_id: id.clone(),
-                payload: format!("{{\"n\":{n}}}"),
-                ..Default::default()
-            })
-            .await;
-        match answer {
-            Ok(_) => {
-                acked.lock().invoked.insert(id);
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-async fn working(url: String, acked: Arc<Mutex<Acknowledged>>) {
-    let Ok(mut worker) = Worker::connect(url).await else {
-        return;
-    };
-    loop {
-        let Ok(leases) = worker
-            .poll_invocations(pb::PollInvocationsRequest {
-                functions: vec![pb::FunctionRef {
-                    service_name: SERVICE.into(),
-                    function_name: FUNCTION.into(),
-                    qualifier: String::new(),
-                }],
-                worker_id: "cluster-crash-worker".into(),
-                max_invocations: 16,
-                wait_time_ms: 200,
-            })
-            .await
-        else {
-            return;
-        };
-        for lease in leases.into_inner().leases {
-            let id = lease
-                .invocation
-                .map(|i| i.invocation_id)
-                .unwrap_or_default();
-            let outcome = intended_outcome(&id);
-            let reported = match &outcome {
-                Ok(payload) => success(payload),
-                Err(message) => permanent_failure(message),
-            };
-            let answer = worker
-                .complete_invocation(pb::CompleteInvocationRequest {
-                    lease_token: lease.lease_token,
-                    outcome: Some(reported),
-                })
-                .await;
-            match answer {
-                Ok(_) => {
-                    acked.lock().completed.insert(id, outcome);
-                }
-                Err(status) if status.code() == tonic::Code::Unavailable => return,
-                Err(_) => {}
-            }
-        }
-    }
 }
 
 /// Follow the account's changes through `urls` in turn, resuming after the last sequence

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -13,34 +13,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::Rng;
 use sai::pb;
+use support::crash_load::*;
 use support::*;
 use tokio::task::JoinSet;
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 6;
 const WORKERS: usize = 2;
-
-/// What the workers were told each invocation returns: even ids succeed, odd ids fail for good.
-fn intended_outcome(id: &str) -> Result<String, String> {
-    let n: u64 = id
-        .rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if n.is_multiple_of(2) {
-        Ok(format!("ok:{id}"))
-    } else {
-        Err(format!("failed:{id}"))
-    }
-}
-
-/// Everything acknowledged so far, across all cycles.
-#[derive(Default)]
-struct Acknowledged {
-    invoked: BTreeSet<String>,
-    /// id -> outcome the worker reported and the server acknowledged.
-    completed: BTreeMap<String, Result<String, String>>,
-}
 
 async fn start(dir: &Path) -> SaiProcess {
     start_with(dir, &[]).await
@@ -71,79 +50,6 @@ async fn start_with(dir: &Path, extra_args: &[&str]) -> SaiProcess {
 
 async fn client(url: &str) -> Client {
     Client::connect(url.to_string()).await.expect("connect")
-}
-
-/// Invoke new ids until the server goes away, recording each acknowledged one.
-async fn invoking(url: String, cycle: usize, client_no: usize, acked: Arc<Mutex<Acknowledged>>) {
-    let Ok(mut client) = Client::connect(url).await else {
-        return;
-    };
-    for n in 0.. {
-        let id = format!("c{cycle}-k{client_no}-{n}");
-        let answer = client
-            .invoke_function(pb::InvokeFunctionRequest {
-                service_name: SERVICE.into(),
-                function_name: FUNCTION.into(),
-                invocation_id: id.clone(),
-                payload: format!("{{\"n\":{n}}}"),
-                ..Default::default()
-            })
-            .await;
-        match answer {
-            Ok(_) => {
-                acked.lock().invoked.insert(id);
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// Poll and complete with each id's intended outcome, recording acknowledged completions.
-async fn working(url: String, acked: Arc<Mutex<Acknowledged>>) {
-    let Ok(mut worker) = Worker::connect(url).await else {
-        return;
-    };
-    loop {
-        let Ok(leases) = worker
-            .poll_invocations(pb::PollInvocationsRequest {
-                functions: vec![pb::FunctionRef {
-                    service_name: SERVICE.into(),
-                    function_name: FUNCTION.into(),
-                    qualifier: String::new(),
-                }],
-                worker_id: "crash-worker".into(),
-                max_invocations: 16,
-                wait_time_ms: 200,
-            })
-            .await
-        else {
-            return;
-        };
-        for lease in leases.into_inner().leases {
-            let id = lease
-                .invocation
-                .map(|i| i.invocation_id)
-                .unwrap_or_default();
-            let outcome = intended_outcome(&id);
-            let reported = match &outcome {
-                Ok(payload) => success(payload),
-                Err(message) => permanent_failure(message),
-            };
-            let answer = worker
-                .complete_invocation(pb::CompleteInvocationRequest {
-                    lease_token: lease.lease_token,
-                    outcome: Some(reported),
-                })
-                .await;
-            match answer {
-                Ok(_) => {
-                    acked.lock().completed.insert(id, outcome);
-                }
-                Err(status) if status.code() == tonic::Code::Unavailable => return,
-                Err(_) => {}
-            }
-        }
-    }
 }
 
 fn assert_outcome(id: &str, got: &pb::StatefulAsyncInvocation, outcome: &Result<String, String>) {
@@ -220,7 +126,11 @@ async fn nothing_acknowledged_is_lost_across_twenty_kill_9_restarts() {
     for cycle in 0..CYCLES {
         let mut load = JoinSet::new();
         for client_no in 0..CLIENTS {
-            load.spawn(invoking(server.url(), cycle, client_no, acked.clone()));
+            load.spawn(invoking(
+                server.url(),
+                format!("c{cycle}-k{client_no}"),
+                acked.clone(),
+            ));
         }
         for _ in 0..WORKERS {
             load.spawn(working(server.url(), acked.clone()));

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+pub mod crash_load;
 pub mod postgres;
 
 /// The FC-mirror client.

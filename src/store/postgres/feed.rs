@@ -21,7 +21,7 @@ use crate::persist::{Decoder, Detail};
 
 use super::super::backend::ChangeCursor;
 use super::super::{ResumeFrom, StoreError, StoredChange, WatchScope};
-use super::{rows, DatabaseError};
+use super::DatabaseError;
 
 /// How often followed feeds are read without a notification.
 const READ_EVERY: Duration = Duration::from_millis(100);
@@ -303,28 +303,9 @@ impl InvocationWatch {
     /// Queue the stored events after the last delivered one, read from the record.
     async fn replay(&mut self) -> Result<(), StoreError> {
         let client = self.feed.pool.get().await?;
-        let key = &self.key;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT account, service, function, id, started_ms, record, payload
-                 FROM sai_invocation
-                 WHERE account = $1 AND service = $2 AND function = $3 AND id = $4",
-                    )
-                    .await?,
-                &[
-                    &&*key.function.account,
-                    &&*key.function.service,
-                    &&*key.function.function,
-                    &&*key.id,
-                ],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Err(StoreError::InvocationNotFound(key.clone()));
-        };
-        let record = rows::decode(&row, 0, &mut Decoder::default(), Detail::Full)?;
+        let record = super::read::find(&client, &self.key, Detail::Full)
+            .await?
+            .ok_or_else(|| StoreError::InvocationNotFound(self.key.clone()))?;
         let invocation = Arc::new(record.without_events());
         let events = record.events_after(self.last_event_id);
         self.finished |= events.is_empty() && record.status.is_terminal();

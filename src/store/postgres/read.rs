@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::types::ToSql;
 
 use crate::model::{FunctionKey, Invocation, InvocationKey, StoredConfig};
@@ -39,6 +39,63 @@ impl ListEntry for Entry {
     }
 }
 
+/// One invocation by key, whole or without its events.
+pub async fn find(
+    client: &deadpool_postgres::Client,
+    key: &InvocationKey,
+    detail: Detail,
+) -> Result<Option<Invocation>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT account, service, function, id, started_ms, record, payload
+             FROM sai_invocation
+             WHERE account = $1 AND service = $2 AND function = $3 AND id = $4",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[
+                &&*key.function.account,
+                &&*key.function.service,
+                &&*key.function.function,
+                &&*key.id,
+            ],
+        )
+        .await?;
+    row.map(|row| rows::decode(&row, 0, &mut Decoder::default(), detail))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
+/// The stored config of `key`, locked for update when `lock` (inside a transaction).
+async fn config(
+    client: &impl GenericClient,
+    key: &ConfigKey,
+    lock: bool,
+) -> Result<Option<StoredConfig>, StoreError> {
+    let f = &key.function;
+    let sql = format!(
+        "SELECT config FROM sai_function
+         WHERE account = $1 AND service = $2 AND function = $3 AND qualifier = $4{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
+        )
+        .await?;
+    match row {
+        Some(row) => row
+            .try_get::<_, Option<&str>>(0)?
+            .map(parse_config)
+            .transpose(),
+        None => Ok(None),
+    }
+}
+
 impl Inner {
     /// One invocation, whole or without its events.
     pub async fn read_invocation(
@@ -46,27 +103,7 @@ impl Inner {
         key: &InvocationKey,
         detail: Detail,
     ) -> Result<Option<Invocation>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT account, service, function, id, started_ms, record, payload
-                 FROM sai_invocation
-                 WHERE account = $1 AND service = $2 AND function = $3 AND id = $4",
-                    )
-                    .await?,
-                &[
-                    &&*key.function.account,
-                    &&*key.function.service,
-                    &&*key.function.function,
-                    &&*key.id,
-                ],
-            )
-            .await?;
-        row.map(|row| rows::decode(&row, 0, &mut Decoder::default(), detail))
-            .transpose()
-            .map_err(StoreError::from)
+        find(&self.client().await?, key, detail).await
     }
 
     /// One page of a function's invocations: a keyset range scan in page order, examining
@@ -166,26 +203,7 @@ impl Inner {
 
     /// The stored config of `key`, if any.
     pub async fn stored_config(&self, key: &ConfigKey) -> Result<Option<StoredConfig>, StoreError> {
-        let client = self.client().await?;
-        let f = &key.function;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT config FROM sai_function
-                 WHERE account = $1 AND service = $2 AND function = $3 AND qualifier = $4",
-                    )
-                    .await?,
-                &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
-            )
-            .await?;
-        match row {
-            Some(row) => row
-                .try_get::<_, Option<&str>>(0)?
-                .map(parse_config)
-                .transpose(),
-            None => Ok(None),
-        }
+        config(&self.client().await?, key, false).await
     }
 
     /// The stored config of `key` inside `tx`, locked for update when `lock`.
@@ -195,25 +213,7 @@ impl Inner {
         key: &ConfigKey,
         lock: bool,
     ) -> Result<Option<StoredConfig>, StoreError> {
-        let f = &key.function;
-        let sql = format!(
-            "SELECT config FROM sai_function
-             WHERE account = $1 AND service = $2 AND function = $3 AND qualifier = $4{}",
-            if lock { " FOR UPDATE" } else { "" }
-        );
-        let row = tx
-            .query_opt(
-                &tx.prepare_cached(&sql).await?,
-                &[&&*f.account, &&*f.service, &&*f.function, &&*key.qualifier],
-            )
-            .await?;
-        match row {
-            Some(row) => row
-                .try_get::<_, Option<&str>>(0)?
-                .map(parse_config)
-                .transpose(),
-            None => Ok(None),
-        }
+        config(tx, key, lock).await
     }
 
     /// The catalog of what `sql` (with `params`) selects: rows of (account, service,
