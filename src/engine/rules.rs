@@ -29,10 +29,9 @@ pub struct Deadlines {
 
 impl Schedule for Deadlines {
     /// Queued: its max event age; retrying: the end of its backoff (or its max event age if
-    /// that comes first); held by a worker: its lease deadline (at once if its lease ended
-    /// without the attempt's end being applied: a taker of the lease's deadline that died in
-    /// between, with the lease in a shared database); stopping: the end of the grace period
-    /// (or the lease deadline if that comes first). None once it ended.
+    /// that comes first); held by a worker: its lease deadline (none while no lease is held:
+    /// a claim grants it right after its commit); stopping: the end of the grace period (or
+    /// the lease deadline if that comes first). None once it ended.
     fn deadline_ms(
         &self,
         record: &Invocation,
@@ -43,9 +42,7 @@ impl Schedule for Deadlines {
         match record.status {
             Status::Enqueued => Some(expiry_deadline_ms(record, config)),
             Status::Retrying => Some(record.retry_at_ms.min(expiry_deadline_ms(record, config))),
-            Status::Dequeued | Status::Running => {
-                Some(lease.unwrap_or_else(|| record.status_since_ms()))
-            }
+            Status::Dequeued | Status::Running => lease,
             Status::Stopping => {
                 let since = record.status_since_ms();
                 let grace = grace_end_ms(since, self.stop_grace);

@@ -812,15 +812,20 @@ impl Inner {
     }
 
     /// End the lease on attempt `attempt` of `key`; true for the one caller that ended it.
+    /// An invocation still held is due at once: if whoever ended the lease dies before it
+    /// applies the attempt's end, the next deadline scan (on any replica) finds it held with
+    /// no lease, and the engine fails the attempt.
     pub async fn end_lease(&self, key: &InvocationKey, attempt: u32) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let now_ms = self.clock.now_ms();
         let ended = client
             .execute(
                 &client
                     .prepare_cached(
                         "UPDATE sai_invocation
-                 SET lease_attempt = NULL, lease_started_ms = NULL, lease_deadline_ms = NULL
+                 SET lease_attempt = NULL, lease_started_ms = NULL, lease_deadline_ms = NULL,
+                     due_ms = CASE WHEN status IN ('Dequeued', 'Running') THEN $6 ELSE due_ms END
                  WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
                    AND lease_attempt = $5",
                     )
@@ -831,6 +836,7 @@ impl Inner {
                     &&*key.function.function,
                     &&*key.id,
                     &attempt,
+                    &now_ms,
                 ],
             )
             .await?;
