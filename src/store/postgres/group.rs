@@ -184,7 +184,13 @@ async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError
             }
             Job::Apply { transitions, .. } => Answer::Apply(
                 inner
-                    .apply_in(&tx, &mut writes, transitions.clone(), &HashMap::new())
+                    .apply_in(
+                        &tx,
+                        &mut writes,
+                        transitions.clone(),
+                        &HashMap::new(),
+                        HashMap::new(),
+                    )
                     .await?,
             ),
             Job::Claim { poll, .. } => Answer::Claim(inner.claim_in(&tx, &mut writes, poll).await?),

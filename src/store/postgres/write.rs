@@ -395,16 +395,20 @@ impl Inner {
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// Apply `transitions` in order inside `tx`; `granted` are leases that start with them.
+    /// Apply `transitions` in order inside `tx`; `granted` are leases that start with them,
+    /// `locked` rows this transaction already locked and read (the others are locked here).
     pub async fn apply_in(
         &self,
         tx: &Transaction<'_>,
         writes: &mut Writes,
         transitions: Vec<Transition>,
         granted: &HashMap<InvocationKey, Lease>,
+        locked: HashMap<InvocationKey, Loaded>,
     ) -> Result<Vec<Result<(Arc<Invocation>, bool), StoreError>>, StoreError> {
-        let keys: BTreeSet<InvocationKey> = transitions.iter().map(|t| t.key.clone()).collect();
-        let mut loaded = self.lock(tx, &keys).await?;
+        let mut keys: BTreeSet<InvocationKey> = transitions.iter().map(|t| t.key.clone()).collect();
+        let mut loaded = locked;
+        keys.retain(|key| !loaded.contains_key(key));
+        loaded.extend(self.lock(tx, &keys).await?);
         let mut dirty: BTreeSet<InvocationKey> = BTreeSet::new();
         let mut removed: BTreeSet<InvocationKey> = BTreeSet::new();
         let mut results = Vec::with_capacity(transitions.len());
@@ -705,7 +709,14 @@ impl Inner {
                 Claim::Instead(transition) => transitions.push(transition),
             }
         }
-        let results = self.apply_in(tx, writes, transitions, &granted).await?;
+        // The claim already locked and read these rows.
+        let locked = taken
+            .into_iter()
+            .map(|row| (row.invocation.key.clone(), row))
+            .collect();
+        let results = self
+            .apply_in(tx, writes, transitions, &granted, locked)
+            .await?;
         let mut claimed = Vec::with_capacity(leasing.len());
         for (key, attempt, last) in leasing {
             let Some(Ok((invocation, _))) = results.get(last) else {
