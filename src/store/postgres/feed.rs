@@ -213,6 +213,18 @@ impl Feed {
         })
     }
 
+    /// The next change fanned out to `live`, or `None` once the server is shutting down.
+    async fn receive(
+        &self,
+        live: &mut broadcast::Receiver<Arc<FeedChange>>,
+    ) -> Option<Result<Arc<FeedChange>, RecvError>> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            received = live.recv() => Some(received),
+        }
+    }
+
     /// Watch one invocation's events after `from_event_id`.
     pub async fn watch_invocation(
         self: &Arc<Self>,
@@ -344,13 +356,9 @@ impl InvocationWatch {
                 self.finished = change.event.status.is_terminal();
                 return Some(Ok(change));
             }
-            let received = tokio::select! {
-                biased;
-                _ = self.feed.shutdown.cancelled() => {
-                    self.finished = true;
-                    return Some(Err(StoreError::ShuttingDown));
-                }
-                received = self.live.recv() => received,
+            let Some(received) = self.feed.receive(&mut self.live).await else {
+                self.finished = true;
+                return Some(Err(StoreError::ShuttingDown));
             };
             match received {
                 Ok(change) if change.change.invocation.key == self.key => {
@@ -450,13 +458,9 @@ impl ChangesWatch {
                 }
                 continue;
             }
-            let received = tokio::select! {
-                biased;
-                _ = self.feed.shutdown.cancelled() => {
-                    self.finished = true;
-                    return Some(Err(StoreError::ShuttingDown));
-                }
-                received = self.live.recv() => received,
+            let Some(received) = self.feed.receive(&mut self.live).await else {
+                self.finished = true;
+                return Some(Err(StoreError::ShuttingDown));
             };
             match received {
                 Ok(change) if change.account == self.scope.account => {
