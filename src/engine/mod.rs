@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::model::{AsyncInvokeConfig, Change, Invocation, InvocationKey, Status, StoredConfig};
-use crate::store::backend::{is_held, Claim, Due, Lease};
+use crate::store::backend::{is_held, Claim, Current, Due, Lease};
 use crate::store::{Backend, ConfigKey, Embedded, Store, Transition};
 
 pub use crate::store::backend::{PollTarget, QueueDepth, WorkingSet};
@@ -33,6 +33,13 @@ pub use outcome::Outcome;
 
 use destination::result_record;
 use rules::{expiry_deadline_ms, grace_end_ms, millis, Deadlines};
+
+/// An attempt a worker holds, as its report on it is decided.
+struct Held {
+    record: Invocation,
+    lease: Lease,
+    config: AsyncInvokeConfig,
+}
 
 /// Timing of the lifecycle. Defaults in [`EngineConfig::default`].
 #[derive(Debug, Clone)]
@@ -174,10 +181,20 @@ impl Engine {
                 error_message: attempt::LOST_IN_RESTART.into(),
                 permanent: false,
             };
-            if let Err(err) = self
-                .finish_attempt(&invocation, invocation.attempts, &outcome, 0)
-                .await
-            {
+            let failed = match self.config_of(&invocation).await {
+                Ok(config) => {
+                    let transition = self.attempt_transition(
+                        &invocation,
+                        &config,
+                        invocation.attempts,
+                        &outcome,
+                        0,
+                    );
+                    self.apply_one(transition).await.map(drop)
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = failed {
                 tracing::warn!(invocation = %invocation.key.id, %err, "cannot fail the interrupted attempt");
             }
             report.interrupted += 1;
@@ -361,28 +378,41 @@ impl Engine {
         }
     }
 
-    /// The invocation and lease of attempt `attempt` of `key`, if a worker still holds it: the
-    /// lease is held and not past its deadline, and the invocation is on that attempt and
-    /// held by a worker. Otherwise why not.
-    async fn held(
-        &self,
-        key: &InvocationKey,
-        attempt: u32,
-    ) -> Result<(Invocation, Lease), EngineError> {
-        let record = self
+    /// The invocation, lease and config of attempt `attempt` of `key`, if a worker still
+    /// holds it: the lease is held and not past its deadline, and the invocation is on that
+    /// attempt and held by a worker. Otherwise why not.
+    async fn held(&self, key: &InvocationKey, attempt: u32) -> Result<Held, EngineError> {
+        let current = self
             .backend
-            .summary(key)
+            .current(std::slice::from_ref(key))
             .await?
-            .ok_or(EngineError::LeaseFenced(Fence::Gone))?;
+            .pop()
+            .flatten();
+        self.still_held(current, attempt)
+    }
+
+    /// Whether attempt `attempt` of `current` is still held (see [`Engine::held`]).
+    fn still_held(&self, current: Option<Current>, attempt: u32) -> Result<Held, EngineError> {
+        let Current {
+            record,
+            config,
+            lease,
+        } = current.ok_or(EngineError::LeaseFenced(Fence::Gone))?;
         if record.attempts != attempt {
             return Err(EngineError::LeaseFenced(Fence::Superseded));
         }
         if !is_held(record.status) {
             return Err(EngineError::LeaseFenced(Fence::Ended));
         }
-        match self.backend.lease(key, attempt).await? {
+        match lease {
             // Past its deadline, a lease is over even before its expiry timer has run.
-            Some(lease) if lease.deadline_ms > self.clock.now_ms() => Ok((record, lease)),
+            Some(lease) if lease.attempt == attempt && lease.deadline_ms > self.clock.now_ms() => {
+                Ok(Held {
+                    record,
+                    lease,
+                    config,
+                })
+            }
             _ => Err(EngineError::LeaseFenced(Fence::Expired)),
         }
     }
@@ -393,7 +423,7 @@ impl Engine {
             .backend
             .verify_lease(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
-        let (record, _) = self.held(&key, attempt).await?;
+        let Held { record, .. } = self.held(&key, attempt).await?;
         let deadline_ms = self.clock.now_ms() + millis(self.config.lease_timeout);
         if !self
             .backend
@@ -417,7 +447,7 @@ impl Engine {
             .backend
             .verify_lease(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
-        let (record, lease) = match self.held(&key, attempt).await {
+        let held = match self.held(&key, attempt).await {
             Ok(held) => held,
             Err(not_held) => {
                 return self
@@ -426,10 +456,12 @@ impl Engine {
                     .ok_or(not_held)
             }
         };
-        let duration_ms = self.clock.now_ms().saturating_sub(lease.started_ms);
+        let transition = self.report_transition(&held, attempt, &outcome);
         let result = self
-            .finish_attempt(&record, attempt, &outcome, duration_ms)
-            .await;
+            .apply_one(transition)
+            .await
+            .map(|(invocation, _)| invocation)
+            .map_err(EngineError::from);
         self.completed(&key, attempt, &outcome, result).await
     }
 
@@ -445,28 +477,34 @@ impl Engine {
             entries.iter().map(|_| None).collect();
         let mut seen = std::collections::HashSet::new();
         let mut repeats = Vec::new();
-        let mut applying = Vec::new();
-        let mut transitions = Vec::new();
+        let mut verified = Vec::with_capacity(entries.len());
         for (at, (token, outcome)) in entries.into_iter().enumerate() {
             if !seen.insert(token.clone()) {
                 repeats.push((at, token, outcome));
                 continue;
             }
-            let Some((key, attempt)) = self.backend.verify_lease(&token, account) else {
-                answers[at] = Some(Err(EngineError::LeaseNotFound));
-                continue;
-            };
-            let held = match self.held(&key, attempt).await {
-                Ok((record, lease)) => self.config_of(&record).await.map(|c| (record, lease, c)),
-                Err(not_held) => Err(not_held),
-            };
-            match held {
-                Ok((record, lease, config)) => {
-                    let duration_ms = self.clock.now_ms().saturating_sub(lease.started_ms);
-                    let transition =
-                        self.attempt_transition(&record, &config, attempt, &outcome, duration_ms);
+            match self.backend.verify_lease(&token, account) {
+                Some((key, attempt)) => verified.push((at, key, attempt, outcome)),
+                None => answers[at] = Some(Err(EngineError::LeaseNotFound)),
+            }
+        }
+        let keys: Vec<InvocationKey> = verified.iter().map(|(_, key, ..)| key.clone()).collect();
+        let currents = match self.backend.current(&keys).await {
+            Ok(currents) => currents,
+            Err(err) => {
+                for (at, ..) in verified.drain(..) {
+                    answers[at] = Some(Err(err.clone().into()));
+                }
+                Vec::new()
+            }
+        };
+        let mut applying = Vec::new();
+        let mut transitions = Vec::new();
+        for ((at, key, attempt, outcome), current) in verified.into_iter().zip(currents) {
+            match self.still_held(current, attempt) {
+                Ok(held) => {
+                    transitions.push(self.report_transition(&held, attempt, &outcome));
                     applying.push((at, key, attempt, outcome));
-                    transitions.push(transition);
                 }
                 Err(not_held) => {
                     answers[at] = Some(
@@ -504,8 +542,9 @@ impl Engine {
             .collect()
     }
 
-    /// A worker's outcome was applied: its lease ends. When applying failed, answer as a
-    /// repeat if a concurrent duplicate with the same outcome won the race.
+    /// A worker's outcome was applied (its lease ended with the attempt). When applying
+    /// failed, answer as a repeat if a concurrent duplicate with the same outcome won the
+    /// race.
     async fn completed(
         &self,
         key: &InvocationKey,
@@ -514,10 +553,7 @@ impl Engine {
         result: Result<Arc<Invocation>, EngineError>,
     ) -> Result<Arc<Invocation>, EngineError> {
         match result {
-            Ok(invocation) => {
-                self.backend.end_lease(key, attempt).await?;
-                Ok(invocation)
-            }
+            Ok(invocation) => Ok(invocation),
             Err(err) => self
                 .repeated_completion(key, attempt, outcome)
                 .await?
@@ -553,18 +589,10 @@ impl Engine {
         }
     }
 
-    /// Apply the end of attempt `attempt` of `record`: success, failure (retry or not),
-    /// stopped or invalid, with destinations, fenced by the attempt.
-    async fn finish_attempt(
-        &self,
-        record: &Invocation,
-        attempt: u32,
-        outcome: &Outcome,
-        duration_ms: i64,
-    ) -> Result<Arc<Invocation>, EngineError> {
-        let config = self.config_of(record).await?;
-        let transition = self.attempt_transition(record, &config, attempt, outcome, duration_ms);
-        Ok(self.apply_one(transition).await?.0)
+    /// The transition a worker's report of `outcome` on the attempt it holds calls for.
+    fn report_transition(&self, held: &Held, attempt: u32, outcome: &Outcome) -> Transition {
+        let duration_ms = self.clock.now_ms().saturating_sub(held.lease.started_ms);
+        self.attempt_transition(&held.record, &held.config, attempt, outcome, duration_ms)
     }
 
     /// The transition that ends `attempt` of `record` with `outcome`, fenced on the attempt,

@@ -95,6 +95,17 @@ pub struct Due {
     pub status_since_ms: i64,
 }
 
+/// An invocation as it is now, with what deciding about a worker's report on it takes.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The invocation (without events).
+    pub record: Invocation,
+    /// Its effective config.
+    pub config: AsyncInvokeConfig,
+    /// The lease on its current attempt, if a worker holds one.
+    pub lease: Option<Lease>,
+}
+
 /// When things happen to an open invocation: the engine's rules, given to the backend so that
 /// it can keep each invocation's one deadline in step with every change it commits.
 pub trait Schedule: Send + Sync {
@@ -171,7 +182,8 @@ pub trait Backend: Send + Sync {
 
     /// Apply `transitions` in one commit, in order; each answers the invocation after it
     /// (without events) and whether it changed. Queues and deadlines follow what committed,
-    /// and a delivered destination record becomes ready as an accepted one does.
+    /// a delivered destination record becomes ready as an accepted one does, and the lease
+    /// on an attempt that ended is over with it.
     async fn apply(&self, transitions: Vec<Transition>) -> Committed<(Arc<Invocation>, bool)>;
 
     /// Take up to `max` ready invocations of `targets` (fairly across them), decide each with
@@ -243,6 +255,31 @@ pub trait Backend: Send + Sync {
 
     /// One invocation without its events (cheaper, for decisions about it).
     async fn summary(&self, key: &InvocationKey) -> Result<Option<Invocation>, StoreError>;
+
+    /// Each of `keys` as it is now (`None` if gone), with its config and the lease on its
+    /// current attempt (a backend behind a network answers them in one read).
+    async fn current(&self, keys: &[InvocationKey]) -> Result<Vec<Option<Current>>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(record) = self.summary(key).await? else {
+                found.push(None);
+                continue;
+            };
+            let lease = self.lease(key, record.attempts).await?;
+            let config = self
+                .effective_config(&ConfigKey {
+                    function: record.key.function.clone(),
+                    qualifier: record.qualifier.clone(),
+                })
+                .await?;
+            found.push(Some(Current {
+                record,
+                config,
+                lease,
+            }));
+        }
+        Ok(found)
+    }
 
     /// One page of a function's invocations.
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;

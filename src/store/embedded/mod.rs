@@ -26,8 +26,8 @@ use crate::model::{
 };
 
 use super::backend::{
-    Backend, ChangeCursor, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget, QueueDepth,
-    Recovered, Schedule, WorkWaiter, WorkingSet,
+    is_held, Backend, ChangeCursor, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget,
+    QueueDepth, Recovered, Schedule, WorkWaiter, WorkingSet,
 };
 use super::{
     ChangesWatch, ConfigKey, ConfigPage, FunctionPage, InvocationWatch, ListQuery, Page,
@@ -114,6 +114,10 @@ impl WorkState {
     /// Bring queues and deadlines in step with an applied transition: its delivered
     /// destination record is ready, a requeued invocation goes back in its queue.
     fn follow(&self, invocation: &Invocation, destinations: &[Option<Box<Invocation>>; 2]) {
+        if !is_held(invocation.status) {
+            // A lease is over with its attempt.
+            self.leases.end(&invocation.key, invocation.attempts);
+        }
         if invocation.destination_status == DestinationStatus::Succeeded {
             let delivered = match invocation.status {
                 Status::Succeeded => &destinations[0],

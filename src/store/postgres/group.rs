@@ -172,27 +172,58 @@ async fn commit(inner: &Inner, group: Vec<Job>) {
     }
 }
 
+/// One transaction for the whole group: every invocation accepted in one insert, then every
+/// transition applied with one round of locks and one write, in arrival order (so a call's
+/// changes apply as they would alone), then the claims, which see what was just accepted.
 async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError> {
     let mut client = inner.client().await?;
     let tx = client.transaction().await?;
     let mut writes = Writes::default();
+    let invocations: Vec<Invocation> = group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Accept { invocations, .. } => Some(invocations.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut accepted = if invocations.is_empty() {
+        Vec::new()
+    } else {
+        inner.insert(&tx, &mut writes, invocations).await?
+    }
+    .into_iter();
+    let transitions: Vec<Transition> = group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Apply { transitions, .. } => Some(transitions.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut applied = if transitions.is_empty() {
+        Vec::new()
+    } else {
+        inner
+            .apply_in(
+                &tx,
+                &mut writes,
+                transitions,
+                &HashMap::new(),
+                HashMap::new(),
+            )
+            .await?
+    }
+    .into_iter();
     let mut answers = Vec::with_capacity(group.len());
     for job in group {
         answers.push(match job {
             Job::Accept { invocations, .. } => {
-                Answer::Accept(inner.insert(&tx, &mut writes, invocations.clone()).await?)
+                Answer::Accept(accepted.by_ref().take(invocations.len()).collect())
             }
-            Job::Apply { transitions, .. } => Answer::Apply(
-                inner
-                    .apply_in(
-                        &tx,
-                        &mut writes,
-                        transitions.clone(),
-                        &HashMap::new(),
-                        HashMap::new(),
-                    )
-                    .await?,
-            ),
+            Job::Apply { transitions, .. } => {
+                Answer::Apply(applied.by_ref().take(transitions.len()).collect())
+            }
             Job::Claim { poll, .. } => Answer::Claim(inner.claim_in(&tx, &mut writes, poll).await?),
         });
     }

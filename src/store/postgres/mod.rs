@@ -34,8 +34,8 @@ use crate::clock::Clock;
 use crate::model::{AsyncInvokeConfig, FunctionKey, Invocation, InvocationKey, StoredConfig};
 
 use super::backend::{
-    Backend, ChangeCursor, Committed, Decide, Due, Lease, PollTarget, QueueDepth, Recovered,
-    Schedule, WorkWaiter, WorkingSet,
+    Backend, ChangeCursor, Committed, Current, Decide, Due, Lease, PollTarget, QueueDepth,
+    Recovered, Schedule, WorkWaiter, WorkingSet,
 };
 use super::lease_token::LeaseSigner;
 use super::page::PageSigner;
@@ -479,6 +479,10 @@ impl Backend for Postgres {
         self.inner
             .read_invocation(key, crate::persist::Detail::Summary)
             .await
+    }
+
+    async fn current(&self, keys: &[InvocationKey]) -> Result<Vec<Option<Current>>, StoreError> {
+        self.inner.current(keys).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {

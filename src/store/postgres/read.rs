@@ -2,18 +2,21 @@
 //! functions of an account. Every read goes to the primary, so a replica reads what any other
 //! replica acknowledged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::types::ToSql;
 
-use crate::model::{FunctionKey, Invocation, InvocationKey, StoredConfig};
+use crate::model::{AsyncInvokeConfig, FunctionKey, Invocation, InvocationKey, StoredConfig};
 use crate::persist::{Decoder, Detail};
 
+use super::super::backend::Current;
 use super::super::catalog::Catalog;
 use super::super::index::{self, ListEntry, Order, SCAN_BUDGET};
 use super::super::{ConfigKey, ConfigPage, FunctionPage, ListQuery, Page, StoreError};
-use super::{rows, DatabaseError, Inner};
+use super::rows::{self, KeyColumns};
+use super::{DatabaseError, Inner};
 
 /// A stored config from its column.
 pub fn parse_config(json: &str) -> Result<StoredConfig, StoreError> {
@@ -97,6 +100,60 @@ async fn config(
 }
 
 impl Inner {
+    /// `keys` (without events) with their configs and the leases on their current attempts,
+    /// in one statement.
+    pub async fn current(
+        &self,
+        keys: &[InvocationKey],
+    ) -> Result<Vec<Option<Current>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT i.account, i.service, i.function, i.id, i.started_ms, i.record, i.payload,
+                        i.lease_attempt, i.lease_started_ms, i.lease_deadline_ms, f.config
+                 FROM sai_invocation i
+                 LEFT JOIN sai_function f ON f.account = i.account AND f.service = i.service
+                      AND f.function = i.function AND f.qualifier = i.qualifier
+                 WHERE (i.account, i.service, i.function, i.id) IN
+                       (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))",
+            )
+            .await?;
+        let columns = KeyColumns::of(keys);
+        let found = client
+            .query(
+                &statement,
+                &[
+                    &columns.account,
+                    &columns.service,
+                    &columns.function,
+                    &columns.id,
+                ],
+            )
+            .await?;
+        let mut decoder = Decoder::default();
+        let mut by_key = HashMap::with_capacity(found.len());
+        for row in &found {
+            let record = rows::decode(row, 0, &mut decoder, Detail::Summary)?;
+            let lease = rows::lease(row, 7)?.filter(|lease| lease.attempt == record.attempts);
+            let config = match row.try_get::<_, Option<&str>>(10)? {
+                Some(json) => parse_config(json)?.config,
+                None => AsyncInvokeConfig::default(),
+            };
+            by_key.insert(
+                record.key.clone(),
+                Current {
+                    record,
+                    config,
+                    lease,
+                },
+            );
+        }
+        Ok(keys.iter().map(|key| by_key.get(key).cloned()).collect())
+    }
+
     /// One invocation, whole or without its events.
     pub async fn read_invocation(
         &self,

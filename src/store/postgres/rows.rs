@@ -29,11 +29,22 @@ pub struct Loaded {
 impl Loaded {
     /// From a row of [`LOADED_COLUMNS`].
     pub fn from_row(row: &Row, decoder: &mut Decoder) -> Result<Self, DatabaseError> {
-        let invocation = decode(row, 1, decoder, Detail::Full)?;
-        let lease = match (
-            row.try_get::<_, Option<i32>>(8)?,
-            row.try_get::<_, Option<i64>>(9)?,
-            row.try_get::<_, Option<i64>>(10)?,
+        Ok(Loaded {
+            record_no: row.try_get(0)?,
+            invocation: decode(row, 1, decoder, Detail::Full)?,
+            lease: lease(row, 8)?,
+        })
+    }
+}
+
+/// The lease in a row whose columns from `at` are lease_attempt, lease_started_ms,
+/// lease_deadline_ms.
+pub fn lease(row: &Row, at: usize) -> Result<Option<Lease>, DatabaseError> {
+    Ok(
+        match (
+            row.try_get::<_, Option<i32>>(at)?,
+            row.try_get::<_, Option<i64>>(at + 1)?,
+            row.try_get::<_, Option<i64>>(at + 2)?,
         ) {
             (Some(attempt), Some(started_ms), Some(deadline_ms)) => Some(Lease {
                 attempt: u32::try_from(attempt).unwrap_or(0),
@@ -41,13 +52,8 @@ impl Loaded {
                 deadline_ms,
             }),
             _ => None,
-        };
-        Ok(Loaded {
-            record_no: row.try_get(0)?,
-            invocation,
-            lease,
-        })
-    }
+        },
+    )
 }
 
 /// The invocation in a row whose columns from `at` are account, service, function, id,

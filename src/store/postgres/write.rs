@@ -30,7 +30,8 @@ const TAKEN_FOR_MS: i64 = 30_000;
 /// Most deadlines one scan takes.
 const DUE_BATCH: i64 = 256;
 /// How often deadlines are looked for when nothing says one is near.
-const DUE_SCAN_EVERY: Duration = Duration::from_millis(250);
+const DUE_SCAN_EVERY_MS: i64 = 250;
+const DUE_SCAN_EVERY: Duration = Duration::from_millis(DUE_SCAN_EVERY_MS.unsigned_abs());
 /// Tries of a transaction that lost a deadlock or serialization race.
 const TRIES: usize = 3;
 
@@ -40,7 +41,8 @@ const TRIES: usize = 3;
 pub struct Writes {
     changes: BTreeMap<Arc<str>, Vec<ChangeRow>>,
     ready: BTreeSet<FunctionKey>,
-    due: bool,
+    /// The soonest deadline written.
+    soonest_due: Option<i64>,
     /// Configs read in this transaction (they cannot change under it: a config write
     /// locks its row).
     configs: HashMap<ConfigKey, AsyncInvokeConfig>,
@@ -54,6 +56,11 @@ struct ChangeRow {
 }
 
 impl Writes {
+    /// Deadlines `due` were written.
+    fn armed(&mut self, due: impl IntoIterator<Item = Option<i64>>) {
+        self.soonest_due = due.into_iter().flatten().chain(self.soonest_due).min();
+    }
+
     /// `invocation` just gained its last event.
     fn changed(&mut self, invocation: &Invocation) {
         let event_id = invocation
@@ -128,7 +135,11 @@ impl Inner {
         let mut note = Note {
             ready: writes.ready.iter().cloned().collect(),
             feed: !writes.changes.is_empty(),
-            due: writes.due,
+            // A deadline after the next regular scan is found by it; scanning at once for
+            // every commit would cost a transaction each.
+            due: writes.soonest_due.is_some_and(|at_ms| {
+                at_ms <= self.clock.now_ms().saturating_add(DUE_SCAN_EVERY_MS)
+            }),
             everything: false,
         };
         if note.feed || note.due || !note.ready.is_empty() {
@@ -362,7 +373,12 @@ impl Inner {
                     .invocation(row.try_get(3)?),
             );
         }
-        writes.due |= !stored.is_empty();
+        writes.armed(
+            due.iter()
+                .zip(&candidates)
+                .filter(|(_, i)| stored.contains(&i.key))
+                .map(|(due, _)| *due),
+        );
         Ok(invocations
             .into_iter()
             .zip(fresh)
@@ -502,7 +518,7 @@ impl Inner {
             updates.push((row.record_no, due));
         }
         self.write_rows(tx, &loaded, &updates).await?;
-        writes.due |= !updates.is_empty();
+        writes.armed(updates.iter().map(|(_, due)| *due));
         if !removed.is_empty() {
             let gone: Vec<i64> = removed
                 .iter()
@@ -818,7 +834,7 @@ impl Inner {
             ],
         )
         .await?;
-        writes.due = true;
+        writes.armed([due]);
         Ok(())
     }
 
