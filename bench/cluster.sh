@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # sai on PostgreSQL beside pg-boss on the same PostgreSQL, interleaved: end to end (invoke ->
 # Succeeded, 64 in flight, fsync and synchronous_commit on) with one sai replica and with
-# three, and pg-boss's send/work loop at the same concurrency. One scratch PostgreSQL for all
+# three, pg-boss's send/work loop at the same concurrency, and the SQL floor (sai's own
+# statements from pgbench, bench/peers/sqlfloor). Then, once, a watcher on a replica of its
+# own while another takes 1,000 invocations/s. One scratch PostgreSQL for all
 # (bench/peers/common/lib.sh start_postgres), a database each.
 # usage: bench/cluster.sh [ROUNDS] [N]     (build first: cargo build --release)
 set -euo pipefail
@@ -28,4 +30,8 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "sai 3 replicas:  $(sai_e2e 3)"
   "$PG_BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -qc "DROP SCHEMA IF EXISTS pgboss CASCADE" pgboss
   echo "pg-boss:         $(DATABASE_URL=$BASE/pgboss "$HERE/peers/pgboss/run.sh" "$N" 64 | grep RESULT)"
+  echo "SQL floor:       $(SAI=$SAI DATABASE_URL=$BASE/sai "$HERE/peers/sqlfloor/run.sh" 20 | grep RESULT)"
 done
+echo "## watch across replicas at 1,000/s (load on one, watcher on the other)"
+"$SAI" bench --runs 1 --out "$TMP/out" --store "$BASE/sai" e2e --invocations 30000 \
+  --producers 64 --rate 1000 --replicas 2 --watcher | awk '/postgres/ {print $0}'

@@ -67,6 +67,12 @@ pub struct E2eArgs {
     /// workers connect to each in turn.
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Watch the run from a replica that takes none of its load (the last of `--replicas`,
+    /// at least 2): a WatchInvocations stream of the function, reporting each event's delay
+    /// from its timestamp (taken before its commit, on the replica that committed it) to its
+    /// arrival.
+    #[arg(long)]
+    pub watcher: bool,
 }
 
 /// How a bench worker reports outcomes.
@@ -85,24 +91,36 @@ pub(super) struct Run {
     pub(super) throughput: f64,
     pub(super) latencies: Latencies,
     cpu_us: f64,
+    /// Event delays seen by the watcher, with `--watcher`.
+    watched: Option<Latencies>,
 }
 
 /// Measure every mode `runs` times; report the median run of each.
 pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
+    if args.watcher && args.replicas < 2 {
+        return Err(BenchError::Usage(
+            "--watcher needs --replicas 2 or more: the watcher's replica takes no load".into(),
+        ));
+    }
+    let mut columns = vec![
+        "mode",
+        "offered/s",
+        "completed/s",
+        "server CPU µs/invocation",
+        "p50 ms",
+        "p99 ms",
+    ];
+    if args.watcher {
+        columns.extend(["watched events", "watch p50 ms", "watch p99 ms"]);
+    }
+    columns.push("runs (completed/s)");
     let mut report = Report::new(
         "e2e",
         json!({ "invocations": args.invocations, "producers": args.producers, "invoke_stream": args.invoke_stream,
                 "producer_connections": args.producer_connections, "invoke_batch": args.invoke_batch,
-                "workers": args.workers, "batch": args.batch, "rate": args.rate, "runs": runs }),
-        vec![
-            "mode",
-            "offered/s",
-            "completed/s",
-            "server CPU µs/invocation",
-            "p50 ms",
-            "p99 ms",
-            "runs (completed/s)",
-        ],
+                "workers": args.workers, "batch": args.batch, "rate": args.rate, "runs": runs,
+                "replicas": args.replicas, "watcher": args.watcher }),
+        columns,
     );
     for mode in &args.modes {
         let mut measured = Vec::new();
@@ -112,19 +130,29 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             for _ in 1..args.replicas.max(1) {
                 servers.push(ServerProcess::start_replica(*mode, dir.path()).await?);
             }
-            let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+            let mut urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+            let watcher = match args.watcher {
+                true => {
+                    let url = urls.pop().expect("--watcher runs with 2 replicas or more");
+                    Some(Watcher::start(url, args.invocations * EVENTS_PER_INVOCATION).await?)
+                }
+                false => None,
+            };
             let cpu_of = |servers: &[ServerProcess]| -> Duration {
                 servers.iter().map(ServerProcess::cpu_time).sum()
             };
             let cpu_before = cpu_of(&servers);
             let mut run = once(&urls, args).await?;
+            if let Some(watcher) = watcher {
+                run.watched = Some(watcher.finish().await?);
+            }
             let cpu = cpu_of(&servers).saturating_sub(cpu_before);
             run.cpu_us = cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
             measured.push(run);
         }
         let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
         let mut median = measured.swap_remove(median_index(&throughputs));
-        report.row(vec![
+        let mut row = vec![
             json!(mode.name()),
             if args.rate == 0 {
                 json!("max")
@@ -135,10 +163,71 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             json!((median.cpu_us * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
-            runs_column(&throughputs),
-        ]);
+        ];
+        if let Some(watched) = &mut median.watched {
+            row.extend([
+                json!(watched.len()),
+                json!(watched.percentile_ms(50.0)),
+                json!(watched.percentile_ms(99.0)),
+            ]);
+        }
+        row.push(runs_column(&throughputs));
+        report.row(row);
     }
     Ok(report)
+}
+
+/// Enqueued, Dequeued, Running, Succeeded.
+const EVENTS_PER_INVOCATION: usize = 4;
+
+/// A WatchInvocations stream of the bench function on a replica of its own.
+struct Watcher {
+    task: tokio::task::JoinHandle<Result<Latencies, BenchError>>,
+}
+
+impl Watcher {
+    /// Open the stream (from now on) and read it until `expected` events arrived.
+    async fn start(url: String, expected: usize) -> Result<Watcher, BenchError> {
+        let mut client = StatefulAsyncInvocationServiceClient::connect(url)
+            .await
+            .map_err(server_error)?;
+        // Answered once the replica follows the feed: nothing committed after this is missed.
+        let mut stream = client
+            .watch_invocations(pb::WatchInvocationsRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                from_sequence: 0,
+                from_oldest: false,
+            })
+            .await
+            .map_err(server_error)?
+            .into_inner();
+        let task = tokio::spawn(async move {
+            let mut delays = Latencies::default();
+            while delays.len() < expected {
+                let Some(change) = stream.message().await.map_err(server_error)? else {
+                    break;
+                };
+                let received_us = super::wall_us();
+                if let Some(event) = change.event {
+                    let committed_us = event.timestamp.saturating_mul(1_000);
+                    delays.record(Duration::from_micros(
+                        u64::try_from(received_us - committed_us).unwrap_or(0),
+                    ));
+                }
+            }
+            Ok(delays)
+        });
+        Ok(Watcher { task })
+    }
+
+    /// The delays seen, once every event arrived (or 30 s after the load ended).
+    async fn finish(self) -> Result<Latencies, BenchError> {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .map_err(|_| server_error("the watcher did not see every event within 30 s"))?
+            .map_err(server_error)?
+    }
 }
 
 /// Complete every lease as succeeded; returns (invocation id, when acknowledged).
@@ -363,6 +452,7 @@ async fn finish(mut workers: Workers, started: Instant) -> Result<Run, BenchErro
         throughput: completed as f64 / last.duration_since(started).as_secs_f64(),
         latencies,
         cpu_us: 0.0,
+        watched: None,
     })
 }
 

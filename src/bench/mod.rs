@@ -73,6 +73,9 @@ pub enum BenchError {
     /// Reading or writing files failed.
     #[error("{0}")]
     Io(String),
+    /// Flags that cannot go together.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Run the chosen scenario.
@@ -95,6 +98,13 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let path = report.write_json(&args.out)?;
     println!("JSON: {}", path.display());
     Ok(())
+}
+
+/// Wall-clock microseconds since the epoch, to compare with the servers' event timestamps.
+fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn server_error(err: impl std::fmt::Display) -> BenchError {

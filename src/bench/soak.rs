@@ -100,6 +100,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         usize::try_from(args.rate.saturating_mul(args.duration.as_secs())).unwrap_or(usize::MAX);
     let load = E2eArgs {
         replicas: 1,
+        watcher: false,
         invocations,
         producers: args.producers,
         producer_connections: 1,

@@ -32,12 +32,6 @@ pub struct WatchArgs {
 const SERVICE: &str = "bench";
 const FUNCTION: &str = "watched";
 
-fn wall_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// One run (watch runs once: its setup is long and its figures are per event).
 pub async fn run(args: &WatchArgs) -> Result<Report, BenchError> {
     let dir = ScratchDir::new("watch")?;
@@ -85,7 +79,7 @@ pub async fn run(args: &WatchArgs) -> Result<Report, BenchError> {
             let mut latencies = Latencies::default();
             let mut first = true;
             while let Some(message) = stream.message().await.map_err(server_error)? {
-                let received_us = wall_us();
+                let received_us = super::wall_us();
                 if first {
                     // Event 1 is replayed history, not a live delivery.
                     first = false;

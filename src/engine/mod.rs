@@ -460,8 +460,7 @@ impl Engine {
         let result = self
             .apply_one(transition)
             .await
-            .map(|(invocation, _)| invocation)
-            .map_err(EngineError::from);
+            .map(|(invocation, _)| invocation);
         self.completed(&key, attempt, &outcome, result).await
     }
 
