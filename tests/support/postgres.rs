@@ -82,6 +82,93 @@ impl PgServer {
         server
     }
 
+    /// A standby of `primary`: a base backup of it taken now, started streaming from it
+    /// (blocking, as [`PgServer::start`]).
+    pub fn standby_of(primary: &PgServer) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sai-pg-standby-")
+            .tempdir()
+            .expect("temp dir");
+        if primary.as_postgres {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()));
+        }
+        let standby = PgServer {
+            dir,
+            bin: primary.bin.clone(),
+            port: free_port(),
+            as_postgres: primary.as_postgres,
+        };
+        let data = standby.data();
+        let port = primary.port.to_string();
+        // -R writes standby.signal and the primary's address into the copy.
+        standby.run_tool(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        );
+        standby.start_again();
+        standby
+    }
+
+    /// Make every commit wait until a standby has it on disk (synchronous replication), and
+    /// wait until a standby is streaming synchronously.
+    pub async fn require_synchronous_standby(&self) {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL");
+        tokio::spawn(connection);
+        for statement in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "SELECT pg_reload_conf()",
+        ] {
+            client
+                .batch_execute(statement)
+                .await
+                .expect("require a synchronous standby");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let synchronous: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    &[],
+                )
+                .await
+                .expect("read pg_stat_replication")
+                .get(0);
+            if synchronous > 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no synchronous standby after 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Promote a standby to primary and wait until it takes writes.
+    pub fn promote(&self) {
+        let data = self.data();
+        self.run_tool("pg_ctl", &["-D", &data, "-w", "promote"]);
+    }
+
     fn data(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
