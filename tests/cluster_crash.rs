@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,24 +25,15 @@ const REPLICAS: usize = 3;
 const CLIENTS: usize = 4;
 const WORKERS: usize = 2;
 
-async fn start_replica(url: &str) -> SaiProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", url])
-        .args([
-            "--lease-timeout",
-            "1s",
-            "--retry-backoff-initial",
-            "0s",
-            "--retry-backoff-max",
-            "0s",
-        ])
-        .env("RUST_LOG", "error")
-        .stderr(Stdio::inherit());
-    tokio::task::spawn_blocking(move || SaiProcess::start(&mut command))
-        .await
-        .expect("start sai serve")
-}
+/// Short leases and no backoff, so that what the kills interrupt comes round again soon.
+const REPLICA_FLAGS: &[&str] = &[
+    "--lease-timeout",
+    "1s",
+    "--retry-backoff-initial",
+    "0s",
+    "--retry-backoff-max",
+    "0s",
+];
 
 /// Follow the account's changes through `urls` in turn, resuming after the last sequence
 /// received whenever a replica goes away; every sequence received, in order.
@@ -84,7 +74,7 @@ async fn a_cluster_loses_nothing_acknowledged_across_twenty_replica_kills() {
     let url = pg.database("sai").await;
     let mut replicas = Vec::new();
     for _ in 0..REPLICAS {
-        replicas.push(start_replica(&url).await);
+        replicas.push(start_replica(&url, REPLICA_FLAGS).await);
     }
     let urls = Arc::new(Mutex::new(
         replicas.iter().map(SaiProcess::url).collect::<Vec<_>>(),
@@ -114,7 +104,7 @@ async fn a_cluster_loses_nothing_acknowledged_across_twenty_replica_kills() {
         replicas[victim].child.wait().expect("reap it");
         load.abort_all();
         while load.join_next().await.is_some() {}
-        replicas[victim] = start_replica(&url).await;
+        replicas[victim] = start_replica(&url, REPLICA_FLAGS).await;
         urls.lock()[victim] = replicas[victim].url();
     }
 
@@ -132,30 +122,7 @@ async fn a_cluster_loses_nothing_acknowledged_across_twenty_replica_kills() {
     }
     let first = urls.lock()[0].clone();
     let mut client = Client::connect(first).await.expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let all = loop {
-        let all = list_all(&mut client, "default", list_request(FUNCTION)).await;
-        let open: Vec<(String, pb::InvocationStatus)> = all
-            .iter()
-            .filter(|i| {
-                !matches!(
-                    status_of(i),
-                    pb::InvocationStatus::Succeeded | pb::InvocationStatus::Failed
-                )
-            })
-            .map(|i| (i.invocation_id.clone(), status_of(i)))
-            .collect();
-        if open.is_empty() {
-            break all;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} invocations still not terminal: {:?}",
-            open.len(),
-            &open[..open.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let all = all_ended(&mut client, Duration::from_secs(120)).await;
     workers.abort_all();
 
     let acked = std::mem::take(&mut *acked.lock());

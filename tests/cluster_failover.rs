@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,42 +17,6 @@ use tokio::task::JoinSet;
 
 const REPLICAS: usize = 2;
 const CLIENTS: usize = 4;
-
-async fn start_replica(url: &str) -> SaiProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", url])
-        .args(["--lease-timeout", "2s"])
-        .env("RUST_LOG", "error")
-        .stderr(Stdio::inherit());
-    tokio::task::spawn_blocking(move || SaiProcess::start(&mut command))
-        .await
-        .expect("start sai serve")
-}
-
-/// Invoke new ids, recording each acknowledged one; a refused call (the
-/// database switching over) is not acknowledged, and the next id is tried a moment later.
-async fn invoking_through(url: String, tag: String, acked: Arc<Mutex<Acknowledged>>) {
-    let mut client = Client::connect(url).await.expect("connect");
-    for n in 0.. {
-        let id = format!("{tag}-{n}");
-        let answer = client
-            .invoke_function(pb::InvokeFunctionRequest {
-                service_name: SERVICE.into(),
-                function_name: FUNCTION.into(),
-                invocation_id: id.clone(),
-                payload: format!("{{\"n\":{n}}}"),
-                ..Default::default()
-            })
-            .await;
-        match answer {
-            Ok(_) => {
-                acked.lock().invoked.insert(id);
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synchronous_standby_promoted_mid_load_loses_nothing_acknowledged() {
@@ -76,14 +39,14 @@ async fn a_synchronous_standby_promoted_mid_load_loses_nothing_acknowledged() {
     );
     let mut replicas = Vec::new();
     for _ in 0..REPLICAS {
-        replicas.push(start_replica(&url).await);
+        replicas.push(start_replica(&url, &["--lease-timeout", "2s"]).await);
     }
     let urls: Vec<String> = replicas.iter().map(SaiProcess::url).collect();
 
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let mut load = JoinSet::new();
     for client_no in 0..CLIENTS {
-        load.spawn(invoking_through(
+        load.spawn(invoking_through_errors(
             urls[client_no % REPLICAS].clone(),
             format!("c{client_no}"),
             acked.clone(),
@@ -157,27 +120,7 @@ async fn check_every_acknowledged_write(urls: &[String], acked: &Arc<Mutex<Ackno
         });
     }
     let mut client = Client::connect(urls[0].clone()).await.expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let all = loop {
-        let all = list_all(&mut client, "default", list_request(FUNCTION)).await;
-        let open = all
-            .iter()
-            .filter(|i| {
-                !matches!(
-                    status_of(i),
-                    pb::InvocationStatus::Succeeded | pb::InvocationStatus::Failed
-                )
-            })
-            .count();
-        if open == 0 {
-            break all;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{open} invocations still open a minute after the switch"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let all = all_ended(&mut client, Duration::from_secs(60)).await;
     workers.abort_all();
     while workers.join_next().await.is_some() {}
 

@@ -1,5 +1,6 @@
 //! The load of the crash tests: clients invoking new ids and workers completing them with a
-//! known outcome each, until their server goes away, recording what was acknowledged.
+//! known outcome each, recording what was acknowledged; and the `sai serve` replicas of the
+//! cluster tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +35,17 @@ pub struct Acknowledged {
 /// Invoke new ids until the server goes away, recording each acknowledged one.
 /// Ids are `{tag}-{n}`, n from 0.
 pub async fn invoking(url: String, tag: String, acked: Arc<Mutex<Acknowledged>>) {
+    invoke_each(url, tag, acked, false).await
+}
+
+/// Invoke new ids until stopped, recording each acknowledged one; a refused call (the
+/// database switching over, say) is not acknowledged, and the next id is tried a moment
+/// later.
+pub async fn invoking_through_errors(url: String, tag: String, acked: Arc<Mutex<Acknowledged>>) {
+    invoke_each(url, tag, acked, true).await
+}
+
+async fn invoke_each(url: String, tag: String, acked: Arc<Mutex<Acknowledged>>, go_on: bool) {
     let Ok(mut client) = Client::connect(url).await else {
         return;
     };
@@ -52,8 +64,53 @@ pub async fn invoking(url: String, tag: String, acked: Arc<Mutex<Acknowledged>>)
             Ok(_) => {
                 acked.lock().invoked.insert(id);
             }
+            Err(_) if go_on => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             Err(_) => return,
         }
+    }
+}
+
+/// `sai serve` on the PostgreSQL at `url`, with `flags`.
+pub async fn start_replica(url: &str, flags: &[&str]) -> SaiProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sai"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", url])
+        .args(flags)
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::inherit());
+    tokio::task::spawn_blocking(move || SaiProcess::start(&mut command))
+        .await
+        .expect("start sai serve")
+}
+
+/// Every invocation of the function once none is open, waiting up to `limit`.
+pub async fn all_ended(
+    client: &mut Client,
+    limit: std::time::Duration,
+) -> Vec<pb::StatefulAsyncInvocation> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let all = list_all(client, "default", list_request(FUNCTION)).await;
+        let open: Vec<(&str, pb::InvocationStatus)> = all
+            .iter()
+            .filter(|i| {
+                !matches!(
+                    status_of(i),
+                    pb::InvocationStatus::Succeeded | pb::InvocationStatus::Failed
+                )
+            })
+            .map(|i| (i.invocation_id.as_str(), status_of(i)))
+            .collect();
+        if open.is_empty() {
+            return all;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} invocations still not terminal after {limit:?}: {:?}",
+            open.len(),
+            &open[..open.len().min(5)]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
