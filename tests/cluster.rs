@@ -451,3 +451,40 @@ async fn postgres_going_away_is_unavailable_at_once_and_the_replicas_recover_whe
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_of_an_account_page_the_same_through_every_replica() {
+    let cluster = Cluster::start(3).await;
+    let mut clients = Vec::new();
+    for replica in &cluster.replicas {
+        clients.push(replica.client().await);
+    }
+    let names: Vec<String> = (0..7).map(|n| format!("f{n}")).collect();
+    for (n, name) in names.iter().enumerate() {
+        invoke(&mut clients[n % 3], ACCOUNT, name, "job-1").await;
+    }
+    // Pages of 2, each asked of the next replica with the token another one gave.
+    let mut listed = Vec::new();
+    let mut next_token = String::new();
+    for page in 0.. {
+        let answer = clients[page % 3]
+            .list_stateful_async_invocation_functions(as_account(
+                ACCOUNT,
+                pb::ListStatefulAsyncInvocationFunctionsRequest {
+                    limit: 2,
+                    next_token: next_token.clone(),
+                },
+            ))
+            .await
+            .expect("list functions")
+            .into_inner();
+        assert!(answer.data.len() <= 2, "page {page}: {:?}", answer.data);
+        listed.extend(answer.data.into_iter().map(|f| f.function_name));
+        next_token = answer.next_token;
+        if next_token.is_empty() {
+            break;
+        }
+        assert!(page < 10, "paging does not end: {listed:?}");
+    }
+    assert_eq!(listed, names);
+}

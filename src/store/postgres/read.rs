@@ -14,7 +14,7 @@ use crate::persist::{Decoder, Detail};
 use super::super::backend::Current;
 use super::super::catalog::Catalog;
 use super::super::index::{self, ListEntry, Order, SCAN_BUDGET};
-use super::super::{ConfigKey, ConfigPage, FunctionPage, ListQuery, Page, StoreError};
+use super::super::{page, ConfigKey, ConfigPage, FunctionPage, ListQuery, Page, StoreError};
 use super::rows::{self, KeyColumns};
 use super::{DatabaseError, Inner};
 
@@ -326,11 +326,27 @@ impl Inner {
         limit: usize,
         next_token: &str,
     ) -> Result<FunctionPage, StoreError> {
+        // Only what one page can examine is read: from the token's function on, in page
+        // order, the token's own and one more than the scan budget after it (the catalog's
+        // paging stops there).
+        let (service, function, qualifier) = if next_token.is_empty() {
+            (String::new(), String::new(), String::new())
+        } else {
+            let scope: [&str; 1] = [account];
+            let mut parts = self
+                .pages
+                .decode("next_token", next_token, page::KIND_FUNCTIONS, &scope, 3)?
+                .into_iter();
+            let mut part = || parts.next().expect("decode checked there are 3 parts");
+            (part(), part(), part())
+        };
+        let examined = i64::try_from(SCAN_BUDGET + 2).expect("the scan budget is small");
         let catalog = self
             .catalog(
                 "SELECT account, service, function, qualifier, config FROM sai_function
-                 WHERE account = $1",
-                &[&&**account],
+                 WHERE account = $1 AND (service, function, qualifier) >= ($2, $3, $4)
+                 ORDER BY service, function, qualifier LIMIT $5",
+                &[&&**account, &service, &function, &qualifier, &examined],
             )
             .await?;
         catalog.list_functions(&self.pages, account, limit, next_token)
