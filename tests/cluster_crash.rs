@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,14 +125,7 @@ async fn a_cluster_loses_nothing_acknowledged_across_twenty_replica_kills() {
     workers.abort_all();
 
     let acked = std::mem::take(&mut *acked.lock());
-    let stored: BTreeMap<&str, &pb::StatefulAsyncInvocation> =
-        all.iter().map(|i| (i.invocation_id.as_str(), i)).collect();
-    for id in &acked.invoked {
-        assert!(
-            stored.contains_key(id.as_str()),
-            "acknowledged {id} is lost"
-        );
-    }
+    let stored = every_acknowledged_stored(&acked, &all);
     let mut events_checked = 0;
     for id in stored.keys() {
         let got = get(&mut client, "default", FUNCTION, id)

@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sai::pb;
 use support::crash_load::*;
 use support::postgres::PgServer;
 use support::*;
@@ -125,27 +123,11 @@ async fn check_every_acknowledged_write(urls: &[String], acked: &Arc<Mutex<Ackno
     while workers.join_next().await.is_some() {}
 
     let acked = std::mem::take(&mut *acked.lock());
-    let stored: BTreeMap<&str, &pb::StatefulAsyncInvocation> =
-        all.iter().map(|i| (i.invocation_id.as_str(), i)).collect();
-    for id in &acked.invoked {
-        assert!(
-            stored.contains_key(id.as_str()),
-            "acknowledged {id} is lost"
-        );
-    }
+    let stored = every_acknowledged_stored(&acked, &all);
     for (id, outcome) in &acked.completed {
         let got = stored
             .get(id.as_str())
             .unwrap_or_else(|| panic!("completed {id} is lost"));
-        match outcome {
-            Ok(payload) => {
-                assert_eq!(status_of(got), pb::InvocationStatus::Succeeded, "{id}");
-                assert_eq!(&got.return_payload, payload, "{id}");
-            }
-            Err(message) => {
-                assert_eq!(status_of(got), pb::InvocationStatus::Failed, "{id}");
-                assert_eq!(&got.invocation_error_message, message, "{id}");
-            }
-        }
+        assert_outcome(id, got, outcome);
     }
 }

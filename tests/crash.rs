@@ -52,19 +52,6 @@ async fn client(url: &str) -> Client {
     Client::connect(url.to_string()).await.expect("connect")
 }
 
-fn assert_outcome(id: &str, got: &pb::StatefulAsyncInvocation, outcome: &Result<String, String>) {
-    match outcome {
-        Ok(payload) => {
-            assert_eq!(status_of(got), pb::InvocationStatus::Succeeded, "{id}");
-            assert_eq!(&got.return_payload, payload, "{id}");
-        }
-        Err(message) => {
-            assert_eq!(status_of(got), pb::InvocationStatus::Failed, "{id}");
-            assert_eq!(&got.invocation_error_message, message, "{id}");
-        }
-    }
-}
-
 /// After a restart, by listing: every acknowledged invocation exists, and every acknowledged
 /// completion is terminal with its outcome. Returns (invocations, completions) checked.
 async fn check_listed(url: &str, acked: &Acknowledged) -> (usize, usize) {

@@ -24,6 +24,40 @@ pub fn intended_outcome(id: &str) -> Result<String, String> {
     }
 }
 
+/// That `got` ended as the worker was told to report it.
+pub fn assert_outcome(
+    id: &str,
+    got: &pb::StatefulAsyncInvocation,
+    outcome: &Result<String, String>,
+) {
+    match outcome {
+        Ok(payload) => {
+            assert_eq!(status_of(got), pb::InvocationStatus::Succeeded, "{id}");
+            assert_eq!(&got.return_payload, payload, "{id}");
+        }
+        Err(message) => {
+            assert_eq!(status_of(got), pb::InvocationStatus::Failed, "{id}");
+            assert_eq!(&got.invocation_error_message, message, "{id}");
+        }
+    }
+}
+
+/// `all` by id, once every invocation in `acked` is found among them.
+pub fn every_acknowledged_stored<'a>(
+    acked: &Acknowledged,
+    all: &'a [pb::StatefulAsyncInvocation],
+) -> BTreeMap<&'a str, &'a pb::StatefulAsyncInvocation> {
+    let stored: BTreeMap<&str, &pb::StatefulAsyncInvocation> =
+        all.iter().map(|i| (i.invocation_id.as_str(), i)).collect();
+    for id in &acked.invoked {
+        assert!(
+            stored.contains_key(id.as_str()),
+            "acknowledged {id} is lost"
+        );
+    }
+    stored
+}
+
 /// Everything acknowledged so far, across all cycles.
 #[derive(Default)]
 pub struct Acknowledged {
