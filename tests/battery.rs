@@ -659,9 +659,10 @@ async fn raw_frames(server: &TestServer) -> usize {
             .expect("request");
         let mut sender = sender.clone().ready().await.expect("connection ready");
         let (response, mut stream) = sender.send_request(request, false).expect("send");
-        stream
-            .send_data(Bytes::from(body), true)
-            .expect("send body");
+        // A server that refuses before reading the body (a wrong content type) may end the
+        // stream before the body goes out: then sending it fails, and the answer below is
+        // what is checked.
+        let _ = stream.send_data(Bytes::from(body), true);
         let response = response.await.expect("an answer, not a dead connection");
         let (head, mut body) = response.into_parts();
         let mut grpc_status = head
