@@ -10,5 +10,17 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    sai::server::read_heap_with(jemalloc_stats);
     sai::cli::run()
+}
+
+/// jemalloc's counts of allocated and resident bytes, as of now (its statistics are
+/// snapshots, refreshed by advancing its epoch).
+fn jemalloc_stats() -> Option<sai::server::HeapStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(sai::server::HeapStats {
+        allocated: u64::try_from(stats::allocated::read().ok()?).ok()?,
+        resident: u64::try_from(stats::resident::read().ok()?).ok()?,
+    })
 }

@@ -17,6 +17,8 @@ use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::http::fc::access_keys::{self, AccessKeys};
 use crate::http::HttpState;
+/// How the process's allocator is read for the heap gauges of `/metrics`.
+pub use crate::metrics::{read_heap_with, HeapStats};
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;

@@ -64,6 +64,7 @@ impl Sample {
             json!(mib(self.gauge(metrics::CACHE_BYTES))),
             json!(mib(self.gauge(metrics::HISTORY_DISK_BYTES))),
             json!(mib(self.gauge(metrics::WRITE_BUFFER_BYTES))),
+            json!(mib(self.gauge(metrics::HEAP_ALLOCATED_BYTES))),
         ]
     }
 }
@@ -129,6 +130,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             "cache MiB",
             "disk MiB",
             "memtables MiB",
+            "heap MiB",
         ],
     );
     let started = Instant::now();

@@ -84,6 +84,24 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
     handle
 }
 
+/// What the process's allocator holds, as [`HEAP_ALLOCATED_BYTES`] and
+/// [`HEAP_RESIDENT_BYTES`] describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapStats {
+    /// Bytes allocated and not freed.
+    pub allocated: u64,
+    /// Bytes of the allocator's resident pages.
+    pub resident: u64,
+}
+
+/// How the heap gauges are read: the binary knows its allocator, the library does not.
+static HEAP_READER: OnceLock<fn() -> Option<HeapStats>> = OnceLock::new();
+
+/// Read the heap gauges with `reader` from now on (the first call wins).
+pub fn read_heap_with(reader: fn() -> Option<HeapStats>) {
+    let _ = HEAP_READER.set(reader);
+}
+
 /// Set the gauges of what `engine` and its store hold now.
 pub fn observe(engine: &Engine) {
     let working = engine.working_set();
@@ -99,6 +117,10 @@ pub fn observe(engine: &Engine) {
     set(HISTORY_DISK_BYTES, store.disk_bytes);
     set(WRITE_BUFFER_BYTES, store.write_buffer_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
+    if let Some(heap) = HEAP_READER.get().and_then(|read| read()) {
+        set(HEAP_ALLOCATED_BYTES, heap.allocated);
+        set(HEAP_RESIDENT_BYTES, heap.resident);
+    }
     let writing = engine.backend().write_running_for().unwrap_or_default();
     metrics::gauge!(WRITE_IN_PROGRESS_SECONDS).set(writing.as_secs_f64());
     for queue in engine.busiest_queues(QUEUE_FUNCTIONS) {

@@ -44,6 +44,11 @@ pub const CACHE_BYTES: &str = "sai_cache_bytes";
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
 /// Bytes the data directory's memtables hold in memory (written, not yet flushed).
 pub const WRITE_BUFFER_BYTES: &str = "sai_write_buffer_bytes";
+/// Bytes the process's allocator has handed out and not had back: the live heap.
+pub const HEAP_ALLOCATED_BYTES: &str = "sai_heap_allocated_bytes";
+/// Bytes of the allocator's pages that are resident: the live heap, what is freed but not
+/// yet returned to the system, and the allocator's own bookkeeping.
+pub const HEAP_RESIDENT_BYTES: &str = "sai_heap_resident_bytes";
 /// Open watch streams (WatchInvocation, WatchInvocations, the dashboard's event streams).
 pub const WATCH_STREAMS: &str = "sai_watch_streams";
 /// Open InvokeFunctionStream streams.
