@@ -86,6 +86,8 @@ pub struct LoadSummary {
     pub sequence: u64,
     /// Invocations found in an older format's layout and moved to the current one.
     pub migrated: usize,
+    /// Entries of the open set whose invocation had ended, dropped from it.
+    pub stale_open: usize,
 }
 
 /// Memtable size of the partitions every invocation writes (history, ids, open), as
@@ -307,6 +309,7 @@ impl Persist {
             });
         }
         let reader = self.reader();
+        let mut stale = Vec::new();
         for item in p.open.iter() {
             let (key, _) = item?;
             let value = p
@@ -314,8 +317,31 @@ impl Persist {
                 .get(&key)?
                 .ok_or_else(|| corrupt(format!("open invocation {key:?} has no record")))?;
             let invocation = reader.decode(&key, &value, Detail::Full)?;
+            // The record is what counts: an ended invocation's entry can come back in the
+            // open set when a full compaction of it runs beside the writes deleting entries
+            // (found after seedings with the open-set compactor running), and loading it
+            // would hold a finished record in memory as if it were open.
+            if invocation.status.is_terminal() {
+                stale.push(key);
+                continue;
+            }
             summary.invocations += 1;
             sink(Loaded::Invocation(invocation));
+        }
+        if !stale.is_empty() {
+            summary.stale_open = stale.len();
+            let mut batch = self
+                .keyspace
+                .batch()
+                .durability(Some(fjall::PersistMode::SyncData));
+            for key in &stale {
+                batch.remove(&p.open, key.clone());
+            }
+            batch.commit()?;
+            tracing::warn!(
+                entries = stale.len(),
+                "dropped entries of ended invocations from the open set"
+            );
         }
 
         summary.sequence = match p.meta.get(SEQUENCE_KEY)? {
@@ -719,4 +745,64 @@ pub struct DiskConfig {
     pub dir: PathBuf,
     /// When acknowledged changes are on disk.
     pub durability: Durability,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Change;
+
+    fn open(dir: &Path) -> Persist {
+        Persist::open(dir, Durability::Sync).expect("open the data directory")
+    }
+
+    /// Ids of the invocations a load hands over, and its summary.
+    fn load(dir: &Path) -> (Vec<String>, LoadSummary) {
+        let mut loaded = Vec::new();
+        let summary = open(dir)
+            .load(|item| {
+                if let Loaded::Invocation(invocation) = item {
+                    loaded.push(invocation.key.id.to_string());
+                }
+            })
+            .expect("load");
+        (loaded, summary)
+    }
+
+    #[test]
+    fn an_ended_invocation_listed_as_open_is_not_loaded_and_leaves_the_open_set() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let queued =
+            Invocation::accept(function.invocation("queued"), "LATEST", "q".into(), "r1", 5);
+        let mut ended =
+            Invocation::accept(function.invocation("ended"), "LATEST", "e".into(), "r2", 5);
+        ended
+            .apply(&Change::Stop, 6)
+            .expect("stop a queued invocation");
+        assert!(ended.status.is_terminal());
+
+        // What a compaction that brings back a deleted entry leaves: the ended record with
+        // its key in the open set.
+        let journal = open(dir.path()).into_journal();
+        let mut writes = journal.write_set();
+        writes.put_accepted(&queued);
+        writes.put_accepted(&ended);
+        let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
+        journal.close().expect("close");
+        assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+
+        let (loaded, summary) = load(dir.path());
+        assert_eq!(loaded, ["queued"]);
+        assert_eq!((summary.invocations, summary.stale_open), (1, 1));
+        let (loaded, summary) = load(dir.path());
+        assert_eq!(loaded, ["queued"]);
+        assert_eq!((summary.invocations, summary.stale_open), (1, 0));
+        let record = open(dir.path())
+            .reader()
+            .get(&function.invocation("ended"))
+            .expect("read")
+            .expect("the ended record is kept");
+        assert_eq!(record.status, ended.status);
+    }
 }
