@@ -165,6 +165,10 @@ const LEGACY_PARTITIONS: [&str; 4] = ["records", "record_payloads", "invocations
 
 const SEQUENCE_KEY: &[u8] = b"sequence";
 
+/// Open-set entries of ended invocations a start removes per batch: bounds what it holds
+/// when a directory carries millions of them.
+const STALE_OPEN_BATCH: usize = 10_000;
+
 /// An open data directory, before or while it is loaded.
 pub struct Persist {
     dir: DataDir,
@@ -310,6 +314,17 @@ impl Persist {
         }
         let reader = self.reader();
         let mut stale = Vec::new();
+        let drop_stale = |stale: &mut Vec<fjall::Slice>| -> Result<(), PersistError> {
+            let mut batch = self
+                .keyspace
+                .batch()
+                .durability(Some(fjall::PersistMode::SyncData));
+            for key in stale.drain(..) {
+                batch.remove(&p.open, key);
+            }
+            batch.commit()?;
+            Ok(())
+        };
         for item in p.open.iter() {
             let (key, _) = item?;
             let value = p
@@ -317,29 +332,27 @@ impl Persist {
                 .get(&key)?
                 .ok_or_else(|| corrupt(format!("open invocation {key:?} has no record")))?;
             let invocation = reader.decode(&key, &value, Detail::Full)?;
-            // The record is what counts: an ended invocation's entry can come back in the
-            // open set when a full compaction of it runs beside the writes deleting entries
-            // (found after seedings with the open-set compactor running), and loading it
-            // would hold a finished record in memory as if it were open.
+            // The record is what counts: loading an ended invocation would hold a finished
+            // record in memory as if it were open. Earlier builds' compactions of the open
+            // set brought deleted entries back (see `writer::compact_open`), and directories
+            // they wrote still carry them.
             if invocation.status.is_terminal() {
+                summary.stale_open += 1;
                 stale.push(key);
+                if stale.len() == STALE_OPEN_BATCH {
+                    drop_stale(&mut stale)?;
+                }
                 continue;
             }
             summary.invocations += 1;
             sink(Loaded::Invocation(invocation));
         }
         if !stale.is_empty() {
-            summary.stale_open = stale.len();
-            let mut batch = self
-                .keyspace
-                .batch()
-                .durability(Some(fjall::PersistMode::SyncData));
-            for key in &stale {
-                batch.remove(&p.open, key.clone());
-            }
-            batch.commit()?;
+            drop_stale(&mut stale)?;
+        }
+        if summary.stale_open > 0 {
             tracing::warn!(
-                entries = stale.len(),
+                entries = summary.stale_open,
                 "dropped entries of ended invocations from the open set"
             );
         }

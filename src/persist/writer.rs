@@ -192,6 +192,21 @@ const OPEN_COMPACT_BYTES: u64 = 8 * 1024 * 1024;
 /// compaction drops them; the live set it writes back is only what is open.
 struct OpenCompactor;
 
+/// Compact the open set whole into its last level, keeping only the newest version of each
+/// key and dropping deleted keys with their markers.
+///
+/// fjall's own `major_compact` passes the keyspace's snapshot watermark as the point below
+/// which older versions may be dropped. That watermark only moves when snapshots close, and
+/// sai takes none, so it stays behind: the compaction then kept a key's older insert *and*
+/// dropped the newer deletion marker covering it (markers are always dropped at the last
+/// level), and ended invocations came back as open. Nothing reads this partition while the
+/// server runs (only a start does, before the compactor exists), so no reader needs an older
+/// version and every version below the newest can go.
+fn compact_open(open: &fjall::PartitionHandle) -> Result<(), fjall::LsmError> {
+    use fjall::AbstractTree;
+    open.tree.major_compact(u64::MAX, u64::MAX)
+}
+
 impl OpenCompactor {
     /// Look now and every [`OPEN_COMPACT_EVERY`] until the returned sender is dropped.
     fn start(open: fjall::PartitionHandle) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
@@ -201,7 +216,7 @@ impl OpenCompactor {
             .spawn(move || loop {
                 if open.disk_space() > OPEN_COMPACT_BYTES {
                     let started = Instant::now();
-                    match open.major_compact() {
+                    match compact_open(&open) {
                         Ok(()) => tracing::debug!(
                             took_ms = started.elapsed().as_millis() as u64,
                             bytes_after = open.disk_space(),
@@ -361,5 +376,39 @@ fn acknowledge(group: Vec<Submission>, result: Result<(), Arc<PersistError>>) {
             (submission.on_durable)();
         }
         let _ = submission.ack.send(result.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_the_open_set_keeps_deleted_keys_deleted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keyspace = fjall::Config::new(dir.path()).open().expect("keyspace");
+        let open = keyspace
+            .open_partition("open", fjall::PartitionCreateOptions::default())
+            .expect("partition");
+        open.insert("ended", "").expect("insert");
+        open.insert("running", "").expect("insert");
+        open.rotate_memtable_and_wait().expect("flush");
+        open.remove("ended").expect("remove");
+        open.rotate_memtable_and_wait().expect("flush");
+
+        compact_open(&open).expect("compact");
+
+        assert_eq!(open.get("ended").expect("read"), None);
+        assert!(open.get("running").expect("read").is_some());
+
+        // A deletion still in memory when the compaction runs covers the compacted insert
+        // until it is flushed, and goes with it at the next compaction.
+        open.remove("running").expect("remove");
+        compact_open(&open).expect("compact");
+        assert_eq!(open.get("running").expect("read"), None);
+        open.rotate_memtable_and_wait().expect("flush");
+        compact_open(&open).expect("compact");
+        assert_eq!(open.get("running").expect("read"), None);
+        assert_eq!(open.iter().count(), 0);
     }
 }
