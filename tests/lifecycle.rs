@@ -765,6 +765,24 @@ async fn complete_invocations_applies_each_entry_as_complete_invocation_would() 
     .await
     .expect("still held");
 
+    // Entries of attempts that already ended, in a later batch: the same outcome is answered
+    // as a repeat, another one refused, each decided against the invocation as it is then.
+    let again: Vec<tonic::Code> = worker
+        .complete_invocations(pb::CompleteInvocationsRequest {
+            completions: vec![
+                entry(&leases[1], permanent_failure("two")),
+                entry(&leases[2], success("not three")),
+            ],
+        })
+        .await
+        .expect("the batch is answered")
+        .into_inner()
+        .results
+        .iter()
+        .map(|r| tonic::Code::from(r.code))
+        .collect();
+    assert_eq!(again, [tonic::Code::Ok, tonic::Code::FailedPrecondition]);
+
     for count in [0, 101] {
         let refused = worker
             .complete_invocations(pb::CompleteInvocationsRequest {

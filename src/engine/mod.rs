@@ -18,12 +18,13 @@ mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::model::{AsyncInvokeConfig, Change, Invocation, InvocationKey, Status, StoredConfig};
-use crate::store::backend::{is_held, Claim, Current, Due, Lease};
+use crate::store::backend::{is_held, Claim, Current, DecideReport, Due, Lease};
 use crate::store::{Backend, ConfigKey, Embedded, Store, Transition};
 
 pub use crate::store::backend::{PollTarget, QueueDepth, WorkingSet};
@@ -468,7 +469,7 @@ impl Engine {
     /// checked and answered as `complete` would answer it. A token given twice is answered
     /// as a repeat of its first entry.
     pub async fn complete_all(
-        &self,
+        self: &Arc<Self>,
         account: &str,
         entries: Vec<(String, Outcome)>,
     ) -> Vec<Result<Arc<Invocation>, EngineError>> {
@@ -488,46 +489,58 @@ impl Engine {
             }
         }
         let keys: Vec<InvocationKey> = verified.iter().map(|(_, key, ..)| key.clone()).collect();
-        let currents = match self.backend.current(&keys).await {
-            Ok(currents) => currents,
-            Err(err) => {
-                for (at, ..) in verified.drain(..) {
-                    answers[at] = Some(Err(err.clone().into()));
+        // Decided against each invocation as it is when the reports commit; why a report
+        // was not applied is kept here, by its place in `verified`.
+        let reports: Arc<Vec<(u32, Outcome)>> = Arc::new(
+            verified
+                .iter()
+                .map(|(_, _, attempt, outcome)| (*attempt, outcome.clone()))
+                .collect(),
+        );
+        let not_held: Arc<Mutex<Vec<Option<EngineError>>>> =
+            Arc::new(Mutex::new(verified.iter().map(|_| None).collect()));
+        let decide: DecideReport = {
+            let (engine, reports, not_held) = (self.clone(), reports.clone(), not_held.clone());
+            Arc::new(move |at, current| {
+                let (attempt, outcome) = &reports[at];
+                match engine.still_held(current, *attempt) {
+                    Ok(held) => {
+                        not_held.lock()[at] = None;
+                        Some(engine.report_transition(&held, *attempt, outcome))
+                    }
+                    Err(why) => {
+                        not_held.lock()[at] = Some(why);
+                        None
+                    }
                 }
-                Vec::new()
-            }
+            })
         };
-        let mut applying = Vec::new();
-        let mut transitions = Vec::new();
-        for ((at, key, attempt, outcome), current) in verified.into_iter().zip(currents) {
-            match self.still_held(current, attempt) {
-                Ok(held) => {
-                    transitions.push(self.report_transition(&held, attempt, &outcome));
-                    applying.push((at, key, attempt, outcome));
-                }
-                Err(not_held) => {
-                    answers[at] = Some(
-                        self.repeated_completion(&key, attempt, &outcome)
-                            .await
-                            .and_then(|answer| answer.ok_or(not_held)),
-                    );
+        match self.backend.report(keys, decide).await {
+            Ok(results) => {
+                for (report, ((at, key, attempt, outcome), result)) in
+                    verified.into_iter().zip(results).enumerate()
+                {
+                    answers[at] = Some(match result {
+                        Some(result) => {
+                            let result = result
+                                .map(|(invocation, _)| invocation)
+                                .map_err(EngineError::from);
+                            self.completed(&key, attempt, &outcome, result).await
+                        }
+                        None => {
+                            let why = not_held.lock()[report]
+                                .take()
+                                .expect("a report decided to nothing has its reason kept");
+                            self.repeated_completion(&key, attempt, &outcome)
+                                .await
+                                .and_then(|answer| answer.ok_or(why))
+                        }
+                    });
                 }
             }
-        }
-        if !transitions.is_empty() {
-            match self.backend.apply(transitions).await {
-                Ok(results) => {
-                    for ((at, key, attempt, outcome), result) in applying.into_iter().zip(results) {
-                        let result = result
-                            .map(|(invocation, _)| invocation)
-                            .map_err(EngineError::from);
-                        answers[at] = Some(self.completed(&key, attempt, &outcome, result).await);
-                    }
-                }
-                Err(err) => {
-                    for (at, ..) in applying {
-                        answers[at] = Some(Err(err.clone().into()));
-                    }
+            Err(err) => {
+                for (at, ..) in verified {
+                    answers[at] = Some(Err(err.clone().into()));
                 }
             }
         }

@@ -82,6 +82,19 @@ pub struct Claimed {
 /// that a backend may decide inside a commit it runs on another task.
 pub type Decide = Arc<dyn Fn(&Invocation, &AsyncInvokeConfig) -> Claim + Send + Sync>;
 
+/// How workers' reports are decided: from the `n`th reported invocation as it is when the
+/// reports commit (`None` if gone), the transition the report calls for, or `None` when it
+/// calls for none (the decider keeps why). Owned, as [`Decide`] is; a backend may call it
+/// again for the same report if it retries the commit.
+pub type DecideReport = Arc<dyn Fn(usize, Option<Current>) -> Option<Transition> + Send + Sync>;
+
+/// Per-report outcomes: `None` where nothing was decided, else how applying the decided
+/// transition went (as in [`Committed`]).
+pub type ReportOutcomes = Vec<Option<Result<(Arc<Invocation>, bool), StoreError>>>;
+
+/// What [`Backend::report`] answers: each report's outcome, or the commit's own error.
+pub type Reported = Result<ReportOutcomes, StoreError>;
+
 /// An open invocation whose deadline came, with what deciding about it takes.
 #[derive(Debug, Clone)]
 pub struct Due {
@@ -279,6 +292,29 @@ pub trait Backend: Send + Sync {
             }));
         }
         Ok(found)
+    }
+
+    /// Decide a report on each of `keys` with `decide`, against each invocation as it is,
+    /// and apply what was decided in one commit. Here: read with [`Backend::current`], then
+    /// [`Backend::apply`], which fences each transition against the state at its commit; a
+    /// backend behind a network decides inside that commit instead, saving the read.
+    async fn report(&self, keys: Vec<InvocationKey>, decide: DecideReport) -> Reported {
+        let currents = self.current(&keys).await?;
+        let mut decided = Vec::new();
+        let mut transitions = Vec::new();
+        for (at, current) in currents.into_iter().enumerate() {
+            if let Some(transition) = decide(at, current) {
+                decided.push(at);
+                transitions.push(transition);
+            }
+        }
+        let mut answers: Vec<_> = keys.iter().map(|_| None).collect();
+        if !transitions.is_empty() {
+            for (at, result) in decided.into_iter().zip(self.apply(transitions).await?) {
+                answers[at] = Some(result);
+            }
+        }
+        Ok(answers)
     }
 
     /// One page of a function's invocations.

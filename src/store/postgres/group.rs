@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::model::Invocation;
+use crate::model::{Invocation, InvocationKey};
 
-use super::super::backend::{Claimed, Committed, Decide, PollTarget};
+use super::super::backend::{
+    Claimed, Committed, Decide, DecideReport, PollTarget, ReportOutcomes, Reported,
+};
 use super::super::{StoreError, Transition};
 use super::write::{retryable, Writes};
 use super::Inner;
@@ -44,6 +46,12 @@ pub enum Job {
         transitions: Vec<Transition>,
         reply: oneshot::Sender<Committed<(Arc<Invocation>, bool)>>,
     },
+    /// Workers' reports, decided against the rows this transaction locks.
+    Report {
+        keys: Vec<InvocationKey>,
+        decide: DecideReport,
+        reply: oneshot::Sender<Reported>,
+    },
     /// A poll's claim.
     Claim {
         poll: Poll,
@@ -67,6 +75,7 @@ impl Job {
         match self {
             Job::Accept { invocations, .. } => invocations.len(),
             Job::Apply { transitions, .. } => transitions.len(),
+            Job::Report { keys, .. } => keys.len(),
             Job::Claim { poll, .. } => poll.max,
         }
     }
@@ -76,6 +85,7 @@ impl Job {
         match self {
             Job::Accept { reply, .. } => drop(reply.send(Err(err))),
             Job::Apply { reply, .. } => drop(reply.send(Err(err))),
+            Job::Report { reply, .. } => drop(reply.send(Err(err))),
             Job::Claim { reply, .. } => drop(reply.send(Err(err))),
         }
     }
@@ -152,6 +162,7 @@ pub async fn run(inner: Arc<Inner>) {
 enum Answer {
     Accept(Vec<Result<Arc<Invocation>, StoreError>>),
     Apply(Vec<Result<(Arc<Invocation>, bool), StoreError>>),
+    Report(ReportOutcomes),
     Claim(Vec<Claimed>),
 }
 
@@ -175,6 +186,9 @@ async fn commit(inner: &Inner, group: Vec<Job>) {
                     (Job::Apply { reply, .. }, Answer::Apply(results)) => {
                         drop(reply.send(Ok(results)))
                     }
+                    (Job::Report { reply, .. }, Answer::Report(results)) => {
+                        drop(reply.send(Ok(results)))
+                    }
                     (Job::Claim { reply, .. }, Answer::Claim(claimed)) => {
                         drop(reply.send(Ok(claimed)))
                     }
@@ -195,7 +209,9 @@ async fn commit(inner: &Inner, group: Vec<Job>) {
 
 /// One transaction for the whole group: every invocation accepted in one insert, then every
 /// transition applied with one round of locks and one write, in arrival order (so a call's
-/// changes apply as they would alone), then the claims, which see what was just accepted.
+/// changes apply as they would alone), then every report decided and applied the same way
+/// (after the transitions, so it sees them), then the claims, which see what was just
+/// accepted.
 async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError> {
     let mut client = inner.client().await?;
     let tx = client.transaction().await?;
@@ -236,6 +252,19 @@ async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError
             .await?
     }
     .into_iter();
+    let reports: Vec<(&[InvocationKey], &DecideReport)> = group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Report { keys, decide, .. } => Some((keys.as_slice(), decide)),
+            _ => None,
+        })
+        .collect();
+    let mut reported = if reports.is_empty() {
+        Vec::new()
+    } else {
+        inner.report_in(&tx, &mut writes, &reports).await?
+    }
+    .into_iter();
     let mut answers = Vec::with_capacity(group.len());
     for job in group {
         answers.push(match job {
@@ -245,6 +274,11 @@ async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError
             Job::Apply { transitions, .. } => {
                 Answer::Apply(applied.by_ref().take(transitions.len()).collect())
             }
+            Job::Report { .. } => Answer::Report(
+                reported
+                    .next()
+                    .expect("report_in answers every report of the group"),
+            ),
             Job::Claim { poll, .. } => Answer::Claim(inner.claim_in(&tx, &mut writes, poll).await?),
         });
     }

@@ -34,8 +34,8 @@ use crate::clock::Clock;
 use crate::model::{AsyncInvokeConfig, FunctionKey, Invocation, InvocationKey, StoredConfig};
 
 use super::backend::{
-    Backend, ChangeCursor, Committed, Current, Decide, Due, Lease, PollTarget, QueueDepth,
-    Recovered, Schedule, WorkWaiter, WorkingSet,
+    Backend, ChangeCursor, Committed, Current, Decide, DecideReport, Due, Lease, PollTarget,
+    QueueDepth, Recovered, Reported, Schedule, WorkWaiter, WorkingSet,
 };
 use super::lease_token::LeaseSigner;
 use super::page::PageSigner;
@@ -483,6 +483,10 @@ impl Backend for Postgres {
 
     async fn current(&self, keys: &[InvocationKey]) -> Result<Vec<Option<Current>>, StoreError> {
         self.inner.current(keys).await
+    }
+
+    async fn report(&self, keys: Vec<InvocationKey>, decide: DecideReport) -> Reported {
+        self.inner.report(keys, decide).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {

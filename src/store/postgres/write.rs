@@ -17,7 +17,9 @@ use crate::model::{
 };
 use crate::persist::Decoder;
 
-use super::super::backend::{is_held, Claim, Claimed, Committed, Due, Lease};
+use super::super::backend::{
+    is_held, Claim, Claimed, Committed, Current, DecideReport, Due, Lease, ReportOutcomes, Reported,
+};
 use super::super::{check, ConfigKey, StoreError, Transition};
 use super::group::{Job, Poll};
 use super::rows::{self, KeyColumns, Loaded, LOADED_COLUMNS};
@@ -606,6 +608,79 @@ impl Inner {
         )
         .await?;
         Ok(())
+    }
+
+    /// Decide workers' reports against their rows and apply them, in the next group commit.
+    pub async fn report(&self, keys: Vec<InvocationKey>, decide: DecideReport) -> Reported {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.groups
+            .submit(Job::Report {
+                keys,
+                decide,
+                reply,
+            })
+            .await?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Reports inside `tx`: the rows of every report locked and read in one statement, each
+    /// report decided against its row as it is here, and every decided transition applied
+    /// with one write. Answers each report's outcomes, in order.
+    pub async fn report_in(
+        &self,
+        tx: &Transaction<'_>,
+        writes: &mut Writes,
+        reports: &[(&[InvocationKey], &DecideReport)],
+    ) -> Result<Vec<ReportOutcomes>, StoreError> {
+        let keys: BTreeSet<InvocationKey> = reports
+            .iter()
+            .flat_map(|(keys, _)| keys.iter().cloned())
+            .collect();
+        let locked = self.lock(tx, &keys).await?;
+        let configs = self
+            .configs(
+                tx,
+                writes,
+                locked.values().map(|row| rows::config_key(&row.invocation)),
+            )
+            .await?;
+        let mut transitions = Vec::new();
+        // (report, place in it) of each transition.
+        let mut decided = Vec::new();
+        for (report, (keys, decide)) in reports.iter().enumerate() {
+            for (at, key) in keys.iter().enumerate() {
+                let current = locked.get(key).map(|row| Current {
+                    record: row.invocation.without_events(),
+                    config: configs
+                        .get(&rows::config_key(&row.invocation))
+                        .cloned()
+                        .unwrap_or_default(),
+                    lease: row
+                        .lease
+                        .filter(|lease| lease.attempt == row.invocation.attempts),
+                });
+                if let Some(transition) = decide(at, current) {
+                    transitions.push(transition);
+                    decided.push((report, at));
+                }
+            }
+        }
+        let mut answers: Vec<Vec<_>> = reports
+            .iter()
+            .map(|(keys, _)| keys.iter().map(|_| None).collect())
+            .collect();
+        if !transitions.is_empty() {
+            let results = self
+                .apply_in(tx, writes, transitions, &HashMap::new(), locked)
+                .await?;
+            for ((report, at), result) in decided.into_iter().zip(results) {
+                answers[report][at] = Some(result);
+            }
+        }
+        Ok(answers)
     }
 
     /// Take up to `max` ready invocations of `targets`, decide each, apply the decisions and
