@@ -265,6 +265,19 @@ async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError
         inner.report_in(&tx, &mut writes, &reports).await?
     }
     .into_iter();
+    let polls: Vec<&Poll> = group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Claim { poll, .. } => Some(poll),
+            _ => None,
+        })
+        .collect();
+    let mut claimed = if polls.is_empty() {
+        Vec::new()
+    } else {
+        inner.claims_in(&tx, &mut writes, &polls).await?
+    }
+    .into_iter();
     let mut answers = Vec::with_capacity(group.len());
     for job in group {
         answers.push(match job {
@@ -279,7 +292,11 @@ async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError
                     .next()
                     .expect("report_in answers every report of the group"),
             ),
-            Job::Claim { poll, .. } => Answer::Claim(inner.claim_in(&tx, &mut writes, poll).await?),
+            Job::Claim { .. } => Answer::Claim(
+                claimed
+                    .next()
+                    .expect("claims_in answers every claim of the group"),
+            ),
         });
     }
     inner.finish(tx, writes).await?;

@@ -18,7 +18,8 @@ use crate::model::{
 use crate::persist::Decoder;
 
 use super::super::backend::{
-    is_held, Claim, Claimed, Committed, Current, DecideReport, Due, Lease, ReportOutcomes, Reported,
+    is_held, Claim, Claimed, Committed, Current, DecideReport, Due, Lease, PollTarget,
+    ReportOutcomes, Reported,
 };
 use super::super::{check, ConfigKey, StoreError, Transition};
 use super::group::{Job, Poll};
@@ -130,6 +131,46 @@ macro_rules! transaction {
     }};
 }
 
+/// One account's feed entries of a transaction, as the append statement takes them.
+struct FeedAppend<'a> {
+    account: &'a str,
+    count: i64,
+    service: Vec<&'a str>,
+    function: Vec<&'a str>,
+    id: Vec<&'a str>,
+    started: Vec<i64>,
+    event: Vec<i32>,
+    record: Vec<&'a [u8]>,
+}
+
+impl<'a> FeedAppend<'a> {
+    fn of(account: &'a str, changes: &'a [ChangeRow]) -> Self {
+        FeedAppend {
+            account,
+            count: i64::try_from(changes.len()).unwrap_or(i64::MAX),
+            service: changes.iter().map(|c| &*c.key.function.service).collect(),
+            function: changes.iter().map(|c| &*c.key.function.function).collect(),
+            id: changes.iter().map(|c| &*c.key.id).collect(),
+            started: changes.iter().map(|c| c.started_ms).collect(),
+            event: changes.iter().map(|c| c.event_id).collect(),
+            record: changes.iter().map(|c| c.record.as_slice()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.account,
+            &self.count,
+            &self.service,
+            &self.function,
+            &self.id,
+            &self.started,
+            &self.event,
+            &self.record,
+        ]
+    }
+}
+
 impl Inner {
     /// Append the transaction's feed entries, tell the other replicas, commit, and tell this
     /// one.
@@ -144,43 +185,52 @@ impl Inner {
             }),
             everything: false,
         };
-        if note.feed || note.due || !note.ready.is_empty() {
-            let mut payload = note.encode();
+        let payload = (note.feed || note.due || !note.ready.is_empty()).then(|| {
+            let payload = note.encode();
             if payload.len() > signals::MAX_NOTE_BYTES {
                 note = Note::everything();
-                payload = note.encode();
+                note.encode()
+            } else {
+                payload
             }
-            // Sent at commit, whatever its place in the transaction: here, before the feed,
-            // it keeps a statement out of the time a feed head is locked.
-            tx.execute(
-                &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
-                &[&signals::CHANNEL, &payload],
-            )
-            .await?;
-        }
-        // Last, one statement per account, accounts in order: a head row stays locked only
-        // from here to the commit, and two transactions never wait on each other's heads.
-        for (account, changes) in &writes.changes {
-            let count = i64::try_from(changes.len()).unwrap_or(i64::MAX);
-            let service: Vec<&str> = changes.iter().map(|c| &*c.key.function.service).collect();
-            let function: Vec<&str> = changes.iter().map(|c| &*c.key.function.function).collect();
-            let id: Vec<&str> = changes.iter().map(|c| &*c.key.id).collect();
-            let started: Vec<i64> = changes.iter().map(|c| c.started_ms).collect();
-            let event: Vec<i32> = changes.iter().map(|c| c.event_id).collect();
-            let record: Vec<&[u8]> = changes.iter().map(|c| c.record.as_slice()).collect();
-            tx.execute(
-                &tx.prepare_cached("WITH head AS (
+        });
+        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        let append = tx
+            .prepare_cached(
+                "WITH head AS (
                      INSERT INTO sai_feed_head (account, seq) VALUES ($1, $2)
                      ON CONFLICT (account) DO UPDATE SET seq = sai_feed_head.seq + EXCLUDED.seq
                      RETURNING seq - $2 AS base)
                  INSERT INTO sai_change (account, seq, service, function, id, started_ms, event_id, record)
                  SELECT $1, head.base + c.ord, c.s, c.f, c.i, c.t, c.e, c.r
                  FROM head, unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bytea[])
-                      WITH ORDINALITY AS c(s, f, i, t, e, r, ord)").await?,
-                &[&&**account, &count, &service, &function, &id, &started, &event, &record],
+                      WITH ORDINALITY AS c(s, f, i, t, e, r, ord)",
             )
             .await?;
-        }
+        let feeds: Vec<FeedAppend> = writes
+            .changes
+            .iter()
+            .map(|(account, changes)| FeedAppend::of(account, changes))
+            .collect();
+        // The notification (sent at commit, whatever its place in the transaction) and the
+        // feed appends go out together, one round trip for all; they run in this order, so the
+        // notification stays out of the time a feed head is locked. Feed appends come last,
+        // one statement per account, accounts in order: a head row stays locked only from
+        // here to the commit, and two transactions never wait on each other's heads.
+        let notified = async {
+            match &payload {
+                Some(payload) => tx
+                    .execute(&notify, &[&signals::CHANNEL, payload])
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let params: Vec<_> = feeds.iter().map(FeedAppend::params).collect();
+        let appended = futures_util::future::try_join_all(
+            params.iter().map(|params| tx.execute(&append, params)),
+        );
+        futures_util::future::try_join(notified, appended).await?;
         tx.commit().await?;
         self.notified(&note);
         Ok(())
@@ -288,9 +338,6 @@ impl Inner {
             .iter()
             .map(|invocation| seen.insert(invocation.key.clone()))
             .collect();
-        let configs = self
-            .configs(tx, writes, invocations.iter().map(rows::config_key))
-            .await?;
         let candidates: Vec<&Invocation> = invocations
             .iter()
             .zip(&fresh)
@@ -299,22 +346,27 @@ impl Inner {
             .collect();
         let functions: BTreeSet<ConfigKey> =
             candidates.iter().map(|i| rows::config_key(i)).collect();
-        {
-            let account: Vec<&str> = functions.iter().map(|k| &*k.function.account).collect();
-            let service: Vec<&str> = functions.iter().map(|k| &*k.function.service).collect();
-            let function: Vec<&str> = functions.iter().map(|k| &*k.function.function).collect();
-            let qualifier: Vec<&str> = functions.iter().map(|k| &*k.qualifier).collect();
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO sai_function (account, service, function, qualifier)
+        let account: Vec<&str> = functions.iter().map(|k| &*k.function.account).collect();
+        let service: Vec<&str> = functions.iter().map(|k| &*k.function.service).collect();
+        let function: Vec<&str> = functions.iter().map(|k| &*k.function.function).collect();
+        let qualifier: Vec<&str> = functions.iter().map(|k| &*k.qualifier).collect();
+        let catalog = tx
+            .prepare_cached(
+                "INSERT INTO sai_function (account, service, function, qualifier)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
                  ON CONFLICT DO NOTHING",
-                )
-                .await?,
-                &[&account, &service, &function, &qualifier],
             )
             .await?;
-        }
+        // Neither needs the other: one round trip for both.
+        let (configs, _) = futures_util::future::try_join(
+            self.configs(tx, writes, invocations.iter().map(rows::config_key)),
+            async {
+                tx.execute(&catalog, &[&account, &service, &function, &qualifier])
+                    .await
+                    .map_err(StoreError::from)
+            },
+        )
+        .await?;
         let columns = KeyColumns::of(candidates.iter().map(|i| &i.key));
         let qualifier: Vec<&str> = candidates.iter().map(|i| &*i.qualifier).collect();
         let status: Vec<&str> = candidates
@@ -694,22 +746,45 @@ impl Inner {
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// A claim inside `tx`.
-    pub async fn claim_in(
+    /// The claims of a group inside `tx`, answered in order. Polls of the same targets share
+    /// one take (`FOR UPDATE SKIP LOCKED` does not skip rows this transaction locked, so
+    /// separate takes would have to run one after the other, each writing its rows before
+    /// the next looks) and one write; the rows taken go to the polls in arrival order, each
+    /// up to its `max`, and each poll decides its own with its own `decide`.
+    pub async fn claims_in(
         &self,
         tx: &Transaction<'_>,
         writes: &mut Writes,
-        poll: &Poll,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let Poll {
-            targets,
-            max,
-            offset,
-            now_ms,
-            lease_deadline_ms,
-            decide,
-        } = poll;
-        let (max, offset, now_ms, lease_deadline_ms) = (*max, *offset, *now_ms, *lease_deadline_ms);
+        polls: &[&Poll],
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        let mut claimed: Vec<Vec<Claimed>> = polls.iter().map(|_| Vec::new()).collect();
+        let mut done = vec![false; polls.len()];
+        for first in 0..polls.len() {
+            if done[first] {
+                continue;
+            }
+            let sharing: Vec<usize> = (first..polls.len())
+                .filter(|&at| !done[at] && polls[at].targets == polls[first].targets)
+                .collect();
+            for &at in &sharing {
+                done[at] = true;
+            }
+            let answers = self.claim_together(tx, writes, polls, &sharing).await?;
+            for (at, answer) in sharing.into_iter().zip(answers) {
+                claimed[at] = answer;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Up to `max` ready rows of `targets`, fairly across them from `offset`, locked.
+    async fn take(
+        &self,
+        tx: &Transaction<'_>,
+        targets: &[PollTarget],
+        max: usize,
+        offset: usize,
+    ) -> Result<Vec<Loaded>, StoreError> {
         let share = max.div_ceil(targets.len());
         let mut taken: Vec<Loaded> = Vec::with_capacity(max);
         let mut decoder = Decoder::default();
@@ -759,8 +834,23 @@ impl Inner {
                 taken.push(Loaded::from_row(row, &mut decoder)?);
             }
         }
+        Ok(taken)
+    }
+
+    /// The polls `sharing` (indexes into `polls`, all of the same targets): one take for
+    /// all, each poll's rows decided by it, one apply for all.
+    async fn claim_together(
+        &self,
+        tx: &Transaction<'_>,
+        writes: &mut Writes,
+        polls: &[&Poll],
+        sharing: &[usize],
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        let lead = polls[sharing[0]];
+        let max = sharing.iter().map(|&at| polls[at].max).sum();
+        let taken = self.take(tx, &lead.targets, max, lead.offset).await?;
         if taken.is_empty() {
-            return Ok(Vec::new());
+            return Ok(sharing.iter().map(|_| Vec::new()).collect());
         }
         let configs = self
             .configs(
@@ -770,37 +860,48 @@ impl Inner {
             )
             .await?;
         let mut transitions = Vec::with_capacity(taken.len() * 2);
+        // (poll among `sharing`, key, attempt, its last transition, lease deadline)
         let mut leasing = Vec::with_capacity(taken.len());
         let mut granted = HashMap::with_capacity(taken.len());
-        for row in &taken {
-            let record = &row.invocation;
-            if record.status != Status::Enqueued {
-                continue;
-            }
-            let config = configs
-                .get(&rows::config_key(record))
-                .cloned()
-                .unwrap_or_default();
-            match decide(record, &config) {
-                Claim::Lease {
-                    attempt,
-                    transitions: starting,
-                } => {
-                    transitions.extend(starting);
-                    leasing.push((record.key.clone(), attempt, transitions.len() - 1));
-                    granted.insert(
-                        record.key.clone(),
-                        Lease {
-                            attempt,
-                            started_ms: now_ms,
-                            deadline_ms: lease_deadline_ms,
-                        },
-                    );
+        let mut remaining = taken.iter();
+        for (poll_at, &at) in sharing.iter().enumerate() {
+            let poll = polls[at];
+            for row in remaining.by_ref().take(poll.max) {
+                let record = &row.invocation;
+                if record.status != Status::Enqueued {
+                    continue;
                 }
-                Claim::Instead(transition) => transitions.push(transition),
+                let config = configs
+                    .get(&rows::config_key(record))
+                    .cloned()
+                    .unwrap_or_default();
+                match (poll.decide)(record, &config) {
+                    Claim::Lease {
+                        attempt,
+                        transitions: starting,
+                    } => {
+                        transitions.extend(starting);
+                        leasing.push((
+                            poll_at,
+                            record.key.clone(),
+                            attempt,
+                            transitions.len() - 1,
+                            poll.lease_deadline_ms,
+                        ));
+                        granted.insert(
+                            record.key.clone(),
+                            Lease {
+                                attempt,
+                                started_ms: poll.now_ms,
+                                deadline_ms: poll.lease_deadline_ms,
+                            },
+                        );
+                    }
+                    Claim::Instead(transition) => transitions.push(transition),
+                }
             }
         }
-        // The claim already locked and read these rows.
+        // The take already locked and read these rows.
         let locked = taken
             .into_iter()
             .map(|row| (row.invocation.key.clone(), row))
@@ -808,16 +909,16 @@ impl Inner {
         let results = self
             .apply_in(tx, writes, transitions, &granted, locked)
             .await?;
-        let mut claimed = Vec::with_capacity(leasing.len());
-        for (key, attempt, last) in leasing {
+        let mut claimed: Vec<Vec<Claimed>> = sharing.iter().map(|_| Vec::new()).collect();
+        for (poll_at, key, attempt, last, deadline_ms) in leasing {
             let Some(Ok((invocation, _))) = results.get(last) else {
                 continue;
             };
-            claimed.push(Claimed {
+            claimed[poll_at].push(Claimed {
                 token: self.leases.token(&key, attempt),
                 invocation: invocation.clone(),
                 attempt,
-                deadline_ms: lease_deadline_ms,
+                deadline_ms,
             });
         }
         Ok(claimed)
