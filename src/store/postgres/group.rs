@@ -110,12 +110,17 @@ impl Groups {
         }
     }
 
-    /// Queue `job`.
-    pub async fn submit(&self, job: Job) -> Result<(), StoreError> {
+    /// Queue the job `make` builds around its reply, and wait for the answer.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(job)
+            .send(make(reply))
             .await
-            .map_err(|_| StoreError::ShuttingDown)
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)
     }
 }
 

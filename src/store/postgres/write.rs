@@ -449,20 +449,16 @@ impl Inner {
 
     /// Store newly accepted invocations, in the next group commit.
     pub async fn accept(&self, invocations: Vec<Invocation>) -> Committed<Arc<Invocation>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
         self.groups
-            .submit(Job::Accept { invocations, reply })
-            .await?;
-        answer.await.map_err(|_| StoreError::ShuttingDown)?
+            .ask(|reply| Job::Accept { invocations, reply })
+            .await?
     }
 
     /// Apply transitions in order, in the next group commit.
     pub async fn apply(&self, transitions: Vec<Transition>) -> Committed<(Arc<Invocation>, bool)> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
         self.groups
-            .submit(Job::Apply { transitions, reply })
-            .await?;
-        answer.await.map_err(|_| StoreError::ShuttingDown)?
+            .ask(|reply| Job::Apply { transitions, reply })
+            .await?
     }
 
     /// Apply `transitions` in order inside `tx`; `granted` are leases that start with them,
@@ -667,15 +663,13 @@ impl Inner {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
         self.groups
-            .submit(Job::Report {
+            .ask(|reply| Job::Report {
                 keys,
                 decide,
                 reply,
             })
-            .await?;
-        answer.await.map_err(|_| StoreError::ShuttingDown)?
+            .await?
     }
 
     /// Reports inside `tx`: the rows of every report locked and read in one statement, each
@@ -741,9 +735,7 @@ impl Inner {
         if poll.targets.is_empty() || poll.max == 0 {
             return Ok(Vec::new());
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.groups.submit(Job::Claim { poll, reply }).await?;
-        answer.await.map_err(|_| StoreError::ShuttingDown)?
+        self.groups.ask(|reply| Job::Claim { poll, reply }).await?
     }
 
     /// The claims of a group inside `tx`, answered in order. Polls of the same targets share
