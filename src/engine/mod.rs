@@ -439,7 +439,7 @@ impl Engine {
     /// Report the outcome of an attempt. A repeat with the same outcome answers as the first
     /// did; another outcome on a used token is refused.
     pub async fn complete(
-        &self,
+        self: &Arc<Self>,
         account: &str,
         token: &str,
         outcome: Outcome,
@@ -448,21 +448,10 @@ impl Engine {
             .backend
             .verify_lease(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
-        let held = match self.held(&key, attempt).await {
-            Ok(held) => held,
-            Err(not_held) => {
-                return self
-                    .repeated_completion(&key, attempt, &outcome)
-                    .await?
-                    .ok_or(not_held)
-            }
-        };
-        let transition = self.report_transition(&held, attempt, &outcome);
-        let result = self
-            .apply_one(transition)
+        self.report_outcomes(vec![(key, attempt, outcome)])
             .await
-            .map(|(invocation, _)| invocation);
-        self.completed(&key, attempt, &outcome, result).await
+            .pop()
+            .expect("one answer per report")
     }
 
     /// Report the outcomes of several leases of `account`, in order, in one commit: each is
@@ -488,21 +477,46 @@ impl Engine {
                 None => answers[at] = Some(Err(EngineError::LeaseNotFound)),
             }
         }
-        let keys: Vec<InvocationKey> = verified.iter().map(|(_, key, ..)| key.clone()).collect();
+        let places: Vec<usize> = verified.iter().map(|(at, ..)| *at).collect();
+        let reports = verified
+            .into_iter()
+            .map(|(_, key, attempt, outcome)| (key, attempt, outcome))
+            .collect();
+        for (at, answer) in places.into_iter().zip(self.report_outcomes(reports).await) {
+            answers[at] = Some(answer);
+        }
+        // Repeats run after their first entry was applied, as a second call would.
+        for (at, token, outcome) in repeats {
+            answers[at] = Some(self.complete(account, &token, outcome).await);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or(Err(EngineError::LeaseNotFound)))
+            .collect()
+    }
+
+    /// Apply workers' outcomes on the attempts they hold, in one commit, each decided against
+    /// its invocation as it is when they commit; answered in order, each as `complete`
+    /// answers.
+    async fn report_outcomes(
+        self: &Arc<Self>,
+        reports: Vec<(InvocationKey, u32, Outcome)>,
+    ) -> Vec<Result<Arc<Invocation>, EngineError>> {
+        let keys: Vec<InvocationKey> = reports.iter().map(|(key, ..)| key.clone()).collect();
         // Decided against each invocation as it is when the reports commit; why a report
-        // was not applied is kept here, by its place in `verified`.
-        let reports: Arc<Vec<(u32, Outcome)>> = Arc::new(
-            verified
+        // was not applied is kept here, by its place in `reports`.
+        let outcomes: Arc<Vec<(u32, Outcome)>> = Arc::new(
+            reports
                 .iter()
-                .map(|(_, _, attempt, outcome)| (*attempt, outcome.clone()))
+                .map(|(_, attempt, outcome)| (*attempt, outcome.clone()))
                 .collect(),
         );
         let not_held: Arc<Mutex<Vec<Option<EngineError>>>> =
-            Arc::new(Mutex::new(verified.iter().map(|_| None).collect()));
+            Arc::new(Mutex::new(reports.iter().map(|_| None).collect()));
         let decide: DecideReport = {
-            let (engine, reports, not_held) = (self.clone(), reports.clone(), not_held.clone());
+            let (engine, outcomes, not_held) = (self.clone(), outcomes.clone(), not_held.clone());
             Arc::new(move |at, current| {
-                let (attempt, outcome) = &reports[at];
+                let (attempt, outcome) = &outcomes[at];
                 match engine.still_held(current, *attempt) {
                     Ok(held) => {
                         not_held.lock()[at] = None;
@@ -515,43 +529,32 @@ impl Engine {
                 }
             })
         };
-        match self.backend.report(keys, decide).await {
-            Ok(results) => {
-                for (report, ((at, key, attempt, outcome), result)) in
-                    verified.into_iter().zip(results).enumerate()
-                {
-                    answers[at] = Some(match result {
-                        Some(result) => {
-                            let result = result
-                                .map(|(invocation, _)| invocation)
-                                .map_err(EngineError::from);
-                            self.completed(&key, attempt, &outcome, result).await
-                        }
-                        None => {
-                            let why = not_held.lock()[report]
-                                .take()
-                                .expect("a report decided to nothing has its reason kept");
-                            self.repeated_completion(&key, attempt, &outcome)
-                                .await
-                                .and_then(|answer| answer.ok_or(why))
-                        }
-                    });
+        let results = match self.backend.report(keys, decide).await {
+            Ok(results) => results,
+            Err(err) => return reports.iter().map(|_| Err(err.clone().into())).collect(),
+        };
+        let mut answers = Vec::with_capacity(reports.len());
+        for (report, ((key, attempt, outcome), result)) in
+            reports.into_iter().zip(results).enumerate()
+        {
+            answers.push(match result {
+                Some(result) => {
+                    let result = result
+                        .map(|(invocation, _)| invocation)
+                        .map_err(EngineError::from);
+                    self.completed(&key, attempt, &outcome, result).await
                 }
-            }
-            Err(err) => {
-                for (at, ..) in verified {
-                    answers[at] = Some(Err(err.clone().into()));
+                None => {
+                    let why = not_held.lock()[report]
+                        .take()
+                        .expect("a report decided to nothing has its reason kept");
+                    self.repeated_completion(&key, attempt, &outcome)
+                        .await
+                        .and_then(|answer| answer.ok_or(why))
                 }
-            }
-        }
-        // Repeats run after their first entry was applied, as a second call would.
-        for (at, token, outcome) in repeats {
-            answers[at] = Some(self.complete(account, &token, outcome).await);
+            });
         }
         answers
-            .into_iter()
-            .map(|answer| answer.unwrap_or(Err(EngineError::LeaseNotFound)))
-            .collect()
     }
 
     /// A worker's outcome was applied (its lease ended with the attempt). When applying
