@@ -3,6 +3,12 @@
 //! round of locks, one feed append per account and one WAL flush. A few committers run side
 //! by side, each on its own connection; a call is answered once its group committed (or
 //! failed as a whole), and a group runs to the end even if its callers stop waiting.
+//!
+//! Invokes and the rest (transitions, workers' reports, claims) queue apart, each for
+//! committers of its own: a producer's call waits only for its group's insert and commit, not
+//! for the row locks and updates of other calls' completions and claims. Mixed groups made
+//! every invoke wait for those too; apart, end to end went faster in each of six alternating
+//! runs against mixed groups (one and three replicas; BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +25,13 @@ use super::super::{StoreError, Transition};
 use super::write::{retryable, Writes};
 use super::Inner;
 
-/// Committers running side by side.
-pub const COMMITTERS: usize = 4;
+/// Committers running side by side in `lane`.
+pub fn committers(lane: Lane) -> usize {
+    match lane {
+        Lane::Accepts => 2,
+        Lane::Changes => 4,
+    }
+}
 /// Most items (invocations and transitions) one group takes.
 const GROUP_ITEMS: usize = 1_000;
 /// While another group of this replica is committing, a group smaller than this waits up
@@ -91,22 +102,57 @@ impl Job {
     }
 }
 
-/// The queue calls join.
-pub struct Groups {
+/// Which queue a job joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Newly accepted invocations.
+    Accepts,
+    /// Transitions, reports and claims.
+    Changes,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Accepts, Lane::Changes];
+}
+
+/// One lane's queue.
+struct Queue {
     jobs: mpsc::Sender<Job>,
     waiting: Arc<Mutex<mpsc::Receiver<Job>>>,
-    /// Groups being committed now.
+}
+
+impl Queue {
+    fn new() -> Self {
+        let (jobs, waiting) = mpsc::channel(QUEUE);
+        Queue {
+            jobs,
+            waiting: Arc::new(Mutex::new(waiting)),
+        }
+    }
+}
+
+/// The queues calls join.
+pub struct Groups {
+    accepts: Queue,
+    changes: Queue,
+    /// Groups being committed now, in both lanes.
     committing: AtomicUsize,
 }
 
 impl Groups {
     /// An empty queue; [`run`] its committers.
     pub fn new() -> Self {
-        let (jobs, waiting) = mpsc::channel(QUEUE);
         Groups {
-            jobs,
-            waiting: Arc::new(Mutex::new(waiting)),
+            accepts: Queue::new(),
+            changes: Queue::new(),
             committing: AtomicUsize::new(0),
+        }
+    }
+
+    fn queue(&self, lane: Lane) -> &Queue {
+        match lane {
+            Lane::Accepts => &self.accepts,
+            Lane::Changes => &self.changes,
         }
     }
 
@@ -116,19 +162,25 @@ impl Groups {
         make: impl FnOnce(oneshot::Sender<T>) -> Job,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(make(reply))
+        let job = make(reply);
+        let lane = match job {
+            Job::Accept { .. } => Lane::Accepts,
+            Job::Apply { .. } | Job::Report { .. } | Job::Claim { .. } => Lane::Changes,
+        };
+        self.queue(lane)
+            .jobs
+            .send(job)
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         answer.await.map_err(|_| StoreError::ShuttingDown)
     }
 }
 
-/// Run one committer until shutdown.
-pub async fn run(inner: Arc<Inner>) {
+/// Run one committer of `lane` until shutdown.
+pub async fn run(inner: Arc<Inner>, lane: Lane) {
     loop {
         let group = {
-            let mut waiting = inner.groups.waiting.lock().await;
+            let mut waiting = inner.groups.queue(lane).waiting.lock().await;
             let first = tokio::select! {
                 job = waiting.recv() => job,
                 _ = inner.shutdown.cancelled() => None,

@@ -212,8 +212,10 @@ impl Postgres {
         tokio::spawn(feed.clone().tail());
         tokio::spawn(signals::listen(pg, inner.clone()));
         tokio::spawn(inner.clone().read_stats());
-        for _ in 0..group::COMMITTERS {
-            tokio::spawn(group::run(inner.clone()));
+        for lane in group::Lane::ALL {
+            for _ in 0..group::committers(lane) {
+                tokio::spawn(group::run(inner.clone(), lane));
+            }
         }
         Ok(Arc::new(Postgres { inner }))
     }
