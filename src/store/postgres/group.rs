@@ -264,11 +264,11 @@ async fn commit(inner: &Inner, group: Vec<Job>) {
     }
 }
 
-/// One transaction for the whole group: every invocation accepted in one insert, then every
-/// transition applied with one round of locks and one write, in arrival order (so a call's
-/// changes apply as they would alone), then every report decided and applied the same way
-/// (after the transitions, so it sees them), then the claims, which see what was just
-/// accepted.
+/// One transaction for the whole group: every invocation accepted in one insert (a group of
+/// the invoke lane holds nothing else), or every transition applied with one round of locks
+/// and one write, in arrival order (so a call's changes apply as they would alone), then
+/// every report decided and applied the same way (after the transitions, so it sees them),
+/// then the claims.
 async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError> {
     let mut client = inner.client().await?;
     let tx = client.transaction().await?;
