@@ -82,6 +82,19 @@ fn every_scenario_runs_and_reports() {
         ],
     );
     assert!(e2e["rows"][0]["completed/s"].as_u64().expect("rate") > 0);
+    // Where the time went: every invocation was leased by some poll and invoked by a call.
+    assert!(
+        e2e["rows"][0]["leases/poll"]
+            .as_f64()
+            .expect("leases per poll")
+            > 0.0
+    );
+    assert!(
+        e2e["rows"][0]["invoke p50 ms"]
+            .as_f64()
+            .expect("invoke latency")
+            > 0.0
+    );
     let watch = bench(out.path(), &["watch", "--watchers", "50"]);
     assert_eq!(watch["rows"][0]["live deliveries"].as_u64(), Some(150));
     let history = bench(

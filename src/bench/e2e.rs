@@ -93,6 +93,32 @@ pub(super) struct Run {
     cpu_us: f64,
     /// Event delays seen by the watcher, with `--watcher`.
     watched: Option<Latencies>,
+    stages: Stages,
+}
+
+/// Where an invocation's time goes, call by call: which side bounds a run shows here (a
+/// backlog grows behind workers whose polls and completions take long, producers wait on
+/// slow invokes).
+#[derive(Default)]
+struct Stages {
+    /// Each PollInvocations call, from sent to answered.
+    polls: Latencies,
+    /// Leases the polls handed out.
+    leases: usize,
+    /// Each poll's completions, from the first sent to the last answered.
+    completes: Latencies,
+    /// Each unary InvokeFunction or InvokeFunctions call (none over a stream, where calls
+    /// overlap).
+    invokes: Latencies,
+}
+
+impl Stages {
+    fn merge(&mut self, other: Stages) {
+        self.polls.merge(other.polls);
+        self.leases += other.leases;
+        self.completes.merge(other.completes);
+        self.invokes.merge(other.invokes);
+    }
 }
 
 /// Measure every mode `runs` times; report the median run of each.
@@ -109,6 +135,10 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
         "server CPU µs/invocation",
         "p50 ms",
         "p99 ms",
+        "leases/poll",
+        "poll p50 ms",
+        "complete p50 ms",
+        "invoke p50 ms",
     ];
     if args.watcher {
         columns.extend(["watched events", "watch p50 ms", "watch p99 ms"]);
@@ -163,6 +193,18 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             json!((median.cpu_us * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
+            json!(
+                (median.stages.leases as f64 / median.stages.polls.len().max(1) as f64 * 10.0)
+                    .round()
+                    / 10.0
+            ),
+            json!(median.stages.polls.percentile_ms(50.0)),
+            json!(median.stages.completes.percentile_ms(50.0)),
+            if median.stages.invokes.is_empty() {
+                json!("-")
+            } else {
+                json!(median.stages.invokes.percentile_ms(50.0))
+            },
         ];
         if let Some(watched) = &mut median.watched {
             row.extend([
@@ -313,8 +355,10 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
             (sent.clone(), completed.clone(), args.batch, args.complete);
         workers.spawn(async move {
             let mut latencies = Latencies::default();
+            let mut stages = Stages::default();
             let mut last_done: Option<Instant> = None;
             while completed.load(Ordering::Acquire) < n {
+                let polled = Instant::now();
                 let leases = worker
                     .poll_invocations(poll_request(
                         SERVICE,
@@ -327,7 +371,14 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
                     .map_err(server_error)?
                     .into_inner()
                     .leases;
+                stages.polls.record(polled.elapsed());
+                stages.leases += leases.len();
+                let reporting = Instant::now();
+                let any = !leases.is_empty();
                 let done = report(&mut worker, leases, mode).await?;
+                if any {
+                    stages.completes.record(reporting.elapsed());
+                }
                 for (id, at) in done {
                     let index: usize = id
                         .strip_prefix('e')
@@ -340,7 +391,7 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
                     completed.fetch_add(1, Ordering::AcqRel);
                 }
             }
-            Ok::<_, BenchError>((latencies, last_done))
+            Ok::<_, BenchError>((latencies, stages, last_done))
         });
     }
 
@@ -366,7 +417,7 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
         while let Some(done) = producers.join_next().await {
             done.map_err(server_error)??;
         }
-        return finish(workers, started).await;
+        return finish(workers, started, Latencies::default()).await;
     }
     let mut producers = JoinSet::new();
     let invoke_batch = usize::from(args.invoke_batch);
@@ -388,19 +439,21 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
                 let offset = every.mul_f64(p as f64 / producer_count as f64);
                 tokio::time::interval_at(tokio::time::Instant::now() + offset, every)
             });
+            let mut invokes = Latencies::default();
             loop {
                 if let Some(tick) = &mut tick {
                     tick.tick().await;
                 }
                 let first = next.fetch_add(invoke_batch, Ordering::AcqRel);
                 if first >= n {
-                    return Ok::<_, BenchError>(());
+                    return Ok::<_, BenchError>(invokes);
                 }
                 let batch = first..(first + invoke_batch).min(n);
                 let at = origin.elapsed().as_micros() as u64 + 1;
                 for i in batch.clone() {
                     sent[i].store(at, Ordering::Release);
                 }
+                let invoked = Instant::now();
                 if invoke_batch == 1 {
                     client
                         .invoke_function(invoke_request(first))
@@ -419,25 +472,36 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
                         return Err(server_error(&refused.message));
                     }
                 }
+                invokes.record(invoked.elapsed());
             }
         });
     }
+    let mut invokes = Latencies::default();
     while let Some(done) = producers.join_next().await {
-        done.map_err(server_error)??;
+        invokes.merge(done.map_err(server_error)??);
     }
-    finish(workers, started).await
+    finish(workers, started, invokes).await
 }
 
-type Workers = JoinSet<Result<(Latencies, Option<Instant>), BenchError>>;
+type Workers = JoinSet<Result<(Latencies, Stages, Option<Instant>), BenchError>>;
 
 /// Wait for the workers to complete everything; the run from `started` to the last completion.
-async fn finish(mut workers: Workers, started: Instant) -> Result<Run, BenchError> {
+async fn finish(
+    mut workers: Workers,
+    started: Instant,
+    invokes: Latencies,
+) -> Result<Run, BenchError> {
     let mut latencies = Latencies::default();
+    let mut stages = Stages {
+        invokes,
+        ..Stages::default()
+    };
     let mut last = started;
     let deadline = tokio::time::timeout(Duration::from_secs(600), async {
         while let Some(done) = workers.join_next().await {
-            let (worker_latencies, finished) = done.map_err(server_error)??;
+            let (worker_latencies, worker_stages, finished) = done.map_err(server_error)??;
             latencies.merge(worker_latencies);
+            stages.merge(worker_stages);
             if let Some(finished) = finished {
                 last = last.max(finished);
             }
@@ -453,6 +517,7 @@ async fn finish(mut workers: Workers, started: Instant) -> Result<Run, BenchErro
         latencies,
         cpu_us: 0.0,
         watched: None,
+        stages,
     })
 }
 
