@@ -105,6 +105,20 @@ pub fn config_key(invocation: &Invocation) -> ConfigKey {
     }
 }
 
+/// The key columns of `keys` as arrays (account, service, function, qualifier), for
+/// statements that take them with `unnest`.
+pub fn config_key_columns<'a>(
+    keys: impl IntoIterator<Item = &'a ConfigKey> + Clone,
+) -> [Vec<&'a str>; 4] {
+    let column = |pick: fn(&'a ConfigKey) -> &'a str| keys.clone().into_iter().map(pick).collect();
+    [
+        column(|k| &k.function.account),
+        column(|k| &k.function.service),
+        column(|k| &k.function.function),
+        column(|k| &k.qualifier),
+    ]
+}
+
 /// The status column.
 pub fn status_name(status: Status) -> &'static str {
     status.as_str()

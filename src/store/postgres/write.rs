@@ -259,10 +259,7 @@ impl Inner {
         for key in &keys {
             configs.insert(key.clone(), AsyncInvokeConfig::default());
         }
-        let account: Vec<&str> = keys.iter().map(|k| &*k.function.account).collect();
-        let service: Vec<&str> = keys.iter().map(|k| &*k.function.service).collect();
-        let function: Vec<&str> = keys.iter().map(|k| &*k.function.function).collect();
-        let qualifier: Vec<&str> = keys.iter().map(|k| &*k.qualifier).collect();
+        let [account, service, function, qualifier] = rows::config_key_columns(&keys);
         let found = tx
             .query(
                 &tx.prepare_cached(
@@ -346,10 +343,7 @@ impl Inner {
             .collect();
         let functions: BTreeSet<ConfigKey> =
             candidates.iter().map(|i| rows::config_key(i)).collect();
-        let account: Vec<&str> = functions.iter().map(|k| &*k.function.account).collect();
-        let service: Vec<&str> = functions.iter().map(|k| &*k.function.service).collect();
-        let function: Vec<&str> = functions.iter().map(|k| &*k.function.function).collect();
-        let qualifier: Vec<&str> = functions.iter().map(|k| &*k.qualifier).collect();
+        let [account, service, function, qualifier] = rows::config_key_columns(&functions);
         let catalog = tx
             .prepare_cached(
                 "INSERT INTO sai_function (account, service, function, qualifier)
