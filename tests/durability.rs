@@ -541,13 +541,13 @@ async fn older_format_opened_later(name: &str, written_ms: i64, days: u32) {
 /// The journal files of a data directory, largest first.
 fn journals(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let mut pending = vec![dir.join("db")];
+    let mut pending = vec![dir.join("store")];
     while let Some(at) = pending.pop() {
         for entry in std::fs::read_dir(&at).expect("read dir").flatten() {
             let path = entry.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.components().any(|c| c.as_os_str() == "journals") {
+            } else if path.extension().is_some_and(|e| e == "jnl") {
                 found.push(path);
             }
         }

@@ -32,11 +32,14 @@ pub struct JournalCheck {
 }
 
 impl JournalCheck {
-    /// Read the journals under `db` (none yet for a new directory).
-    pub fn before_open(db: &Path) -> Result<JournalCheck, PersistError> {
-        let folder = db.join("journals");
+    /// Read the journal files in `folder` (those `is_journal` names; none yet for a new
+    /// directory).
+    pub fn before_open(
+        folder: &Path,
+        is_journal: impl Fn(&Path) -> bool,
+    ) -> Result<JournalCheck, PersistError> {
         let mut journals = Vec::new();
-        let entries = match fs::read_dir(&folder) {
+        let entries = match fs::read_dir(folder) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(JournalCheck { journals })
@@ -52,7 +55,7 @@ impl JournalCheck {
             let path = entry
                 .map_err(|err| PersistError::io(format!("reading {}", folder.display()), err))?
                 .path();
-            if !path.is_file() {
+            if !path.is_file() || !is_journal(&path) {
                 continue;
             }
             let mut bytes = fs::read(&path)

@@ -3,7 +3,8 @@
 //! ```text
 //! <data-dir>/LOCK      held (flock) by the one server using the directory
 //! <data-dir>/FORMAT    "sai-data-format <n>": refused when newer than this build knows
-//! <data-dir>/db/       the fjall keyspace
+//! <data-dir>/store/    the fjall database (format 4)
+//! <data-dir>/db/       formats 1 to 3: a fjall 2 keyspace, copied to store/ once, then removed
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -14,9 +15,11 @@ use super::error::PersistError;
 
 /// The on-disk format this build writes. 2: a small payload is stored after its record
 /// instead of apart. 3: invocation records are keyed by record number, their identity in the
-/// value. This build reads formats 1 and 2 too, marks such a directory as 3 when it opens it
-/// (its writes are format 3 from then on), and moves its invocations to the format-3 layout.
-pub const FORMAT_VERSION: u32 = 3;
+/// value. 4: the keys and values of format 3 in a fjall 3 database (`store/`) instead of a
+/// fjall 2 keyspace (`db/`). This build reads formats 1 to 3 too: it marks such a directory as
+/// 4 when it opens it, copies the old keyspace into `store/` and moves its invocations to the
+/// format-3 layout there.
+pub const FORMAT_VERSION: u32 = 4;
 
 const FORMAT_PREFIX: &str = "sai-data-format ";
 
@@ -62,7 +65,13 @@ impl DataDir {
     }
 
     /// Where the storage engine keeps its files.
-    pub fn db_path(&self) -> PathBuf {
+    pub fn store_path(&self) -> PathBuf {
+        self.path.join("store")
+    }
+
+    /// Where formats 1 to 3 kept theirs (fjall 2), until they are copied to
+    /// [`store_path`](Self::store_path).
+    pub fn legacy_db_path(&self) -> PathBuf {
         self.path.join("db")
     }
 
@@ -129,7 +138,7 @@ impl DataDir {
                 Ok(())
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                if self.db_path().exists() {
+                if self.store_path().exists() || self.legacy_db_path().exists() {
                     // Data without a marker: not ours, or damaged. Never reset it.
                     return Err(PersistError::Corrupt {
                         what: format!("{} holds data but no FORMAT marker", self.path.display()),

@@ -1,10 +1,10 @@
 //! Durability and history behind the store: every committed change is written to an embedded
-//! fjall keyspace in the data directory before the RPC that made it is answered. The keyspace
+//! fjall database in the data directory before the RPC that made it is answered. The database
 //! holds every invocation kept (open and finished); memory holds only what is open, and a
 //! restart loads only that, with the configs and functions ([`Persist::load`]). Finished
 //! records are read back by id or by list range through a [`Reader`].
 //!
-//! Why fjall: an LSM keyspace with atomic cross-partition batches, a checksummed journal that
+//! Why fjall: an LSM database with atomic batches across its partitions, a checksummed journal that
 //! tolerates a torn tail (and refuses other corruption), ordered range scans, and explicit
 //! sync modes; it saves writing and proving a log format and its compaction. One writer thread
 //! drains whatever commits are waiting, writes them as one batch, syncs once, and acknowledges
@@ -16,12 +16,13 @@ mod journal_check;
 mod layout;
 mod numbers;
 mod reader;
+mod upgrade;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::model::{FunctionKey, Invocation, StoredConfig};
 
@@ -94,70 +95,83 @@ pub struct LoadSummary {
 /// RocksDB's default write buffer. A full memtable is written out as a new table and synced,
 /// and while that happens the journal's syncs wait behind its writes at the device: with
 /// fjall's default of 16 MiB, synced InvokeFunction throughput was 8% lower over 20 s runs.
-/// The keyspace's write buffer bounds all memtables together, and the journal size bounds
+/// The database's write buffer bounds all memtables together, and the journal size bounds
 /// replay.
-const BULK_MEMTABLE_BYTES: u32 = 64 * 1024 * 1024;
+const BULK_MEMTABLE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Memtable size of the rarely written partitions (fjall's default).
-const SMALL_MEMTABLE_BYTES: u32 = 16 * 1024 * 1024;
+/// Memtable size of the rarely written partitions.
+const SMALL_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Data block size of the history. A get of a record outside the cache reads one data block
-/// and one index block of the id index, then of the history, and fjall 2 decodes every entry
-/// of a block it loads before searching it: with 16 KiB history blocks (and index blocks of
-/// the same size, fjall's builder sets both) the decoding was half of a get's server time
-/// at 100 M records. Larger blocks compress better and make pages (range scans) fewer reads:
-/// 8 KiB keeps a record under 200 B on disk.
+/// of the id index, then one of the history, and decodes part of each to find its entry.
+/// Larger blocks compress better and make pages (range scans) fewer reads: 8 KiB keeps a
+/// record under 200 B on disk.
 const HISTORY_DATA_BLOCK_BYTES: u32 = 8 * 1024;
 
 /// Data block size of the id index: its entries are ~35 bytes, so a block of fjall's default
-/// 4 KiB held over a hundred, all decoded to find one.
+/// 4 KiB holds over a hundred, searched to find one.
 const IDS_DATA_BLOCK_BYTES: u32 = 1024;
 
-/// Index block size of the history and the id index. Their index blocks do not fit the block
-/// cache at 100 M records (one entry per data block), so most gets load one of each too.
-const INDEX_BLOCK_BYTES: u32 = 2 * 1024;
-
-/// `options` with data blocks of `data_bytes` and index blocks of [`INDEX_BLOCK_BYTES`].
-/// fjall stores both in the partition's config when it creates it: a data directory keeps
-/// the sizes it was created with. Its builder sets both to one size; the fields for each are
-/// public, if undocumented.
-fn block_sizes(options: PartitionCreateOptions, data_bytes: u32) -> PartitionCreateOptions {
-    let mut options = options.block_size(data_bytes);
-    options.index_block_size = INDEX_BLOCK_BYTES;
-    options
-}
+/// Share of an id-index block's entries given a slot in the block's hash index, which finds a
+/// key without a binary search over the block's restart points.
+const IDS_HASH_RATIO: f32 = 0.75;
 
 /// Tables of the id index are written at a quarter of fjall's default size (64 MiB). Writing a
-/// table with a bloom filter buffers a 16-byte hash of every key it holds until the table is
-/// done: at 64 MiB of ~50-byte entries that is a transient ~20-40 MiB on every compaction.
-const IDS_TABLE_BYTES: u32 = 16 * 1024 * 1024;
+/// table with a bloom filter buffers a hash of every key it holds until the table is done: at
+/// 64 MiB of ~50-byte entries that was a transient ~20-40 MiB on every compaction.
+const IDS_TABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-fn ids_compaction() -> fjall::compaction::Strategy {
-    fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
-        target_size: IDS_TABLE_BYTES,
-        ..fjall::compaction::Leveled::default()
-    })
+/// Block cache shared by every partition: data blocks, and the index and filter blocks of the
+/// levels whose blocks are not pinned in memory (fjall pins those of the first levels only, so
+/// that what history costs in memory stays bounded as it grows).
+const BLOCK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How the data directory's partitions are created. fjall stores these options with a
+/// partition when it creates it: a data directory keeps the block sizes it was created with.
+fn partition_options(name: &str) -> KeyspaceCreateOptions {
+    use fjall::config::{BlockSizePolicy, FilterPolicy, HashRatioPolicy};
+    let bulk = || KeyspaceCreateOptions::default().max_memtable_size(BULK_MEMTABLE_BYTES);
+    match name {
+        // No bloom filters where keys grow with time (history and its payloads, keyed by
+        // started time): a point read of such a key is ruled out of a table by its key range
+        // already, and a get only asks for records the id index found.
+        "history" => bulk()
+            .filter_policy(FilterPolicy::disabled())
+            .data_block_size_policy(BlockSizePolicy::all(HISTORY_DATA_BLOCK_BYTES)),
+        "history_payloads" => bulk().filter_policy(FilterPolicy::disabled()),
+        // The id index, whose keys are in no time order, keeps them: an invoke asks it for
+        // every new id, which is almost never there.
+        "ids" => bulk()
+            .data_block_size_policy(BlockSizePolicy::all(IDS_DATA_BLOCK_BYTES))
+            .data_block_hash_ratio_policy(HashRatioPolicy::all(IDS_HASH_RATIO))
+            .compaction_strategy(Arc::new(
+                fjall::compaction::Leveled::default().with_table_target_size(IDS_TABLE_BYTES),
+            )),
+        "open" => bulk(),
+        _ => KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES),
+    }
 }
 
-/// The partitions of the keyspace (see [`codec`] for their keys and values).
+/// The partitions of the database (fjall calls them keyspaces; see [`codec`] for their keys
+/// and values).
 #[derive(Clone)]
 pub(crate) struct Partitions {
     /// Invocation records in list order.
-    history: PartitionHandle,
+    history: Keyspace,
     /// Large payloads, same keys; written once.
-    history_payloads: PartitionHandle,
+    history_payloads: Keyspace,
     /// Started time by (function, id).
-    ids: PartitionHandle,
+    ids: Keyspace,
     /// The history keys of the invocations not yet terminal.
-    open: PartitionHandle,
+    open: Keyspace,
     /// Each function's number, by its names.
-    function_numbers: PartitionHandle,
+    function_numbers: Keyspace,
     /// Configs, keyed by function prefix + qualifier.
-    configs: PartitionHandle,
+    configs: Keyspace,
     /// Known (function, qualifier) pairs, same keys, empty values.
-    functions: PartitionHandle,
+    functions: Keyspace,
     /// Counters: the watch sequence.
-    meta: PartitionHandle,
+    meta: Keyspace,
 }
 
 /// Partitions of older formats, read once to move what they hold, then dropped.
@@ -172,76 +186,63 @@ const STALE_OPEN_BATCH: usize = 10_000;
 /// An open data directory, before or while it is loaded.
 pub struct Persist {
     dir: DataDir,
-    keyspace: Keyspace,
+    db: Database,
     partitions: Partitions,
     numbers: Arc<FunctionNumbers>,
     durability: Durability,
 }
 
-/// Sealed memtables one flush takes: more than a recovery queues (8 partitions, a few
-/// journals each).
-const RECOVERED_FLUSH_BATCH: usize = 64;
+/// Journal files of fjall 3: `<n>.jnl` in the database's folder.
+fn is_journal(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension == "jnl")
+}
+
+/// Open the fjall database at `path`, creating it if it is new.
+fn open_database(path: &Path) -> Result<Database, fjall::Error> {
+    Database::builder(path)
+        .cache_size(BLOCK_CACHE_BYTES)
+        // Bounds how much journal a restart replays.
+        .max_journaling_size(64 * 1024 * 1024)
+        // Uncompressed, so that every batch's mark stays readable in the journal for
+        // [`JournalCheck`].
+        .journal_compression(fjall::CompressionType::None)
+        .open()
+}
 
 impl Persist {
     /// Open (creating if new) the data directory at `path`: takes its lock, checks its
-    /// format, and recovers the keyspace (a torn journal tail is dropped; other corruption
-    /// is an error).
+    /// format, upgrades a directory of an older format, and recovers the database (a torn
+    /// journal tail is dropped; other corruption is an error).
     pub fn open(path: &Path, durability: Durability) -> Result<Persist, PersistError> {
         let dir = DataDir::open(path)?;
-        let mut config = Config::new(dir.db_path())
-            // Bounds how much journal a restart replays.
-            .max_journaling_size(64 * 1024 * 1024)
-            // How many sealed memtables one wake-up of fjall's flusher takes (one thread per
-            // partition among them). fjall 2.11 wakes it once per partition with work after
-            // recovering a journal, not once per memtable: at 1 (its default on 2 cores) the
-            // rest stayed queued, counted in the write buffer, and once writes filled it every
-            // write waited forever. 64 covers what a recovery can queue.
-            .flush_workers(RECOVERED_FLUSH_BATCH)
-            // Bounds the memtables: past half of it, fjall seals and flushes the largest.
-            .max_write_buffer_size(64 * 1024 * 1024);
-        if durability == Durability::Buffered {
-            config = config.fsync_ms(Some(BUFFERED_SYNC_MS));
-        }
-        let check = JournalCheck::before_open(&dir.db_path())?;
-        let keyspace = config.open().map_err(|err| recovery_error(path, err))?;
+        upgrade::from_fjall_2(&dir, partition_options)?;
+        let store = dir.store_path();
+        let check = JournalCheck::before_open(&store, is_journal)?;
+        let db = open_database(&store).map_err(|err| recovery_error(path, err))?;
         if let Some(damage) = check.damage()? {
-            drop(keyspace);
+            drop(db);
             check.restore()?;
             return Err(damage);
         }
         drop(check);
-        let open = |name: &str, options: PartitionCreateOptions| {
-            keyspace
-                .open_partition(name, options)
+        let open = |name: &str| {
+            db.keyspace(name, || partition_options(name))
                 .map_err(|err| recovery_error(path, err))
         };
-        let bulk = || PartitionCreateOptions::default().max_memtable_size(BULK_MEMTABLE_BYTES);
-        let small = || PartitionCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
-        // No bloom filters where keys grow with time (history and its payloads, keyed by
-        // started time): a point read of such a key is ruled out of a table by its key
-        // range already, and a filter would hold ~1.25 B in memory per retained record.
-        // The id index, whose keys are in no time order, keeps them.
-        let timed = || bulk().bloom_filter_bits(None);
         let partitions = Partitions {
-            history: open("history", block_sizes(timed(), HISTORY_DATA_BLOCK_BYTES))?,
-            history_payloads: open("history_payloads", timed())?,
-            ids: open(
-                "ids",
-                block_sizes(
-                    bulk().compaction_strategy(ids_compaction()),
-                    IDS_DATA_BLOCK_BYTES,
-                ),
-            )?,
-            open: open("open", bulk())?,
-            function_numbers: open("function_numbers", small())?,
-            configs: open("configs", small())?,
-            functions: open("functions", small())?,
-            meta: open("meta", small())?,
+            history: open("history")?,
+            history_payloads: open("history_payloads")?,
+            ids: open("ids")?,
+            open: open("open")?,
+            function_numbers: open("function_numbers")?,
+            configs: open("configs")?,
+            functions: open("functions")?,
+            meta: open("meta")?,
         };
         let numbers = Arc::new(FunctionNumbers::default());
         let mut decoder = Decoder::default();
         for item in partitions.function_numbers.iter() {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             let (function, _) =
                 decoder
                     .function_and_rest(&key)
@@ -256,7 +257,7 @@ impl Persist {
         }
         Ok(Persist {
             dir,
-            keyspace,
+            db,
             partitions,
             numbers,
             durability,
@@ -286,7 +287,7 @@ impl Persist {
         let p = &self.partitions;
 
         for item in p.configs.iter() {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             let (function, qualifier) = decoder
                 .function_and_rest(&key)
                 .map_err(|e| corrupt(format!("config key: {e}")))?;
@@ -301,7 +302,7 @@ impl Persist {
             });
         }
         for item in p.functions.iter() {
-            let (key, _) = item?;
+            let key = item.key()?;
             let (function, qualifier) = decoder
                 .function_and_rest(&key)
                 .map_err(|e| corrupt(format!("function key: {e}")))?;
@@ -316,7 +317,7 @@ impl Persist {
         let mut stale = Vec::new();
         let drop_stale = |stale: &mut Vec<fjall::Slice>| -> Result<(), PersistError> {
             let mut batch = self
-                .keyspace
+                .db
                 .batch()
                 .durability(Some(fjall::PersistMode::SyncData));
             for key in stale.drain(..) {
@@ -326,7 +327,7 @@ impl Persist {
             Ok(())
         };
         for item in p.open.iter() {
-            let (key, _) = item?;
+            let key = item.key()?;
             let value = p
                 .history
                 .get(&key)?
@@ -372,20 +373,17 @@ impl Persist {
     fn migrate(&self) -> Result<usize, PersistError> {
         let names: Vec<&str> = LEGACY_PARTITIONS
             .into_iter()
-            .filter(|name| self.keyspace.partition_exists(name))
+            .filter(|name| self.db.keyspace_exists(name))
             .collect();
         if names.is_empty() {
             return Ok(0);
         }
-        let legacy = |name: &str| {
-            self.keyspace
-                .open_partition(name, PartitionCreateOptions::default())
-        };
+        let legacy = |name: &str| self.db.keyspace(name, || partition_options(name));
         let (records, record_payloads) = (legacy("records")?, legacy("record_payloads")?);
         let (invocations, payloads) = (legacy("invocations")?, legacy("payloads")?);
         let corrupt = |what: String| PersistError::Corrupt { what };
         let mut decoder = Decoder::default();
-        let mut migration = Migration::new(&self.keyspace, &self.partitions, &self.numbers);
+        let mut migration = Migration::new(&self.db, &self.partitions, &self.numbers);
         for item in with_payloads(&records, &record_payloads) {
             let (key, value, apart) = item?;
             let invocation = decoder
@@ -402,7 +400,7 @@ impl Persist {
         }
         let moved = migration.finish()?;
         for handle in [records, record_payloads, invocations, payloads] {
-            self.keyspace.delete_partition(handle)?;
+            self.db.delete_keyspace(handle)?;
         }
         Ok(moved)
     }
@@ -410,7 +408,7 @@ impl Persist {
     /// A reader of stored records.
     pub fn reader(&self) -> Reader {
         Reader::new(
-            self.keyspace.clone(),
+            self.db.clone(),
             self.partitions.clone(),
             self.numbers.clone(),
         )
@@ -420,7 +418,7 @@ impl Persist {
     pub fn into_journal(self) -> Journal {
         Journal::start(
             self.dir,
-            self.keyspace,
+            self.db,
             self.partitions,
             self.numbers,
             self.durability,
@@ -435,12 +433,12 @@ type WithPayload = (fjall::Slice, fjall::Slice, Result<Arc<str>, DecodeError>);
 /// partitions share keys, so one ordered pass over each pairs them); a record holding its
 /// payload never looks.
 fn with_payloads<'p>(
-    records: &'p PartitionHandle,
-    payloads: &'p PartitionHandle,
+    records: &'p Keyspace,
+    payloads: &'p Keyspace,
 ) -> impl Iterator<Item = Result<WithPayload, PersistError>> + 'p {
-    let mut payloads = payloads.iter().peekable();
+    let mut payloads = payloads.iter().map(|item| item.into_inner()).peekable();
     records.iter().map(move |item| {
-        let (key, value) = item?;
+        let (key, value) = item.into_inner()?;
         // As before format 2: a record without its payload and none apart has an empty one.
         let mut apart = Ok("".into());
         while let Some(next) = payloads.peek() {
@@ -470,10 +468,10 @@ fn with_payloads<'p>(
 
 /// Moves older formats' invocations to the current layout, a batch at a time.
 struct Migration<'p> {
-    keyspace: &'p Keyspace,
+    db: &'p Database,
     partitions: &'p Partitions,
     numbers: &'p Arc<FunctionNumbers>,
-    batch: Option<fjall::Batch>,
+    batch: Option<fjall::OwnedWriteBatch>,
     moved: usize,
 }
 
@@ -482,12 +480,12 @@ impl<'p> Migration<'p> {
     const BATCH: usize = 1_000;
 
     fn new(
-        keyspace: &'p Keyspace,
+        db: &'p Database,
         partitions: &'p Partitions,
         numbers: &'p Arc<FunctionNumbers>,
     ) -> Self {
         Migration {
-            keyspace,
+            db,
             partitions,
             numbers,
             batch: None,
@@ -500,11 +498,11 @@ impl<'p> Migration<'p> {
     fn move_record(
         &mut self,
         invocation: &Invocation,
-        old: [(&PartitionHandle, &fjall::Slice); 2],
+        old: [(&Keyspace, &fjall::Slice); 2],
     ) -> Result<(), PersistError> {
         let p = self.partitions;
         let batch = self.batch.get_or_insert_with(|| {
-            let mut batch = self.keyspace.batch().durability(None);
+            let mut batch = self.db.batch().durability(None);
             batch.insert(&p.meta, writer::BATCH_KEY, writer::BATCH_MARK.as_slice());
             batch
         });
@@ -538,13 +536,13 @@ impl<'p> Migration<'p> {
     /// Write the last batch and sync, so that the move is on disk before anything new is.
     fn finish(mut self) -> Result<usize, PersistError> {
         self.commit()?;
-        self.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(self.moved)
     }
 }
 
 /// The partition a write goes to.
-fn partition(partitions: &Partitions, part: Part) -> &PartitionHandle {
+fn partition(partitions: &Partitions, part: Part) -> &Keyspace {
     match part {
         Part::History => &partitions.history,
         Part::HistoryPayloads => &partitions.history_payloads,
@@ -561,7 +559,10 @@ fn recovery_error(path: &Path, err: fjall::Error) -> PersistError {
     match err {
         fjall::Error::JournalRecovery(_)
         | fjall::Error::InvalidVersion(_)
-        | fjall::Error::Decode(_) => PersistError::Corrupt {
+        | fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::Decompress(_)
+        | fjall::Error::Unrecoverable => PersistError::Corrupt {
             what: format!("{}: {err}", path.display()),
         },
         other => PersistError::Engine(other),

@@ -15,7 +15,7 @@ use super::{Partitions, PersistError};
 /// Reads stored records. Cheap to clone.
 #[derive(Clone)]
 pub struct Reader {
-    keyspace: fjall::Keyspace,
+    db: fjall::Database,
     partitions: Partitions,
     numbers: Arc<FunctionNumbers>,
 }
@@ -51,12 +51,12 @@ pub type Position<'a> = Bound<(i64, &'a str)>;
 
 impl Reader {
     pub(super) fn new(
-        keyspace: fjall::Keyspace,
+        db: fjall::Database,
         partitions: Partitions,
         numbers: Arc<FunctionNumbers>,
     ) -> Self {
         Reader {
-            keyspace,
+            db,
             partitions,
             numbers,
         }
@@ -120,8 +120,8 @@ impl Reader {
             },
         );
         let entries = self.partitions.history.range((low, high));
-        let entry = |item: fjall::Result<fjall::KvPair>| {
-            let (key, value) = item?;
+        let entry = |item: fjall::Guard| {
+            let (key, value) = item.into_inner()?;
             Ok(StoredEntry { key, value })
         };
         if newest_first {
@@ -192,6 +192,6 @@ impl Reader {
 
     /// Bytes the storage engine's memtables hold (written, not yet flushed to tables).
     pub fn write_buffer_bytes(&self) -> u64 {
-        self.keyspace.write_buffer_size()
+        self.db.write_buffer_size()
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fjall::{Keyspace, PersistMode};
+use fjall::{Database, PersistMode};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -62,10 +62,12 @@ pub struct Journal {
     thread: Option<JoinHandle<()>>,
     /// Dropped to stop the compactor of the open set; its thread.
     compactor: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Dropped to stop the periodic sync of buffered mode; its thread.
+    syncer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     failed: Arc<AtomicBool>,
-    /// When the group being written was handed to the keyspace; `None` between groups.
+    /// When the group being written was handed to the database; `None` between groups.
     writing_since: Arc<Mutex<Option<Instant>>>,
-    keyspace: Keyspace,
+    db: Database,
     numbers: Arc<FunctionNumbers>,
     /// Keeps the directory locked until the journal is closed.
     _dir: DataDir,
@@ -74,7 +76,7 @@ pub struct Journal {
 impl Journal {
     pub(super) fn start(
         dir: DataDir,
-        keyspace: Keyspace,
+        db: Database,
         partitions: Partitions,
         numbers: Arc<FunctionNumbers>,
         durability: Durability,
@@ -94,9 +96,13 @@ impl Journal {
             sender
         });
         let compactor = OpenCompactor::start(partitions.open.clone());
+        let syncer = match durability {
+            Durability::Sync => None,
+            Durability::Buffered => start_syncer(db.clone(), failed.clone()),
+        };
         let writer = Writer {
             acknowledger,
-            keyspace: keyspace.clone(),
+            db: db.clone(),
             partitions,
             mode: match durability {
                 // fdatasync: the journal's data and size, not its timestamps.
@@ -120,9 +126,10 @@ impl Journal {
             sender: Some(sender),
             thread,
             compactor,
+            syncer,
             failed,
             writing_since,
-            keyspace,
+            db,
             numbers,
             _dir: dir,
         }
@@ -138,7 +145,7 @@ impl Journal {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// How long the write in progress has been running, if one is. The keyspace can halt a
+    /// How long the write in progress has been running, if one is. The database can halt a
     /// write while it waits for memtables to be flushed; one that never returns would
     /// otherwise show only as calls that never end.
     pub fn write_running_for(&self) -> Option<Duration> {
@@ -171,11 +178,14 @@ impl Journal {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        if let Some((stop, thread)) = self.compactor.take() {
+        for (stop, thread) in [self.compactor.take(), self.syncer.take()]
+            .into_iter()
+            .flatten()
+        {
             drop(stop);
             let _ = thread.join();
         }
-        self.keyspace.persist(PersistMode::SyncAll)?;
+        self.db.persist(PersistMode::SyncAll)?;
         Ok(())
     }
 }
@@ -202,14 +212,14 @@ struct OpenCompactor;
 /// level), and ended invocations came back as open. Nothing reads this partition while the
 /// server runs (only a start does, before the compactor exists), so no reader needs an older
 /// version and every version below the newest can go.
-fn compact_open(open: &fjall::PartitionHandle) -> Result<(), fjall::LsmError> {
+fn compact_open(open: &fjall::Keyspace) -> Result<(), fjall::LsmError> {
     use fjall::AbstractTree;
     open.tree.major_compact(u64::MAX, u64::MAX)
 }
 
 impl OpenCompactor {
     /// Look now and every [`OPEN_COMPACT_EVERY`] until the returned sender is dropped.
-    fn start(open: fjall::PartitionHandle) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    fn start(open: fjall::Keyspace) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("sai-open-compactor".into())
@@ -233,6 +243,32 @@ impl OpenCompactor {
             .ok()?;
         Some((stop, thread))
     }
+}
+
+/// Sync the journal every [`BUFFERED_SYNC_MS`](super::BUFFERED_SYNC_MS) until the returned
+/// sender is dropped: buffered mode's bound on what a power loss can take. A failed sync
+/// fails the journal like a failed write.
+fn start_syncer(
+    db: Database,
+    failed: Arc<AtomicBool>,
+) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let every = Duration::from_millis(u64::from(super::BUFFERED_SYNC_MS));
+    let thread = std::thread::Builder::new()
+        .name("sai-syncer".into())
+        .spawn(move || loop {
+            match stopped.recv_timeout(every) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if let Err(err) = db.persist(PersistMode::SyncData) {
+                failed.store(true, Ordering::Release);
+                tracing::error!(%err, "syncing the data directory failed; refusing further writes");
+                return;
+            }
+        })
+        .ok()?;
+    Some((stop, thread))
 }
 
 /// Submissions written as one batch.
@@ -276,7 +312,7 @@ type Outcome = (Vec<Submission>, Result<(), Arc<PersistError>>);
 struct Writer {
     /// Where durable groups are acknowledged; on this thread when there is no runtime.
     acknowledger: Option<tokio::sync::mpsc::UnboundedSender<Outcome>>,
-    keyspace: Keyspace,
+    db: Database,
     partitions: Partitions,
     /// How far each batch is pushed before it is acknowledged.
     mode: PersistMode,
@@ -350,7 +386,7 @@ impl Writer {
                 }
             }
         }
-        let mut batch = self.keyspace.batch().durability(Some(self.mode));
+        let mut batch = self.db.batch().durability(Some(self.mode));
         batch.insert(&self.partitions.meta, BATCH_KEY, BATCH_MARK.as_slice());
         for op in ops {
             match op {
@@ -386,9 +422,11 @@ mod tests {
     #[test]
     fn compacting_the_open_set_keeps_deleted_keys_deleted() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let keyspace = fjall::Config::new(dir.path()).open().expect("keyspace");
-        let open = keyspace
-            .open_partition("open", fjall::PartitionCreateOptions::default())
+        let db = fjall::Database::builder(dir.path())
+            .open()
+            .expect("database");
+        let open = db
+            .keyspace("open", fjall::KeyspaceCreateOptions::default)
             .expect("partition");
         open.insert("ended", "").expect("insert");
         open.insert("running", "").expect("insert");
