@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Change, FunctionKey, Invocation};
-use crate::persist::Durability;
+use crate::persist::{Durability, STORE_DIR};
 use crate::store::{Storage, Store, Transition};
 
 use super::load::{closed_loop, Call, Clients};
@@ -332,7 +332,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             seeded
         }
     };
-    let disk_bytes = directory_bytes(&dir.join("db"));
+    let disk_bytes = directory_bytes(&dir.join(STORE_DIR));
 
     let mut report = Report::new(
         "history",

@@ -23,6 +23,9 @@ pub const FORMAT_VERSION: u32 = 4;
 
 const FORMAT_PREFIX: &str = "sai-data-format ";
 
+/// The folder of a data directory that holds the storage engine's files.
+pub const STORE_DIR: &str = "store";
+
 /// An open, locked data directory.
 #[derive(Debug)]
 pub struct DataDir {
@@ -66,7 +69,7 @@ impl DataDir {
 
     /// Where the storage engine keeps its files.
     pub fn store_path(&self) -> PathBuf {
-        self.path.join("store")
+        self.path.join(STORE_DIR)
     }
 
     /// Where formats 1 to 3 kept theirs (fjall 2), until they are copied to
