@@ -95,8 +95,8 @@ pub struct LoadSummary {
 /// RocksDB's default write buffer. A full memtable is written out as a new table and synced,
 /// and while that happens the journal's syncs wait behind its writes at the device: with
 /// fjall's default of 16 MiB, synced InvokeFunction throughput was 8% lower over 20 s runs.
-/// The database's write buffer bounds all memtables together, and the journal size bounds
-/// replay.
+/// The journal size bounds all memtables together (past it, fjall flushes those the oldest
+/// journal holds) and what a restart replays.
 const BULK_MEMTABLE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Memtable size of the rarely written partitions.
@@ -121,9 +121,9 @@ const IDS_HASH_RATIO: f32 = 0.75;
 /// 64 MiB of ~50-byte entries that was a transient ~20-40 MiB on every compaction.
 const IDS_TABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Block cache shared by every partition: data blocks, and the index and filter blocks of the
-/// levels whose blocks are not pinned in memory (fjall pins those of the first levels only, so
-/// that what history costs in memory stays bounded as it grows).
+/// Block cache shared by every partition: data blocks, and the index and filter blocks, which
+/// are partitioned (see [`partition_options`]) so that a table keeps only their top-level
+/// index in memory and what history costs in memory stays small as it grows.
 const BLOCK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// How the data directory's partitions are created. fjall stores these options with a
