@@ -26,15 +26,37 @@ fn batch_marks(bytes: &[u8]) -> usize {
         .count()
 }
 
+/// Run `recover` (which opens the storage engine, replaying the journal files in `folder` that
+/// `is_journal` names) and refuse what it opened if it cut a journal short by more than a torn
+/// tail: the journals are then put back as they were and the damage is the error.
+pub fn recover_checked<T, E>(
+    folder: &Path,
+    is_journal: impl Fn(&Path) -> bool,
+    recover: impl FnOnce() -> Result<T, E>,
+) -> Result<T, PersistError>
+where
+    PersistError: From<E>,
+{
+    let check = JournalCheck::before_open(folder, is_journal)?;
+    let recovered = recover()?;
+    if let Some(damage) = check.damage()? {
+        // Closed before the journals are written back under it.
+        drop(recovered);
+        check.restore()?;
+        return Err(damage);
+    }
+    Ok(recovered)
+}
+
 /// The written bytes of every journal file, taken before recovery.
-pub struct JournalCheck {
+struct JournalCheck {
     journals: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl JournalCheck {
     /// Read the journal files in `folder` (those `is_journal` names; none yet for a new
     /// directory).
-    pub fn before_open(
+    fn before_open(
         folder: &Path,
         is_journal: impl Fn(&Path) -> bool,
     ) -> Result<JournalCheck, PersistError> {
@@ -68,7 +90,7 @@ impl JournalCheck {
     }
 
     /// The first journal that recovery cut short by more than a torn tail, if any.
-    pub fn damage(&self) -> Result<Option<PersistError>, PersistError> {
+    fn damage(&self) -> Result<Option<PersistError>, PersistError> {
         for (path, before) in &self.journals {
             let after = match fs::metadata(path) {
                 Ok(meta) => meta.len(),
@@ -96,7 +118,7 @@ impl JournalCheck {
     }
 
     /// Put every journal back as it was before recovery.
-    pub fn restore(&self) -> Result<(), PersistError> {
+    fn restore(&self) -> Result<(), PersistError> {
         for (path, bytes) in &self.journals {
             fs::write(path, bytes)
                 .map_err(|err| PersistError::io(format!("restoring {}", path.display()), err))?;

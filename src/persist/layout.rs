@@ -166,9 +166,14 @@ impl DataDir {
         writeln!(file, "{FORMAT_PREFIX}{FORMAT_VERSION}").map_err(io("writing FORMAT.tmp"))?;
         file.sync_all().map_err(io("syncing FORMAT.tmp"))?;
         fs::rename(&temp, self.path.join("FORMAT")).map_err(io("renaming FORMAT.tmp"))?;
+        self.sync()
+    }
+
+    /// Sync the directory itself, so that renames and removals in it are durable.
+    pub fn sync(&self) -> Result<(), PersistError> {
         File::open(&self.path)
             .and_then(|dir| dir.sync_all())
-            .map_err(io("syncing the data directory"))
+            .map_err(|err| PersistError::io(format!("syncing {}", self.path.display()), err))
     }
 }
 

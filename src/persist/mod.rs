@@ -32,7 +32,6 @@ pub use layout::{FORMAT_VERSION, STORE_DIR};
 pub use reader::{Reader, StoredEntry};
 pub use writer::{Journal, Ticket};
 
-use journal_check::JournalCheck;
 use layout::DataDir;
 use numbers::FunctionNumbers;
 
@@ -222,7 +221,7 @@ fn open_database(path: &Path) -> Result<Database, fjall::Error> {
         // Bounds how much journal a restart replays.
         .max_journaling_size(64 * 1024 * 1024)
         // Uncompressed, so that every batch's mark stays readable in the journal for
-        // [`JournalCheck`].
+        // [`journal_check`].
         .journal_compression(fjall::CompressionType::None)
         .open()
 }
@@ -235,14 +234,9 @@ impl Persist {
         let dir = DataDir::open(path)?;
         upgrade::from_fjall_2(&dir, partition_options)?;
         let store = dir.store_path();
-        let check = JournalCheck::before_open(&store, is_journal)?;
-        let db = open_database(&store).map_err(|err| recovery_error(path, err))?;
-        if let Some(damage) = check.damage()? {
-            drop(db);
-            check.restore()?;
-            return Err(damage);
-        }
-        drop(check);
+        let db = journal_check::recover_checked(&store, is_journal, || {
+            open_database(&store).map_err(|err| recovery_error(path, err))
+        })?;
         let open = |name: &str| {
             db.keyspace(name, || partition_options(name))
                 .map_err(|err| recovery_error(path, err))

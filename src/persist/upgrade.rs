@@ -17,7 +17,6 @@ use std::path::Path;
 
 use fjall::KeyspaceCreateOptions;
 
-use super::journal_check::JournalCheck;
 use super::layout::DataDir;
 use super::PersistError;
 
@@ -46,11 +45,11 @@ pub fn from_fjall_2(
         copied = copy(&legacy, &partial, options)?;
         fs::rename(&partial, &store)
             .map_err(|err| PersistError::io(format!("renaming {}", partial.display()), err))?;
-        sync_directory(dir.path())?;
+        dir.sync()?;
         tracing::info!(entries = copied, "data directory copied");
     }
     remove(&legacy)?;
-    sync_directory(dir.path())?;
+    dir.sync()?;
     Ok(copied)
 }
 
@@ -60,16 +59,15 @@ fn copy(
     to: &Path,
     options: impl Fn(&str) -> KeyspaceCreateOptions,
 ) -> Result<usize, PersistError> {
-    let check = JournalCheck::before_open(&from.join("journals"), |_| true)?;
-    let old = fjall2::Config::new(from)
-        .open()
-        .map_err(|err| legacy_error(from, err))?;
-    if let Some(damage) = check.damage()? {
-        drop(old);
-        check.restore()?;
-        return Err(damage);
-    }
-    drop(check);
+    let old = super::journal_check::recover_checked(
+        &from.join("journals"),
+        |_| true,
+        || {
+            fjall2::Config::new(from)
+                .open()
+                .map_err(|err| legacy_error(from, err))
+        },
+    )?;
     let new = super::open_database(to)?;
     let mut copied = 0;
     for name in old.list_partitions() {
@@ -104,12 +102,6 @@ fn legacy_error(path: &Path, err: fjall2::Error) -> PersistError {
 fn remove(path: &Path) -> Result<(), PersistError> {
     fs::remove_dir_all(path)
         .map_err(|err| PersistError::io(format!("removing {}", path.display()), err))
-}
-
-fn sync_directory(path: &Path) -> Result<(), PersistError> {
-    fs::File::open(path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|err| PersistError::io(format!("syncing {}", path.display()), err))
 }
 
 #[cfg(test)]
