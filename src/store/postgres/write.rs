@@ -212,11 +212,13 @@ impl Inner {
             .iter()
             .map(|(account, changes)| FeedAppend::of(account, changes))
             .collect();
-        // The notification (sent at commit, whatever its place in the transaction) and the
-        // feed appends go out together, one round trip for all; they run in this order, so the
-        // notification stays out of the time a feed head is locked. Feed appends come last,
-        // one statement per account, accounts in order: a head row stays locked only from
-        // here to the commit, and two transactions never wait on each other's heads.
+        // The notification (sent at commit, whatever its place in the transaction), the feed
+        // appends and the COMMIT go out together, one round trip for all; they run in this
+        // order, so the notification stays out of the time a feed head is locked. Feed appends
+        // come last, one statement per account, accounts in order: a head row stays locked
+        // only from here to the end of the commit, and two transactions never wait on each
+        // other's heads. Every replica's commits of an account wait for its head, so that
+        // time holds no round trip back to sai between the appends and the COMMIT.
         let notified = async {
             match &payload {
                 Some(payload) => tx
@@ -230,8 +232,16 @@ impl Inner {
         let appended = futures_util::future::try_join_all(
             params.iter().map(|params| tx.execute(&append, params)),
         );
-        futures_util::future::try_join(notified, appended).await?;
-        tx.commit().await?;
+        let committed = tx.client().batch_execute("COMMIT");
+        let (notified, appended, committed) =
+            futures_util::future::join3(notified, appended, committed).await;
+        // The transaction ended with that COMMIT: committed, or rolled back if a statement
+        // before it failed (PostgreSQL ends a failed transaction's COMMIT as a ROLLBACK), and
+        // the handle would send a ROLLBACK of its own when dropped.
+        std::mem::forget(tx);
+        notified?;
+        appended?;
+        committed?;
         self.notified(&note);
         Ok(())
     }
