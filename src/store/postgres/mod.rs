@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 use tokio_postgres::NoTls;
@@ -55,6 +55,9 @@ const POOL_SIZE: usize = 16;
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// How often the gauges are read from the database.
 const STATS_EVERY: Duration = Duration::from_secs(2);
+/// The advisory lock a replica analyzes the invocation table under ("sai" in ASCII, then 2):
+/// replicas that find the statistics stale together analyze once, not once each.
+const ANALYZE_LOCK: i64 = 0x0073_6169_0000_0002;
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -259,24 +262,26 @@ impl Inner {
     /// (and by at least a thousand rows), without waiting for autovacuum's next round: with
     /// the statistics of a table that was empty, the planner finds an invocation by key
     /// through the list index's (account, service, function) prefix, scanning every
-    /// invocation of the function, instead of through the unique key.
+    /// invocation of the function, instead of through the unique key. One replica at a time
+    /// analyzes, and only if the statistics are still stale once it holds the lock: every
+    /// replica reads the same counter, and each analysis costs PostgreSQL a sample of the
+    /// table.
     async fn refresh_statistics(
         &self,
-        client: &deadpool_postgres::Object,
+        client: &mut deadpool_postgres::Object,
     ) -> Result<(), StoreError> {
-        let row = client
-            .query_opt(
-                "SELECT s.n_mod_since_analyze, c.reltuples FROM pg_stat_user_tables s
-                 JOIN pg_class c ON c.oid = s.relid WHERE s.relname = 'sai_invocation'",
-                &[],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(()) };
-        let changed: i64 = row.try_get(0)?;
-        let rows: f32 = row.try_get(1)?;
-        if changed >= 1_000 && changed as f32 >= rows.max(0.0) * 0.1 {
-            client.batch_execute("ANALYZE sai_invocation").await?;
+        if !statistics_stale(client).await? {
+            return Ok(());
         }
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ANALYZE_LOCK])
+            .await?
+            .try_get(0)?;
+        if locked && statistics_stale(&tx).await? {
+            tx.batch_execute("ANALYZE sai_invocation").await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -295,8 +300,8 @@ impl Inner {
     }
 
     async fn stats_now(&self) -> Result<Stats, StoreError> {
-        let client = self.client().await?;
-        self.refresh_statistics(&client).await?;
+        let mut client = self.client().await?;
+        self.refresh_statistics(&mut client).await?;
         let counts = client
             .query_one(
                 &client
@@ -583,4 +588,20 @@ impl Backend for Postgres {
     fn write_running_for(&self) -> Option<Duration> {
         None
     }
+}
+
+/// Whether the invocation table changed by a tenth (and a thousand rows) since it was last
+/// analyzed.
+async fn statistics_stale(client: &impl GenericClient) -> Result<bool, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT s.n_mod_since_analyze, c.reltuples FROM pg_stat_user_tables s
+             JOIN pg_class c ON c.oid = s.relid WHERE s.relname = 'sai_invocation'",
+            &[],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(false) };
+    let changed: i64 = row.try_get(0)?;
+    let rows: f32 = row.try_get(1)?;
+    Ok(changed >= 1_000 && changed as f32 >= rows.max(0.0) * 0.1)
 }
