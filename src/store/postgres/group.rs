@@ -270,16 +270,12 @@ async fn commit(inner: &Inner, group: Vec<Job>) {
 /// every report decided and applied the same way (after the transitions, so it sees them),
 /// then the claims.
 async fn attempt(inner: &Inner, group: &[Job]) -> Result<Vec<Answer>, StoreError> {
-    let mut client = inner.client().await?;
+    let mut client = if group.iter().all(|job| matches!(job, Job::Accept { .. })) {
+        inner.invoke_client().await?
+    } else {
+        inner.client().await?
+    };
     let tx = client.transaction().await?;
-    if group.iter().all(|job| matches!(job, Job::Accept { .. })) {
-        // An invoke group's statements (inserts from arrays, the catalog read by its key,
-        // the feed append) have one plan whatever the tables hold, so they keep the plan
-        // made once per connection instead of planning again on every commit as the
-        // connection's custom-plan setting (made for the claims and updates) would.
-        tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            .await?;
-    }
     let mut writes = Writes::default();
     let invocations: Vec<Invocation> = group
         .iter()

@@ -126,6 +126,8 @@ pub struct Postgres {
 /// What the backend's calls and its background tasks share.
 struct Inner {
     pool: Pool,
+    /// Connections of the invoke groups' committers, which keep generic plans.
+    invoke_pool: Pool,
     schedule: Arc<dyn Schedule>,
     clock: Clock,
     leases: LeaseSigner,
@@ -174,22 +176,15 @@ impl Postgres {
         pg.application_name("sai");
         // Plans made for the rows at hand: a generic plan made while a queue was empty
         // scans the whole table once it is full.
-        pg.options("-c plan_cache_mode=force_custom_plan");
-        let manager = Manager::from_config(
-            pg.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(CONNECT_WAIT))
-            .create_timeout(Some(CONNECT_WAIT))
-            .recycle_timeout(Some(CONNECT_WAIT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|err| DatabaseError::Address(err.to_string()))?;
+        let pool = connection_pool(&pg, "force_custom_plan", POOL_SIZE)?;
+        // An invoke group's statements (inserts from arrays, the catalog read by its key,
+        // the feed append) have one plan whatever the tables hold: planned once per
+        // connection, not on every commit, and without a statement per transaction to say so.
+        let invoke_pool = connection_pool(
+            &pg,
+            "force_generic_plan",
+            group::committers(group::Lane::Accepts),
+        )?;
         let secrets = {
             let mut client = pool.get().await?;
             schema::migrate(&mut client).await?
@@ -198,6 +193,7 @@ impl Postgres {
         let work = Arc::new(WorkSignals::default());
         let inner = Arc::new(Inner {
             pool,
+            invoke_pool,
             schedule,
             clock,
             leases: LeaseSigner::new(secrets.lease_key),
@@ -227,10 +223,19 @@ impl Postgres {
 impl Inner {
     /// A pooled connection; UNAVAILABLE if none can be had in time.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.client_of(&self.pool).await
+    }
+
+    /// A connection for an invoke group's transaction.
+    async fn invoke_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.client_of(&self.invoke_pool).await
+    }
+
+    async fn client_of(&self, pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
         if self.shutdown.is_cancelled() {
             return Err(StoreError::ShuttingDown);
         }
-        match self.pool.get().await {
+        match pool.get().await {
             Ok(client) => Ok(client),
             Err(err) => {
                 self.reachable.store(false, Ordering::Relaxed);
@@ -604,4 +609,30 @@ async fn statistics_stale(client: &impl GenericClient) -> Result<bool, StoreErro
     let changed: i64 = row.try_get(0)?;
     let rows: f32 = row.try_get(1)?;
     Ok(changed >= 1_000 && changed as f32 >= rows.max(0.0) * 0.1)
+}
+
+/// A pool of up to `size` connections to `pg` that plan prepared statements with
+/// `plan_cache_mode`.
+fn connection_pool(
+    pg: &tokio_postgres::Config,
+    plan_cache_mode: &str,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    let mut pg = pg.clone();
+    pg.options(format!("-c plan_cache_mode={plan_cache_mode}"));
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(CONNECT_WAIT))
+        .create_timeout(Some(CONNECT_WAIT))
+        .recycle_timeout(Some(CONNECT_WAIT))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|err| DatabaseError::Address(err.to_string()))?)
 }
