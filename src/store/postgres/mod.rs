@@ -49,7 +49,8 @@ pub use schema::SCHEMA_VERSION;
 use feed::Feed;
 use signals::WorkSignals;
 
-/// Connections a replica opens at most (besides its one listening connection).
+/// Connections a replica opens at most for its calls and background work (besides its
+/// invoke committers' own and its one listening connection).
 const POOL_SIZE: usize = 16;
 /// How long a call waits for a connection before it is answered UNAVAILABLE.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
