@@ -32,11 +32,20 @@ fn binaries() -> PathBuf {
     newest().expect("PostgreSQL's binaries under /usr/lib/postgresql after installing it")
 }
 
+/// A free loopback port below the kernel's ephemeral range. A cluster stopped and started
+/// again must find its port still free, and a port in that range is the local port of
+/// whichever outgoing connection the kernel gives it to next (replicas reconnecting to a
+/// stopped server open them by the hundred).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let lowest = 10_000.min(ephemeral_from / 2);
+    (0..10_000)
+        .map(|_| rand::random_range(lowest..ephemeral_from))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
 }
 
 impl PgServer {
@@ -55,7 +64,8 @@ impl PgServer {
         if as_postgres {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
-                .arg(dir.path()));
+                .arg(dir.path()))
+            .expect("hand the cluster's directory to postgres");
         }
         let server = PgServer {
             dir,
@@ -92,7 +102,8 @@ impl PgServer {
         if primary.as_postgres {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
-                .arg(dir.path()));
+                .arg(dir.path()))
+            .expect("hand the cluster's directory to postgres");
         }
         let standby = PgServer {
             dir,
@@ -174,6 +185,12 @@ impl PgServer {
     }
 
     fn run_tool(&self, tool: &str, args: &[&str]) {
+        if let Err(failure) = self.try_tool(tool, args) {
+            panic!("{failure}");
+        }
+    }
+
+    fn try_tool(&self, tool: &str, args: &[&str]) -> Result<(), String> {
         let path = self.bin.join(tool);
         let mut command = if self.as_postgres {
             let mut runuser = Command::new("runuser");
@@ -183,11 +200,11 @@ impl PgServer {
             Command::new(&path)
         };
         command.args(args);
-        run(&mut command);
+        run(&mut command)
     }
 
     /// Start the cluster (again, after [`PgServer::stop`]) and wait until it takes
-    /// connections.
+    /// connections; a failure shows the server's log.
     pub fn start_again(&self) {
         let data = self.data();
         let log = self.dir.path().join("postgres.log").display().to_string();
@@ -197,10 +214,12 @@ impl PgServer {
             self.port,
             self.dir.path().display()
         );
-        self.run_tool(
+        if let Err(failure) = self.try_tool(
             "pg_ctl",
             &["-D", &data, "-l", &log, "-w", "-o", &options, "start"],
-        );
+        ) {
+            panic!("{failure}\nserver log:\n{}", self.log());
+        }
     }
 
     /// Stop the cluster at once, as a crash would (no checkpoint).
@@ -256,12 +275,14 @@ impl Drop for PgServer {
     }
 }
 
-fn run(command: &mut Command) {
+fn run(command: &mut Command) -> Result<(), String> {
     let out = command.output().expect("run a PostgreSQL tool");
-    assert!(
-        out.status.success(),
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "{command:?} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
 }
