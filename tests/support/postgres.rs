@@ -191,16 +191,20 @@ impl PgServer {
     }
 
     fn try_tool(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        run(self.tool(tool).args(args))
+    }
+
+    /// A command running PostgreSQL's `tool`, as the `postgres` user when the tests run as
+    /// root.
+    fn tool(&self, tool: &str) -> Command {
         let path = self.bin.join(tool);
-        let mut command = if self.as_postgres {
+        if self.as_postgres {
             let mut runuser = Command::new("runuser");
             runuser.args(["-u", "postgres", "--"]).arg(&path);
             runuser
         } else {
             Command::new(&path)
-        };
-        command.args(args);
-        run(&mut command)
+        }
     }
 
     /// Start the cluster (again, after [`PgServer::stop`]) and wait until it takes
@@ -261,15 +265,9 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         let data = self.data();
-        let path = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut runuser = Command::new("runuser");
-            runuser.args(["-u", "postgres", "--"]).arg(&path);
-            runuser
-        } else {
-            Command::new(&path)
-        };
-        let _ = command
+        // Not `run_tool`: a drop while a failed test unwinds must not panic.
+        let _ = self
+            .tool("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
     }
