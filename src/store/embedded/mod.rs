@@ -533,7 +533,10 @@ impl Backend for Embedded {
     }
 
     fn size(&self) -> StoreSize {
-        self.state.store.size()
+        StoreSize {
+            disk_read_wait_share: self.state.reads.waited_share(),
+            ..self.state.store.size()
+        }
     }
 
     fn writable(&self) -> bool {
