@@ -208,9 +208,6 @@ async fn metrics_count_what_the_server_did_in_prometheus_text_format() {
     assert_eq!(value(&scrape, "sai_pending_timers", &[]), 2.0);
     assert_eq!(value(&scrape, "sai_active_leases", &[]), 0.0);
     assert_eq!(value(&scrape, "sai_write_in_progress_seconds", &[]), 0.0);
-    // A few reads of a small, fresh data directory, which the page cache holds.
-    let waited = value(&scrape, "sai_disk_read_wait_share", &[]);
-    assert!((0.0..0.02).contains(&waited), "wait share {waited}");
     // Every commit (3 invokes, a dispatch, a completion) was written in some group.
     assert!(histogram_count(&scrape, "sai_commit_group_size", &[]) >= 1);
     assert!(histogram_count(&scrape, "sai_write_duration_seconds", &[]) >= 1);

@@ -117,7 +117,6 @@ pub fn observe(engine: &Engine) {
     set(HISTORY_DISK_BYTES, store.disk_bytes);
     set(WRITE_BUFFER_BYTES, store.write_buffer_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
-    metrics::gauge!(DISK_READ_WAIT_SHARE).set(store.disk_read_wait_share);
     if let Some(heap) = HEAP_READER.get().and_then(|read| read()) {
         set(HEAP_ALLOCATED_BYTES, heap.allocated);
         set(HEAP_RESIDENT_BYTES, heap.resident);

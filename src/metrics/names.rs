@@ -42,9 +42,6 @@ pub const CACHED_RECORDS: &str = "sai_cache_records";
 pub const CACHE_BYTES: &str = "sai_cache_bytes";
 /// Bytes the history takes in the data directory.
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
-/// Share of recent reads of the data directory that had blocks read from the disk, not the
-/// page cache (0 to 1); above 2% such reads run on the blocking pool.
-pub const DISK_READ_WAIT_SHARE: &str = "sai_disk_read_wait_share";
 /// Bytes the data directory's memtables hold in memory (written, not yet flushed).
 pub const WRITE_BUFFER_BYTES: &str = "sai_write_buffer_bytes";
 /// Bytes the process's allocator has handed out and not had back: the live heap.

@@ -118,7 +118,7 @@ impl Storage {
 pub type Hashing = foldhash::fast::RandomState;
 
 /// How much a store holds in memory, and its history on disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreSize {
     /// Invocations not yet terminal (and those whose end is not yet durable).
     pub open: usize,
@@ -132,8 +132,6 @@ pub struct StoreSize {
     pub write_buffer_bytes: u64,
     /// Invocations with a live watch channel (released when their last watcher ends).
     pub watched: usize,
-    /// Share of recent reads of the data directory that waited on the disk (0 to 1).
-    pub disk_read_wait_share: f64,
 }
 
 /// The serving store.
@@ -793,7 +791,6 @@ impl Store {
             disk_bytes: self.history.disk_space(),
             write_buffer_bytes: self.history.write_buffer_bytes(),
             watched: self.hub.watched_invocations(),
-            disk_read_wait_share: 0.0,
         }
     }
 

@@ -533,10 +533,7 @@ impl Backend for Embedded {
     }
 
     fn size(&self) -> StoreSize {
-        StoreSize {
-            disk_read_wait_share: self.state.reads.waited_share(),
-            ..self.state.store.size()
-        }
+        self.state.store.size()
     }
 
     fn writable(&self) -> bool {

@@ -34,11 +34,6 @@ pub struct ReadPlacement {
 }
 
 impl ReadPlacement {
-    /// The share of recent reads that waited on the disk, from 0 to 1.
-    pub fn waited_share(&self) -> f64 {
-        f64::from(self.waited_share.load(Ordering::Relaxed)) / f64::from(SCALE)
-    }
-
     /// Whether the next read should run on the blocking pool.
     pub fn on_pool(&self) -> bool {
         self.on_pool.load(Ordering::Relaxed)
