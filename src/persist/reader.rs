@@ -1,8 +1,7 @@
 //! Reads of the stored records: one invocation by id, a function's records in list order, and
-//! what retention scans. They block the calling thread while the storage engine reads its
-//! memtables, its block cache or the files (through the OS page cache, or from the disk when
-//! the page cache does not hold them): the server calls them from its blocking pool (see
-//! `store::Embedded`), not from a runtime worker.
+//! what retention scans. They run on the caller's thread: a read is served from the storage
+//! engine's memtables and block cache, or the OS page cache, and is short enough to run
+//! inline rather than hop to a blocking thread.
 
 use std::ops::Bound;
 use std::sync::Arc;

@@ -24,16 +24,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// The open invocations, as the store holds them.
 pub type OpenRecords = DashMap<InvocationKey, Arc<Invocation>, Hashing>;
 
-/// What memory alone says of an invocation.
-pub enum InMemory {
-    /// It is held in memory.
-    Found(Arc<Invocation>),
-    /// It does not exist: everything is in memory and it is not.
-    Absent,
-    /// Only a read of the data directory can tell.
-    OnDisk,
-}
-
 /// Finished invocations and the list order of every invocation.
 pub enum History {
     /// Everything in memory: purged by retention only.
@@ -152,25 +142,6 @@ impl History {
             for key in keys {
                 disk.cache.remove(key);
             }
-        }
-    }
-
-    /// Whether the history is read from the data directory.
-    pub fn on_disk(&self) -> bool {
-        matches!(self, History::Disk(_))
-    }
-
-    /// A finished invocation, with its events, if memory alone can answer for it.
-    pub fn get_in_memory(&self, key: &InvocationKey) -> InMemory {
-        match self {
-            History::Memory(memory) => match memory.finished.get(key) {
-                Some(record) => InMemory::Found(record.clone()),
-                None => InMemory::Absent,
-            },
-            History::Disk(disk) => match disk.cache.get(key) {
-                Some(cached) => InMemory::Found(cached),
-                None => InMemory::OnDisk,
-            },
         }
     }
 

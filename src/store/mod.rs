@@ -43,7 +43,7 @@ pub use backend::Backend;
 pub use catalog::{ConfigKey, ConfigPage, FunctionPage};
 pub use embedded::Embedded;
 pub use error::StoreError;
-pub use history::{InMemory, DEFAULT_CACHE_BYTES};
+pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::StoredChange;
 pub use index::{ListQuery, Order, Page};
 pub use postgres::{DatabaseError, Postgres, PostgresConfig, SCHEMA_VERSION};
@@ -699,15 +699,6 @@ impl Store {
         self.history.get(key)
     }
 
-    /// One invocation with its events if it is open or a finished record held in memory:
-    /// what can be answered without waiting on the data directory.
-    pub fn get_in_memory(&self, key: &InvocationKey) -> InMemory {
-        if let Some(open) = self.open.get(key) {
-            return InMemory::Found(open.clone());
-        }
-        self.history.get_in_memory(key)
-    }
-
     /// `read` applied to one invocation (no copy of a record held in memory): an open one,
     /// else a finished one from the history.
     pub fn read<R>(
@@ -738,11 +729,6 @@ impl Store {
             .get(key)
             .filter(|r| !r.status.is_terminal())
             .map(|r| r.without_events())
-    }
-
-    /// Whether lists and reads of finished invocations read the data directory.
-    pub fn history_on_disk(&self) -> bool {
-        self.history.on_disk()
     }
 
     /// One page of a function's invocations.

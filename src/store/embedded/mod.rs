@@ -9,7 +9,6 @@
 //! other is armed at the one deadline the engine's [`Schedule`] gives it.
 
 mod lease;
-mod placement;
 mod queue;
 mod timers;
 
@@ -31,12 +30,11 @@ use super::backend::{
     QueueDepth, Recovered, Schedule, WorkWaiter, WorkingSet,
 };
 use super::{
-    ChangesWatch, ConfigKey, ConfigPage, FunctionPage, InMemory, InvocationWatch, ListQuery, Page,
+    ChangesWatch, ConfigKey, ConfigPage, FunctionPage, InvocationWatch, ListQuery, Page,
     ResumeFrom, Store, StoreError, StoreSize, StoredChange, Transition, WatchScope,
 };
 
 use lease::Leases;
-use placement::ReadPlacement;
 use queue::ReadyQueues;
 use timers::Timers;
 
@@ -56,7 +54,6 @@ struct WorkState {
     timers: Timers,
     schedule: Arc<dyn Schedule>,
     clock: Clock,
-    reads: ReadPlacement,
 }
 
 impl Embedded {
@@ -71,28 +68,8 @@ impl Embedded {
                 timers: Timers::new(clock.clone()),
                 schedule,
                 clock,
-                reads: ReadPlacement::default(),
             }),
             poll_rotation: AtomicUsize::new(0),
-        }
-    }
-
-    /// `read` of the data directory: inline, or on the blocking pool while reads wait on the
-    /// disk (see [`placement`]).
-    async fn read_disk<R: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Arc<Store>) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let state = &self.state;
-        if !state.reads.on_pool() {
-            return state.reads.counted(|| read(&state.store));
-        }
-        let state = state.clone();
-        match tokio::task::spawn_blocking(move || state.reads.counted(|| read(&state.store))).await
-        {
-            Ok(result) => result,
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            Err(_) => Err(StoreError::ShuttingDown),
         }
     }
 }
@@ -418,33 +395,15 @@ impl Backend for Embedded {
     }
 
     async fn get(&self, key: &InvocationKey) -> Result<Option<Arc<Invocation>>, StoreError> {
-        match self.state.store.get_in_memory(key) {
-            InMemory::Found(record) => Ok(Some(record)),
-            InMemory::Absent => Ok(None),
-            InMemory::OnDisk => {
-                let key = key.clone();
-                self.read_disk(move |store| store.get_shared(&key)).await
-            }
-        }
+        self.state.store.get_shared(key)
     }
 
     async fn summary(&self, key: &InvocationKey) -> Result<Option<Invocation>, StoreError> {
-        match self.state.store.get_in_memory(key) {
-            InMemory::Found(record) => Ok(Some(record.without_events())),
-            InMemory::Absent => Ok(None),
-            InMemory::OnDisk => {
-                let key = key.clone();
-                self.read_disk(move |store| store.summary(&key)).await
-            }
-        }
+        self.state.store.summary(key)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        if !self.state.store.history_on_disk() {
-            return self.state.store.list(query);
-        }
-        let query = query.clone();
-        self.read_disk(move |store| store.list(&query)).await
+        self.state.store.list(query)
     }
 
     async fn config(&self, key: &ConfigKey) -> Result<StoredConfig, StoreError> {
@@ -478,15 +437,9 @@ impl Backend for Embedded {
         key: InvocationKey,
         from_event_id: u64,
     ) -> Result<Box<dyn ChangeCursor>, StoreError> {
-        let store = &self.state.store;
-        let watch = if store.history_on_disk() && store.open_record(&key).is_none() {
-            // A finished invocation: its events are replayed from the data directory.
-            self.read_disk(move |store| store.watch_invocation(key, from_event_id))
-                .await?
-        } else {
-            store.watch_invocation(key, from_event_id)?
-        };
-        Ok(Box::new(watch))
+        Ok(Box::new(
+            self.state.store.watch_invocation(key, from_event_id)?,
+        ))
     }
 
     async fn watch_changes(
@@ -542,59 +495,5 @@ impl Backend for Embedded {
 
     fn write_running_for(&self) -> Option<Duration> {
         self.state.store.write_running_for()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::{Engine, EngineConfig};
-    use crate::persist::Durability;
-    use crate::store::{Order, Storage};
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_of_the_data_directory_answer_alike_inline_and_on_the_blocking_pool() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::disk(dir.path(), Durability::Sync);
-        // No cache: every finished record is read from the data directory.
-        let (store, _) = Store::open(&storage, 16, 0, CancellationToken::new()).expect("open");
-        let function = FunctionKey::new("acct", "svc", "fn");
-        for id in ["a", "b"] {
-            let accepted =
-                Invocation::accept(function.invocation(id), "LATEST", "{}".into(), "req", 1);
-            store.insert(accepted, |_| {}).await.expect("insert");
-        }
-        let backend = Embedded::new(
-            store.clone(),
-            Engine::schedule(&EngineConfig::default()),
-            Clock::system(),
-        );
-        let query = ListQuery {
-            function: function.clone(),
-            qualifier: None,
-            id_prefix: String::new(),
-            status: None,
-            begin: None,
-            end: None,
-            order: Order::Asc,
-            limit: 10,
-            next_token: String::new(),
-        };
-        let read_all = || async {
-            let page = backend.list(&query).await.expect("list");
-            let ids: Vec<_> = page.invocations.iter().map(|r| r.key.id.clone()).collect();
-            let missing = backend
-                .get(&function.invocation("missing"))
-                .await
-                .expect("get");
-            (ids, missing.is_none())
-        };
-        let inline = read_all().await;
-        assert!(!backend.state.reads.on_pool(), "a few reads stay inline");
-        backend.state.reads.move_to_pool();
-        let pooled = read_all().await;
-        assert_eq!(inline, (vec!["a".into(), "b".into()], true));
-        assert_eq!(pooled, inline);
-        store.close().await.expect("close");
     }
 }
