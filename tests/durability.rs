@@ -821,7 +821,27 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
             }
         }
         let audit = list_all(&mut client, ACCOUNT, list_request("audit")).await;
-        (gets, lists, audit)
+        let mut watched = Vec::new();
+        for id in ids {
+            let request = pb::WatchInvocationRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                invocation_id: id.into(),
+                ..Default::default()
+            };
+            let mut stream = client
+                .watch_invocation(as_account(ACCOUNT, request))
+                .await
+                .expect("watch")
+                .into_inner();
+            let mut events = Vec::new();
+            // A finished invocation's stream ends after its terminal event.
+            while let Some(event) = stream.message().await.expect("watch event") {
+                events.push(event);
+            }
+            watched.push(events);
+        }
+        (gets, lists, audit, watched)
     };
     let from_memory = read_all(client.clone()).await;
     assert_eq!(
@@ -839,6 +859,11 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
     );
     assert_eq!(from_memory.0[2].invocation_payload, large);
     assert_eq!(from_memory.2.len(), 2, "two destination records");
+    assert_eq!(
+        from_memory.3[0].len(),
+        8,
+        "every event of the retried one is watched"
+    );
     server.stop().await.expect("clean stop");
 
     // No cache: every finished record is read from the data directory.
@@ -849,5 +874,6 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
     assert_eq!(from_disk.0, from_memory.0, "get");
     assert_eq!(from_disk.1, from_memory.1, "list");
     assert_eq!(from_disk.2, from_memory.2, "the destination's list");
+    assert_eq!(from_disk.3, from_memory.3, "watch");
     server.stop().await.expect("clean stop");
 }
