@@ -95,6 +95,14 @@ fn every_scenario_runs_and_reports() {
             .expect("invoke latency")
             > 0.0
     );
+    // The whole machine's CPU beside the server's: a number each (a very fast run may
+    // round to none).
+    for column in ["machine CPU µs/invocation", "steal %"] {
+        assert!(
+            e2e["rows"][0][column].as_f64().expect(column) >= 0.0,
+            "{column}"
+        );
+    }
     let watch = bench(out.path(), &["watch", "--watchers", "50"]);
     assert_eq!(watch["rows"][0]["live deliveries"].as_u64(), Some(150));
     let history = bench(

@@ -17,6 +17,7 @@ use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocation
 use crate::pb::worker_service_client::WorkerServiceClient;
 
 use super::load::connect_spread;
+use super::machine::{MachineCpu, MachineUse};
 use super::report::{median_index, runs_column, Latencies, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{poll_request, server_error, succeeded, BenchError};
@@ -91,6 +92,8 @@ pub(super) struct Run {
     pub(super) throughput: f64,
     pub(super) latencies: Latencies,
     cpu_us: f64,
+    /// Everything on the machine (server, PostgreSQL, this load generator) over the run.
+    machine: MachineUse,
     /// Event delays seen by the watcher, with `--watcher`.
     watched: Option<Latencies>,
     stages: Stages,
@@ -133,6 +136,8 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
         "offered/s",
         "completed/s",
         "server CPU µs/invocation",
+        "machine CPU µs/invocation",
+        "steal %",
         "p50 ms",
         "p99 ms",
         "leases/poll",
@@ -172,7 +177,9 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
                 servers.iter().map(ServerProcess::cpu_time).sum()
             };
             let cpu_before = cpu_of(&servers);
+            let machine_before = MachineCpu::now();
             let mut run = once(&urls, args).await?;
+            run.machine = MachineCpu::now().since(machine_before);
             if let Some(watcher) = watcher {
                 run.watched = Some(watcher.finish().await?);
             }
@@ -191,6 +198,8 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             },
             json!(median.throughput.round() as u64),
             json!((median.cpu_us * 10.0).round() / 10.0),
+            json!(median.machine.busy_us_per(args.invocations).round()),
+            json!((median.machine.steal_percent() * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
             json!(median.latencies.percentile_ms(99.0)),
             json!(
@@ -516,6 +525,7 @@ async fn finish(
         throughput: completed as f64 / last.duration_since(started).as_secs_f64(),
         latencies,
         cpu_us: 0.0,
+        machine: MachineUse::default(),
         watched: None,
         stages,
     })

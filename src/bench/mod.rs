@@ -8,6 +8,7 @@ mod history;
 mod http;
 mod invoke;
 mod load;
+mod machine;
 mod metrics_cost;
 mod read;
 mod report;
