@@ -95,9 +95,13 @@ fn every_scenario_runs_and_reports() {
             .expect("invoke latency")
             > 0.0
     );
-    // The whole machine's CPU beside the server's: a number each (a very fast run may
-    // round to none).
-    for column in ["machine CPU µs/invocation", "steal %"] {
+    // The load generator's and the whole machine's CPU beside the server's: a number each (a
+    // very fast run may round to none).
+    for column in [
+        "load generator CPU µs/invocation",
+        "machine CPU µs/invocation",
+        "steal %",
+    ] {
         assert!(
             e2e["rows"][0][column].as_f64().expect(column) >= 0.0,
             "{column}"

@@ -19,7 +19,7 @@ use crate::pb::worker_service_client::WorkerServiceClient;
 use super::load::connect_spread;
 use super::machine::{MachineCpu, MachineUse};
 use super::report::{median_index, runs_column, Latencies, Report};
-use super::server::{Mode, ScratchDir, ServerProcess};
+use super::server::{process_cpu_time, Mode, ScratchDir, ServerProcess};
 use super::{poll_request, server_error, succeeded, BenchError};
 
 /// Flags of `sai bench e2e`.
@@ -92,6 +92,8 @@ pub(super) struct Run {
     pub(super) throughput: f64,
     pub(super) latencies: Latencies,
     cpu_us: f64,
+    /// This process's CPU (the producers, workers and watcher) per invocation.
+    load_cpu_us: f64,
     /// Everything on the machine (server, PostgreSQL, this load generator) over the run.
     machine: MachineUse,
     /// Event delays seen by the watcher, with `--watcher`.
@@ -136,6 +138,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
         "offered/s",
         "completed/s",
         "server CPU µs/invocation",
+        "load generator CPU µs/invocation",
         "machine CPU µs/invocation",
         "steal %",
         "p50 ms",
@@ -178,6 +181,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             };
             let cpu_before = cpu_of(&servers);
             let machine_before = MachineCpu::now();
+            let load_before = process_cpu_time("self");
             let mut run = once(&urls, args).await?;
             run.machine = MachineCpu::now().since(machine_before);
             if let Some(watcher) = watcher {
@@ -185,6 +189,11 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             }
             let cpu = cpu_of(&servers).saturating_sub(cpu_before);
             run.cpu_us = cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
+            run.load_cpu_us = process_cpu_time("self")
+                .saturating_sub(load_before)
+                .as_secs_f64()
+                * 1e6
+                / args.invocations.max(1) as f64;
             measured.push(run);
         }
         let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
@@ -198,6 +207,7 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             },
             json!(median.throughput.round() as u64),
             json!((median.cpu_us * 10.0).round() / 10.0),
+            json!(median.load_cpu_us.round()),
             json!(median.machine.busy_us_per(args.invocations).round()),
             json!((median.machine.steal_percent() * 10.0).round() / 10.0),
             json!(median.latencies.percentile_ms(50.0)),
@@ -525,6 +535,7 @@ async fn finish(
         throughput: completed as f64 / last.duration_since(started).as_secs_f64(),
         latencies,
         cpu_us: 0.0,
+        load_cpu_us: 0.0,
         machine: MachineUse::default(),
         watched: None,
         stages,

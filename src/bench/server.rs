@@ -134,18 +134,7 @@ impl ServerProcess {
 
     /// CPU time the server has used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let after_name = stat.rsplit(')').next().unwrap_or_default();
-        let ticks: u64 = after_name
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|t| t.parse::<u64>().ok())
-            .sum();
-        // Linux reports these in USER_HZ, 100 per second on every mainstream platform.
-        Duration::from_millis(ticks * 10)
+        process_cpu_time(&self.child.id().to_string())
     }
 
     /// Wait until the server uses under 5% of a core over a second (at most 30 minutes): its
@@ -276,4 +265,20 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// CPU time process `pid` ("self" for this one) has used so far (user + system), from
+/// /proc; zero where it cannot be read.
+pub fn process_cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    // Linux reports these in USER_HZ, 100 per second on every mainstream platform.
+    Duration::from_millis(ticks * 10)
 }
