@@ -26,11 +26,13 @@ impl MachineCpu {
 
     fn parse(stat: &str) -> Option<Self> {
         let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+        // A field that is not a number makes the whole line unreadable: zeros say "not
+        // measured" more plainly than one counter quietly taken as 0.
         let fields: Vec<u64> = line
             .split_whitespace()
             .skip(1)
-            .map(|field| field.parse().unwrap_or(0))
-            .collect();
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
         let at = |i: usize| fields.get(i).copied().unwrap_or(0);
         // user nice system idle iowait irq softirq steal (guest time is inside user)
         Some(MachineCpu {
