@@ -187,13 +187,10 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             if let Some(watcher) = watcher {
                 run.watched = Some(watcher.finish().await?);
             }
-            let cpu = cpu_of(&servers).saturating_sub(cpu_before);
-            run.cpu_us = cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
-            run.load_cpu_us = process_cpu_time("self")
-                .saturating_sub(load_before)
-                .as_secs_f64()
-                * 1e6
-                / args.invocations.max(1) as f64;
+            let per_invocation =
+                |cpu: Duration| cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
+            run.cpu_us = per_invocation(cpu_of(&servers).saturating_sub(cpu_before));
+            run.load_cpu_us = per_invocation(process_cpu_time("self").saturating_sub(load_before));
             measured.push(run);
         }
         let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();
