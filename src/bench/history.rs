@@ -16,6 +16,7 @@ use crate::persist::{Durability, STORE_DIR};
 use crate::store::{Storage, Store, Transition};
 
 use super::load::{closed_loop, Call, Clients};
+use super::machine::MachineCpu;
 use super::report::{median_index, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{millis, BenchError};
@@ -386,7 +387,9 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         // leaves behind.
         server.wait_until_quiet().await;
         let cpu_before = server.cpu_time();
+        let machine_before = MachineCpu::now();
         let gets = closed_loop(&server.url, args.clients, args.duration, get.clone()).await?;
+        let get_steal = MachineCpu::now().since(machine_before).steal_percent();
         let get_cpu_us = server.cpu_time().saturating_sub(cpu_before).as_secs_f64() * 1e6
             / gets.calls.max(1) as f64;
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
@@ -406,6 +409,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         drop(server);
         let baseline = ServerProcess::start_baseline(baseline_records).await?;
         let cpu_before = baseline.cpu_time();
+        let machine_before = MachineCpu::now();
         let baseline_gets = closed_loop(
             &baseline.url,
             args.clients,
@@ -413,8 +417,20 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             baseline_get.clone(),
         )
         .await?;
+        let baseline_steal = MachineCpu::now().since(machine_before).steal_percent();
         let baseline_cpu_us = baseline.cpu_time().saturating_sub(cpu_before).as_secs_f64() * 1e6
             / baseline_gets.calls.max(1) as f64;
+        // Each run's own ratio: the row below is the run of median time to serving.
+        eprintln!(
+            "get at {} clients: {:.0}/s against the baseline's {:.0}/s ({:.0}%); steal {:.1}% \
+             and {:.1}%",
+            args.clients.clients,
+            gets.throughput,
+            baseline_gets.throughput,
+            gets.throughput / baseline_gets.throughput.max(1.0) * 100.0,
+            get_steal,
+            baseline_steal
+        );
         let mut baseline_latency =
             closed_loop(&baseline.url, few, args.duration, baseline_get.clone()).await?;
         eprintln!(
