@@ -20,7 +20,7 @@ use super::load::connect_spread;
 use super::machine::{MachineCpu, MachineUse};
 use super::report::{median_index, runs_column, Latencies, Report};
 use super::server::{process_cpu_time, Mode, ScratchDir, ServerProcess};
-use super::{poll_request, server_error, succeeded, BenchError};
+use super::{micros_per, poll_request, server_error, succeeded, BenchError};
 
 /// Flags of `sai bench e2e`.
 #[derive(Debug, clap::Args)]
@@ -187,10 +187,10 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
             if let Some(watcher) = watcher {
                 run.watched = Some(watcher.finish().await?);
             }
-            let per_invocation =
-                |cpu: Duration| cpu.as_secs_f64() * 1e6 / args.invocations.max(1) as f64;
-            run.cpu_us = per_invocation(cpu_of(&servers).saturating_sub(cpu_before));
-            run.load_cpu_us = per_invocation(process_cpu_time("self").saturating_sub(load_before));
+            let servers_cpu = cpu_of(&servers).saturating_sub(cpu_before);
+            run.cpu_us = micros_per(servers_cpu, args.invocations as u64);
+            let load_cpu = process_cpu_time("self").saturating_sub(load_before);
+            run.load_cpu_us = micros_per(load_cpu, args.invocations as u64);
             measured.push(run);
         }
         let throughputs: Vec<f64> = measured.iter().map(|r| r.throughput).collect();

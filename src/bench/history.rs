@@ -19,7 +19,7 @@ use super::load::{closed_loop, Call, Clients};
 use super::machine::MachineCpu;
 use super::report::{median_index, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::{millis, BenchError};
+use super::{micros_per, millis, BenchError};
 
 /// Flags of `sai bench history`.
 #[derive(Debug, clap::Args)]
@@ -390,8 +390,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         let machine_before = MachineCpu::now();
         let gets = closed_loop(&server.url, args.clients, args.duration, get.clone()).await?;
         let get_steal = MachineCpu::now().since(machine_before).steal_percent();
-        let get_cpu_us = server.cpu_time().saturating_sub(cpu_before).as_secs_f64() * 1e6
-            / gets.calls.max(1) as f64;
+        let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.calls);
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
         let mut get_latency = closed_loop(&server.url, few, args.duration, get.clone()).await?;
         let mut list_latency = closed_loop(&server.url, few, args.duration, list.clone()).await?;
@@ -418,8 +417,10 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         )
         .await?;
         let baseline_steal = MachineCpu::now().since(machine_before).steal_percent();
-        let baseline_cpu_us = baseline.cpu_time().saturating_sub(cpu_before).as_secs_f64() * 1e6
-            / baseline_gets.calls.max(1) as f64;
+        let baseline_cpu_us = micros_per(
+            baseline.cpu_time().saturating_sub(cpu_before),
+            baseline_gets.calls,
+        );
         // Each run's own ratio: the row below is the run of median time to serving.
         eprintln!(
             "get at {} clients: {:.0}/s against the baseline's {:.0}/s ({:.0}%); steal {:.1}% \

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::load::{closed_loop, Call, Clients, Run};
 use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::BenchError;
+use super::{micros_per, BenchError};
 
 /// Flags of `sai bench invoke`.
 #[derive(Debug, clap::Args)]
@@ -65,7 +65,7 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
             let cpu_before = server.cpu_time();
             let run = closed_loop(&server.url, args.clients, args.duration, call).await?;
             let cpu = server.cpu_time().saturating_sub(cpu_before);
-            let cpu_us = cpu.as_secs_f64() * 1e6 / run.calls.max(1) as f64;
+            let cpu_us = micros_per(cpu, run.calls);
             measured[at].push((run, cpu_us));
         }
     }

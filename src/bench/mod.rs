@@ -147,3 +147,8 @@ fn succeeded(lease: &crate::pb::InvocationLease) -> crate::pb::CompleteInvocatio
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1_000.0
 }
+
+/// CPU time spread over `items` (calls or invocations), in microseconds each.
+fn micros_per(cpu: Duration, items: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / items.max(1) as f64
+}

@@ -10,7 +10,7 @@ use super::history::seed;
 use super::load::{closed_loop, Call, Clients, Run};
 use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::BenchError;
+use super::{micros_per, BenchError};
 
 /// Flags of `sai bench get` and `sai bench list`.
 #[derive(Debug, clap::Args)]
@@ -87,7 +87,7 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
                 let run =
                     closed_loop(&server.url, args.clients, args.duration, call.clone()).await?;
                 let cpu = server.cpu_time().saturating_sub(cpu_before);
-                let cpu_us = cpu.as_secs_f64() * 1e6 / run.calls.max(1) as f64;
+                let cpu_us = micros_per(cpu, run.calls);
                 measured[at].push((run, cpu_us));
             }
         }

@@ -16,7 +16,7 @@ use super::history::{seed, seed_function, seed_id, SEED_ACCOUNT, SEED_SERVICE};
 use super::load::{closed_loop, drive, Call, Clients, Run};
 use super::report::{median_index, runs_column, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::BenchError;
+use super::{micros_per, BenchError};
 
 /// Flags of `sai bench rest-get`.
 #[derive(Debug, clap::Args)]
@@ -115,7 +115,7 @@ pub async fn run(args: &RestGetArgs, runs: usize) -> Result<Report, BenchError> 
                 rest_loop(&http, args.stored, args.clients.clients, args.duration).await?
             };
             let cpu = server.cpu_time().saturating_sub(cpu_before);
-            let cpu_us = cpu.as_secs_f64() * 1e6 / run.calls.max(1) as f64;
+            let cpu_us = micros_per(cpu, run.calls);
             runs_of.push((run, cpu_us));
         }
     }

@@ -151,9 +151,9 @@ fn partition_options(name: &str) -> KeyspaceCreateOptions {
         // keys grow with started time, but the records of every busy function interleave in
         // every table, so a table's key range rarely rules a key out: without filters, a get
         // of a record in the last level loaded an index block and a data block of each level
-        // above it first (2.5 tables per get at 100 M records of ten functions). A get only asks for records the id
-        // index found, so the last level, where most records are, needs no filter: the
-        // filters cost about a tenth of what they would on every level.
+        // above it first (2.5 tables per get at 100 M records of ten functions). A get only
+        // asks for records the id index found, so the last level, where most records are,
+        // needs no filter: the filters cost about a tenth of what they would on every level.
         "history" => bulk()
             .expect_point_read_hits(true)
             .data_block_size_policy(BlockSizePolicy::all(HISTORY_DATA_BLOCK_BYTES)),
