@@ -41,8 +41,8 @@ const GROUP_ITEMS: usize = 1_000;
 /// invoke whose lane's last group held a single call: invokes that come one call at a time
 /// (one producer sending batches, each waiting for its answer) gain nothing by waiting,
 /// while a lane fed by many callers fills its groups again. Workers' polls and reports keep
-/// lingering: three replicas' smaller groups of them made 15-25% more commits without it
-/// (BENCHMARKS.md).
+/// lingering: under the same rule, three replicas spent up to 40% more of the machine per
+/// invocation on their smaller groups, and went up to a quarter slower (BENCHMARKS.md).
 const LINGER_BELOW: usize = 128;
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Calls waiting for a committer at most; more wait to be queued.
