@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sai on PostgreSQL beside pg-boss on the same PostgreSQL, interleaved: end to end (invoke ->
 # Succeeded, 64 in flight, fsync and synchronous_commit on) with one sai replica and with
-# three, pg-boss's send/work loop at the same concurrency, the SQL floor (sai's own
+# three (with the runtime's default threads, and with a third of the cores each), pg-boss's send/work loop at the same concurrency, the SQL floor (sai's own
 # statements from pgbench, bench/peers/sqlfloor), and sai driven in the floor's own shape (one
 # producer invoking 100 at a time, four workers taking and completing up to 100), which is
 # what its share of the floor is read from. Then, once, a watcher on a replica of its own
@@ -20,6 +20,9 @@ trap cleanup EXIT
 PORT=$(free_port)
 start_postgres "$TMP" "$PORT"
 BASE=postgres://postgres@127.0.0.1:$PORT
+# Runtime threads of each of three replicas sharing this machine, as a container's CPU limit
+# of a third of it would give them.
+SHARE=$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))
 echo "# PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), fsync on; $(nproc) cores; $(date -u +%F)"
 
 sai_e2e() {
@@ -30,6 +33,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "## round $round"
   echo "sai 1 replica:   $(sai_e2e 1 --producers 64)"
   echo "sai 3 replicas:  $(sai_e2e 3 --producers 64)"
+  echo "sai 3 replicas, a share of the cores each: $(sai_e2e 3 --producers 64 --server-threads "$SHARE")"
   "$PG_BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -qc "DROP SCHEMA IF EXISTS pgboss CASCADE" pgboss
   echo "pg-boss:         $(DATABASE_URL=$BASE/pgboss "$HERE/peers/pgboss/run.sh" "$N" 64 | grep RESULT)"
   echo "SQL floor:       $(SAI=$SAI DATABASE_URL=$BASE/sai "$HERE/peers/sqlfloor/run.sh" 20 | grep RESULT)"

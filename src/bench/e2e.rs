@@ -74,6 +74,11 @@ pub struct E2eArgs {
     /// arrival.
     #[arg(long)]
     pub watcher: bool,
+    /// Runtime worker threads of each server (tokio's TOKIO_WORKER_THREADS); 0: the runtime's
+    /// default, one per core. Replicas sharing this machine can be given a share of its cores
+    /// each, as a container's CPU limit would.
+    #[arg(long, default_value_t = 0)]
+    pub server_threads: usize,
 }
 
 /// How a bench worker reports outcomes.
@@ -157,16 +162,25 @@ pub async fn run(args: &E2eArgs, runs: usize) -> Result<Report, BenchError> {
         json!({ "invocations": args.invocations, "producers": args.producers, "invoke_stream": args.invoke_stream,
                 "producer_connections": args.producer_connections, "invoke_batch": args.invoke_batch,
                 "workers": args.workers, "batch": args.batch, "rate": args.rate, "runs": runs,
-                "replicas": args.replicas, "watcher": args.watcher }),
+                "replicas": args.replicas, "watcher": args.watcher,
+                "server_threads": args.server_threads }),
         columns,
     );
     for mode in &args.modes {
         let mut measured = Vec::new();
         for _ in 0..runs.max(1) {
             let dir = ScratchDir::new("e2e")?;
-            let mut servers = vec![ServerProcess::start(*mode, dir.path()).await?];
-            for _ in 1..args.replicas.max(1) {
-                servers.push(ServerProcess::start_replica(*mode, dir.path()).await?);
+            let mut servers = Vec::new();
+            for replica in 0..args.replicas.max(1) {
+                servers.push(
+                    ServerProcess::start_replica(
+                        *mode,
+                        dir.path(),
+                        replica == 0,
+                        args.server_threads,
+                    )
+                    .await?,
+                );
             }
             let mut urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
             let watcher = match args.watcher {

@@ -49,6 +49,7 @@ pub async fn run(args: &MetricsArgs, runs: usize) -> Result<super::report::Repor
     let e2e_args = E2eArgs {
         replicas: 1,
         watcher: false,
+        server_threads: 0,
         invocations: args.invocations,
         producers: 64,
         producer_connections: 1,

@@ -82,9 +82,15 @@ impl ServerProcess {
         Self::start_with(mode, data_dir, &[]).await
     }
 
-    /// Another replica on the `--store` database, which is not emptied for it.
-    pub async fn start_replica(mode: Mode, data_dir: &Path) -> Result<ServerProcess, BenchError> {
-        Self::start_on(mode, data_dir, &[], false).await
+    /// A replica on the `--store` database (emptied first for the `first` of them), with
+    /// `threads` runtime worker threads (0: the runtime's default, one per core).
+    pub async fn start_replica(
+        mode: Mode,
+        data_dir: &Path,
+        first: bool,
+        threads: usize,
+    ) -> Result<ServerProcess, BenchError> {
+        Self::start_on(mode, data_dir, &[], first, threads).await
     }
 
     /// [`ServerProcess::start`] with more flags for `sai serve`.
@@ -93,7 +99,7 @@ impl ServerProcess {
         data_dir: &Path,
         flags: &[&str],
     ) -> Result<ServerProcess, BenchError> {
-        Self::start_on(mode, data_dir, flags, true).await
+        Self::start_on(mode, data_dir, flags, true, 0).await
     }
 
     async fn start_on(
@@ -101,11 +107,15 @@ impl ServerProcess {
         data_dir: &Path,
         flags: &[&str],
         empty: bool,
+        threads: usize,
     ) -> Result<ServerProcess, BenchError> {
         let mut command = sai_command()?;
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(flags);
+        if threads > 0 {
+            command.env("TOKIO_WORKER_THREADS", threads.to_string());
+        }
         match (STORE.get(), mode) {
             (Some(url), _) => {
                 if empty {

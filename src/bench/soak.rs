@@ -102,6 +102,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let load = E2eArgs {
         replicas: 1,
         watcher: false,
+        server_threads: 0,
         invocations,
         producers: args.producers,
         producer_connections: 1,
