@@ -74,9 +74,9 @@ pub struct E2eArgs {
     /// arrival.
     #[arg(long)]
     pub watcher: bool,
-    /// Runtime worker threads of each server (tokio's TOKIO_WORKER_THREADS); 0: the runtime's
-    /// default, one per core. Replicas sharing this machine can be given a share of its cores
-    /// each, as a container's CPU limit would.
+    /// Runtime worker threads of each server (`sai --threads`); 0: the default, one per core.
+    /// Replicas sharing this machine can be given a share of its cores each, as a container's
+    /// CPU limit would.
     #[arg(long, default_value_t = 0)]
     pub server_threads: usize,
 }

@@ -114,7 +114,7 @@ impl ServerProcess {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(flags);
         if threads > 0 {
-            command.env("TOKIO_WORKER_THREADS", threads.to_string());
+            command.args(["--threads", &threads.to_string()]);
         }
         match (STORE.get(), mode) {
             (Some(url), _) => {

@@ -63,6 +63,10 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Runtime worker threads; one per core when absent (the cores the machine, or a
+    /// container's CPU limit, gives the process).
+    #[arg(long, global = true, env = "SAI_THREADS")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -437,7 +441,12 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// Parse the command line and run it; the process exit code follows the result.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.get());
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("sai: cannot start the async runtime: {err}");
