@@ -154,3 +154,65 @@ async fn worker_invoke_and_watch_through_the_binary() {
     let config: serde_json::Value = serde_json::from_str(&config).expect("config JSON");
     assert_eq!(config["maxAsyncRetryAttempts"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_sets_the_runtime_and_a_bad_count_is_refused_by_name() {
+    let server = TestServer::start().await;
+    let checked = tokio::task::spawn_blocking(move || {
+        let invoked = sai(
+            &server,
+            &[
+                "--threads",
+                "1",
+                "invoke",
+                "demo-service/demo-function",
+                "--id",
+                "one-thread",
+            ],
+        );
+        assert!(invoked.status.success(), "{invoked:?}");
+        assert_eq!(stdout(&invoked).trim(), "one-thread");
+        for (flag, env) in [(Some("0"), None), (None, Some("many"))] {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
+            if let Some(count) = flag {
+                command.args(["--threads", count]);
+            }
+            if let Some(count) = env {
+                command.env("SAI_THREADS", count);
+            }
+            let refused = command
+                .args(["invoke", "demo-service/demo-function", "--id", "never"])
+                .env("SAI_SERVER", server.url())
+                .output()
+                .expect("run sai");
+            assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+            let error = String::from_utf8_lossy(&refused.stderr);
+            assert!(error.contains("'--threads <THREADS>'"), "{error}");
+        }
+        server
+    })
+    .await
+    .expect("the binary checks ran");
+    let mut client = checked.client().await;
+    let got = client
+        .get_stateful_async_invocation(pb::GetStatefulAsyncInvocationRequest {
+            service_name: "demo-service".into(),
+            function_name: "demo-function".into(),
+            invocation_id: "one-thread".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(got.is_ok(), "{got:?}");
+    let never = client
+        .get_stateful_async_invocation(pb::GetStatefulAsyncInvocationRequest {
+            service_name: "demo-service".into(),
+            function_name: "demo-function".into(),
+            invocation_id: "never".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        never.map_err(|status| status.code()).err(),
+        Some(tonic::Code::NotFound)
+    );
+}
