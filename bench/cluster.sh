@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sai on PostgreSQL beside pg-boss on the same PostgreSQL, interleaved: end to end (invoke ->
 # Succeeded, 64 in flight, fsync and synchronous_commit on) with one sai replica and with
-# three (with the runtime's default threads, and with a third of the cores each), pg-boss's send/work loop at the same concurrency, the SQL floor (sai's own
+# three (with the runtime's default threads, and with a third of the cores each), pg-boss's
+# send/work loop at the same concurrency, the SQL floor (sai's own
 # statements from pgbench, bench/peers/sqlfloor), and sai driven in the floor's own shape (one
 # producer invoking 100 at a time, four workers taking and completing up to 100), which is
 # what its share of the floor is read from. Then, once, a watcher on a replica of its own
