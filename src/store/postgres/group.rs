@@ -32,17 +32,27 @@ pub fn committers(lane: Lane) -> usize {
         Lane::Changes => 4,
     }
 }
+
+/// Whether a group of `lane` lingers (see [`LINGER_BELOW`]) after a group of a single call.
+/// Invokes that come one call at a time (one producer sending batches, each waiting for its
+/// answer) gain nothing by waiting. Workers' polls and reports do: under the same rule, three
+/// replicas spent up to 40% more of the machine per invocation on their smaller groups, and
+/// went up to a quarter slower (BENCHMARKS.md).
+fn lingers_after_one_call(lane: Lane) -> bool {
+    match lane {
+        Lane::Accepts => false,
+        Lane::Changes => true,
+    }
+}
+
 /// Most items (invocations and transitions) one group takes.
 const GROUP_ITEMS: usize = 1_000;
 /// While another group of this replica is committing, a group smaller than this waits up
 /// to [`LINGER`] for more calls: every commit of an account's changes takes its feed head in
 /// turn, so under load fewer, bigger commits go faster (and the group would wait on the
-/// head anyway). A call arriving at an idle replica is committed at once, and so is an
-/// invoke whose lane's last group held a single call: invokes that come one call at a time
-/// (one producer sending batches, each waiting for its answer) gain nothing by waiting,
-/// while a lane fed by many callers fills its groups again. Workers' polls and reports keep
-/// lingering: under the same rule, three replicas spent up to 40% more of the machine per
-/// invocation on their smaller groups, and went up to a quarter slower (BENCHMARKS.md).
+/// head anyway). A call arriving at an idle replica is committed at once, and so is one
+/// whose lane's last group held a single call, unless [`lingers_after_one_call`]; a lane fed
+/// by many callers fills its groups again.
 const LINGER_BELOW: usize = 128;
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Calls waiting for a committer at most; more wait to be queued.
@@ -199,7 +209,8 @@ pub async fn run(inner: Arc<Inner>, lane: Lane) {
             let mut group = vec![first];
             let linger_until = tokio::time::Instant::now() + LINGER;
             let lingers = inner.groups.committing.load(Ordering::Acquire) > 0
-                && (lane == Lane::Changes || queue.last_group_calls.load(Ordering::Relaxed) > 1);
+                && (lingers_after_one_call(lane)
+                    || queue.last_group_calls.load(Ordering::Relaxed) > 1);
             while items < GROUP_ITEMS {
                 let next = match waiting.try_recv() {
                     Ok(job) => Some(job),
