@@ -508,6 +508,10 @@ async fn purge_expired(
     // Often enough that nothing outlives its retention by more than a tenth of it.
     let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
     loop {
+        // The next pass is due `every` after this one's cutoff was read, not after it ended:
+        // time that moves while a pass runs (a long purge, or a test's clock) must not push
+        // the next cutoff a whole period further out.
+        let next_pass = clock.now() + every;
         loop {
             let cutoff = clock.now_ms().saturating_sub(retention_ms);
             let purged = backend.purge_ended_before(cutoff, RETENTION_BATCH).await;
@@ -520,7 +524,7 @@ async fn purge_expired(
             tokio::task::yield_now().await;
         }
         tokio::select! {
-            _ = clock.sleep(every) => {}
+            _ = clock.sleep_until(next_pass) => {}
             _ = stop.cancelled() => return,
         }
     }
