@@ -3,7 +3,8 @@
 //! them (group commits on the store's own write path, in buffered durability to write it
 //! faster). Then `sai serve` is started on it: time from spawn to the first answered RPC,
 //! resident memory, bytes on disk per finished invocation, and get and list of finished
-//! records picked at random (far more than the cache holds, so nearly all come from disk).
+//! records picked at random (far more than the cache holds, so nearly all come from disk),
+//! with what the kernel read from the disk per get: whether the page cache held them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::store::{Storage, Store, Transition};
 
 use super::load::{closed_loop, Call, Clients};
 use super::machine::MachineCpu;
+use super::page_cache;
 use super::report::{median_index, Report};
 use super::server::{Mode, ScratchDir, ServerProcess};
 use super::{micros_per, millis, BenchError};
@@ -334,12 +336,20 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         }
     };
     let disk_bytes = directory_bytes(&dir.join(STORE_DIR));
+    let pageout = page_cache::proactive_pageout();
+    if let Some(pageout) = &pageout {
+        eprintln!(
+            "note: {pageout}; a directory larger than the gets touch in that time is read from \
+             the disk, not the page cache (see the disk KiB per get)"
+        );
+    }
 
     let mut report = Report::new(
         "history",
         json!({ "finished": args.finished, "open": args.open, "functions": args.functions,
                 "events": seeded.events, "payload_bytes": PAYLOAD_BYTES, "disk_bytes": disk_bytes,
-                "clients": args.clients.clients, "duration_s": args.duration.as_secs_f64(), "runs": runs }),
+                "clients": args.clients.clients, "duration_s": args.duration.as_secs_f64(), "runs": runs,
+                "proactive_pageout": pageout }),
         vec![
             "finished",
             "open",
@@ -349,6 +359,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             "get/s",
             "baseline get/s",
             "% of baseline",
+            "disk KiB/get",
             "get p99 ms",
             "list/s",
             "list p99 ms",
@@ -388,8 +399,11 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         server.wait_until_quiet().await;
         let cpu_before = server.cpu_time();
         let machine_before = MachineCpu::now();
+        let paged_in_before = page_cache::paged_in_kib();
         let gets = closed_loop(&server.url, args.clients, args.duration, get.clone()).await?;
         let get_steal = MachineCpu::now().since(machine_before).steal_percent();
+        let disk_kib_per_get = page_cache::paged_in_kib().saturating_sub(paged_in_before) as f64
+            / gets.calls.max(1) as f64;
         let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.calls);
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
         let mut get_latency = closed_loop(&server.url, few, args.duration, get.clone()).await?;
@@ -424,7 +438,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         // Each run's own ratio: the row below is the run of median time to serving.
         eprintln!(
             "get at {} clients: {:.0}/s against the baseline's {:.0}/s ({:.0}%); steal {:.1}% \
-             and {:.1}%",
+             and {:.1}%; {disk_kib_per_get:.2} KiB read from the disk per get",
             args.clients.clients,
             gets.throughput,
             baseline_gets.throughput,
@@ -441,10 +455,18 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             baseline_latency.latencies.percentile_ms(50.0),
             baseline_latency.latencies.percentile_ms(99.0)
         );
-        measured.push((gets, lists, get_latency, list_latency, baseline_gets));
+        measured.push((
+            gets,
+            lists,
+            get_latency,
+            list_latency,
+            baseline_gets,
+            disk_kib_per_get,
+        ));
     }
     let median = median_index(&times);
-    let (gets, lists, get_latency, list_latency, baseline_gets) = &mut measured[median];
+    let (gets, lists, get_latency, list_latency, baseline_gets, disk_kib_per_get) =
+        &mut measured[median];
     report.row(vec![
         json!(args.finished),
         json!(args.open),
@@ -454,6 +476,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         json!(gets.throughput.round() as u64),
         json!(baseline_gets.throughput.round() as u64),
         json!((gets.throughput / baseline_gets.throughput.max(1.0) * 100.0).round()),
+        json!((*disk_kib_per_get * 100.0).round() / 100.0),
         json!(get_latency.latencies.percentile_ms(99.0)),
         json!(lists.throughput.round() as u64),
         json!(list_latency.latencies.percentile_ms(99.0)),

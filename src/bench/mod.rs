@@ -10,6 +10,7 @@ mod invoke;
 mod load;
 mod machine;
 mod metrics_cost;
+mod page_cache;
 mod read;
 mod report;
 mod rest;
