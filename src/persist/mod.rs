@@ -124,9 +124,9 @@ const IDS_TABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// are partitioned (see [`partition_options`]) so that a table keeps only their top-level
 /// index in memory and what history costs in memory stays small as it grows. It fills only
 /// with blocks that reads load. Gets of records spread over a large history load an index and
-/// a filter block of each partition they search besides the data blocks; at 100 M records
-/// those index and filter blocks are ~230 MB in all, and a cache that keeps more of them
-/// made such a get ~8% cheaper than fjall's 32 MiB did (BENCHMARKS.md).
+/// a filter block of each partition they search besides the data blocks (at 100 M records an
+/// estimated ~230 MB of such blocks), and a cache that keeps more of them made such a get ~8%
+/// cheaper than a 32 MiB one did (BENCHMARKS.md).
 const BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// How the data directory's partitions are created. fjall stores these options with a
