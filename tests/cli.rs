@@ -212,3 +212,66 @@ async fn threads_sets_the_runtime_and_a_bad_count_is_refused_by_name() {
         }
     }
 }
+
+/// `sai serve` started with `args` on `dir`, or how it refused to start.
+fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped());
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_cache_size_serves_history_and_a_bad_size_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let checked = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || {
+            for (args, rule) in [
+                (vec!["--block-cache-size", "512KiB"], "at least 1MiB"),
+                (vec!["--block-cache-size", "lots"], "is not a size"),
+                (
+                    vec!["--block-cache-size", "8MiB", "--in-memory"],
+                    "cannot be used",
+                ),
+            ] {
+                let refused = serve_command(&dir, &args).output().expect("run sai serve");
+                assert_eq!(refused.status.code(), Some(2), "{args:?}: {refused:?}");
+                let error = String::from_utf8_lossy(&refused.stderr);
+                assert!(error.contains("--block-cache-size"), "{args:?}: {error}");
+                assert!(error.contains(rule), "{args:?}: {error}");
+            }
+            // Refused flags left nothing behind: the directory was never opened.
+            assert_eq!(std::fs::read_dir(&dir).expect("read dir").count(), 0);
+            let client = |server: &SaiProcess, args: &[&str]| {
+                let output = Command::new(env!("CARGO_BIN_EXE_sai"))
+                    .args(args)
+                    .env("SAI_SERVER", server.url())
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .expect("run sai");
+                assert!(output.status.success(), "{args:?}: {output:?}");
+                stdout(&output)
+            };
+            let small_cache = ["--block-cache-size", "1MiB"];
+            let first = SaiProcess::start(&mut serve_command(&dir, &small_cache));
+            let target = "demo-service/demo-function";
+            client(&first, &["invoke", target, "--id", "kept"]);
+            client(&first, &["stop", target, "kept"]);
+            let before = client(&first, &["get", target, "kept", "--output", "json"]);
+            drop(first);
+            // After a restart the finished record is read from the data directory.
+            let second = SaiProcess::start(&mut serve_command(&dir, &small_cache));
+            let after = client(&second, &["get", target, "kept", "--output", "json"]);
+            assert_eq!(before, after);
+            let record: serde_json::Value = serde_json::from_str(&after).expect("get JSON");
+            assert_eq!(record["status"], "Stopped", "{record}");
+        }
+    })
+    .await;
+    checked.expect("the binary checks ran");
+}

@@ -49,6 +49,9 @@ pub struct HistoryArgs {
     /// Measured time per read run (after a 1 s warm-up).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// The server's `--block-cache-size` (its default when absent).
+    #[arg(long)]
+    pub block_cache_size: Option<String>,
 }
 
 /// Payload size of seeded invocations: random letters and digits, as incompressible as a
@@ -349,7 +352,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         json!({ "finished": args.finished, "open": args.open, "functions": args.functions,
                 "events": seeded.events, "payload_bytes": PAYLOAD_BYTES, "disk_bytes": disk_bytes,
                 "clients": args.clients.clients, "duration_s": args.duration.as_secs_f64(), "runs": runs,
-                "proactive_pageout": pageout }),
+                "proactive_pageout": pageout, "block_cache_size": args.block_cache_size }),
         vec![
             "finished",
             "open",
@@ -390,7 +393,12 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
     let mut rss = Vec::new();
     let mut measured = Vec::new();
     for _ in 0..runs.max(1) {
-        let server = ServerProcess::start(Mode::Sync, &dir).await?;
+        let server = match &args.block_cache_size {
+            Some(size) => {
+                ServerProcess::start_with(Mode::Sync, &dir, &["--block-cache-size", size]).await?
+            }
+            None => ServerProcess::start(Mode::Sync, &dir).await?,
+        };
         times.push(millis(server.time_to_serving) / 1_000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss.push(server.memory().0);

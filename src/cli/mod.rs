@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::api::EdgeLimits;
 use crate::engine::EngineConfig;
-use crate::persist::Durability;
+use crate::persist::{DiskConfig, Durability};
 use crate::server::{self, ServerConfig, ServerLimits, TlsFiles};
 use crate::store::PostgresConfig;
 use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
@@ -182,6 +182,13 @@ pub struct ServeArgs {
     /// read from the data directory). Suffixes: KiB, MiB, GiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     pub cache_size: u64,
+    /// Bytes of the data directory's block cache: the storage engine's index, filter and
+    /// data blocks that reads of finished invocations load, kept in sai's own memory.
+    /// Larger makes reads over a long history touch the page cache and the disk less.
+    /// Suffixes: KiB, MiB, GiB; at least 1MiB.
+    #[arg(long, default_value = DEFAULT_BLOCK_CACHE_SIZE, value_parser = parse_block_cache_size,
+          conflicts_with_all = ["in_memory", "store"])]
+    pub block_cache_size: u64,
     /// How long a worker's lease lasts without a heartbeat; a lease that runs out is a failed
     /// attempt.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -288,7 +295,10 @@ impl ServeArgs {
             storage: match (&self.store, self.in_memory) {
                 (Some(url), _) => Storage::Postgres(PostgresConfig { url: url.clone() }),
                 (None, true) => Storage::Memory,
-                (None, false) => Storage::disk(&self.data_dir, self.durability),
+                (None, false) => Storage::Disk(DiskConfig {
+                    block_cache_bytes: self.block_cache_size,
+                    ..DiskConfig::new(&self.data_dir, self.durability)
+                }),
             },
             retention: self.retention,
             auth_tokens: self.auth_tokens.clone(),
@@ -322,6 +332,22 @@ impl ServeArgs {
 }
 
 /// A size in bytes: a number, optionally followed by KiB, MiB or GiB.
+/// `--block-cache-size` when not given: [`crate::persist::DEFAULT_BLOCK_CACHE_BYTES`].
+const DEFAULT_BLOCK_CACHE_SIZE: &str = "256MiB";
+
+/// Smallest `--block-cache-size`: below it every read reloads the blocks it just used.
+const MIN_BLOCK_CACHE_BYTES: u64 = 1 << 20;
+
+fn parse_block_cache_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes < MIN_BLOCK_CACHE_BYTES {
+        return Err(format!(
+            "{text:?} is too small: the block cache needs at least 1MiB"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text

@@ -120,14 +120,15 @@ const IDS_HASH_RATIO: f32 = 0.75;
 /// 64 MiB of ~50-byte entries that was a transient ~20-40 MiB on every compaction.
 const IDS_TABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Block cache shared by every partition: data blocks, and the index and filter blocks, which
+/// Default block cache (`--block-cache-size`), shared by every partition: data blocks, and the
+/// index and filter blocks, which
 /// are partitioned (see [`partition_options`]) so that a table keeps only their top-level
 /// index in memory and what history costs in memory stays small as it grows. It fills only
 /// with blocks that reads load. Gets of records spread over a large history load an index and
 /// a filter block of each partition they search besides the data blocks (at 100 M records an
 /// estimated ~230 MB of such blocks), and a cache that keeps more of them made such a get ~8%
 /// cheaper than a 32 MiB one did (BENCHMARKS.md).
-const BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// How the data directory's partitions are created. fjall stores these options with a
 /// partition when it creates it: a data directory keeps the block sizes it was created with.
@@ -220,10 +221,11 @@ fn is_journal(path: &Path) -> bool {
     path.extension().is_some_and(|extension| extension == "jnl")
 }
 
-/// Open the fjall database at `path`, creating it if it is new.
-fn open_database(path: &Path) -> Result<Database, fjall::Error> {
+/// Open the fjall database at `path` with a block cache of `block_cache_bytes`, creating it if
+/// it is new.
+fn open_database(path: &Path, block_cache_bytes: u64) -> Result<Database, fjall::Error> {
     Database::builder(path)
-        .cache_size(BLOCK_CACHE_BYTES)
+        .cache_size(block_cache_bytes)
         // Bounds how much journal a restart replays.
         .max_journaling_size(64 * 1024 * 1024)
         // Uncompressed, so that every batch's mark stays readable in the journal for
@@ -237,11 +239,17 @@ impl Persist {
     /// format, upgrades a directory of an older format, and recovers the database (a torn
     /// journal tail is dropped; other corruption is an error).
     pub fn open(path: &Path, durability: Durability) -> Result<Persist, PersistError> {
+        Self::open_with(&DiskConfig::new(path, durability))
+    }
+
+    /// [`Persist::open`] as `config` says.
+    pub fn open_with(config: &DiskConfig) -> Result<Persist, PersistError> {
+        let (path, durability) = (config.dir.as_path(), config.durability);
         let dir = DataDir::open(path)?;
         upgrade::from_fjall_2(&dir, partition_options)?;
         let store = dir.store_path();
         let db = journal_check::recover_checked(&store, is_journal, || {
-            open_database(&store).map_err(|err| recovery_error(path, err))
+            open_database(&store, config.block_cache_bytes).map_err(|err| recovery_error(path, err))
         })?;
         let open = |name: &str| {
             db.keyspace(name, || partition_options(name))
@@ -777,6 +785,19 @@ pub struct DiskConfig {
     pub dir: PathBuf,
     /// When acknowledged changes are on disk.
     pub durability: Durability,
+    /// Bytes of the storage engine's block cache.
+    pub block_cache_bytes: u64,
+}
+
+impl DiskConfig {
+    /// The data directory at `dir` with `durability` and the default block cache.
+    pub fn new(dir: impl Into<PathBuf>, durability: Durability) -> Self {
+        DiskConfig {
+            dir: dir.into(),
+            durability,
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+        }
+    }
 }
 
 #[cfg(test)]

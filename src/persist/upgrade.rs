@@ -68,7 +68,7 @@ fn copy(
                 .map_err(|err| legacy_error(from, err))
         },
     )?;
-    let new = super::open_database(to)?;
+    let new = super::open_database(to, super::DEFAULT_BLOCK_CACHE_BYTES)?;
     let mut copied = 0;
     for name in old.list_partitions() {
         let source = old
@@ -132,7 +132,11 @@ mod tests {
     }
 
     fn entries(dir: &DataDir, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let db = crate::persist::open_database(&dir.store_path()).expect("database");
+        let db = crate::persist::open_database(
+            &dir.store_path(),
+            crate::persist::DEFAULT_BLOCK_CACHE_BYTES,
+        )
+        .expect("database");
         let keyspace = db
             .keyspace(name, KeyspaceCreateOptions::default)
             .expect("partition");

@@ -106,10 +106,7 @@ pub enum Storage {
 impl Storage {
     /// A data directory at `dir` with `durability`.
     pub fn disk(dir: impl Into<PathBuf>, durability: crate::persist::Durability) -> Self {
-        Storage::Disk(DiskConfig {
-            dir: dir.into(),
-            durability,
-        })
+        Storage::Disk(DiskConfig::new(dir, durability))
     }
 }
 
@@ -287,7 +284,7 @@ impl Store {
             }
             Storage::Disk(disk) => disk,
         };
-        let persist = Persist::open(&disk.dir, disk.durability)?;
+        let persist = Persist::open_with(disk)?;
         let history = History::Disk(DiskHistory::new(persist.reader(), cache_bytes));
         let store = Store::with_history(history, watch_history, shutdown);
         *store.pages.write() = PageSigner::new(persist.page_key()?);
