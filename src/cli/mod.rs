@@ -184,7 +184,7 @@ pub struct ServeArgs {
     pub cache_size: u64,
     /// Bytes of the data directory's block cache: the storage engine's index, filter and
     /// data blocks that reads of finished invocations load, kept in sai's own memory.
-    /// Larger makes reads over a long history touch the page cache and the disk less.
+    /// Larger keeps more of a long history's blocks off the disk, at more CPU per read.
     /// Suffixes: KiB, MiB, GiB; at least 1MiB.
     #[arg(long, default_value = DEFAULT_BLOCK_CACHE_SIZE, value_parser = parse_block_cache_size,
           conflicts_with_all = ["in_memory", "store"])]
