@@ -37,9 +37,9 @@ psql -c "TRUNCATE sai_invocation, sai_change, sai_feed_head, sai_function"
 cpu_line() { awk '/^cpu /{print $2, $3, $4, $5, $6, $7, $8, $9; exit}' /proc/stat; }
 CPU_BEFORE=$(cpu_line)
 
-"$PG_BIN/pgbench" -n -c 1 -T "$SECS" -f "$HERE/producer.sql" "$DATABASE_URL" >"$TMP/producer.out" 2>&1 &
+"$PG_BIN/pgbench" -n -c 1 -T "$SECS" -D batch=100 -f "$HERE/producer.sql" "$DATABASE_URL" >"$TMP/producer.out" 2>&1 &
 PRODUCER=$!
-"$PG_BIN/pgbench" -n -c 4 -j 2 -T "$SECS" -f "$HERE/worker.sql" "$DATABASE_URL" >"$TMP/worker.out" 2>&1 || {
+"$PG_BIN/pgbench" -n -c 4 -j 2 -T "$SECS" -D batch=100 -f "$HERE/worker.sql" "$DATABASE_URL" >"$TMP/worker.out" 2>&1 || {
   cat "$TMP/worker.out" >&2; exit 1; }
 wait "$PRODUCER" || { cat "$TMP/producer.out" >&2; exit 1; }
 PRODUCER=""

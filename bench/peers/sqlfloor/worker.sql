@@ -1,12 +1,13 @@
--- One worker round: claim up to 100 ready invocations (SKIP LOCKED, their rows read back,
--- each leased and Running, two events each), then complete them in a second transaction
--- (Succeeded, one event each), carrying the claimed keys between the two as sai does.
+-- One worker round: claim up to :batch (100 in run.sh) ready invocations (SKIP LOCKED, their
+-- rows read back, each leased and Running, two events each), then complete them in a second
+-- transaction (Succeeded, one event each), carrying the claimed keys between the two as sai
+-- does.
 BEGIN;
 WITH taken AS (
     SELECT record_no, id, started_ms, record FROM sai_invocation
     WHERE account = 'default' AND service = 'bench' AND function = 'floor'
       AND ready_ms IS NOT NULL
-    ORDER BY ready_ms, record_no LIMIT 100 FOR UPDATE SKIP LOCKED),
+    ORDER BY ready_ms, record_no LIMIT :batch FOR UPDATE SKIP LOCKED),
 now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
 started AS (
     UPDATE sai_invocation i SET status = 'Running', attempts = 1, ready_ms = NULL,
