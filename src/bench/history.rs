@@ -16,7 +16,7 @@ use crate::model::{Change, FunctionKey, Invocation};
 use crate::persist::{Durability, STORE_DIR};
 use crate::store::{Storage, Store, Transition};
 
-use super::load::{closed_loop, Call, Clients};
+use super::load::{closed_loop, Call, Clients, Run};
 use super::machine::MachineCpu;
 use super::page_cache;
 use super::report::{median_index, Report};
@@ -463,18 +463,24 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             baseline_latency.latencies.percentile_ms(50.0),
             baseline_latency.latencies.percentile_ms(99.0)
         );
-        measured.push((
+        measured.push(ReadRuns {
             gets,
             lists,
             get_latency,
             list_latency,
             baseline_gets,
             disk_kib_per_get,
-        ));
+        });
     }
     let median = median_index(&times);
-    let (gets, lists, get_latency, list_latency, baseline_gets, disk_kib_per_get) =
-        &mut measured[median];
+    let ReadRuns {
+        gets,
+        lists,
+        get_latency,
+        list_latency,
+        baseline_gets,
+        disk_kib_per_get,
+    } = &mut measured[median];
     report.row(vec![
         json!(args.finished),
         json!(args.open),
@@ -495,6 +501,22 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             .join(" ")),
     ]);
     Ok(report)
+}
+
+/// What one server start measured of reads.
+struct ReadRuns {
+    /// Gets at the throughput clients.
+    gets: Run,
+    /// Lists at the throughput clients.
+    lists: Run,
+    /// Gets at the latency clients.
+    get_latency: Run,
+    /// Lists at the latency clients.
+    list_latency: Run,
+    /// The baseline's gets at the throughput clients.
+    baseline_gets: Run,
+    /// What the kernel read from the disk per get of `gets`.
+    disk_kib_per_get: f64,
 }
 
 /// Bytes of every file under `dir`.
