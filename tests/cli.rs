@@ -213,7 +213,7 @@ async fn threads_sets_the_runtime_and_a_bad_count_is_refused_by_name() {
     }
 }
 
-/// `sai serve` started with `args` on `dir`, or how it refused to start.
+/// `sai serve` on `dir` with `args`, its standard error captured.
 fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sai"));
     command

@@ -331,13 +331,13 @@ impl ServeArgs {
     }
 }
 
-/// A size in bytes: a number, optionally followed by KiB, MiB or GiB.
 /// `--block-cache-size` when not given: [`crate::persist::DEFAULT_BLOCK_CACHE_BYTES`].
 const DEFAULT_BLOCK_CACHE_SIZE: &str = "256MiB";
 
 /// Smallest `--block-cache-size`: below it every read reloads the blocks it just used.
 const MIN_BLOCK_CACHE_BYTES: u64 = 1 << 20;
 
+/// A `--block-cache-size`: a size of at least [`MIN_BLOCK_CACHE_BYTES`].
 fn parse_block_cache_size(text: &str) -> Result<u64, String> {
     let bytes = parse_bytes(text)?;
     if bytes < MIN_BLOCK_CACHE_BYTES {
@@ -348,6 +348,7 @@ fn parse_block_cache_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB.
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -575,4 +576,20 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     )
     .await
     .map_err(|err| CliError::Io(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_cache_flag_defaults_to_the_storage_default_and_has_a_floor() {
+        assert_eq!(
+            parse_block_cache_size(DEFAULT_BLOCK_CACHE_SIZE),
+            Ok(crate::persist::DEFAULT_BLOCK_CACHE_BYTES)
+        );
+        assert_eq!(parse_block_cache_size("1MiB"), Ok(MIN_BLOCK_CACHE_BYTES));
+        let refused = parse_block_cache_size("1023KiB").expect_err("below 1MiB");
+        assert!(refused.contains("at least 1MiB"), "{refused}");
+    }
 }

@@ -120,10 +120,10 @@ const IDS_HASH_RATIO: f32 = 0.75;
 /// 64 MiB of ~50-byte entries that was a transient ~20-40 MiB on every compaction.
 const IDS_TABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Default block cache (`--block-cache-size`), shared by every partition: data blocks, and the
-/// index and filter blocks, which
-/// are partitioned (see [`partition_options`]) so that a table keeps only their top-level
-/// index in memory and what history costs in memory stays small as it grows. It fills only
+/// Default block cache (`--block-cache-size`), shared by every partition: data blocks, and
+/// the index and filter blocks, which are partitioned (see [`partition_options`]) so that a
+/// table keeps only their top-level index in memory and what history costs in memory stays
+/// small as it grows. It fills only
 /// with blocks that reads load. Gets of records spread over a large history load an index and
 /// a filter block of each partition they search besides the data blocks (at 100 M records an
 /// estimated ~230 MB of such blocks), and a cache that keeps more of them made such a get ~8%
