@@ -123,8 +123,11 @@ fn every_scenario_runs_and_reports() {
             "2",
             "--duration",
             "300ms",
+            "--server-threads",
+            "1",
         ],
     );
+    assert_eq!(history["params"]["server_threads"].as_u64(), Some(1));
     assert_eq!(history["rows"][0]["finished"].as_u64(), Some(500));
     assert!(history["rows"][0]["get/s"].as_u64().expect("gets") > 0);
     let soak = bench(

@@ -52,6 +52,9 @@ pub struct HistoryArgs {
     /// The server's `--block-cache-size` (its default when absent).
     #[arg(long)]
     pub block_cache_size: Option<String>,
+    /// The server's runtime worker threads (`sai --threads`); 0: the default, one per core.
+    #[arg(long, default_value_t = 0)]
+    pub server_threads: usize,
 }
 
 /// Payload size of seeded invocations: random letters and digits, as incompressible as a
@@ -352,7 +355,8 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         json!({ "finished": args.finished, "open": args.open, "functions": args.functions,
                 "events": seeded.events, "payload_bytes": PAYLOAD_BYTES, "disk_bytes": disk_bytes,
                 "clients": args.clients.clients, "duration_s": args.duration.as_secs_f64(), "runs": runs,
-                "proactive_pageout": pageout, "block_cache_size": args.block_cache_size }),
+                "proactive_pageout": pageout, "block_cache_size": args.block_cache_size,
+                "server_threads": args.server_threads }),
         vec![
             "finished",
             "open",
@@ -393,12 +397,15 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
     let mut rss = Vec::new();
     let mut measured = Vec::new();
     for _ in 0..runs.max(1) {
-        let server = match &args.block_cache_size {
-            Some(size) => {
-                ServerProcess::start_with(Mode::Sync, &dir, &["--block-cache-size", size]).await?
-            }
-            None => ServerProcess::start(Mode::Sync, &dir).await?,
-        };
+        let threads = args.server_threads.to_string();
+        let mut flags = Vec::new();
+        if args.server_threads > 0 {
+            flags.extend(["--threads", threads.as_str()]);
+        }
+        if let Some(size) = &args.block_cache_size {
+            flags.extend(["--block-cache-size", size.as_str()]);
+        }
+        let server = ServerProcess::start_with(Mode::Sync, &dir, &flags).await?;
         times.push(millis(server.time_to_serving) / 1_000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss.push(server.memory().0);
