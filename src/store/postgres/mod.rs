@@ -10,6 +10,8 @@
 //! notification costs latency, never work: pollers look again every second, the feed is
 //! read every 100 ms while anyone watches, deadlines are scanned every 250 ms.
 
+mod claim;
+mod deadline;
 mod feed;
 mod group;
 mod read;

@@ -3,13 +3,10 @@
 //! coordinate on, and appended to the account's change feed in the same transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
-use tokio_util::sync::CancellationToken;
 
 use crate::model::{
     AsyncInvokeConfig, DestinationStatus, FunctionKey, Invocation, InvocationKey, Status,
@@ -18,25 +15,17 @@ use crate::model::{
 use crate::persist::Decoder;
 
 use super::super::backend::{
-    is_held, Claim, Claimed, Committed, Current, DecideReport, Due, Lease, PollTarget,
-    ReportOutcomes, Reported,
+    is_held, Committed, Current, DecideReport, Lease, ReportOutcomes, Reported,
 };
 use super::super::{check, ConfigKey, StoreError, Transition};
-use super::group::{Job, Poll};
+use super::deadline::DUE_SCAN_EVERY_MS;
+use super::group::Job;
 use super::rows::{self, KeyColumns, Loaded, LOADED_COLUMNS};
 use super::signals::{self, Note};
 use super::Inner;
 
-/// How long a taken deadline stays with the replica that took it: if that replica dies
-/// before acting on it, another takes it after this.
-const TAKEN_FOR_MS: i64 = 30_000;
-/// Most deadlines one scan takes.
-const DUE_BATCH: i64 = 256;
-/// How often deadlines are looked for when nothing says one is near.
-const DUE_SCAN_EVERY_MS: i64 = 250;
-const DUE_SCAN_EVERY: Duration = Duration::from_millis(DUE_SCAN_EVERY_MS.unsigned_abs());
 /// Tries of a transaction that lost a deadlock or serialization race.
-const TRIES: usize = 3;
+pub const TRIES: usize = 3;
 
 /// What a transaction wrote besides its rows: feed entries per account, in commit order,
 /// and what other replicas must hear of.
@@ -60,7 +49,7 @@ struct ChangeRow {
 
 impl Writes {
     /// Deadlines `due` were written.
-    fn armed(&mut self, due: impl IntoIterator<Item = Option<i64>>) {
+    pub(super) fn armed(&mut self, due: impl IntoIterator<Item = Option<i64>>) {
         self.soonest_due = due.into_iter().flatten().chain(self.soonest_due).min();
     }
 
@@ -100,7 +89,8 @@ pub fn retryable(err: &StoreError) -> bool {
 }
 
 /// Run `$body` (which uses `$tx` and `$writes`) in a transaction, then write the feed and
-/// commit; again if it lost a deadlock.
+/// commit; again if it lost a deadlock. Its paths name this module from its parent, so that
+/// the modules beside it can run transactions too.
 macro_rules! transaction {
     ($inner:expr, |$tx:ident, $writes:ident| $body:expr) => {{
         let mut tries = 0;
@@ -108,28 +98,35 @@ macro_rules! transaction {
             tries += 1;
             let mut client = $inner.client().await?;
             let $tx = client.transaction().await?;
-            let mut $writes = Writes::default();
+            let mut $writes = super::write::Writes::default();
             let result = async { $body }.await;
             let result = match result {
                 Ok(value) => $inner.finish($tx, $writes).await.map(|()| value),
                 Err(err) => Err(err),
             };
             match result {
-                Err(err) if retryable(&err) && tries < TRIES => continue,
+                Err(err) if super::write::retryable(&err) && tries < super::write::TRIES => {
+                    continue
+                }
                 Err(err) => {
-                    if matches!(err, StoreError::Database(_)) {
-                        $inner.reachable.store(false, Ordering::Relaxed);
+                    if matches!(err, super::super::StoreError::Database(_)) {
+                        $inner
+                            .reachable
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
                     }
                     break Err(err);
                 }
                 Ok(value) => {
-                    $inner.reachable.store(true, Ordering::Relaxed);
+                    $inner
+                        .reachable
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     break Ok(value);
                 }
             }
         }
     }};
 }
+pub(super) use transaction;
 
 /// One account's feed entries of a transaction, as the append statement takes them.
 struct FeedAppend<'a> {
@@ -248,7 +245,7 @@ impl Inner {
 
     /// The configs of `keys` (the defaults where none is stored), each read once per
     /// transaction.
-    async fn configs(
+    pub(super) async fn configs(
         &self,
         tx: &Transaction<'_>,
         writes: &mut Writes,
@@ -298,7 +295,7 @@ impl Inner {
     }
 
     /// Lock and read the rows of `keys`.
-    async fn lock(
+    pub(super) async fn lock(
         &self,
         tx: &Transaction<'_>,
         keys: &BTreeSet<InvocationKey>,
@@ -731,423 +728,6 @@ impl Inner {
             }
         }
         Ok(answers)
-    }
-
-    /// Take up to `max` ready invocations of `targets`, decide each, apply the decisions and
-    /// lease what started, in the next group commit.
-    pub async fn claim(&self, poll: Poll) -> Result<Vec<Claimed>, StoreError> {
-        if poll.targets.is_empty() || poll.max == 0 {
-            return Ok(Vec::new());
-        }
-        self.groups.ask(|reply| Job::Claim { poll, reply }).await?
-    }
-
-    /// The claims of a group inside `tx`, answered in order. Polls of the same targets share
-    /// one take (`FOR UPDATE SKIP LOCKED` does not skip rows this transaction locked, so
-    /// separate takes would have to run one after the other, each writing its rows before
-    /// the next looks) and one write; the rows taken go to the polls in arrival order, each
-    /// up to its `max`, and each poll decides its own with its own `decide`.
-    pub async fn claims_in(
-        &self,
-        tx: &Transaction<'_>,
-        writes: &mut Writes,
-        polls: &[&Poll],
-    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
-        let mut claimed: Vec<Vec<Claimed>> = polls.iter().map(|_| Vec::new()).collect();
-        let mut done = vec![false; polls.len()];
-        for first in 0..polls.len() {
-            if done[first] {
-                continue;
-            }
-            let sharing: Vec<usize> = (first..polls.len())
-                .filter(|&at| !done[at] && polls[at].targets == polls[first].targets)
-                .collect();
-            for &at in &sharing {
-                done[at] = true;
-            }
-            let answers = self.claim_together(tx, writes, polls, &sharing).await?;
-            for (at, answer) in sharing.into_iter().zip(answers) {
-                claimed[at] = answer;
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// Up to `max` ready rows of `targets`, fairly across them from `offset`, locked.
-    async fn take(
-        &self,
-        tx: &Transaction<'_>,
-        targets: &[PollTarget],
-        max: usize,
-        offset: usize,
-    ) -> Result<Vec<Loaded>, StoreError> {
-        let share = max.div_ceil(targets.len());
-        let mut taken: Vec<Loaded> = Vec::with_capacity(max);
-        let mut decoder = Decoder::default();
-        for at in 0..targets.len() {
-            let left = max - taken.len();
-            if left == 0 {
-                break;
-            }
-            let target = &targets[(offset + at) % targets.len()];
-            let limit = i64::try_from(share.min(left)).unwrap_or(i64::MAX);
-            let f = &target.function;
-            let found = match &target.qualifier {
-                None => {
-                    tx.query(
-                        &tx.prepare_cached(&format!(
-                            "SELECT {LOADED_COLUMNS} FROM sai_invocation
-                             WHERE account = $1 AND service = $2 AND function = $3
-                               AND ready_ms IS NOT NULL
-                             ORDER BY ready_ms, record_no LIMIT $4 FOR UPDATE SKIP LOCKED"
-                        ))
-                        .await?,
-                        &[&&*f.account, &&*f.service, &&*f.function, &limit],
-                    )
-                    .await?
-                }
-                Some(qualifier) => {
-                    tx.query(
-                        &tx.prepare_cached(&format!(
-                            "SELECT {LOADED_COLUMNS} FROM sai_invocation
-                             WHERE account = $1 AND service = $2 AND function = $3
-                               AND ready_ms IS NOT NULL AND qualifier = $5
-                             ORDER BY ready_ms, record_no LIMIT $4 FOR UPDATE SKIP LOCKED"
-                        ))
-                        .await?,
-                        &[
-                            &&*f.account,
-                            &&*f.service,
-                            &&*f.function,
-                            &limit,
-                            &&**qualifier,
-                        ],
-                    )
-                    .await?
-                }
-            };
-            for row in &found {
-                taken.push(Loaded::from_row(row, &mut decoder)?);
-            }
-        }
-        Ok(taken)
-    }
-
-    /// The polls `sharing` (indexes into `polls`, all of the same targets): one take for
-    /// all, each poll's rows decided by it, one apply for all.
-    async fn claim_together(
-        &self,
-        tx: &Transaction<'_>,
-        writes: &mut Writes,
-        polls: &[&Poll],
-        sharing: &[usize],
-    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
-        let lead = polls[sharing[0]];
-        let max = sharing.iter().map(|&at| polls[at].max).sum();
-        let taken = self.take(tx, &lead.targets, max, lead.offset).await?;
-        if taken.is_empty() {
-            return Ok(sharing.iter().map(|_| Vec::new()).collect());
-        }
-        let configs = self
-            .configs(
-                tx,
-                writes,
-                taken.iter().map(|row| rows::config_key(&row.invocation)),
-            )
-            .await?;
-        let mut transitions = Vec::with_capacity(taken.len() * 2);
-        // (poll among `sharing`, key, attempt, its last transition, lease deadline)
-        let mut leasing = Vec::with_capacity(taken.len());
-        let mut granted = HashMap::with_capacity(taken.len());
-        let mut remaining = taken.iter();
-        for (poll_at, &at) in sharing.iter().enumerate() {
-            let poll = polls[at];
-            for row in remaining.by_ref().take(poll.max) {
-                let record = &row.invocation;
-                if record.status != Status::Enqueued {
-                    continue;
-                }
-                let config = configs
-                    .get(&rows::config_key(record))
-                    .cloned()
-                    .unwrap_or_default();
-                match (poll.decide)(record, &config) {
-                    Claim::Lease {
-                        attempt,
-                        transitions: starting,
-                    } => {
-                        transitions.extend(starting);
-                        leasing.push((
-                            poll_at,
-                            record.key.clone(),
-                            attempt,
-                            transitions.len() - 1,
-                            poll.lease_deadline_ms,
-                        ));
-                        granted.insert(
-                            record.key.clone(),
-                            Lease {
-                                attempt,
-                                started_ms: poll.now_ms,
-                                deadline_ms: poll.lease_deadline_ms,
-                            },
-                        );
-                    }
-                    Claim::Instead(transition) => transitions.push(transition),
-                }
-            }
-        }
-        // The take already locked and read these rows.
-        let locked = taken
-            .into_iter()
-            .map(|row| (row.invocation.key.clone(), row))
-            .collect();
-        let results = self
-            .apply_in(tx, writes, transitions, &granted, locked)
-            .await?;
-        let mut claimed: Vec<Vec<Claimed>> = sharing.iter().map(|_| Vec::new()).collect();
-        for (poll_at, key, attempt, last, deadline_ms) in leasing {
-            let Some(Ok((invocation, _))) = results.get(last) else {
-                continue;
-            };
-            claimed[poll_at].push(Claimed {
-                token: self.leases.token(&key, attempt),
-                invocation: invocation.clone(),
-                attempt,
-                deadline_ms,
-            });
-        }
-        Ok(claimed)
-    }
-
-    /// The lease on attempt `attempt` of `key`, if held.
-    pub async fn lease(
-        &self,
-        key: &InvocationKey,
-        attempt: u32,
-    ) -> Result<Option<Lease>, StoreError> {
-        let client = self.client().await?;
-        let attempt_column = i32::try_from(attempt).unwrap_or(i32::MAX);
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT lease_started_ms, lease_deadline_ms FROM sai_invocation
-                 WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
-                   AND lease_attempt = $5",
-                    )
-                    .await?,
-                &[
-                    &&*key.function.account,
-                    &&*key.function.service,
-                    &&*key.function.function,
-                    &&*key.id,
-                    &attempt_column,
-                ],
-            )
-            .await?;
-        row.map(|row| {
-            Ok(Lease {
-                attempt,
-                started_ms: row.try_get(0)?,
-                deadline_ms: row.try_get(1)?,
-            })
-        })
-        .transpose()
-    }
-
-    /// Move a held lease's deadline, and the invocation's deadline with it.
-    pub async fn extend_lease(
-        &self,
-        key: &InvocationKey,
-        attempt: u32,
-        deadline_ms: i64,
-    ) -> Result<bool, StoreError> {
-        transaction!(self, |tx, writes| {
-            let keys = BTreeSet::from([key.clone()]);
-            let mut loaded = self.lock(&tx, &keys).await?;
-            let Some(row) = loaded.get_mut(key) else {
-                return Ok(false);
-            };
-            match &mut row.lease {
-                Some(lease) if lease.attempt == attempt => lease.deadline_ms = deadline_ms,
-                _ => return Ok(false),
-            }
-            self.rearm_in(&tx, &mut writes, &loaded, key).await?;
-            Ok(true)
-        })
-    }
-
-    /// Write the deadline of `key` (loaded and locked) from its state now.
-    async fn rearm_in(
-        &self,
-        tx: &Transaction<'_>,
-        writes: &mut Writes,
-        loaded: &HashMap<InvocationKey, Loaded>,
-        key: &InvocationKey,
-    ) -> Result<(), StoreError> {
-        let Some(row) = loaded.get(key) else {
-            return Ok(());
-        };
-        let config_key = rows::config_key(&row.invocation);
-        let configs = self
-            .configs(tx, writes, std::iter::once(config_key.clone()))
-            .await?;
-        let config = configs.get(&config_key).cloned().unwrap_or_default();
-        let due = self
-            .schedule
-            .deadline_ms(&row.invocation, &config, row.lease.as_ref());
-        tx.execute(
-            &tx.prepare_cached("UPDATE sai_invocation SET due_ms = $2, lease_deadline_ms = $3 WHERE record_no = $1").await?,
-            &[
-                &row.record_no,
-                &due,
-                &row.lease.map(|lease| lease.deadline_ms),
-            ],
-        )
-        .await?;
-        writes.armed([due]);
-        Ok(())
-    }
-
-    /// End the lease on attempt `attempt` of `key`; true for the one caller that ended it.
-    /// An invocation still held is due at once: if whoever ended the lease dies before it
-    /// applies the attempt's end, the next deadline scan (on any replica) finds it held with
-    /// no lease, and the engine fails the attempt.
-    pub async fn end_lease(&self, key: &InvocationKey, attempt: u32) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
-        let now_ms = self.clock.now_ms();
-        let ended = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE sai_invocation
-                 SET lease_attempt = NULL, lease_started_ms = NULL, lease_deadline_ms = NULL,
-                     due_ms = CASE WHEN status IN ('Dequeued', 'Running') THEN $6 ELSE due_ms END
-                 WHERE account = $1 AND service = $2 AND function = $3 AND id = $4
-                   AND lease_attempt = $5",
-                    )
-                    .await?,
-                &[
-                    &&*key.function.account,
-                    &&*key.function.service,
-                    &&*key.function.function,
-                    &&*key.id,
-                    &attempt,
-                    &now_ms,
-                ],
-            )
-            .await?;
-        Ok(ended == 1)
-    }
-
-    /// Arm the deadline of `key` from its state now.
-    pub async fn rearm(&self, key: &InvocationKey) -> Result<(), StoreError> {
-        transaction!(self, |tx, writes| {
-            let keys = BTreeSet::from([key.clone()]);
-            let loaded = self.lock(&tx, &keys).await?;
-            self.rearm_in(&tx, &mut writes, &loaded, key).await
-        })
-    }
-
-    /// Offer the deadlines of `keys` again at `at_ms`.
-    pub async fn retry_due(&self, keys: &[InvocationKey], at_ms: i64) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let columns = KeyColumns::of(keys.iter());
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE sai_invocation SET due_ms = $5
-                 WHERE (account, service, function, id) IN
-                       (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))
-                   AND due_ms IS NOT NULL",
-                    )
-                    .await?,
-                &[
-                    &columns.account,
-                    &columns.service,
-                    &columns.function,
-                    &columns.id,
-                    &at_ms,
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Wait until deadlines come due, and take them: each is moved out of every replica's
-    /// way for [`TAKEN_FOR_MS`], in which the engine acts on it.
-    pub async fn next_due(&self, shutdown: &CancellationToken) -> Option<Vec<Due>> {
-        loop {
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            match self.take_due(self.clock.now_ms()).await {
-                Ok(due) if !due.is_empty() => return Some(due),
-                Ok(_) => {}
-                Err(StoreError::ShuttingDown) => return None,
-                Err(err) => tracing::warn!(%err, "deadlines could not be read"),
-            }
-            tokio::select! {
-                _ = self.clock.sleep(DUE_SCAN_EVERY) => {}
-                _ = tokio::time::sleep(DUE_SCAN_EVERY) => {}
-                _ = self.due_soon.notified() => {}
-                _ = shutdown.cancelled() => return None,
-            }
-        }
-    }
-
-    async fn take_due(&self, now_ms: i64) -> Result<Vec<Due>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let found = tx
-            .query(
-                &tx.prepare_cached(&format!(
-                    "SELECT {LOADED_COLUMNS} FROM sai_invocation
-                     WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2 FOR UPDATE SKIP LOCKED"
-                ))
-                .await?,
-                &[&now_ms, &DUE_BATCH],
-            )
-            .await?;
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut decoder = Decoder::default();
-        let loaded = found
-            .iter()
-            .map(|row| Loaded::from_row(row, &mut decoder))
-            .collect::<Result<Vec<_>, _>>()?;
-        let numbers: Vec<i64> = loaded.iter().map(|row| row.record_no).collect();
-        tx.execute(
-            &tx.prepare_cached("UPDATE sai_invocation SET due_ms = $2 WHERE record_no = ANY($1)")
-                .await?,
-            &[&numbers, &now_ms.saturating_add(TAKEN_FOR_MS)],
-        )
-        .await?;
-        let configs = self
-            .configs(
-                &tx,
-                &mut Writes::default(),
-                loaded.iter().map(|row| rows::config_key(&row.invocation)),
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(loaded
-            .into_iter()
-            .filter(|row| !row.invocation.status.is_terminal())
-            .map(|row| Due {
-                config: configs
-                    .get(&rows::config_key(&row.invocation))
-                    .cloned()
-                    .unwrap_or_default(),
-                status_since_ms: row.invocation.status_since_ms(),
-                lease: row.lease,
-                record: row.invocation.without_events(),
-            })
-            .collect())
     }
 
     /// Create or replace a config, keeping its creation time.
