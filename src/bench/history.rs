@@ -413,70 +413,69 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         // leaves behind.
         server.wait_until_quiet().await;
         let cpu_before = server.cpu_time();
-        let machine_before = MachineCpu::now();
-        let paged_in_before = page_cache::paged_in_kib();
-        let gets = closed_loop(&server.url, args.clients, args.duration, get.clone()).await?;
-        let get_steal = MachineCpu::now().since(machine_before).steal_percent();
-        let disk_kib_per_get = page_cache::paged_in_kib().saturating_sub(paged_in_before) as f64
-            / gets.calls.max(1) as f64;
-        let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.calls);
+        let gets = measured_loop(&server.url, args.clients, args.duration, get.clone()).await?;
+        let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.run.calls);
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
-        let mut get_latency = closed_loop(&server.url, few, args.duration, get.clone()).await?;
-        let mut list_latency = closed_loop(&server.url, few, args.duration, list.clone()).await?;
-        for (what, run) in [("get", &mut get_latency), ("list", &mut list_latency)] {
+        let mut get_latency = measured_loop(&server.url, few, args.duration, get.clone()).await?;
+        let mut list_latency = measured_loop(&server.url, few, args.duration, list.clone()).await?;
+        for (what, measured) in [("get", &mut get_latency), ("list", &mut list_latency)] {
+            let run = &mut measured.run;
             eprintln!(
-                "{what} at {} clients: {:.0}/s, p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms",
+                "{what} at {} clients: {:.0}/s, p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms; \
+                 steal {:.1}%, {:.2} KiB read from the disk per {what}",
                 few.clients,
                 run.throughput,
                 run.latencies.percentile_ms(50.0),
                 run.latencies.percentile_ms(90.0),
                 run.latencies.percentile_ms(99.0),
-                run.latencies.percentile_ms(99.9)
+                run.latencies.percentile_ms(99.9),
+                measured.steal,
+                measured.disk_kib_per_call
             );
         }
         drop(server);
         let baseline = ServerProcess::start_baseline(baseline_records).await?;
         let cpu_before = baseline.cpu_time();
-        let machine_before = MachineCpu::now();
-        let baseline_gets = closed_loop(
+        let baseline_gets = measured_loop(
             &baseline.url,
             args.clients,
             args.duration,
             baseline_get.clone(),
         )
         .await?;
-        let baseline_steal = MachineCpu::now().since(machine_before).steal_percent();
         let baseline_cpu_us = micros_per(
             baseline.cpu_time().saturating_sub(cpu_before),
-            baseline_gets.calls,
+            baseline_gets.run.calls,
         );
         // Each run's own ratio: the row below is the run of median time to serving.
         eprintln!(
             "get at {} clients: {:.0}/s against the baseline's {:.0}/s ({:.0}%); steal {:.1}% \
-             and {:.1}%; {disk_kib_per_get:.2} KiB read from the disk per get",
+             and {:.1}%; {:.2} KiB read from the disk per get",
             args.clients.clients,
-            gets.throughput,
-            baseline_gets.throughput,
-            gets.throughput / baseline_gets.throughput.max(1.0) * 100.0,
-            get_steal,
-            baseline_steal
+            gets.run.throughput,
+            baseline_gets.run.throughput,
+            gets.run.throughput / baseline_gets.run.throughput.max(1.0) * 100.0,
+            gets.steal,
+            baseline_gets.steal,
+            gets.disk_kib_per_call
         );
         let mut baseline_latency =
-            closed_loop(&baseline.url, few, args.duration, baseline_get.clone()).await?;
+            measured_loop(&baseline.url, few, args.duration, baseline_get.clone()).await?;
         eprintln!(
             "server CPU per get: {get_cpu_us:.1} µs; the baseline's {baseline_cpu_us:.1} µs; \
-             the baseline at {} clients: p50 {} ms, p99 {} ms",
+             the baseline at {} clients: p50 {} ms, p99 {} ms; steal {:.1}%",
             few.clients,
-            baseline_latency.latencies.percentile_ms(50.0),
-            baseline_latency.latencies.percentile_ms(99.0)
+            baseline_latency.run.latencies.percentile_ms(50.0),
+            baseline_latency.run.latencies.percentile_ms(99.0),
+            baseline_latency.steal
         );
         measured.push(ReadRuns {
-            gets,
+            disk_kib_per_get: gets.disk_kib_per_call,
+            gets: gets.run,
             lists,
-            get_latency,
-            list_latency,
-            baseline_gets,
-            disk_kib_per_get,
+            get_latency: get_latency.run,
+            list_latency: list_latency.run,
+            baseline_gets: baseline_gets.run,
         });
     }
     let median = median_index(&times);
@@ -524,6 +523,36 @@ struct ReadRuns {
     baseline_gets: Run,
     /// What the kernel read from the disk per get of `gets`.
     disk_kib_per_get: f64,
+}
+
+/// A closed-loop run, with what the machine did while it ran.
+struct Measured {
+    run: Run,
+    /// Percent of the machine's time the hypervisor ran something else while a core was ready.
+    steal: f64,
+    /// KiB the kernel read from the disk per call: how far the page cache fell short.
+    disk_kib_per_call: f64,
+}
+
+/// `closed_loop`, measuring the machine's steal and disk reads over it: a tail latency read
+/// beside them says whether it was the server, the disk or the hypervisor.
+async fn measured_loop(
+    url: &str,
+    clients: Clients,
+    duration: Duration,
+    call: Call,
+) -> Result<Measured, BenchError> {
+    let machine_before = MachineCpu::now();
+    let paged_in_before = page_cache::paged_in_kib();
+    let run = closed_loop(url, clients, duration, call).await?;
+    let steal = MachineCpu::now().since(machine_before).steal_percent();
+    let disk_kib_per_call =
+        page_cache::paged_in_kib().saturating_sub(paged_in_before) as f64 / run.calls.max(1) as f64;
+    Ok(Measured {
+        run,
+        steal,
+        disk_kib_per_call,
+    })
 }
 
 /// Bytes of every file under `dir`.
