@@ -470,8 +470,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             baseline_latency.steal
         );
         measured.push(ReadRuns {
-            disk_kib_per_get: gets.disk_kib_per_call,
-            gets: gets.run,
+            gets,
             lists,
             get_latency: get_latency.run,
             list_latency: list_latency.run,
@@ -485,7 +484,6 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         get_latency,
         list_latency,
         baseline_gets,
-        disk_kib_per_get,
     } = &mut measured[median];
     report.row(vec![
         json!(args.finished),
@@ -493,10 +491,10 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         json!((times[median] * 100.0).round() / 100.0),
         json!((rss[median] as f64 / (1u64 << 20) as f64).round()),
         json!(disk_bytes / args.finished.max(1) as u64),
-        json!(gets.throughput.round() as u64),
+        json!(gets.run.throughput.round() as u64),
         json!(baseline_gets.throughput.round() as u64),
-        json!((gets.throughput / baseline_gets.throughput.max(1.0) * 100.0).round()),
-        json!((*disk_kib_per_get * 100.0).round() / 100.0),
+        json!((gets.run.throughput / baseline_gets.throughput.max(1.0) * 100.0).round()),
+        json!((gets.disk_kib_per_call * 100.0).round() / 100.0),
         json!(get_latency.latencies.percentile_ms(99.0)),
         json!(lists.throughput.round() as u64),
         json!(list_latency.latencies.percentile_ms(99.0)),
@@ -511,8 +509,8 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
 
 /// What one server start measured of reads.
 struct ReadRuns {
-    /// Gets at the throughput clients.
-    gets: Run,
+    /// Gets at the throughput clients, with the disk reads beside them.
+    gets: Measured,
     /// Lists at the throughput clients.
     lists: Run,
     /// Gets at the latency clients.
@@ -521,8 +519,6 @@ struct ReadRuns {
     list_latency: Run,
     /// The baseline's gets at the throughput clients.
     baseline_gets: Run,
-    /// What the kernel read from the disk per get of `gets`.
-    disk_kib_per_get: f64,
 }
 
 /// A closed-loop run, with what the machine did while it ran.
