@@ -803,6 +803,13 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
     .await
     .expect("succeed");
 
+    // The destination records end too, so that a restart reads them from the disk.
+    for record in list_all(&mut client, ACCOUNT, list_request("audit")).await {
+        stop(&mut client, ACCOUNT, "audit", &record.invocation_id)
+            .await
+            .expect("stop a destination record");
+    }
+
     let ids = ["retried", "stopped", "large"];
     let read_all = |client: Client| async move {
         let mut client = client;
@@ -821,6 +828,14 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
             }
         }
         let audit = list_all(&mut client, ACCOUNT, list_request("audit")).await;
+        // Destination records have generated ids, which a get finds from the id alone.
+        for record in &audit {
+            gets.push(
+                get(&mut client, ACCOUNT, "audit", &record.invocation_id)
+                    .await
+                    .expect("get a destination record"),
+            );
+        }
         let mut watched = Vec::new();
         for id in ids {
             let request = pb::WatchInvocationRequest {
@@ -859,6 +874,22 @@ async fn a_finished_invocation_read_from_disk_answers_as_it_did_from_memory() {
     );
     assert_eq!(from_memory.0[2].invocation_payload, large);
     assert_eq!(from_memory.2.len(), 2, "two destination records");
+    for record in &from_memory.2 {
+        assert_eq!(
+            sai::model::id::started_time(&record.invocation_id),
+            Some(record.started_time),
+            "a generated id carries its started time"
+        );
+    }
+    let got_ids: Vec<_> = from_memory.0[3..]
+        .iter()
+        .map(|g| &g.invocation_id)
+        .collect();
+    let listed_ids: Vec<_> = from_memory.2.iter().map(|l| &l.invocation_id).collect();
+    assert_eq!(got_ids, listed_ids, "gets of generated ids");
+    assert!(from_memory.0[3..]
+        .iter()
+        .all(|g| g.status == pb::InvocationStatus::Stopped as i32));
     assert_eq!(
         from_memory.3[0].len(),
         8,

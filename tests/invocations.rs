@@ -66,12 +66,17 @@ async fn invoke_get_list_stop_round_trip_in_fc_shape() {
         serde_json::from_str(&got.events[0].event_detail).expect("event_detail is JSON");
     assert_eq!(detail["requestId"], header_request_id.as_str());
 
-    // A generated id is a UUID v4 and can be looked up although it may start with a digit.
+    // A generated id is a UUID v7 of the started time, and can be looked up although it may
+    // start with a digit.
     let generated = invoke(&mut client, "default", FUNCTION, "").await;
     assert_eq!(generated.len(), 36);
-    assert!(get(&mut client, "default", FUNCTION, &generated)
+    let found = get(&mut client, "default", FUNCTION, &generated)
         .await
-        .is_ok());
+        .expect("a generated id is found");
+    assert_eq!(
+        sai::model::id::started_time(&generated),
+        Some(found.started_time)
+    );
 
     let duplicate = client
         .invoke_function(pb::InvokeFunctionRequest {

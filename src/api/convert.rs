@@ -197,14 +197,15 @@ pub fn new_invocation(
     let function = function_key(account, &request.service_name, &request.function_name)?;
     let qualifier = qualifier_or_default(&request.qualifier)?;
     let id = if request.invocation_id.is_empty() {
-        uuid::Uuid::new_v4().to_string()
+        None
     } else {
         validate::new_invocation_id("invocation_id", &request.invocation_id)?;
-        request.invocation_id
+        Some(request.invocation_id)
     };
     validate::max_bytes("payload", &request.payload, max_payload_bytes)?;
     Ok(NewInvocation {
-        key: function.invocation(&id),
+        function,
+        id,
         qualifier,
         payload: request.payload.into(),
         request_id: request_id.to_string(),

@@ -57,19 +57,20 @@ pub fn sample(
 }
 
 /// Serve the baseline on `listen` with `records` ready-made invocations of
-/// `service/function` (ids as the seeded ones, `inv-000000000`, ...), until the process is
-/// killed.
+/// `service/function` (ids as those of invocations seeded from `start_ms`), until the process
+/// is killed.
 pub async fn serve(
     listen: SocketAddr,
     service: &str,
     function: &str,
     records: usize,
+    start_ms: i64,
 ) -> Result<(), BenchError> {
     let baseline = Baseline {
         records: DashMap::new(),
     };
     for n in 0..records {
-        let id = super::history::seed_id(n);
+        let id = super::history::seed_id(start_ms, n);
         baseline.records.insert(
             (service.into(), function.into(), id.clone()),
             sample(service, function, &id, 6),

@@ -84,10 +84,27 @@ pub fn seed_function(f: usize) -> String {
     format!("function-{f}")
 }
 
-/// The id of seeded invocation `n`.
-pub fn seed_id(n: usize) -> String {
-    format!("inv-{n:09}")
+/// The id of seeded invocation `n` of a seeding from `start_ms`: generated as the server
+/// generates ids (time-ordered, see [`crate::model::id`]), from its started time and random
+/// bits drawn from `n`.
+pub fn seed_id(start_ms: i64, n: usize) -> String {
+    use rand::{Rng, SeedableRng};
+    let random = rand::rngs::SmallRng::seed_from_u64(n as u64).random();
+    crate::model::id::time_ordered(seed_started(start_ms, n), random)
 }
+
+/// The started time of seeded invocation `n`: one per ms from `start_ms`.
+fn seed_started(start_ms: i64, n: usize) -> i64 {
+    start_ms.saturating_add(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// How seeded ids are made, kept with a seeded directory: one seeded by a build that made
+/// them otherwise is not reused.
+const SEED_IDS: &str = "time-ordered";
+
+/// Where a seeding keeps its started time from its beginning, so that one interrupted is
+/// carried on with the same ids.
+const SEEDING_STAMP: &str = "bench-seeding.json";
 
 /// What [`seed`] wrote.
 pub struct Seeded {
@@ -99,8 +116,6 @@ pub struct Seeded {
 
 /// Where an interrupted seeding of a directory stopped.
 struct ResumePoint {
-    /// Started time of invocation 0, which the rest must share.
-    start_ms: i64,
     /// The first batch not completely written.
     next: usize,
     /// That batch's invocations were inserted (a batch is inserted in one commit and taken
@@ -110,20 +125,18 @@ struct ResumePoint {
 
 /// Find where a seeding of `store` stopped, by batch: a batch is done when its last
 /// invocation exists and, if it is one of the finished ones, has ended. Done batches form a
-/// prefix, so a binary search finds the first that is not. None for an empty store.
+/// prefix, so a binary search finds the first that is not.
 fn resume_point(
     store: &Store,
     functions: &[FunctionKey],
+    start_ms: i64,
     finished: usize,
     total: usize,
-) -> Result<Option<ResumePoint>, BenchError> {
+) -> Result<ResumePoint, BenchError> {
     let read = |n: usize| {
         store
-            .summary(&functions[n % functions.len()].invocation(&seed_id(n)))
+            .summary(&functions[n % functions.len()].invocation(&seed_id(start_ms, n)))
             .map_err(|e| BenchError::Io(e.to_string()))
-    };
-    let Some(first) = read(0)? else {
-        return Ok(None);
     };
     let batch_done = |batch: usize| -> Result<bool, BenchError> {
         let last = ((batch + 1) * SEED_BATCH).min(total) - 1;
@@ -143,11 +156,7 @@ fn resume_point(
     }
     let next = done * SEED_BATCH;
     let inserted = next < total && read(next)?.is_some();
-    Ok(Some(ResumePoint {
-        start_ms: first.started_time_ms,
-        next,
-        inserted,
-    }))
+    Ok(ResumePoint { next, inserted })
 }
 
 /// Events a seeding of `finished` and `open` invocations writes (see [`lifecycle`]).
@@ -173,18 +182,28 @@ pub async fn seed(
         .map(|f| FunctionKey::new(SEED_ACCOUNT, SEED_SERVICE, &seed_function(f)))
         .collect();
     let total = finished + open;
-    let (start_ms, mut n, mut inserted) = match resume_point(&store, &functions, finished, total)? {
-        Some(resume) => {
+    let stamp = dir.join(SEEDING_STAMP);
+    let (start_ms, mut n, mut inserted) = match std::fs::read_to_string(&stamp) {
+        Ok(text) => {
+            let start_ms = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|kept| kept["start_ms"].as_i64())
+                .ok_or_else(|| BenchError::Io(format!("{} holds no start_ms", stamp.display())))?;
+            let resume = resume_point(&store, &functions, start_ms, finished, total)?;
             eprintln!(
                 "carrying on an interrupted seeding from invocation {}",
                 resume.next
             );
-            (resume.start_ms, resume.next, resume.inserted)
+            (start_ms, resume.next, resume.inserted)
         }
-        None => {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let now = crate::clock::Clock::system().now_ms();
-            (now - i64::try_from(total).unwrap_or(0) - 60_000, 0, false)
+            let start_ms = now - i64::try_from(total).unwrap_or(0) - 60_000;
+            std::fs::write(&stamp, json!({ "start_ms": start_ms }).to_string())
+                .map_err(|e| BenchError::Io(e.to_string()))?;
+            (start_ms, 0, false)
         }
+        Err(err) => return Err(BenchError::Io(format!("{}: {err}", stamp.display()))),
     };
     let started = Instant::now();
     while n < total {
@@ -234,13 +253,12 @@ async fn insert_batch(
     let accepted: Vec<Invocation> = batch
         .clone()
         .map(|n| {
-            let started = start_ms + i64::try_from(n).unwrap_or(0);
             Invocation::accept(
-                functions[n % functions.len()].invocation(&seed_id(n)),
+                functions[n % functions.len()].invocation(&seed_id(start_ms, n)),
                 "LATEST",
                 payload(n),
                 &format!("req-{n:09}"),
-                started,
+                seed_started(start_ms, n),
             )
         })
         .collect();
@@ -257,8 +275,8 @@ async fn insert_batch(
 /// What takes seeded invocation `n` from Enqueued to Succeeded: at once for even numbers
 /// (4 events in all), after a failed attempt and a retry for odd ones (8 events).
 fn lifecycle(function: &FunctionKey, n: usize, start_ms: i64) -> Vec<Transition> {
-    let key = function.invocation(&seed_id(n));
-    let started = start_ms + i64::try_from(n).unwrap_or(0);
+    let key = function.invocation(&seed_id(start_ms, n));
+    let started = seed_started(start_ms, n);
     let at = |offset: i64, change: Change| Transition::new(key.clone(), change, started + offset);
     let attempt = |number: u32, offset: i64| {
         [
@@ -313,6 +331,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             if kept["finished"] != json!(args.finished)
                 || kept["open"] != json!(args.open)
                 || kept["functions"] != json!(args.functions)
+                || kept["ids"] != json!(SEED_IDS)
             {
                 return Err(BenchError::Io(format!(
                     "{} was seeded with {kept}; give another --dir",
@@ -336,7 +355,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
                 seeding.elapsed().as_secs_f64()
             );
             let kept = json!({ "finished": args.finished, "open": args.open, "functions": args.functions,
-                               "events": seeded.events, "start_ms": seeded.start_ms });
+                               "events": seeded.events, "start_ms": seeded.start_ms, "ids": SEED_IDS });
             std::fs::write(&stamp, kept.to_string()).map_err(|e| BenchError::Io(e.to_string()))?;
             seeded
         }
@@ -376,6 +395,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
     let get = Call::Get {
         stored: args.finished,
         functions: args.functions,
+        start_ms: seeded.start_ms,
     };
     let list = Call::List {
         stored: args.finished,
@@ -392,6 +412,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
     let baseline_get = Call::Get {
         stored: baseline_records,
         functions: 1,
+        start_ms: seeded.start_ms,
     };
     let mut times = Vec::new();
     let mut rss = Vec::new();
@@ -434,7 +455,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             );
         }
         drop(server);
-        let baseline = ServerProcess::start_baseline(baseline_records).await?;
+        let baseline = ServerProcess::start_baseline(baseline_records, seeded.start_ms).await?;
         let cpu_before = baseline.cpu_time();
         let baseline_gets = measured_loop(
             &baseline.url,

@@ -59,7 +59,7 @@ pub async fn run(args: &InvokeArgs, runs: usize) -> Result<Report, BenchError> {
             let dir = ScratchDir::new("invoke")?;
             let server = match mode {
                 Some(mode) => ServerProcess::start(*mode, dir.path()).await?,
-                None => ServerProcess::start_baseline(0).await?,
+                None => ServerProcess::start_baseline(0, 0).await?,
             };
             let call = Call::Invoke(payload.clone());
             let cpu_before = server.cpu_time();

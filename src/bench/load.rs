@@ -29,6 +29,8 @@ pub enum Call {
         stored: usize,
         /// Over how many functions.
         functions: usize,
+        /// Started time of the first (seeded one per ms), which their ids carry.
+        start_ms: i64,
     },
     /// A page of `limit` of a seeded function, starting at a random one of `stored`
     /// (seeded from `start_ms`, one per ms).
@@ -211,14 +213,18 @@ async fn one(
                 })
                 .await?;
         }
-        Call::Get { stored, functions } => {
+        Call::Get {
+            stored,
+            functions,
+            start_ms,
+        } => {
             let pick = rand::rng().random_range(0..*stored);
             client
                 .get_stateful_async_invocation(as_seeded(pb::GetStatefulAsyncInvocationRequest {
                     service_name: SEED_SERVICE.into(),
                     function_name: seed_function(pick % functions.max(&1)),
                     qualifier: String::new(),
-                    invocation_id: seed_id(pick),
+                    invocation_id: seed_id(*start_ms, pick),
                 }))
                 .await?;
         }

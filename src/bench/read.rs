@@ -66,6 +66,7 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
             Read::Get => Call::Get {
                 stored,
                 functions: 1,
+                start_ms: seeded.start_ms,
             },
             Read::List => Call::List {
                 stored,
@@ -78,7 +79,10 @@ pub async fn run(read: Read, args: &ReadArgs, runs: usize) -> Result<Report, Ben
         // over the minutes of a benchmark weighs on both alike.
         let mut servers = vec![("sai", ServerProcess::start(Mode::Sync, dir.path()).await?)];
         if read == Read::Get {
-            servers.push(("baseline", ServerProcess::start_baseline(stored).await?));
+            servers.push((
+                "baseline",
+                ServerProcess::start_baseline(stored, seeded.start_ms).await?,
+            ));
         }
         let mut measured: Vec<Vec<(Run, f64)>> = servers.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs.max(1) {

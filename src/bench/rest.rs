@@ -34,10 +34,12 @@ pub struct RestGetArgs {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-/// Gets of random seeded invocations over REST, from `clients` callers sharing one pool.
+/// Gets of random invocations seeded from `start_ms` over REST, from `clients` callers
+/// sharing one pool.
 async fn rest_loop(
     http: &str,
     stored: usize,
+    start_ms: i64,
     clients: usize,
     duration: Duration,
 ) -> Result<Run, BenchError> {
@@ -53,7 +55,10 @@ async fn rest_loop(
         duration,
         |_| pool.clone(),
         move |pool: HttpClient, _, _| {
-            let url = format!("{base}{}", seed_id(rand::rng().random_range(0..stored)));
+            let url = format!(
+                "{base}{}",
+                seed_id(start_ms, rand::rng().random_range(0..stored))
+            );
             async move {
                 let request = hyper::Request::get(url)
                     .header("x-fc-account-id", SEED_ACCOUNT)
@@ -94,7 +99,7 @@ pub async fn run(args: &RestGetArgs, runs: usize) -> Result<Report, BenchError> 
         ],
     );
     let dir = ScratchDir::new("rest-get")?;
-    seed(dir.path(), args.stored, 0, 1).await?;
+    let seeded = seed(dir.path(), args.stored, 0, 1).await?;
     let server =
         ServerProcess::start_with(Mode::Sync, dir.path(), &["--http", "127.0.0.1:0"]).await?;
     let http = server
@@ -104,6 +109,7 @@ pub async fn run(args: &RestGetArgs, runs: usize) -> Result<Report, BenchError> 
     let call = Call::Get {
         stored: args.stored,
         functions: 1,
+        start_ms: seeded.start_ms,
     };
     let mut measured: [Vec<(Run, f64)>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..runs.max(1) {
@@ -112,7 +118,14 @@ pub async fn run(args: &RestGetArgs, runs: usize) -> Result<Report, BenchError> 
             let run = if at == 0 {
                 closed_loop(&server.url, args.clients, args.duration, call.clone()).await?
             } else {
-                rest_loop(&http, args.stored, args.clients.clients, args.duration).await?
+                rest_loop(
+                    &http,
+                    args.stored,
+                    seeded.start_ms,
+                    args.clients.clients,
+                    args.duration,
+                )
+                .await?
             };
             let cpu = server.cpu_time().saturating_sub(cpu_before);
             let cpu_us = micros_per(cpu, run.calls);

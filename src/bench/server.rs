@@ -133,12 +133,17 @@ impl ServerProcess {
     }
 
     /// Start the baseline server (see [`super::baseline`]) holding `records` ready-made
-    /// invocations of the seeded service's first function.
-    pub async fn start_baseline(records: usize) -> Result<ServerProcess, BenchError> {
+    /// invocations of the seeded service's first function, with the ids of invocations seeded
+    /// from `start_ms`.
+    pub async fn start_baseline(
+        records: usize,
+        start_ms: i64,
+    ) -> Result<ServerProcess, BenchError> {
         let mut command = sai_command()?;
         command
             .args(["bench-baseline", "--listen", "127.0.0.1:0"])
-            .args(["--records", &records.to_string()]);
+            .args(["--records", &records.to_string()])
+            .args(["--start-ms", &start_ms.to_string()]);
         launch(command).await
     }
 

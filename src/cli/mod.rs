@@ -143,6 +143,9 @@ pub enum Command {
         /// Ready-made invocations to hold.
         #[arg(long, default_value_t = 0)]
         records: usize,
+        /// Started time of the first, which their ids carry (one per ms from it).
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        start_ms: i64,
     },
 }
 
@@ -548,11 +551,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Functions => client::functions(&connection).await.map(ok),
         Command::Config(command) => client::config(&connection, command).await.map(ok),
         Command::Worker(args) => worker::run(&connection, args).await.map(ok),
-        Command::BenchBaseline { listen, records } => crate::bench::baseline::serve(
+        Command::BenchBaseline {
+            listen,
+            records,
+            start_ms,
+        } => crate::bench::baseline::serve(
             listen,
             crate::bench::SEED_SERVICE,
             &crate::bench::seed_function(0),
             records,
+            start_ms,
         )
         .await
         .map_err(|err| CliError::Io(err.to_string()))

@@ -63,7 +63,7 @@ pub fn result_record(
         service: target.service.as_str().into(),
         function: target.function.as_str().into(),
     };
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = super::generated_id(now_ms);
     let request_id = uuid::Uuid::new_v4().to_string();
     Invocation::accept(
         target_function.invocation(&id),

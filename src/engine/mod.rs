@@ -23,7 +23,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::model::{AsyncInvokeConfig, Change, Invocation, InvocationKey, Status, StoredConfig};
+use crate::model::{
+    AsyncInvokeConfig, Change, FunctionKey, Invocation, InvocationKey, Status, StoredConfig,
+};
 use crate::store::backend::{is_held, Claim, Current, DecideReport, Due, Lease};
 use crate::store::{Backend, ConfigKey, Embedded, Store, Transition};
 
@@ -69,11 +71,19 @@ impl Default for EngineConfig {
     }
 }
 
+/// The id of an invocation accepted at `now_ms` without one: time-ordered, so that the store
+/// finds its record from the id alone.
+pub(crate) fn generated_id(now_ms: i64) -> String {
+    crate::model::id::time_ordered(now_ms, rand::random())
+}
+
 /// A validated InvokeFunction.
 #[derive(Debug, Clone)]
 pub struct NewInvocation {
-    /// Its key (with the id chosen or generated).
-    pub key: InvocationKey,
+    /// Its function.
+    pub function: FunctionKey,
+    /// The id the caller chose; `None` to have one generated from its started time.
+    pub id: Option<String>,
     /// Qualifier ("LATEST" by default).
     pub qualifier: Arc<str>,
     /// Payload.
@@ -244,7 +254,9 @@ impl Engine {
         let accepted = new
             .into_iter()
             .map(|new| {
-                Invocation::accept(new.key, &new.qualifier, new.payload, &new.request_id, now)
+                let id = new.id.unwrap_or_else(|| generated_id(now));
+                let key = new.function.invocation(&id);
+                Invocation::accept(key, &new.qualifier, new.payload, &new.request_id, now)
             })
             .collect();
         let stored = self.backend.accept(accepted).await?;

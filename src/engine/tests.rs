@@ -46,7 +46,8 @@ impl Fixture {
     async fn invoke(&self, id: &str) {
         self.engine
             .invoke(NewInvocation {
-                key: self.function.invocation(id),
+                function: self.function.clone(),
+                id: Some(id.to_string()),
                 qualifier: "LATEST".into(),
                 payload: "{}".into(),
                 request_id: format!("req-{id}"),

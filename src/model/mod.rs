@@ -2,6 +2,7 @@
 //! the validation of every input rule. Pure data and functions: no I/O, no async, no tonic.
 
 pub mod config;
+pub mod id;
 pub mod invocation;
 pub mod status;
 pub mod validate;

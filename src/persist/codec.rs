@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `history` | function number (u32 BE), started time (8 bytes, order-preserving), id | the record |
 //! | `history_payloads` | as `history` | a payload over [`INLINE_PAYLOAD_MAX`] bytes |
-//! | `ids` | function number, id | started time (varint): finds a record by id |
+//! | `ids` | function number, id | started time (varint): finds a record by id, for ids that do not carry the started time ([`has_id_entry`]) |
 //! | `open` | as `history` | empty: present while the invocation is not terminal |
 //! | `function_numbers` | function prefix | the function's number (varint) |
 //! | `configs` / `functions` | function prefix, qualifier | config / empty |
@@ -67,6 +67,13 @@ pub fn function_key(function: &FunctionKey, rest: &str) -> Vec<u8> {
     let mut key = function_prefix(function);
     key.extend_from_slice(rest.as_bytes());
     key
+}
+
+/// Whether the record of invocation `id` started at `started_time_ms` has an entry in the id
+/// index. One whose id carries its started time (every id the service generates, see
+/// [`crate::model::id`]) has none: the id alone says where the record is.
+pub fn has_id_entry(id: &str, started_time_ms: i64) -> bool {
+    crate::model::id::started_time(id) != Some(started_time_ms)
 }
 
 /// The key that finds an invocation's record by its id, in function `number`.

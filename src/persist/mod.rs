@@ -688,11 +688,13 @@ impl WriteSet {
                 invocation.payload.as_bytes().to_vec(),
             ));
         }
-        self.ops.push(Op::Put(
-            Part::Ids,
-            codec::id_key(number, &invocation.key.id),
-            codec::encode(&invocation.started_time_ms),
-        ));
+        if codec::has_id_entry(&invocation.key.id, invocation.started_time_ms) {
+            self.ops.push(Op::Put(
+                Part::Ids,
+                codec::id_key(number, &invocation.key.id),
+                codec::encode(&invocation.started_time_ms),
+            ));
+        }
         self.ops.push(Op::Put(Part::Open, key.clone(), Vec::new()));
         self.put_record(key, invocation);
     }
@@ -736,10 +738,12 @@ impl WriteSet {
             self.ops
                 .push(Op::Delete(Part::HistoryPayloads, key.clone()));
         }
-        self.ops.push(Op::Delete(
-            Part::Ids,
-            codec::id_key(number, &invocation.key.id),
-        ));
+        if codec::has_id_entry(&invocation.key.id, invocation.started_time_ms) {
+            self.ops.push(Op::Delete(
+                Part::Ids,
+                codec::id_key(number, &invocation.key.id),
+            ));
+        }
         self.ops.push(Op::Delete(Part::Open, key.clone()));
         self.ops.push(Op::Delete(Part::History, key));
     }
@@ -857,5 +861,70 @@ mod tests {
             .expect("read")
             .expect("the ended record is kept");
         assert_eq!(record.status, ended.status);
+    }
+
+    #[test]
+    fn an_id_carrying_its_started_time_needs_no_id_entry_and_any_other_id_has_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let started = 1_700_000_000_000;
+        let generated_id = crate::model::id::time_ordered(started, [1; 16]);
+        // A caller may choose an id that reads as generated at another time.
+        let chosen_id = crate::model::id::time_ordered(started - 60_000, [2; 16]);
+        let mut written = Vec::new();
+        for id in [generated_id.as_str(), &chosen_id, "job-1"] {
+            let mut invocation =
+                Invocation::accept(function.invocation(id), "LATEST", "p".into(), "r", started);
+            invocation.apply(&Change::Stop, started + 1).expect("stop");
+            written.push(invocation);
+        }
+        let write = |each: &dyn Fn(&mut WriteSet, &Invocation)| {
+            let journal = open(dir.path()).into_journal();
+            let mut writes = journal.write_set();
+            for invocation in &written {
+                each(&mut writes, invocation);
+            }
+            let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
+            journal.close().expect("close");
+            assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+        };
+        write(&|writes, invocation| writes.put_accepted(invocation));
+
+        let persist = open(dir.path());
+        let reader = persist.reader();
+        let get = |id: &str| reader.get(&function.invocation(id)).expect("read");
+        let contains = |id: &str| reader.contains(&function.invocation(id)).expect("read");
+        for invocation in &written {
+            assert_eq!(get(&invocation.key.id).as_ref(), Some(invocation));
+            assert!(contains(&invocation.key.id));
+        }
+        let unknown = crate::model::id::time_ordered(started, [3; 16]);
+        assert_eq!(get(&unknown), None);
+        assert!(!contains(&unknown));
+        let id_entries = || {
+            persist
+                .partitions
+                .ids
+                .iter()
+                .map(|entry| {
+                    let key = entry.key().expect("read an id entry");
+                    String::from_utf8(key[4..].to_vec()).expect("an id is UTF-8")
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut expected = vec![chosen_id.clone(), "job-1".to_string()];
+        expected.sort();
+        assert_eq!(id_entries(), expected, "only ids that do not say where");
+        drop((reader, persist));
+
+        write(&|writes, invocation| writes.delete_invocation(invocation));
+        let persist = open(dir.path());
+        let reader = persist.reader();
+        for invocation in &written {
+            let key = &invocation.key;
+            assert_eq!(reader.get(key).expect("read"), None);
+            assert!(!reader.contains(key).expect("read"));
+        }
+        assert_eq!(persist.partitions.ids.iter().count(), 0);
     }
 }

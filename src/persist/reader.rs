@@ -6,7 +6,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::model::{FunctionKey, Invocation, InvocationKey, Status};
+use crate::model::{self, FunctionKey, Invocation, InvocationKey, Status};
 
 use super::codec::{self, Decoder, Detail};
 use super::numbers::FunctionNumbers;
@@ -46,6 +46,12 @@ fn corrupt(key: &[u8]) -> impl FnOnce(codec::DecodeError) -> PersistError + '_ {
     }
 }
 
+/// The history key of invocation `id` of function `number` if the id carries its started time
+/// (see [`codec::has_id_entry`]).
+fn where_id_says(number: u32, id: &str) -> Option<Vec<u8>> {
+    model::id::started_time(id).map(|started| codec::history_key(number, started, id))
+}
+
 /// Where a range of a function's records starts or ends: a (started time, id) position.
 pub type Position<'a> = Bound<(i64, &'a str)>;
 
@@ -68,6 +74,15 @@ impl Reader {
         let Some(number) = self.numbers.number(&key.function) else {
             return Ok(None);
         };
+        // A generated id says where its record is, which the id index then does not hold:
+        // one read instead of two. Ids are unique in a function, so a record found there is
+        // this one; a caller may have chosen an id of that form, so one not found there is
+        // looked up by id.
+        if let Some(history_key) = where_id_says(number, &key.id) {
+            if let Some(value) = p.history.get(&history_key)? {
+                return self.decode(&history_key, &value, Detail::Full).map(Some);
+            }
+        }
         let Some(started) = p.ids.get(codec::id_key(number, &key.id))? else {
             return Ok(None);
         };
@@ -89,10 +104,13 @@ impl Reader {
         let Some(number) = self.numbers.number(&key.function) else {
             return Ok(false);
         };
-        Ok(self
-            .partitions
-            .ids
-            .contains_key(codec::id_key(number, &key.id))?)
+        let p = &self.partitions;
+        if let Some(history_key) = where_id_says(number, &key.id) {
+            if p.history.contains_key(history_key)? {
+                return Ok(true);
+            }
+        }
+        Ok(p.ids.contains_key(codec::id_key(number, &key.id))?)
     }
 
     /// `function`'s records between `low` and `high`, oldest first or newest first.
