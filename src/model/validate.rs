@@ -80,7 +80,8 @@ pub fn qualifier(field: &str, value: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// A caller-chosen invocation id: `^[A-Za-z_][A-Za-z0-9_-]{0,127}$`.
+/// A caller-chosen invocation id: `^[A-Za-z_][A-Za-z0-9_-]{0,127}$`. Never a digit first,
+/// which keeps it apart from every id the service generates (see [`super::id`]).
 pub fn new_invocation_id(field: &str, value: &str) -> Result<(), ValidationError> {
     name(field, value)
         .map_err(|_| ValidationError::new(field, "must match ^[A-Za-z_][A-Za-z0-9_-]{0,127}$"))

@@ -869,10 +869,10 @@ mod tests {
         let function = FunctionKey::new("acct", "svc", "fn");
         let started = 1_700_000_000_000;
         let generated_id = crate::model::id::time_ordered(started, [1; 16]);
-        // A caller may choose an id that reads as generated at another time.
-        let chosen_id = crate::model::id::time_ordered(started - 60_000, [2; 16]);
+        // An id whose time is not its record's started time is found through the id index.
+        let other_time_id = crate::model::id::time_ordered(started - 60_000, [2; 16]);
         let mut written = Vec::new();
-        for id in [generated_id.as_str(), &chosen_id, "job-1"] {
+        for id in [generated_id.as_str(), &other_time_id, "job-1"] {
             let mut invocation =
                 Invocation::accept(function.invocation(id), "LATEST", "p".into(), "r", started);
             invocation.apply(&Change::Stop, started + 1).expect("stop");
@@ -912,7 +912,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let mut expected = vec![chosen_id.clone(), "job-1".to_string()];
+        let mut expected = vec![other_time_id.clone(), "job-1".to_string()];
         expected.sort();
         assert_eq!(id_entries(), expected, "only ids that do not say where");
         drop((reader, persist));

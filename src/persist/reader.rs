@@ -74,10 +74,10 @@ impl Reader {
         let Some(number) = self.numbers.number(&key.function) else {
             return Ok(None);
         };
-        // A generated id says where its record is, which the id index then does not hold:
-        // one read instead of two. Ids are unique in a function, so a record found there is
-        // this one; a caller may have chosen an id of that form, so one not found there is
-        // looked up by id.
+        // A generated id says where its record is, and the id index does not hold it: one
+        // read instead of two. Ids are unique in a function, so a record found there is this
+        // one. The id index is still asked when none is there: it holds any id whose time is
+        // not its record's started time (see `codec::has_id_entry`).
         if let Some(history_key) = where_id_says(number, &key.id) {
             if let Some(value) = p.history.get(&history_key)? {
                 return self.decode(&history_key, &value, Detail::Full).map(Some);

@@ -34,7 +34,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    transition, AsyncInvokeConfig, Change, DestinationStatus, Event, FunctionKey, Invocation,
+    id, transition, AsyncInvokeConfig, Change, DestinationStatus, Event, FunctionKey, Invocation,
     InvocationKey, Status, StoredConfig,
 };
 use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet};
@@ -588,7 +588,11 @@ impl Store {
                 limit,
             });
         }
-        if self.open.contains_key(&key) || self.history.contains(&key)? {
+        // No caller can choose an id the service generates, and its random bits make it
+        // unique: only other ids are looked for in the history, which can be a disk read.
+        let taken = self.open.contains_key(&key)
+            || (!id::is_generated(&key.id) && self.history.contains(&key)?);
+        if taken {
             return Err(StoreError::InvocationAlreadyExists(key));
         }
         commit.write(|w| w.put_accepted(&invocation));
