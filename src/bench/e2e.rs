@@ -74,7 +74,7 @@ pub struct E2eArgs {
     /// arrival.
     #[arg(long)]
     pub watcher: bool,
-    /// Runtime worker threads of each server (`sai --threads`); 0: the default, one per core.
+    /// Runtime worker threads of each server (`sai --threads`); 0: the server's default.
     /// Replicas sharing this machine can be given a share of its cores each, as a container's
     /// CPU limit would.
     #[arg(long, default_value_t = 0)]

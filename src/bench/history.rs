@@ -52,7 +52,7 @@ pub struct HistoryArgs {
     /// The server's `--block-cache-size` (its default when absent).
     #[arg(long)]
     pub block_cache_size: Option<String>,
-    /// The server's runtime worker threads (`sai --threads`); 0: the default, one per core.
+    /// The server's runtime worker threads (`sai --threads`); 0: the server's default.
     #[arg(long, default_value_t = 0)]
     pub server_threads: usize,
 }

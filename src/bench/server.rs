@@ -83,7 +83,7 @@ impl ServerProcess {
     }
 
     /// A replica on the `--store` database (emptied first for the `first` of them), with
-    /// `threads` runtime worker threads (0: the runtime's default, one per core).
+    /// `threads` runtime worker threads (0: the server's default).
     pub async fn start_replica(
         mode: Mode,
         data_dir: &Path,

@@ -1,7 +1,8 @@
 //! Reads of the stored records: one invocation by id, a function's records in list order, and
 //! what retention scans. They run on the caller's thread: a read is served from the storage
 //! engine's memtables and block cache, or the OS page cache, and is short enough to run
-//! inline rather than hop to a blocking thread.
+//! inline rather than hop to a blocking thread. One that waits on the disk holds its thread,
+//! which is why `sai serve` runs two runtime workers per core on a data directory.
 
 use std::ops::Bound;
 use std::sync::Arc;
