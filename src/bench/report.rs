@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use super::BenchError;
+use crate::cli::cores;
 
 /// One scenario's results: named columns, one row per configuration measured.
 pub struct Report {
@@ -83,10 +84,6 @@ impl Report {
             .map_err(|e| BenchError::Io(format!("{}: {e}", path.display())))?;
         Ok(path)
     }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The rest of the first line of a /proc file that starts with `key`, trimmed.

@@ -284,6 +284,18 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Where these flags keep the service's state.
+    pub fn storage(&self) -> Storage {
+        match (&self.store, self.in_memory) {
+            (Some(url), _) => Storage::Postgres(PostgresConfig { url: url.clone() }),
+            (None, true) => Storage::Memory,
+            (None, false) => Storage::Disk(DiskConfig {
+                block_cache_bytes: self.block_cache_size,
+                ..DiskConfig::new(&self.data_dir, self.durability)
+            }),
+        }
+    }
+
     /// The server settings these flags describe.
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
@@ -296,14 +308,7 @@ impl ServeArgs {
                 backoff_max: self.retry_backoff_max,
                 ..EngineConfig::default()
             },
-            storage: match (&self.store, self.in_memory) {
-                (Some(url), _) => Storage::Postgres(PostgresConfig { url: url.clone() }),
-                (None, true) => Storage::Memory,
-                (None, false) => Storage::Disk(DiskConfig {
-                    block_cache_bytes: self.block_cache_size,
-                    ..DiskConfig::new(&self.data_dir, self.durability)
-                }),
-            },
+            storage: self.storage(),
             retention: self.retention,
             auth_tokens: self.auth_tokens.clone(),
             access_keys: self.access_keys.clone(),
@@ -482,12 +487,16 @@ fn worker_threads(cli: &Cli) -> Option<usize> {
         return Some(threads.get());
     }
     match &cli.command {
-        Command::Serve(args) if !args.in_memory && args.store.is_none() => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Some(cores.saturating_mul(2))
+        Command::Serve(args) if matches!(args.storage(), Storage::Disk(_)) => {
+            Some(cores().saturating_mul(2))
         }
         _ => None,
     }
+}
+
+/// The cores the machine, or a container's CPU limit, gives this process.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Parse the command line and run it; the process exit code follows the result.
@@ -629,7 +638,7 @@ mod tests {
             let cli = Cli::try_parse_from(args).expect("the arguments parse");
             worker_threads(&cli)
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         assert_eq!(threads(&["sai", "serve"]), Some(2 * cores));
         assert_eq!(
             threads(&["sai", "serve", "--data-dir", "d"]),
