@@ -221,32 +221,10 @@ fn is_journal(path: &Path) -> bool {
     path.extension().is_some_and(|extension| extension == "jnl")
 }
 
-/// Fewest background workers (flushes and compactions) the storage engine is given. fjall
-/// starts one per core, up to [`MOST_STORAGE_WORKERS`], and keeps its first worker for
-/// flushes: that worker puts each compaction request it receives back on the shared queue and
-/// takes the next message at once, which is that request again while every other worker is
-/// busy. With two workers (two cores), it spun so for as long as each compaction ran: 38% of
-/// the storage engine's CPU while a history was seeded. With a second compacting worker the
-/// request soon finds one free, and seeding took 9-11% less time (BENCHMARKS.md). One worker
-/// in all spins on nothing, but then flushes wait behind compactions and the journal a
-/// restart replays grew past its bound.
-const FEWEST_STORAGE_WORKERS: usize = 3;
-
-/// fjall's own cap on its background workers.
-const MOST_STORAGE_WORKERS: usize = 4;
-
-/// fjall's worker count (one per core, up to its cap), but at least [`FEWEST_STORAGE_WORKERS`].
-fn storage_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(FEWEST_STORAGE_WORKERS, MOST_STORAGE_WORKERS)
-}
-
 /// Open the fjall database at `path` with a block cache of `block_cache_bytes`, creating it if
 /// it is new.
 fn open_database(path: &Path, block_cache_bytes: u64) -> Result<Database, fjall::Error> {
     Database::builder(path)
-        .worker_threads(storage_workers())
         .cache_size(block_cache_bytes)
         // Bounds how much journal a restart replays.
         .max_journaling_size(64 * 1024 * 1024)
