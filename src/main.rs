@@ -14,13 +14,15 @@ fn main() -> std::process::ExitCode {
     sai::cli::run()
 }
 
-/// jemalloc's counts of allocated and resident bytes, as of now (its statistics are
+/// jemalloc's counts of allocated, active, metadata and resident bytes, as of now (its statistics are
 /// snapshots, refreshed by advancing its epoch).
 fn jemalloc_stats() -> Option<sai::server::HeapStats> {
     use tikv_jemalloc_ctl::{epoch, stats};
     epoch::advance().ok()?;
     Some(sai::server::HeapStats {
         allocated: u64::try_from(stats::allocated::read().ok()?).ok()?,
+        active: u64::try_from(stats::active::read().ok()?).ok()?,
+        metadata: u64::try_from(stats::metadata::read().ok()?).ok()?,
         resident: u64::try_from(stats::resident::read().ok()?).ok()?,
     })
 }

@@ -1,9 +1,9 @@
 //! `soak`: a constant offered rate end to end (invoke -> worker -> Succeeded) for a long time,
 //! with the server's default retention and max event age, sampling what it holds every few
 //! seconds: resident memory (from /proc) and, from its `/metrics`, open invocations, queued
-//! ones, pending timers, leases and cache bytes. What the server holds must follow what is
-//! open, not what was ever invoked: flat while the rate is, and back to where it started
-//! once the last invocation ended.
+//! ones, pending timers, leases, cache bytes and the allocator's heap. What the server holds
+//! must follow what is open, not what was ever invoked: flat while the rate is, and back to
+//! where it started once the last invocation ended.
 
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,9 @@ impl Sample {
             json!(mib(self.gauge(metrics::HISTORY_DISK_BYTES))),
             json!(mib(self.gauge(metrics::WRITE_BUFFER_BYTES))),
             json!(mib(self.gauge(metrics::HEAP_ALLOCATED_BYTES))),
+            json!(mib(self.gauge(metrics::HEAP_ACTIVE_BYTES))),
+            json!(mib(self.gauge(metrics::HEAP_METADATA_BYTES))),
+            json!(mib(self.gauge(metrics::HEAP_RESIDENT_BYTES))),
         ]
     }
 }
@@ -132,6 +135,9 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             "disk MiB",
             "memtables MiB",
             "heap MiB",
+            "heap active MiB",
+            "heap metadata MiB",
+            "heap resident MiB",
         ],
     );
     let started = Instant::now();

@@ -84,12 +84,16 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
     handle
 }
 
-/// What the process's allocator holds, as [`HEAP_ALLOCATED_BYTES`] and
-/// [`HEAP_RESIDENT_BYTES`] describe it.
+/// What the process's allocator holds, as [`HEAP_ALLOCATED_BYTES`], [`HEAP_ACTIVE_BYTES`],
+/// [`HEAP_METADATA_BYTES`] and [`HEAP_RESIDENT_BYTES`] describe it.
 #[derive(Debug, Clone, Copy)]
 pub struct HeapStats {
     /// Bytes allocated and not freed.
     pub allocated: u64,
+    /// Bytes of the pages that hold allocations.
+    pub active: u64,
+    /// Bytes of the allocator's bookkeeping.
+    pub metadata: u64,
     /// Bytes of the allocator's resident pages.
     pub resident: u64,
 }
@@ -119,6 +123,8 @@ pub fn observe(engine: &Engine) {
     set(WATCHED_INVOCATIONS, count(store.watched));
     if let Some(heap) = HEAP_READER.get().and_then(|read| read()) {
         set(HEAP_ALLOCATED_BYTES, heap.allocated);
+        set(HEAP_ACTIVE_BYTES, heap.active);
+        set(HEAP_METADATA_BYTES, heap.metadata);
         set(HEAP_RESIDENT_BYTES, heap.resident);
     }
     let writing = engine.backend().write_running_for().unwrap_or_default();

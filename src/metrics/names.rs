@@ -49,6 +49,11 @@ pub const HEAP_ALLOCATED_BYTES: &str = "sai_heap_allocated_bytes";
 /// Bytes of the allocator's pages that are resident: the live heap, what is freed but not
 /// yet returned to the system, and the allocator's own bookkeeping.
 pub const HEAP_RESIDENT_BYTES: &str = "sai_heap_resident_bytes";
+/// Bytes of the allocator's pages that hold allocations: the live heap and the free space
+/// between its allocations in those pages (fragmentation is this less the live heap).
+pub const HEAP_ACTIVE_BYTES: &str = "sai_heap_active_bytes";
+/// Bytes of the allocator's own bookkeeping.
+pub const HEAP_METADATA_BYTES: &str = "sai_heap_metadata_bytes";
 /// Open watch streams (WatchInvocation, WatchInvocations, the dashboard's event streams).
 pub const WATCH_STREAMS: &str = "sai_watch_streams";
 /// Open InvokeFunctionStream streams.
