@@ -14,8 +14,8 @@ fn main() -> std::process::ExitCode {
     sai::cli::run()
 }
 
-/// jemalloc's counts of allocated, active, metadata and resident bytes, as of now (its statistics are
-/// snapshots, refreshed by advancing its epoch).
+/// jemalloc's counts of allocated, active, metadata and resident bytes, as of now (its
+/// statistics are snapshots, refreshed by advancing its epoch).
 fn jemalloc_stats() -> Option<sai::server::HeapStats> {
     use tikv_jemalloc_ctl::{epoch, stats};
     epoch::advance().ok()?;
