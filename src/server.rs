@@ -23,14 +23,13 @@ use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationServiceServer;
 use crate::pb::worker_service_server::WorkerServiceServer;
 use crate::persist::LoadSummary;
-use crate::store::{
-    Postgres, Store, StoreError, DEFAULT_CACHE_BYTES, DEFAULT_WATCH_HISTORY, SCHEMA_VERSION,
-};
+use crate::store::{Postgres, Store, StoreError, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 
 // The parts of a `ServerConfig`, so that an embedder can fill one in.
 pub use crate::api::EdgeLimits;
 pub use crate::engine::EngineConfig;
 pub use crate::persist::{DiskConfig, Durability};
+pub use crate::store::WatchHistoryLimit;
 pub use crate::store::{PostgresConfig, Storage};
 
 /// How long terminal invocations are kept by default: FC's query window.
@@ -42,8 +41,9 @@ const RETENTION_BATCH: usize = 1_000;
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Recent changes kept so that function-level watchers can resume by sequence.
-    pub watch_history: usize,
+    /// Recent changes kept so that function-level watchers can resume by sequence (in memory;
+    /// on PostgreSQL only the count applies, and the database keeps them).
+    pub watch_history: WatchHistoryLimit,
     /// Bytes of finished records kept in memory once read or finished (with a data
     /// directory; without one, every record is in memory until retention purges it).
     pub cache_bytes: u64,
@@ -112,7 +112,7 @@ impl Default for ServerLimits {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            watch_history: DEFAULT_WATCH_HISTORY,
+            watch_history: WatchHistoryLimit::default(),
             cache_bytes: DEFAULT_CACHE_BYTES,
             engine: EngineConfig::default(),
             storage: Storage::Memory,
@@ -317,7 +317,7 @@ pub async fn serve_and_announce(
                 database,
                 Engine::schedule(&config.engine),
                 config.clock.clone(),
-                config.watch_history,
+                config.watch_history.changes,
                 stopping.clone(),
             )
             .await?;

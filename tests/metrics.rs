@@ -208,6 +208,16 @@ async fn metrics_count_what_the_server_did_in_prometheus_text_format() {
     assert_eq!(value(&scrape, "sai_pending_timers", &[]), 2.0);
     assert_eq!(value(&scrape, "sai_active_leases", &[]), 0.0);
     assert_eq!(value(&scrape, "sai_write_in_progress_seconds", &[]), 0.0);
+    // Every status change so far is kept for resuming watches, each with its snapshot.
+    let changes = transitions.values().sum::<f64>();
+    assert_eq!(value(&scrape, "sai_watch_history_changes", &[]), changes);
+    let kept_bytes = value(&scrape, "sai_watch_history_bytes", &[]);
+    assert!(
+        kept_bytes >= changes * 400.0 && kept_bytes < 64.0 * 1024.0,
+        "{kept_bytes} bytes for {changes} changes"
+    );
+    assert!(value(&scrape, "sai_block_cache_bytes", &[]) >= 0.0);
+    assert!(value(&scrape, "sai_write_buffer_bytes", &[]) > 0.0);
     // Every commit (3 invokes, a dispatch, a completion) was written in some group.
     assert!(histogram_count(&scrape, "sai_commit_group_size", &[]) >= 1);
     assert!(histogram_count(&scrape, "sai_write_duration_seconds", &[]) >= 1);

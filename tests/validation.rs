@@ -733,7 +733,7 @@ async fn every_rule_is_refused_with_its_field_and_changes_nothing() {
 #[tokio::test]
 async fn an_unknown_resume_point_is_out_of_range_and_a_stream_is_not_silently_cut() {
     let server = TestServer::start_with(sai::server::ServerConfig {
-        watch_history: 10,
+        watch_history: sai::server::WatchHistoryLimit::changes(10),
         ..Default::default()
     })
     .await;
@@ -763,6 +763,65 @@ async fn an_unknown_resume_point_is_out_of_range_and_a_stream_is_not_silently_cu
         "names the oldest kept: {}",
         status.message()
     );
+}
+
+#[tokio::test]
+async fn large_payloads_shorten_the_kept_history_to_its_bytes_and_older_resumes_are_refused() {
+    let server = TestServer::start_with(sai::server::ServerConfig {
+        watch_history: sai::server::WatchHistoryLimit {
+            changes: 100_000,
+            bytes: 1 << 20,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut c = server.client().await;
+    let payload = "x".repeat(100 * 1024);
+    for i in 0..30 {
+        c.invoke_function(pb::InvokeFunctionRequest {
+            service_name: SERVICE.into(),
+            function_name: FUNCTION.into(),
+            invocation_id: format!("big-{i:02}"),
+            payload: payload.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("invoke");
+    }
+    let resume_after = |sequence: u64| pb::WatchInvocationsRequest {
+        service_name: SERVICE.into(),
+        function_name: FUNCTION.into(),
+        from_sequence: sequence,
+        from_oldest: false,
+    };
+    // 1 MiB holds at most ten 100 KiB snapshots: changes 1-20 are gone.
+    let status = match c.watch_invocations(resume_after(19)).await {
+        Err(status) => status,
+        Ok(stream) => match stream.into_inner().next().await {
+            Some(Err(status)) => status,
+            other => panic!("expected OUT_OF_RANGE, got {other:?}"),
+        },
+    };
+    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    assert!(
+        status.message().contains("20"),
+        "names the oldest kept: {}",
+        status.message()
+    );
+    // The newest changes are still resumable.
+    let mut stream = c
+        .watch_invocations(resume_after(29))
+        .await
+        .expect("29 is resumable")
+        .into_inner();
+    let change = stream
+        .next()
+        .await
+        .expect("the 30th change")
+        .expect("not an error");
+    assert_eq!(change.sequence, 30);
+    let invocation = change.invocation.expect("a snapshot");
+    assert_eq!(invocation.invocation_id, "big-29");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{Change, FunctionKey, Invocation};
 use crate::persist::{Durability, STORE_DIR};
-use crate::store::{Storage, Store, Transition};
+use crate::store::{Storage, Store, Transition, WatchHistoryLimit};
 
 use super::load::{closed_loop, Call, Clients, Run};
 use super::machine::MachineCpu;
@@ -176,8 +176,13 @@ pub async fn seed(
     functions: usize,
 ) -> Result<Seeded, BenchError> {
     let storage = Storage::disk(dir, Durability::Buffered);
-    let (store, _) = Store::open(&storage, 1_024, 0, CancellationToken::new())
-        .map_err(|e| BenchError::Io(e.to_string()))?;
+    let (store, _) = Store::open(
+        &storage,
+        WatchHistoryLimit::changes(1_024),
+        0,
+        CancellationToken::new(),
+    )
+    .map_err(|e| BenchError::Io(e.to_string()))?;
     let functions: Vec<FunctionKey> = (0..functions.max(1))
         .map(|f| FunctionKey::new(SEED_ACCOUNT, SEED_SERVICE, &seed_function(f)))
         .collect();

@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::api::EdgeLimits;
 use crate::engine::EngineConfig;
 use crate::persist::{DiskConfig, Durability};
+use crate::server::WatchHistoryLimit;
 use crate::server::{self, ServerConfig, ServerLimits, TlsFiles};
 use crate::store::PostgresConfig;
 use crate::store::{Storage, DEFAULT_WATCH_HISTORY};
@@ -182,6 +183,11 @@ pub struct ServeArgs {
     /// Recent status changes kept so that WatchInvocations can resume by sequence number.
     #[arg(long, default_value_t = DEFAULT_WATCH_HISTORY)]
     pub watch_history: usize,
+    /// Bytes those changes may hold in memory: each keeps a snapshot of its invocation,
+    /// payloads included, so large payloads keep fewer (the count still applies). Not used
+    /// with --store, where the database keeps them. Suffixes: KiB, MiB, GiB.
+    #[arg(long, default_value = DEFAULT_WATCH_HISTORY_SIZE, value_parser = parse_bytes)]
+    pub watch_history_size: u64,
     /// Bytes of finished invocations kept in memory once read or finished (the rest are
     /// read from the data directory). Suffixes: KiB, MiB, GiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
@@ -299,7 +305,10 @@ impl ServeArgs {
     /// The server settings these flags describe.
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
-            watch_history: self.watch_history,
+            watch_history: WatchHistoryLimit {
+                changes: self.watch_history,
+                bytes: self.watch_history_size,
+            },
             cache_bytes: self.cache_size,
             engine: EngineConfig {
                 lease_timeout: self.lease_timeout,
@@ -342,6 +351,8 @@ impl ServeArgs {
 
 /// `--block-cache-size` when not given: [`crate::persist::DEFAULT_BLOCK_CACHE_BYTES`].
 const DEFAULT_BLOCK_CACHE_SIZE: &str = "256MiB";
+/// `--watch-history-size`'s default, `store::DEFAULT_WATCH_HISTORY_BYTES` spelled for clap.
+const DEFAULT_WATCH_HISTORY_SIZE: &str = "64MiB";
 
 /// Smallest `--block-cache-size`: below it every read reloads the blocks it just used.
 const MIN_BLOCK_CACHE_BYTES: u64 = 1 << 20;
@@ -630,6 +641,26 @@ mod tests {
         assert_eq!(parse_block_cache_size("1MiB"), Ok(MIN_BLOCK_CACHE_BYTES));
         let refused = parse_block_cache_size("1023KiB").expect_err("below 1MiB");
         assert!(refused.contains("at least 1MiB"), "{refused}");
+    }
+
+    #[test]
+    fn the_watch_history_size_defaults_to_the_store_default() {
+        assert_eq!(
+            parse_bytes(DEFAULT_WATCH_HISTORY_SIZE),
+            Ok(crate::store::DEFAULT_WATCH_HISTORY_BYTES)
+        );
+        let cli = Cli::try_parse_from(["sai", "serve", "--watch-history-size", "2MiB"])
+            .expect("the arguments parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("sai serve parses as serve");
+        };
+        assert_eq!(
+            args.server_config().watch_history,
+            WatchHistoryLimit {
+                changes: DEFAULT_WATCH_HISTORY,
+                bytes: 2 << 20
+            }
+        );
     }
 
     #[test]

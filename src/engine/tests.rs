@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::clock::ManualClock;
 use crate::model::FunctionKey;
+use crate::store::WatchHistoryLimit;
 
 struct Fixture {
     engine: Arc<Engine>,
@@ -21,7 +22,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let clock = ManualClock::starting_at(1_900_000_000_000);
-        let store = Store::new(1_000, CancellationToken::new());
+        let store = Store::new(WatchHistoryLimit::changes(1_000), CancellationToken::new());
         let config = EngineConfig {
             lease_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(30),

@@ -120,6 +120,9 @@ pub fn observe(engine: &Engine) {
     set(CACHE_BYTES, store.cached_bytes);
     set(HISTORY_DISK_BYTES, store.disk_bytes);
     set(WRITE_BUFFER_BYTES, store.write_buffer_bytes);
+    set(BLOCK_CACHE_BYTES, store.block_cache_bytes);
+    set(WATCH_HISTORY_CHANGES, count(store.watch_history_changes));
+    set(WATCH_HISTORY_BYTES, store.watch_history_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
     if let Some(heap) = HEAP_READER.get().and_then(|read| read()) {
         set(HEAP_ALLOCATED_BYTES, heap.allocated);

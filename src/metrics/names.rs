@@ -44,6 +44,12 @@ pub const CACHE_BYTES: &str = "sai_cache_bytes";
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
 /// Bytes the data directory's memtables hold in memory (written, not yet flushed).
 pub const WRITE_BUFFER_BYTES: &str = "sai_write_buffer_bytes";
+/// Bytes the data directory's block cache holds (its index, filter and data blocks).
+pub const BLOCK_CACHE_BYTES: &str = "sai_block_cache_bytes";
+/// Recent changes kept in memory so that watches can resume by sequence number.
+pub const WATCH_HISTORY_CHANGES: &str = "sai_watch_history_changes";
+/// About the bytes those changes hold (their invocations' snapshots, payloads included).
+pub const WATCH_HISTORY_BYTES: &str = "sai_watch_history_bytes";
 /// Bytes the process's allocator has handed out and not had back: the live heap.
 pub const HEAP_ALLOCATED_BYTES: &str = "sai_heap_allocated_bytes";
 /// Bytes of the allocator's pages that are resident: the live heap, what is freed but not

@@ -213,4 +213,10 @@ impl Reader {
     pub fn write_buffer_bytes(&self) -> u64 {
         self.db.write_buffer_size()
     }
+
+    /// Bytes the storage engine's block cache holds (index, filter and data blocks).
+    pub fn block_cache_bytes(&self) -> u64 {
+        // Hidden from fjall's docs but public; the only way to see how full the cache is.
+        self.db.cache_size()
+    }
 }

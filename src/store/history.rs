@@ -311,6 +311,14 @@ impl History {
         }
     }
 
+    /// Bytes the storage engine's block cache holds (0 in memory).
+    pub fn block_cache_bytes(&self) -> u64 {
+        match self {
+            History::Memory(_) => 0,
+            History::Disk(disk) => disk.reader.block_cache_bytes(),
+        }
+    }
+
     /// Bytes the history takes on disk (0 in memory).
     pub fn disk_space(&self) -> u64 {
         match self {

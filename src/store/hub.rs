@@ -1,6 +1,10 @@
 //! Fan-out of committed changes to watchers, and the bounded history of recent changes that
 //! lets a function-level watcher resume by sequence number.
 //!
+//! The history is bounded twice, by changes and by bytes, because each kept change holds a
+//! snapshot of its invocation, payloads included: at the payload limits a count alone would let
+//! it hold gigabytes that no other bound (`--cache-size` included) sees.
+//!
 //! Every committed event becomes one [`StoredChange`] with a store-wide sequence number. It is
 //! appended to the history ring, sent on the all-changes broadcast (function-level watchers
 //! filter it), and sent on the invocation's own broadcast if anyone watches that invocation.
@@ -23,6 +27,34 @@ use super::error::StoreError;
 const INVOCATION_CHANNEL_CAPACITY: usize = 64;
 /// Capacity of the all-changes broadcast.
 const ALL_CHANNEL_CAPACITY: usize = 4_096;
+/// A kept change's own allocations besides its snapshot's: the change and the event.
+const CHANGE_OVERHEAD_BYTES: usize = 96;
+
+/// How much recent change history is kept for resuming watchers: the oldest changes go when
+/// either bound is passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchHistoryLimit {
+    /// Changes kept at most.
+    pub changes: usize,
+    /// Bytes the kept changes hold at most, as [`StoredChange::approximate_bytes`] counts them.
+    pub bytes: u64,
+}
+
+impl WatchHistoryLimit {
+    /// At most `changes` changes, within the default bytes.
+    pub fn changes(changes: usize) -> Self {
+        WatchHistoryLimit {
+            changes,
+            bytes: super::DEFAULT_WATCH_HISTORY_BYTES,
+        }
+    }
+}
+
+impl Default for WatchHistoryLimit {
+    fn default() -> Self {
+        WatchHistoryLimit::changes(super::DEFAULT_WATCH_HISTORY)
+    }
+}
 
 /// One committed event and the invocation as it stood right after it.
 #[derive(Debug, Clone)]
@@ -33,6 +65,17 @@ pub struct StoredChange {
     pub event: Event,
     /// The invocation after the event, without events.
     pub invocation: Arc<Invocation>,
+}
+
+impl StoredChange {
+    /// About the bytes keeping this change holds. Payloads shared with other changes of the
+    /// same invocation are counted in each, so this errs high: the bound it serves holds.
+    pub fn approximate_bytes(&self) -> u64 {
+        let bytes = CHANGE_OVERHEAD_BYTES
+            + self.event.detail.len()
+            + super::history::approximate_bytes(&self.invocation);
+        u64::try_from(bytes).expect("a usize fits in a u64")
+    }
 }
 
 /// Watch fan-out and change history.
@@ -49,7 +92,9 @@ struct History {
     /// Sequence of the newest change (0 before any).
     head: u64,
     changes: VecDeque<Arc<StoredChange>>,
-    capacity: usize,
+    /// What `changes` holds, by [`StoredChange::approximate_bytes`].
+    bytes: u64,
+    limit: WatchHistoryLimit,
 }
 
 impl History {
@@ -59,17 +104,37 @@ impl History {
             .front()
             .map_or(self.head, |c| c.sequence.saturating_sub(1))
     }
+
+    /// Keep `change`, dropping the oldest changes until both bounds hold again. The newest
+    /// change is kept even alone past the byte bound, so that the head stays resumable.
+    fn push(&mut self, change: Arc<StoredChange>) {
+        self.bytes += change.approximate_bytes();
+        self.changes.push_back(change);
+        while self.changes.len() > 1
+            && (self.changes.len() > self.limit.changes || self.bytes > self.limit.bytes)
+        {
+            let dropped = self
+                .changes
+                .pop_front()
+                .expect("more than one change is kept");
+            self.bytes -= dropped.approximate_bytes();
+        }
+    }
 }
 
 impl Hub {
-    /// A hub keeping the last `history_capacity` changes for resuming watchers.
-    pub fn new(history_capacity: usize, shutdown: CancellationToken) -> Self {
+    /// A hub keeping the last changes within `limit` for resuming watchers.
+    pub fn new(limit: WatchHistoryLimit, shutdown: CancellationToken) -> Self {
         let (all, _) = broadcast::channel(ALL_CHANNEL_CAPACITY);
         Hub {
             history: Mutex::new(History {
                 head: 0,
-                changes: VecDeque::with_capacity(history_capacity.min(1 << 16)),
-                capacity: history_capacity.max(1),
+                changes: VecDeque::with_capacity(limit.changes.min(1 << 16)),
+                bytes: 0,
+                limit: WatchHistoryLimit {
+                    changes: limit.changes.max(1),
+                    bytes: limit.bytes,
+                },
             }),
             all,
             per_invocation: DashMap::default(),
@@ -83,6 +148,7 @@ impl Hub {
         let mut history = self.history.lock();
         history.head = head;
         history.changes.clear();
+        history.bytes = 0;
     }
 
     /// Publish one committed change, numbered by the commit path. Called in commit order.
@@ -91,10 +157,7 @@ impl Hub {
         let mut history = self.history.lock();
         history.head = change.sequence;
         let change = Arc::new(change);
-        if history.changes.len() == history.capacity {
-            history.changes.pop_front();
-        }
-        history.changes.push_back(change.clone());
+        history.push(change.clone());
         // Sends happen under the history lock so that every receiver sees sequence order.
         if let Some(tx) = self.per_invocation.get(&change.invocation.key) {
             let _ = tx.send(change.clone());
@@ -110,6 +173,12 @@ impl Hub {
     /// Sequence of the newest change.
     pub fn head(&self) -> u64 {
         self.history.lock().head
+    }
+
+    /// How many changes are kept for resuming, and about the bytes they hold.
+    pub fn kept(&self) -> (usize, u64) {
+        let history = self.history.lock();
+        (history.changes.len(), history.bytes)
     }
 
     /// Subscribe to one invocation's live changes.
@@ -166,14 +235,27 @@ mod tests {
     use crate::model::{FunctionKey, Status};
 
     fn change_for(id: &str) -> (Event, Arc<Invocation>) {
+        change_with_payload(id, "")
+    }
+
+    fn change_with_payload(id: &str, payload: &str) -> (Event, Arc<Invocation>) {
         let key = FunctionKey::new("a", "s", "f").invocation(id);
-        let inv = Invocation::accept(key, "LATEST", "".into(), "r", 1);
+        let inv = Invocation::accept(key, "LATEST", payload.into(), "r", 1);
         (inv.events[0].clone(), Arc::new(inv.without_events()))
+    }
+
+    fn publish_with_payload(hub: &Hub, sequence: u64, payload: &str) {
+        let (event, invocation) = change_with_payload(&format!("i{sequence:03}"), payload);
+        hub.publish(StoredChange {
+            sequence,
+            event,
+            invocation,
+        });
     }
 
     #[test]
     fn history_keeps_the_newest_and_refuses_purged_resume_points() {
-        let hub = Hub::new(3, CancellationToken::new());
+        let hub = Hub::new(WatchHistoryLimit::changes(3), CancellationToken::new());
         for i in 0..5 {
             let (event, invocation) = change_for(&format!("i{i}"));
             hub.publish(StoredChange {
@@ -201,5 +283,61 @@ mod tests {
             hub.changes_after(4).expect("4")[0].event.status,
             Status::Enqueued
         );
+    }
+
+    #[test]
+    fn history_drops_the_oldest_changes_past_its_bytes() {
+        let payload = "x".repeat(10_000);
+        let (event, invocation) = change_with_payload("i001", &payload);
+        let one = StoredChange {
+            sequence: 1,
+            event,
+            invocation,
+        }
+        .approximate_bytes();
+        assert!(one > 10_000, "the payload is counted: {one}");
+        let limit = WatchHistoryLimit {
+            changes: 1_000,
+            bytes: 3 * one + one / 2,
+        };
+        let hub = Hub::new(limit, CancellationToken::new());
+        for sequence in 1..=10 {
+            publish_with_payload(&hub, sequence, &payload);
+        }
+        assert_eq!(hub.kept(), (3, 3 * one));
+        let kept: Vec<u64> = hub
+            .changes_after(7)
+            .expect("7 is resumable")
+            .iter()
+            .map(|c| c.sequence)
+            .collect();
+        assert_eq!(kept, vec![8, 9, 10]);
+        assert!(matches!(
+            hub.changes_after(6),
+            Err(StoreError::HistoryPurged {
+                requested: 6,
+                oldest: 7
+            })
+        ));
+    }
+
+    #[test]
+    fn history_keeps_the_newest_change_even_past_its_bytes() {
+        let hub = Hub::new(
+            WatchHistoryLimit {
+                changes: 1_000,
+                bytes: 1,
+            },
+            CancellationToken::new(),
+        );
+        publish_with_payload(&hub, 1, "small");
+        publish_with_payload(&hub, 2, &"x".repeat(50_000));
+        let (changes, bytes) = hub.kept();
+        assert_eq!(changes, 1);
+        assert!(bytes > 50_000);
+        assert_eq!(hub.oldest_resumable(), 1);
+        assert_eq!(hub.changes_after(1).expect("1 is resumable")[0].sequence, 2);
+        hub.restore_head(2);
+        assert_eq!(hub.kept(), (0, 0));
     }
 }

@@ -44,7 +44,7 @@ pub use catalog::{ConfigKey, ConfigPage, FunctionPage};
 pub use embedded::Embedded;
 pub use error::StoreError;
 pub use history::DEFAULT_CACHE_BYTES;
-pub use hub::StoredChange;
+pub use hub::{StoredChange, WatchHistoryLimit};
 pub use index::{ListQuery, Order, Page};
 pub use postgres::{DatabaseError, Postgres, PostgresConfig, SCHEMA_VERSION};
 pub use watch::{ChangesWatch, InvocationWatch, ResumeFrom, WatchScope};
@@ -55,6 +55,8 @@ use hub::Hub;
 
 /// Default number of recent changes kept for resuming function-level watches.
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
+/// Default bytes those changes may hold (their invocations' snapshots, payloads included).
+pub const DEFAULT_WATCH_HISTORY_BYTES: u64 = 64 << 20;
 
 /// A change to apply to one invocation, with its conditions and side effects.
 #[derive(Debug, Clone)]
@@ -127,6 +129,12 @@ pub struct StoreSize {
     pub disk_bytes: u64,
     /// Bytes the data directory's memtables hold in memory (0 in memory).
     pub write_buffer_bytes: u64,
+    /// Bytes the data directory's block cache holds (0 in memory).
+    pub block_cache_bytes: u64,
+    /// Recent changes kept in memory for resuming watches (0 where the database keeps them).
+    pub watch_history_changes: usize,
+    /// About the bytes those changes hold.
+    pub watch_history_bytes: u64,
     /// Invocations with a live watch channel (released when their last watcher ends).
     pub watched: usize,
 }
@@ -232,9 +240,9 @@ fn check(record: &Invocation, t: &Transition) -> Result<Option<Status>, StoreErr
 }
 
 impl Store {
-    /// An empty in-memory store keeping `watch_history` recent changes; watches end when
-    /// `shutdown` fires.
-    pub fn new(watch_history: usize, shutdown: CancellationToken) -> Arc<Self> {
+    /// An empty in-memory store keeping recent changes within `watch_history`; watches end
+    /// when `shutdown` fires.
+    pub fn new(watch_history: WatchHistoryLimit, shutdown: CancellationToken) -> Arc<Self> {
         Self::with_history(
             History::Memory(MemoryHistory::default()),
             watch_history,
@@ -244,7 +252,7 @@ impl Store {
 
     fn with_history(
         history: History,
-        watch_history: usize,
+        watch_history: WatchHistoryLimit,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Store {
@@ -274,7 +282,7 @@ impl Store {
     /// once read), and every later commit is written there before it is acknowledged.
     pub fn open(
         storage: &Storage,
-        watch_history: usize,
+        watch_history: WatchHistoryLimit,
         cache_bytes: u64,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Self>, LoadSummary), StoreError> {
@@ -771,12 +779,16 @@ impl Store {
     /// What the store holds in memory, and its history on disk.
     pub fn size(&self) -> StoreSize {
         let (cached_bytes, cached) = self.history.cached();
+        let (watch_history_changes, watch_history_bytes) = self.hub.kept();
         StoreSize {
             open: self.open.len(),
             cached,
             cached_bytes,
             disk_bytes: self.history.disk_space(),
             write_buffer_bytes: self.history.write_buffer_bytes(),
+            block_cache_bytes: self.history.block_cache_bytes(),
+            watch_history_changes,
+            watch_history_bytes,
             watched: self.hub.watched_invocations(),
         }
     }
@@ -891,15 +903,20 @@ mod tests {
     async fn what_follows_an_insert_runs_even_when_its_caller_stops_waiting() {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::disk(dir.path(), Durability::Sync);
-        let (store, _) =
-            Store::open(&storage, 16, DEFAULT_CACHE_BYTES, CancellationToken::new()).expect("open");
+        let (store, _) = Store::open(
+            &storage,
+            WatchHistoryLimit::changes(16),
+            DEFAULT_CACHE_BYTES,
+            CancellationToken::new(),
+        )
+        .expect("open");
         assert_eq!(
             insert_and_give_up(&store, "on-disk").await.as_deref(),
             Some("on-disk")
         );
         store.close().await.expect("close");
 
-        let store = Store::new(16, CancellationToken::new());
+        let store = Store::new(WatchHistoryLimit::changes(16), CancellationToken::new());
         assert_eq!(
             insert_and_give_up(&store, "in-memory").await.as_deref(),
             Some("in-memory")

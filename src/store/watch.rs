@@ -248,7 +248,7 @@ impl ChangesWatch {
 mod tests {
     use super::*;
     use crate::model::{Change, Invocation, Status};
-    use crate::store::Transition;
+    use crate::store::{Transition, WatchHistoryLimit};
     use tokio_util::sync::CancellationToken;
 
     fn accept(function: &FunctionKey, id: &str) -> Invocation {
@@ -257,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_changes_watcher_that_lagged_the_broadcast_catches_up_from_history() {
-        let store = Store::new(100_000, CancellationToken::new());
+        let store = Store::new(WatchHistoryLimit::default(), CancellationToken::new());
         let function = FunctionKey::new("a", "s", "f");
         let scope = WatchScope {
             account: "a".into(),
@@ -280,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_invocation_watcher_that_lagged_catches_up_from_the_record() {
-        let store = Store::new(16, CancellationToken::new());
+        let store = Store::new(WatchHistoryLimit::changes(16), CancellationToken::new());
         let function = FunctionKey::new("a", "s", "f");
         let key = function.invocation("busy");
         store
