@@ -79,7 +79,13 @@ pub struct E2eArgs {
     /// CPU limit would.
     #[arg(long, default_value_t = 0)]
     pub server_threads: usize,
+    /// Bytes of each invocation's payload (up to the server's limit, 128 KiB by default).
+    #[arg(long, default_value_t = DEFAULT_PAYLOAD_BYTES)]
+    pub payload_bytes: usize,
 }
+
+/// The payload size every e2e figure was measured with unless it says otherwise.
+pub const DEFAULT_PAYLOAD_BYTES: usize = 100;
 
 /// How a bench worker reports outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -354,13 +360,13 @@ async fn report(
     }
 }
 
-/// The bench's invocation number `i`: 100-byte payload.
-fn invoke_request(i: usize) -> pb::InvokeFunctionRequest {
+/// The bench's invocation number `i`.
+fn invoke_request(i: usize, payload: &str) -> pb::InvokeFunctionRequest {
     pb::InvokeFunctionRequest {
         service_name: SERVICE.into(),
         function_name: FUNCTION.into(),
         invocation_id: format!("e{i}"),
-        payload: "x".repeat(100),
+        payload: payload.to_owned(),
         ..Default::default()
     }
 }
@@ -425,6 +431,7 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
         });
     }
 
+    let payload: Arc<str> = "x".repeat(args.payload_bytes).into();
     let started = Instant::now();
     if args.invoke_stream {
         let streams = connect_spread(urls, args.producers, args.producer_connections).await?;
@@ -438,6 +445,7 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
             let shared = Producing {
                 n,
                 origin,
+                payload: payload.clone(),
                 sent: sent.clone(),
                 next: next.clone(),
             };
@@ -460,7 +468,7 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
     for p in 0..args.producers {
         let client =
             StatefulAsyncInvocationServiceClient::new(channels[p % channels.len()].clone());
-        let (sent, next) = (sent.clone(), next.clone());
+        let (sent, next, payload) = (sent.clone(), next.clone(), payload.clone());
         producers.spawn(async move {
             let mut client = client;
             // Producers start a fraction of the interval apart, so that the total offered
@@ -486,13 +494,13 @@ pub(super) async fn once(urls: &[String], args: &E2eArgs) -> Result<Run, BenchEr
                 let invoked = Instant::now();
                 if invoke_batch == 1 {
                     client
-                        .invoke_function(invoke_request(first))
+                        .invoke_function(invoke_request(first, &payload))
                         .await
                         .map_err(server_error)?;
                 } else {
                     let results = client
                         .invoke_functions(pb::InvokeFunctionsRequest {
-                            invocations: batch.map(invoke_request).collect(),
+                            invocations: batch.map(|i| invoke_request(i, &payload)).collect(),
                         })
                         .await
                         .map_err(server_error)?
@@ -561,6 +569,8 @@ struct Producing {
     sent: Arc<Vec<std::sync::atomic::AtomicU64>>,
     /// The next invocation number to send.
     next: Arc<AtomicUsize>,
+    /// Every invocation's payload.
+    payload: Arc<str>,
 }
 
 /// Invoke over one InvokeFunctionStream, keeping `in_flight` messages unanswered (one sent
@@ -596,7 +606,7 @@ async fn stream_producer(
                 }
                 let at = shared.origin.elapsed().as_micros() as u64 + 1;
                 shared.sent[i].store(at, Ordering::Release);
-                if send.send(invoke_request(i)).await.is_err() {
+                if send.send(invoke_request(i, &shared.payload)).await.is_err() {
                     return;
                 }
             }

@@ -50,6 +50,7 @@ pub async fn run(args: &MetricsArgs, runs: usize) -> Result<super::report::Repor
         replicas: 1,
         watcher: false,
         server_threads: 0,
+        payload_bytes: e2e::DEFAULT_PAYLOAD_BYTES,
         invocations: args.invocations,
         producers: 64,
         producer_connections: 1,

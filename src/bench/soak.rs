@@ -37,6 +37,9 @@ pub struct SoakArgs {
     /// Storage mode.
     #[arg(long, value_enum, default_value = "sync")]
     pub mode: Mode,
+    /// Bytes of each invocation's payload.
+    #[arg(long, default_value_t = e2e::DEFAULT_PAYLOAD_BYTES)]
+    pub payload_bytes: usize,
 }
 
 /// One look at the server.
@@ -64,6 +67,9 @@ impl Sample {
             json!(mib(self.gauge(metrics::CACHE_BYTES))),
             json!(mib(self.gauge(metrics::HISTORY_DISK_BYTES))),
             json!(mib(self.gauge(metrics::WRITE_BUFFER_BYTES))),
+            json!(mib(self.gauge(metrics::BLOCK_CACHE_BYTES))),
+            json!(self.gauge(metrics::WATCH_HISTORY_CHANGES)),
+            json!(mib(self.gauge(metrics::WATCH_HISTORY_BYTES))),
             json!(mib(self.gauge(metrics::HEAP_ALLOCATED_BYTES))),
             json!(mib(self.gauge(metrics::HEAP_ACTIVE_BYTES))),
             json!(mib(self.gauge(metrics::HEAP_METADATA_BYTES))),
@@ -106,6 +112,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         replicas: 1,
         watcher: false,
         server_threads: 0,
+        payload_bytes: args.payload_bytes,
         invocations,
         producers: args.producers,
         producer_connections: 1,
@@ -122,6 +129,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         "soak",
         json!({ "rate": args.rate, "duration_s": args.duration.as_secs(), "producers": args.producers,
                 "workers": args.workers, "mode": args.mode.name(), "invocations": invocations,
+                "payload_bytes": args.payload_bytes,
                 "retention": "7d (default)", "max_event_age": "24h (default)" }),
         vec![
             "sample",
@@ -134,6 +142,9 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             "cache MiB",
             "disk MiB",
             "memtables MiB",
+            "block cache MiB",
+            "watch history",
+            "watch history MiB",
             "heap MiB",
             "heap active MiB",
             "heap metadata MiB",
