@@ -40,6 +40,10 @@ pub struct SoakArgs {
     /// Bytes of each invocation's payload.
     #[arg(long, default_value_t = e2e::DEFAULT_PAYLOAD_BYTES)]
     pub payload_bytes: usize,
+    /// A flag for the server, as `sai serve` takes it (repeatable), e.g.
+    /// `--server-arg=--block-cache-size=64MiB`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
 }
 
 /// One look at the server.
@@ -97,8 +101,9 @@ async fn sample(
 /// Run the load for `duration`, sampling as it goes; then wait for the last invocation to end.
 pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let dir = ScratchDir::new("soak")?;
-    let server =
-        ServerProcess::start_with(args.mode, dir.path(), &["--http", "127.0.0.1:0"]).await?;
+    let mut flags = vec!["--http", "127.0.0.1:0"];
+    flags.extend(args.server_args.iter().map(String::as_str));
+    let server = ServerProcess::start_with(args.mode, dir.path(), &flags).await?;
     let metrics_url = format!(
         "{}/metrics",
         server
@@ -129,7 +134,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         "soak",
         json!({ "rate": args.rate, "duration_s": args.duration.as_secs(), "producers": args.producers,
                 "workers": args.workers, "mode": args.mode.name(), "invocations": invocations,
-                "payload_bytes": args.payload_bytes,
+                "payload_bytes": args.payload_bytes, "server_args": args.server_args,
                 "retention": "7d (default)", "max_event_age": "24h (default)" }),
         vec![
             "sample",
