@@ -10,9 +10,13 @@
 //! filter it), and sent on the invocation's own broadcast if anyone watches that invocation.
 //! Broadcasts are bounded: a watcher that falls behind is told it lagged and catches up from
 //! stored history (the invocation's events, or the ring) instead of being dropped or skipping.
+//! The all-changes broadcast carries weak references: its slots keep their last values until
+//! overwritten, and strong ones would let it hold thousands of changes' payloads past the
+//! ring's byte bound. A change the ring has already dropped cannot be upgraded, and its
+//! receiver catches up from the ring as if it had lagged.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -82,7 +86,8 @@ impl StoredChange {
 #[derive(Debug)]
 pub struct Hub {
     history: Mutex<History>,
-    all: broadcast::Sender<Arc<StoredChange>>,
+    /// Each change's sequence, and the change while the ring keeps it.
+    all: broadcast::Sender<(u64, Weak<StoredChange>)>,
     per_invocation: DashMap<InvocationKey, broadcast::Sender<Arc<StoredChange>>, super::Hashing>,
     shutdown: CancellationToken,
 }
@@ -162,7 +167,7 @@ impl Hub {
         if let Some(tx) = self.per_invocation.get(&change.invocation.key) {
             let _ = tx.send(change.clone());
         }
-        let _ = self.all.send(change);
+        let _ = self.all.send((change.sequence, Arc::downgrade(&change)));
     }
 
     /// The oldest sequence a watch can resume after.
@@ -205,7 +210,7 @@ impl Hub {
     }
 
     /// Subscribe to every change.
-    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<StoredChange>> {
+    pub fn subscribe_all(&self) -> broadcast::Receiver<(u64, Weak<StoredChange>)> {
         self.all.subscribe()
     }
 
@@ -339,5 +344,23 @@ mod tests {
         assert_eq!(hub.changes_after(1).expect("1 is resumable")[0].sequence, 2);
         hub.restore_head(2);
         assert_eq!(hub.kept(), (0, 0));
+    }
+
+    #[test]
+    fn the_broadcast_does_not_keep_what_the_ring_dropped() {
+        let hub = Hub::new(WatchHistoryLimit::changes(2), CancellationToken::new());
+        let mut unread = hub.subscribe_all();
+        publish_with_payload(&hub, 1, &"x".repeat(10_000));
+        let first = Arc::downgrade(&hub.changes_after(0).expect("kept")[0].invocation);
+        for sequence in 2..=3 {
+            publish_with_payload(&hub, sequence, "");
+        }
+        assert!(
+            first.upgrade().is_none(),
+            "the snapshot and its payload are freed once the ring drops the change"
+        );
+        let (sequence, change) = unread.try_recv().expect("the broadcast still has a slot");
+        assert_eq!(sequence, 1);
+        assert!(change.upgrade().is_none());
     }
 }

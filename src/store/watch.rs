@@ -2,7 +2,7 @@
 //! what was already delivered. The API layer pulls items with `next` and only converts them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
@@ -157,9 +157,12 @@ pub enum ResumeFrom {
 pub struct ChangesWatch {
     store: Arc<Store>,
     scope: WatchScope,
-    rx: Receiver<Arc<StoredChange>>,
+    rx: Receiver<(u64, Weak<StoredChange>)>,
     pending: VecDeque<Arc<StoredChange>>,
+    /// The last change delivered or passed over as out of scope.
     last_sequence: u64,
+    /// The newest change in `pending`, or `last_sequence` when it is empty.
+    queued_through: u64,
     finished: bool,
 }
 
@@ -192,12 +195,14 @@ impl ChangesWatch {
                 sequence
             }
         };
+        let queued_through = pending.back().map_or(last_sequence, |c| c.sequence);
         Ok(ChangesWatch {
             store,
             scope,
             rx,
             pending,
             last_sequence,
+            queued_through,
             finished: false,
         })
     }
@@ -210,9 +215,6 @@ impl ChangesWatch {
                 return None;
             }
             if let Some(change) = self.pending.pop_front() {
-                if change.sequence <= self.last_sequence {
-                    continue;
-                }
                 self.last_sequence = change.sequence;
                 if self.scope.covers(&change.invocation.key.function) {
                     return Some(Ok(change));
@@ -228,19 +230,36 @@ impl ChangesWatch {
                 }
                 received = self.rx.recv() => received,
             };
-            match received {
-                Ok(change) => self.pending.push_back(change),
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
-                    match self.store.hub.changes_after(self.last_sequence) {
-                        Ok(changes) => self.pending.extend(changes),
-                        Err(err) => {
-                            self.finished = true;
-                            return Some(Err(err));
-                        }
+            let caught_up = match received {
+                // Already queued by a catch-up from the ring.
+                Ok((sequence, _)) if sequence <= self.queued_through => Ok(()),
+                Ok((sequence, change)) => match change.upgrade() {
+                    Some(change) => {
+                        self.pending.push_back(change);
+                        self.queued_through = sequence;
+                        Ok(())
                     }
-                }
+                    // The ring dropped it already: take what the ring still holds.
+                    None => self.catch_up(),
+                },
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => self.catch_up(),
+            };
+            if let Err(err) = caught_up {
+                self.finished = true;
+                return Some(Err(err));
             }
         }
+    }
+
+    /// Queue the ring's changes after the newest queued one; `HistoryPurged` if the ring no
+    /// longer holds the one right after it.
+    fn catch_up(&mut self) -> Result<(), StoreError> {
+        let changes = self.store.hub.changes_after(self.queued_through)?;
+        if let Some(newest) = changes.last() {
+            self.queued_through = newest.sequence;
+        }
+        self.pending.extend(changes);
+        Ok(())
     }
 }
 
@@ -276,6 +295,40 @@ mod tests {
             let change = watch.next().await.expect("open").expect("no gap");
             assert_eq!(change.sequence, expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_changes_watcher_behind_what_the_ring_kept_is_told_so_not_skipped_ahead() {
+        let limit = WatchHistoryLimit {
+            changes: 100_000,
+            bytes: 50_000,
+        };
+        let store = Store::new(limit, CancellationToken::new());
+        let function = FunctionKey::new("a", "s", "f");
+        let scope = WatchScope {
+            account: "a".into(),
+            service: None,
+            function: None,
+        };
+        let mut watch = store.watch_changes(scope, ResumeFrom::Now).expect("watch");
+        // The broadcast has room for all ten, the ring's bytes for about four.
+        for i in 0..10 {
+            let key = function.invocation(&format!("big-{i}"));
+            let big = Invocation::accept(key, "LATEST", "x".repeat(10_000).into(), "r", 1);
+            store.insert(big, |_| {}).await.expect("insert");
+        }
+        let oldest = store.hub.oldest_resumable();
+        assert!(oldest > 0, "the ring dropped the first changes");
+        match watch.next().await {
+            Some(Err(StoreError::HistoryPurged {
+                requested,
+                oldest: named,
+            })) => {
+                assert_eq!((requested, named), (0, oldest));
+            }
+            other => panic!("expected HistoryPurged, got {other:?}"),
+        }
+        assert!(watch.next().await.is_none(), "the stream ends there");
     }
 
     #[tokio::test]
