@@ -42,7 +42,8 @@ pub const CACHED_RECORDS: &str = "sai_cache_records";
 pub const CACHE_BYTES: &str = "sai_cache_bytes";
 /// Bytes the history takes in the data directory.
 pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
-/// Bytes the data directory's memtables hold in memory (written, not yet flushed).
+/// Bytes written to the data directory's memtables and not yet flushed, as the storage engine
+/// counts them (keys and values): their memory is two to three times that (BENCHMARKS.md).
 pub const WRITE_BUFFER_BYTES: &str = "sai_write_buffer_bytes";
 /// Bytes the data directory's block cache holds (its index, filter and data blocks).
 pub const BLOCK_CACHE_BYTES: &str = "sai_block_cache_bytes";
