@@ -96,8 +96,9 @@ pub struct Hub {
 struct History {
     /// Sequence of the newest change (0 before any).
     head: u64,
-    changes: VecDeque<Arc<StoredChange>>,
-    /// What `changes` holds, by [`StoredChange::approximate_bytes`].
+    /// Each kept change with its [`StoredChange::approximate_bytes`], counted once on entry.
+    changes: VecDeque<(Arc<StoredChange>, u64)>,
+    /// The sum of the kept changes' bytes.
     bytes: u64,
     limit: WatchHistoryLimit,
 }
@@ -107,22 +108,23 @@ impl History {
     fn oldest_resumable(&self) -> u64 {
         self.changes
             .front()
-            .map_or(self.head, |c| c.sequence.saturating_sub(1))
+            .map_or(self.head, |(c, _)| c.sequence.saturating_sub(1))
     }
 
     /// Keep `change`, dropping the oldest changes until both bounds hold again. The newest
     /// change is kept even alone past the byte bound, so that the head stays resumable.
     fn push(&mut self, change: Arc<StoredChange>) {
-        self.bytes += change.approximate_bytes();
-        self.changes.push_back(change);
+        let bytes = change.approximate_bytes();
+        self.bytes += bytes;
+        self.changes.push_back((change, bytes));
         while self.changes.len() > 1
             && (self.changes.len() > self.limit.changes || self.bytes > self.limit.bytes)
         {
-            let dropped = self
+            let (_, dropped) = self
                 .changes
                 .pop_front()
                 .expect("more than one change is kept");
-            self.bytes -= dropped.approximate_bytes();
+            self.bytes -= dropped;
         }
     }
 }
@@ -224,8 +226,14 @@ impl Hub {
                 oldest,
             });
         }
-        let skip = history.changes.partition_point(|c| c.sequence <= after);
-        Ok(history.changes.range(skip..).cloned().collect())
+        let skip = history
+            .changes
+            .partition_point(|(c, _)| c.sequence <= after);
+        Ok(history
+            .changes
+            .range(skip..)
+            .map(|(c, _)| c.clone())
+            .collect())
     }
 
     /// Resolves when the server starts shutting down.
@@ -239,43 +247,35 @@ mod tests {
     use super::*;
     use crate::model::{FunctionKey, Status};
 
-    fn change_for(id: &str) -> (Event, Arc<Invocation>) {
-        change_with_payload(id, "")
-    }
-
-    fn change_with_payload(id: &str, payload: &str) -> (Event, Arc<Invocation>) {
-        let key = FunctionKey::new("a", "s", "f").invocation(id);
-        let inv = Invocation::accept(key, "LATEST", payload.into(), "r", 1);
-        (inv.events[0].clone(), Arc::new(inv.without_events()))
+    fn stored(sequence: u64, payload: &str) -> StoredChange {
+        let key = FunctionKey::new("a", "s", "f").invocation(&format!("i{sequence:03}"));
+        let invocation = Invocation::accept(key, "LATEST", payload.into(), "r", 1);
+        StoredChange {
+            sequence,
+            event: invocation.events[0].clone(),
+            invocation: Arc::new(invocation.without_events()),
+        }
     }
 
     fn publish_with_payload(hub: &Hub, sequence: u64, payload: &str) {
-        let (event, invocation) = change_with_payload(&format!("i{sequence:03}"), payload);
-        hub.publish(StoredChange {
-            sequence,
-            event,
-            invocation,
-        });
+        hub.publish(stored(sequence, payload));
+    }
+
+    fn sequences_after(hub: &Hub, after: u64) -> Vec<u64> {
+        hub.changes_after(after)
+            .expect("resumable")
+            .iter()
+            .map(|c| c.sequence)
+            .collect()
     }
 
     #[test]
     fn history_keeps_the_newest_and_refuses_purged_resume_points() {
         let hub = Hub::new(WatchHistoryLimit::changes(3), CancellationToken::new());
-        for i in 0..5 {
-            let (event, invocation) = change_for(&format!("i{i}"));
-            hub.publish(StoredChange {
-                sequence: i + 1,
-                event,
-                invocation,
-            });
+        for sequence in 1..=5 {
+            publish_with_payload(&hub, sequence, "");
         }
-        let kept: Vec<u64> = hub
-            .changes_after(2)
-            .expect("2 is resumable")
-            .iter()
-            .map(|c| c.sequence)
-            .collect();
-        assert_eq!(kept, vec![3, 4, 5]);
+        assert_eq!(sequences_after(&hub, 2), vec![3, 4, 5]);
         assert_eq!(hub.changes_after(5).expect("head").len(), 0);
         assert!(matches!(
             hub.changes_after(1),
@@ -293,13 +293,7 @@ mod tests {
     #[test]
     fn history_drops_the_oldest_changes_past_its_bytes() {
         let payload = "x".repeat(10_000);
-        let (event, invocation) = change_with_payload("i001", &payload);
-        let one = StoredChange {
-            sequence: 1,
-            event,
-            invocation,
-        }
-        .approximate_bytes();
+        let one = stored(1, &payload).approximate_bytes();
         assert!(one > 10_000, "the payload is counted: {one}");
         let limit = WatchHistoryLimit {
             changes: 1_000,
@@ -310,13 +304,7 @@ mod tests {
             publish_with_payload(&hub, sequence, &payload);
         }
         assert_eq!(hub.kept(), (3, 3 * one));
-        let kept: Vec<u64> = hub
-            .changes_after(7)
-            .expect("7 is resumable")
-            .iter()
-            .map(|c| c.sequence)
-            .collect();
-        assert_eq!(kept, vec![8, 9, 10]);
+        assert_eq!(sequences_after(&hub, 7), vec![8, 9, 10]);
         assert!(matches!(
             hub.changes_after(6),
             Err(StoreError::HistoryPurged {

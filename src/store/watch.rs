@@ -161,8 +161,6 @@ pub struct ChangesWatch {
     pending: VecDeque<Arc<StoredChange>>,
     /// The last change delivered or passed over as out of scope.
     last_sequence: u64,
-    /// The newest change in `pending`, or `last_sequence` when it is empty.
-    queued_through: u64,
     finished: bool,
 }
 
@@ -195,14 +193,12 @@ impl ChangesWatch {
                 sequence
             }
         };
-        let queued_through = pending.back().map_or(last_sequence, |c| c.sequence);
         Ok(ChangesWatch {
             store,
             scope,
             rx,
             pending,
             last_sequence,
-            queued_through,
             finished: false,
         })
     }
@@ -232,11 +228,10 @@ impl ChangesWatch {
             };
             let caught_up = match received {
                 // Already queued by a catch-up from the ring.
-                Ok((sequence, _)) if sequence <= self.queued_through => Ok(()),
-                Ok((sequence, change)) => match change.upgrade() {
+                Ok((sequence, _)) if sequence <= self.queued_through() => Ok(()),
+                Ok((_, change)) => match change.upgrade() {
                     Some(change) => {
                         self.pending.push_back(change);
-                        self.queued_through = sequence;
                         Ok(())
                     }
                     // The ring dropped it already: take what the ring still holds.
@@ -251,13 +246,17 @@ impl ChangesWatch {
         }
     }
 
+    /// The newest change queued or already passed on (`pending` is in sequence order).
+    fn queued_through(&self) -> u64 {
+        self.pending
+            .back()
+            .map_or(self.last_sequence, |c| c.sequence)
+    }
+
     /// Queue the ring's changes after the newest queued one; `HistoryPurged` if the ring no
     /// longer holds the one right after it.
     fn catch_up(&mut self) -> Result<(), StoreError> {
-        let changes = self.store.hub.changes_after(self.queued_through)?;
-        if let Some(newest) = changes.last() {
-            self.queued_through = newest.sequence;
-        }
+        let changes = self.store.hub.changes_after(self.queued_through())?;
         self.pending.extend(changes);
         Ok(())
     }
