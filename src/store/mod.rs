@@ -21,6 +21,7 @@ mod index;
 pub mod lease_token;
 pub mod page;
 mod postgres;
+mod settled;
 
 use page::PageSigner;
 mod watch;
@@ -52,6 +53,7 @@ pub use watch::{ChangesWatch, InvocationWatch, ResumeFrom, WatchScope};
 use catalog::Catalog;
 use history::{DiskHistory, History, MemoryHistory, OpenRecords};
 use hub::Hub;
+use settled::SettledCounts;
 
 /// Default number of recent changes kept for resuming function-level watches.
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
@@ -148,6 +150,9 @@ pub struct Store {
     open_per_function: DashMap<FunctionKey, usize, Hashing>,
     /// Finished records, and what lists read.
     history: Arc<History>,
+    /// Moves from `open` to `history`, counted so that ids can be looked for in the history
+    /// before the commit lock is taken.
+    settled: Arc<SettledCounts>,
     catalog: RwLock<Catalog>,
     hub: Arc<Hub>,
     /// Serialises commits, so that checks, applies, sequence numbers and journal writes
@@ -183,6 +188,18 @@ struct Commit {
     after: Option<AfterCommit>,
 }
 
+/// What a look for an accepted invocation's id in the history found.
+#[derive(Debug, Clone, Copy)]
+enum IdLookup {
+    /// Not looked for: look under the commit lock.
+    Pending,
+    /// The service generated the id: no history holds it.
+    Generated,
+    /// Looked before the commit lock: whether the history held it, and the settle count its
+    /// key shared then.
+    Looked { found: bool, settled: u64 },
+}
+
 /// How a commit ends once its lock is released.
 enum Finish {
     /// Nothing to wait for (in memory, or nothing written): what follows runs at once.
@@ -200,8 +217,14 @@ impl Commit {
 }
 
 /// Move the invocations that ended from the open records to the history, once their end is
-/// durable: present in both for a moment, so that a reader never misses them.
-fn settle(open: &OpenRecords, history: &History, ended: Vec<InvocationKey>) {
+/// durable: present in both for a moment, so that a reader never misses them, and counted
+/// before they leave the open records (see `settled`).
+fn settle(
+    open: &OpenRecords,
+    history: &History,
+    settled: &SettledCounts,
+    ended: Vec<InvocationKey>,
+) {
     for key in ended {
         // An id freed (record not kept) and taken again since is open under the same key.
         let Some(record) = open
@@ -212,6 +235,7 @@ fn settle(open: &OpenRecords, history: &History, ended: Vec<InvocationKey>) {
             continue;
         };
         history.finished(record);
+        settled.moved(&key);
         open.remove_if(&key, |_, r| r.status.is_terminal());
     }
 }
@@ -259,6 +283,7 @@ impl Store {
             open: Arc::default(),
             open_per_function: DashMap::default(),
             history: Arc::new(history),
+            settled: Arc::default(),
             catalog: RwLock::new(Catalog::default()),
             hub: Arc::new(Hub::new(watch_history, shutdown)),
             commit_lock: Mutex::new(CommitState {
@@ -403,11 +428,11 @@ impl Store {
                         writes.put_sequence(sequence);
                     }
                     let (open, history) = (self.open.clone(), self.history.clone());
-                    let hub = self.hub.clone();
+                    let (settled, hub) = (self.settled.clone(), self.hub.clone());
                     // The writer runs this for each commit in commit order.
                     let durable = move || {
                         history.forget(&removed);
-                        settle(&open, &history, ended);
+                        settle(&open, &history, &settled, ended);
                         changes.into_iter().for_each(|c| hub.publish(c));
                         if let Some(after) = after {
                             after();
@@ -421,7 +446,7 @@ impl Store {
                 _ => {
                     // Under the lock, so that changes are published in sequence order.
                     self.history.forget(&removed);
-                    settle(&self.open, &self.history, ended);
+                    settle(&self.open, &self.history, &self.settled, ended);
                     changes.into_iter().for_each(|c| self.hub.publish(c));
                     (result, Finish::Now(after))
                 }
@@ -447,8 +472,9 @@ impl Store {
         invocation: Invocation,
         then: impl FnOnce(&Arc<Invocation>) + Send + 'static,
     ) -> Result<Arc<Invocation>, StoreError> {
+        let looked = self.look_up_id(&invocation.key)?;
         self.commit(|commit| {
-            let stored = self.insert_now(commit, invocation)?;
+            let stored = self.insert_now(commit, invocation, looked)?;
             let after = stored.clone();
             commit.after = Some(Box::new(move || then(&after)));
             Ok(stored)
@@ -464,10 +490,17 @@ impl Store {
         invocations: Vec<Invocation>,
         then: impl Fn(&Arc<Invocation>) + Send + 'static,
     ) -> Result<Vec<Result<Arc<Invocation>, StoreError>>, StoreError> {
+        // Before the lock: a look in the history can read the disk, and every other commit
+        // would wait on it.
+        let looked: Vec<_> = invocations
+            .iter()
+            .map(|invocation| self.look_up_id(&invocation.key))
+            .collect();
         self.commit(|commit| {
             let outcomes: Vec<_> = invocations
                 .into_iter()
-                .map(|invocation| self.insert_now(commit, invocation))
+                .zip(looked)
+                .map(|(invocation, looked)| self.insert_now(commit, invocation, looked?))
                 .collect();
             let stored: Vec<Arc<Invocation>> = outcomes
                 .iter()
@@ -578,10 +611,37 @@ impl Store {
         }
     }
 
+    /// Look for `key`'s id in the history, outside the commit lock (see `insert_now`).
+    fn look_up_id(&self, key: &InvocationKey) -> Result<IdLookup, StoreError> {
+        // No caller can choose an id the service generates, and its random bits make it
+        // unique: only other ids are looked for in the history, which can be a disk read.
+        if id::is_generated(&key.id) {
+            return Ok(IdLookup::Generated);
+        }
+        let settled = self.settled.read(key);
+        let found = self.history.contains(key)?;
+        Ok(IdLookup::Looked { found, settled })
+    }
+
+    /// Whether `key`'s id is in the history, under the commit lock: what `looked` found, unless
+    /// an invocation sharing its settle count has moved there since.
+    fn id_in_history(&self, key: &InvocationKey, looked: IdLookup) -> Result<bool, StoreError> {
+        match looked {
+            IdLookup::Generated => Ok(false),
+            IdLookup::Looked { found, settled } if found || self.settled.read(key) == settled => {
+                Ok(found)
+            }
+            IdLookup::Looked { .. } | IdLookup::Pending => {
+                Ok(!id::is_generated(&key.id) && self.history.contains(key)?)
+            }
+        }
+    }
+
     fn insert_now(
         &self,
         commit: &mut Commit,
         invocation: Invocation,
+        looked: IdLookup,
     ) -> Result<Arc<Invocation>, StoreError> {
         let key = invocation.key.clone();
         let config_key = ConfigKey {
@@ -596,10 +656,9 @@ impl Store {
                 limit,
             });
         }
-        // No caller can choose an id the service generates, and its random bits make it
-        // unique: only other ids are looked for in the history, which can be a disk read.
-        let taken = self.open.contains_key(&key)
-            || (!id::is_generated(&key.id) && self.history.contains(&key)?);
+        // The open records first: an id that settles meanwhile is counted before it leaves
+        // them, so `id_in_history` sees the count changed.
+        let taken = self.open.contains_key(&key) || self.id_in_history(&key, looked)?;
         if taken {
             return Err(StoreError::InvocationAlreadyExists(key));
         }
@@ -645,10 +704,13 @@ impl Store {
             Status::Failed | Status::Expired => t.on_failure,
             _ => None,
         };
-        let destination_status = destination.map(|record| match self.insert_now(commit, *record) {
-            Ok(_) => DestinationStatus::Succeeded,
-            Err(_) => DestinationStatus::Failed,
-        });
+        let destination_status =
+            destination.map(
+                |record| match self.insert_now(commit, *record, IdLookup::Pending) {
+                    Ok(_) => DestinationStatus::Succeeded,
+                    Err(_) => DestinationStatus::Failed,
+                },
+            );
 
         let mut held = self
             .open
@@ -921,5 +983,74 @@ mod tests {
             insert_and_give_up(&store, "in-memory").await.as_deref(),
             Some("in-memory")
         );
+    }
+
+    /// Accept `id`, stop it (it ends at once, as it is queued) and wait until it has moved
+    /// to the history.
+    async fn accept_and_end(store: &Store, id: &str) {
+        let key = accepted(id).key;
+        store.insert(accepted(id), |_| {}).await.expect("accept");
+        let stop = Transition::new(key.clone(), Change::Stop, 2);
+        let ended = store.apply_all(vec![stop]).await.expect("commit");
+        assert_eq!(ended[0].as_ref().expect("stop").0.status, Status::Stopped);
+        assert!(store.open_record(&key).is_none(), "{id} left the open set");
+    }
+
+    /// Both stores: on disk, and in memory (whose history is only what ended).
+    async fn each_store(check: impl AsyncFn(&Store)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::disk(dir.path(), Durability::Sync);
+        let (store, _) = Store::open(
+            &storage,
+            WatchHistoryLimit::changes(16),
+            DEFAULT_CACHE_BYTES,
+            CancellationToken::new(),
+        )
+        .expect("open");
+        check(&store).await;
+        store.close().await.expect("close");
+        check(&Store::new(
+            WatchHistoryLimit::changes(16),
+            CancellationToken::new(),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_id_looked_for_before_another_accept_of_it_ended_is_still_refused() {
+        each_store(async |store: &Store| {
+            // The look finds nothing; then another accept of the same id runs and ends, so
+            // that under the lock the id is in the history and no longer open.
+            let looked = store.look_up_id(&accepted("raced").key).expect("look");
+            assert!(matches!(looked, IdLookup::Looked { found: false, .. }));
+            accept_and_end(store, "raced").await;
+            let late = store
+                .commit(|commit| store.insert_now(commit, accepted("raced"), looked))
+                .await;
+            assert!(
+                matches!(late, Err(StoreError::InvocationAlreadyExists(_))),
+                "{late:?}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_look_that_found_an_id_free_holds_until_the_lock() {
+        each_store(async |store: &Store| {
+            accept_and_end(store, "ended before").await;
+            let taken = store.insert(accepted("ended before"), |_| {}).await;
+            assert!(
+                matches!(taken, Err(StoreError::InvocationAlreadyExists(_))),
+                "{taken:?}"
+            );
+            let looked = store.look_up_id(&accepted("free").key).expect("look");
+            let stored = store
+                .commit(|commit| store.insert_now(commit, accepted("free"), looked))
+                .await
+                .expect("a free id is accepted");
+            assert_eq!(&*stored.key.id, "free");
+        })
+        .await;
     }
 }
