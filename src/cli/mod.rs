@@ -5,6 +5,7 @@
 mod client;
 mod demo;
 mod output;
+mod runtime;
 mod worker;
 
 use std::io::Read;
@@ -26,6 +27,7 @@ use crate::telemetry::{self, LogFormat};
 
 use client::{ConfigCommand, ListArgs, Target};
 use output::Format;
+pub use runtime::cores;
 use worker::WorkerArgs;
 
 /// sai: stateful async invocations over gRPC (Alibaba Cloud Function Compute's task model).
@@ -65,7 +67,8 @@ pub struct Cli {
     pub log_format: LogFormat,
     /// Runtime worker threads. When absent: one per core (the cores the machine, or a
     /// container's CPU limit, gives the process), and two per core for `sai serve` on a data
-    /// directory, whose gets of finished invocations can wait on the disk.
+    /// directory larger than half the memory, whose gets of finished invocations then wait
+    /// on the disk.
     #[arg(long, global = true, env = "SAI_THREADS")]
     pub threads: Option<std::num::NonZeroUsize>,
     /// What to do.
@@ -484,29 +487,19 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Runtime worker threads, when not the runtime's own default of one per core.
-///
-/// A get or list of finished invocations on a data directory reads the storage engine inline,
-/// and a block the page cache lacks keeps its worker waiting on the disk (about 0.1 ms here).
-/// With a second worker per core, the core serves other calls meanwhile: at 100 M records,
-/// gets at 64 clients were faster with 4 workers on 2 cores than with 2, and end-to-end
-/// invocations no slower (BENCHMARKS.md). Handing such reads to another thread cost more
-/// than the waits.
+/// Runtime worker threads, when not the runtime's own default of one per core (see
+/// [`runtime`]).
 fn worker_threads(cli: &Cli) -> Option<usize> {
     if let Some(threads) = cli.threads {
         return Some(threads.get());
     }
     match &cli.command {
-        Command::Serve(args) if matches!(args.storage(), Storage::Disk(_)) => {
-            Some(cores().saturating_mul(2))
-        }
+        Command::Serve(args) => match args.storage() {
+            Storage::Disk(disk) => runtime::workers_for_data_dir(&disk.dir),
+            Storage::Memory | Storage::Postgres(_) => None,
+        },
         _ => None,
     }
-}
-
-/// The cores the machine, or a container's CPU limit, gives this process.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Parse the command line and run it; the process exit code follows the result.
@@ -537,6 +530,10 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Command::Serve(_)) {
+        let workers = runtime.metrics().num_workers();
+        tracing::info!(workers, "runtime worker threads");
+    }
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
@@ -663,17 +660,14 @@ mod tests {
     }
 
     #[test]
-    fn a_server_on_a_data_directory_runs_two_workers_per_core_unless_told() {
+    fn a_server_on_a_small_data_directory_runs_one_worker_per_core_unless_told() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_str().expect("a UTF-8 temp path");
         let threads = |args: &[&str]| {
             let cli = Cli::try_parse_from(args).expect("the arguments parse");
             worker_threads(&cli)
         };
-        let cores = cores();
-        assert_eq!(threads(&["sai", "serve"]), Some(2 * cores));
-        assert_eq!(
-            threads(&["sai", "serve", "--data-dir", "d"]),
-            Some(2 * cores)
-        );
+        assert_eq!(threads(&["sai", "serve", "--data-dir", data_dir]), None);
         assert_eq!(threads(&["sai", "serve", "--in-memory"]), None);
         assert_eq!(
             threads(&["sai", "serve", "--store", "postgres://u@h:5432/d"]),
