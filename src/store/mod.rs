@@ -961,41 +961,6 @@ mod tests {
             .ok()
     }
 
-    #[tokio::test]
-    async fn what_follows_an_insert_runs_even_when_its_caller_stops_waiting() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::disk(dir.path(), Durability::Sync);
-        let (store, _) = Store::open(
-            &storage,
-            WatchHistoryLimit::changes(16),
-            DEFAULT_CACHE_BYTES,
-            CancellationToken::new(),
-        )
-        .expect("open");
-        assert_eq!(
-            insert_and_give_up(&store, "on-disk").await.as_deref(),
-            Some("on-disk")
-        );
-        store.close().await.expect("close");
-
-        let store = Store::new(WatchHistoryLimit::changes(16), CancellationToken::new());
-        assert_eq!(
-            insert_and_give_up(&store, "in-memory").await.as_deref(),
-            Some("in-memory")
-        );
-    }
-
-    /// Accept `id`, stop it (it ends at once, as it is queued) and wait until it has moved
-    /// to the history.
-    async fn accept_and_end(store: &Store, id: &str) {
-        let key = accepted(id).key;
-        store.insert(accepted(id), |_| {}).await.expect("accept");
-        let stop = Transition::new(key.clone(), Change::Stop, 2);
-        let ended = store.apply_all(vec![stop]).await.expect("commit");
-        assert_eq!(ended[0].as_ref().expect("stop").0.status, Status::Stopped);
-        assert!(store.open_record(&key).is_none(), "{id} left the open set");
-    }
-
     /// Both stores: on disk, and in memory (whose history is only what ended).
     async fn each_store(check: impl AsyncFn(&Store)) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1014,6 +979,28 @@ mod tests {
             CancellationToken::new(),
         ))
         .await;
+    }
+
+    #[tokio::test]
+    async fn what_follows_an_insert_runs_even_when_its_caller_stops_waiting() {
+        each_store(async |store: &Store| {
+            assert_eq!(
+                insert_and_give_up(store, "given up").await.as_deref(),
+                Some("given up")
+            );
+        })
+        .await;
+    }
+
+    /// Accept `id`, stop it (it ends at once, as it is queued) and wait until it has moved
+    /// to the history.
+    async fn accept_and_end(store: &Store, id: &str) {
+        let key = accepted(id).key;
+        store.insert(accepted(id), |_| {}).await.expect("accept");
+        let stop = Transition::new(key.clone(), Change::Stop, 2);
+        let ended = store.apply_all(vec![stop]).await.expect("commit");
+        assert_eq!(ended[0].as_ref().expect("stop").0.status, Status::Stopped);
+        assert!(store.open_record(&key).is_none(), "{id} left the open set");
     }
 
     #[tokio::test]
