@@ -106,7 +106,7 @@ pub fn proc_kib(file: &str, key: &str) -> u64 {
 }
 
 fn memory_bytes() -> u64 {
-    proc_kib("/proc/meminfo", "MemTotal")
+    crate::cli::machine_memory_bytes().unwrap_or(0)
 }
 
 fn cpu_model() -> String {

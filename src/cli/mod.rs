@@ -27,7 +27,7 @@ use crate::telemetry::{self, LogFormat};
 
 use client::{ConfigCommand, ListArgs, Target};
 use output::Format;
-pub use runtime::cores;
+pub use runtime::{cores, machine_memory_bytes};
 use worker::WorkerArgs;
 
 /// sai: stateful async invocations over gRPC (Alibaba Cloud Function Compute's task model).

@@ -64,9 +64,7 @@ fn stored_bytes(metadata: &std::fs::Metadata) -> u64 {
 /// The memory this process may use: the machine's, or its control group's limit if lower.
 /// `None` where neither can be read (not Linux).
 fn memory_bytes() -> Option<u64> {
-    let machine = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| mem_total(&text));
+    let machine = machine_memory_bytes();
     let limit = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
         .and_then(|groups| cgroup_v2_path(&groups).map(str::to_owned))
@@ -79,6 +77,13 @@ fn memory_bytes() -> Option<u64> {
         (Some(machine), Some(limit)) => Some(machine.min(limit)),
         (machine, limit) => machine.or(limit),
     }
+}
+
+/// The machine's memory (`MemTotal` of /proc/meminfo); `None` where it cannot be read.
+pub fn machine_memory_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| mem_total(&text))
 }
 
 /// `MemTotal` of /proc/meminfo, in bytes.

@@ -624,16 +624,19 @@ impl Store {
     }
 
     /// Whether `key`'s id is in the history, under the commit lock: what `looked` found, unless
-    /// an invocation sharing its settle count has moved there since.
+    /// an invocation sharing its settle count has moved there since, or it was not looked for.
     fn id_in_history(&self, key: &InvocationKey, looked: IdLookup) -> Result<bool, StoreError> {
         match looked {
             IdLookup::Generated => Ok(false),
             IdLookup::Looked { found, settled } if found || self.settled.read(key) == settled => {
                 Ok(found)
             }
-            IdLookup::Looked { .. } | IdLookup::Pending => {
-                Ok(!id::is_generated(&key.id) && self.history.contains(key)?)
-            }
+            IdLookup::Looked { .. } => self.history.contains(key),
+            // Looked for now, after the open records: see `insert_now`.
+            IdLookup::Pending => Ok(matches!(
+                self.look_up_id(key)?,
+                IdLookup::Looked { found: true, .. }
+            )),
         }
     }
 
