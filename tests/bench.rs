@@ -132,9 +132,23 @@ fn every_scenario_runs_and_reports() {
     assert!(history["rows"][0]["get/s"].as_u64().expect("gets") > 0);
     let soak = bench(
         out.path(),
-        &["soak", "--rate", "200", "--duration", "2s", "--every", "1s"],
+        &[
+            "soak",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--every",
+            "1s",
+            "--retention",
+            "1s",
+        ],
     );
+    assert_eq!(soak["params"]["retention"].as_str(), Some("1s"));
     let samples = soak["rows"].as_array().expect("rows");
+    assert!(samples
+        .iter()
+        .all(|sample| sample["server CPU %"].as_f64().is_some()));
     assert_eq!(samples.last().expect("after")["open"].as_u64(), Some(0));
     assert_eq!(samples.last().expect("after")["timers"].as_u64(), Some(0));
 }

@@ -1,7 +1,8 @@
 //! `soak`: a constant offered rate end to end (invoke -> worker -> Succeeded) for a long time,
 //! with the server's default retention and max event age, sampling what it holds every few
-//! seconds: resident memory (from /proc) and, from its `/metrics`, open invocations, queued
-//! ones, pending timers, leases, cache bytes and the allocator's heap. What the server holds
+//! seconds: resident memory and CPU (from /proc) and, from its `/metrics`, open invocations,
+//! queued ones, pending timers, leases, cache bytes and the allocator's heap. A shorter
+//! `--retention` shows the steady state a long run reaches, purging as fast as it invokes. What the server holds
 //! must follow what is open, not what was ever invoked: flat while the rate is, and back to
 //! where it started once the last invocation ended.
 
@@ -40,6 +41,11 @@ pub struct SoakArgs {
     /// Bytes of each invocation's payload.
     #[arg(long, default_value_t = e2e::DEFAULT_PAYLOAD_BYTES)]
     pub payload_bytes: usize,
+    /// How long the server keeps finished invocations (`sai serve --retention`; its default
+    /// of 7 days when absent). Shorter than the run, retention purges while the load runs, as
+    /// it does in every run longer than the retention period.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
     /// A flag for the server, as `sai serve` takes it (repeatable), e.g.
     /// `--server-arg=--block-cache-size=64MiB`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -50,6 +56,8 @@ pub struct SoakArgs {
 struct Sample {
     at: Duration,
     rss: u64,
+    /// The server's CPU time so far.
+    cpu: Duration,
     gauges: std::collections::HashMap<String, f64>,
 }
 
@@ -58,12 +66,17 @@ impl Sample {
         self.gauges.get(name).map_or(0, |v| *v as u64)
     }
 
-    fn row(&self, label: &str) -> Vec<serde_json::Value> {
+    /// The sample's row; the server's CPU is its share of a core since `previous`.
+    fn row(&self, label: &str, previous: &Sample) -> Vec<serde_json::Value> {
         let mib = |bytes: u64| ((bytes as f64 / (1u64 << 20) as f64) * 10.0).round() / 10.0;
+        let wall = self.at.saturating_sub(previous.at).as_secs_f64();
+        let cpu = self.cpu.saturating_sub(previous.cpu).as_secs_f64();
+        let cpu_percent = if wall > 0.0 { cpu / wall * 100.0 } else { 0.0 };
         vec![
             json!(label),
             json!(self.at.as_secs()),
             json!(mib(self.rss)),
+            json!((cpu_percent * 10.0).round() / 10.0),
             json!(self.gauge(metrics::OPEN_INVOCATIONS)),
             json!(self.gauge(metrics::QUEUED_INVOCATIONS)),
             json!(self.gauge(metrics::PENDING_TIMERS)),
@@ -94,6 +107,7 @@ async fn sample(
     Ok(Sample {
         at: started.elapsed(),
         rss: server.memory().0,
+        cpu: server.cpu_time(),
         gauges: http::unlabelled_samples(&text),
     })
 }
@@ -101,7 +115,12 @@ async fn sample(
 /// Run the load for `duration`, sampling as it goes; then wait for the last invocation to end.
 pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let dir = ScratchDir::new("soak")?;
+    let retention = args
+        .retention
+        .map(|retention| humantime::format_duration(retention).to_string());
+    let retention_flag = retention.as_ref().map(|r| format!("--retention={r}"));
     let mut flags = vec!["--http", "127.0.0.1:0"];
+    flags.extend(retention_flag.as_deref());
     flags.extend(args.server_args.iter().map(String::as_str));
     let server = ServerProcess::start_with(args.mode, dir.path(), &flags).await?;
     let metrics_url = format!(
@@ -135,11 +154,13 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         json!({ "rate": args.rate, "duration_s": args.duration.as_secs(), "producers": args.producers,
                 "workers": args.workers, "mode": args.mode.name(), "invocations": invocations,
                 "payload_bytes": args.payload_bytes, "server_args": args.server_args,
-                "retention": "7d (default)", "max_event_age": "24h (default)" }),
+                "retention": retention.as_deref().unwrap_or("7d (default)"),
+                "max_event_age": "24h (default)" }),
         vec![
             "sample",
             "t s",
             "RSS MiB",
+            "server CPU %",
             "open",
             "queued",
             "timers",
@@ -158,7 +179,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     );
     let started = Instant::now();
     let before = sample(&server, &metrics_url, started).await?;
-    report.row(before.row("before"));
+    report.row(before.row("before", &before));
     let url = server.url.clone();
     let load = tokio::spawn(async move { e2e::once(std::slice::from_ref(&url), &load).await });
     let mut samples = Vec::new();
@@ -167,8 +188,9 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         tokio::select! {
             _ = tick.tick() => {
                 let taken = sample(&server, &metrics_url, started).await?;
-                eprintln!("{}", serde_json::Value::Array(taken.row("load")));
-                report.row(taken.row("load"));
+                let row = taken.row("load", samples.last().unwrap_or(&before));
+                eprintln!("{}", serde_json::Value::Array(row.clone()));
+                report.row(row);
                 samples.push(taken);
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -178,7 +200,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         .await
         .map_err(|e| BenchError::Server(e.to_string()))??;
     let after = sample(&server, &metrics_url, started).await?;
-    report.row(after.row("after"));
+    report.row(after.row("after", samples.last().unwrap_or(&before)));
     // Against the sample closest to 2 minutes in.
     let two_minutes = samples
         .iter()
@@ -186,9 +208,12 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         .map_or(0, |s| s.rss);
     let last = samples.last().map_or(0, |s| s.rss);
     let peak = samples.iter().map(|s| s.rss).max().unwrap_or(0);
+    let cpu_per_invocation =
+        after.cpu.saturating_sub(before.cpu).as_secs_f64() * 1e6 / (invocations.max(1) as f64);
     eprintln!(
-        "completed {:.0}/s; RSS at ~2 min {:.0} MiB, last {:.0} MiB ({:+.1}%), peak {:.0} MiB; \
-         after: timers {} (before {}), active leases {} (before {}), open {}",
+        "completed {:.0}/s at {cpu_per_invocation:.1} µs of server CPU per invocation; RSS at \
+         ~2 min {:.0} MiB, last {:.0} MiB ({:+.1}%), peak {:.0} MiB; after: timers {} (before \
+         {}), active leases {} (before {}), open {}",
         run.throughput,
         two_minutes as f64 / (1u64 << 20) as f64,
         last as f64 / (1u64 << 20) as f64,
