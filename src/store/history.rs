@@ -44,11 +44,38 @@ pub struct MemoryHistory {
 pub struct DiskHistory {
     reader: Reader,
     cache: quick_cache::sync::Cache<InvocationKey, Arc<Invocation>, RecordWeight, Hashing>,
-    /// Where retention resumes in each function it has not finished scanning (bounded by the
-    /// functions, and dropped once a function's scan reaches the cutoff).
-    purge_from: Mutex<HashMap<FunctionKey, (i64, Arc<str>), Hashing>>,
+    /// How far retention has got through each function's records.
+    purge: Mutex<PurgeProgress>,
     /// Removals made durable so far.
     removals: AtomicU64,
+}
+
+/// Most records retention keeps to look at again (see [`PurgeProgress`]): ~100 B each.
+const SURVIVORS_MAX: usize = 100_000;
+
+/// How far retention has got through the history, so that a pass reads only the records it
+/// has not examined yet. An LSM keeps a deleted record's marker until compaction takes it to
+/// the last level, and a scan from each function's oldest record walked over the markers of
+/// everything purged before: with purging as fast as invoking, that came to more than half
+/// the server's CPU.
+#[derive(Default)]
+struct PurgeProgress {
+    /// Per function, the (started time, id) of the last record examined. No record is added
+    /// before it later: an invocation starts now, after any cutoff retention has used.
+    /// Bounded by the functions; lost on restart, when the first pass reads from the oldest.
+    examined_to: HashMap<FunctionKey, (i64, Arc<str>), Hashing>,
+    /// Records examined while open or ended after the cutoff, looked at again every pass:
+    /// those in flight at the cutoff, or running longer than the retention. At most
+    /// [`SURVIVORS_MAX`]: a scan that cannot keep one more stops before it, and goes on from
+    /// it in a later pass.
+    survivors: Vec<Survivor>,
+}
+
+/// A record retention examined and could not purge yet.
+struct Survivor {
+    key: InvocationKey,
+    /// Its end time, once terminal.
+    end_time_ms: Option<i64>,
 }
 
 /// A cached record's weight: about the bytes it holds.
@@ -93,9 +120,98 @@ impl DiskHistory {
                 Hashing::default(),
                 Default::default(),
             ),
-            purge_from: Mutex::default(),
+            purge: Mutex::default(),
             removals: AtomicU64::new(0),
         }
+    }
+}
+
+impl DiskHistory {
+    /// See [`History::ended_before`]: the survivors first, then each function's records from
+    /// the last one examined up to the cutoff.
+    fn ended_before(
+        &self,
+        functions: &[FunctionKey],
+        cutoff_ms: i64,
+        budget: usize,
+        is_open: impl Fn(&InvocationKey) -> bool,
+    ) -> Result<Vec<Invocation>, StoreError> {
+        let mut progress = self.purge.lock();
+        let mut found = Vec::new();
+        let mut failed = None;
+        progress.survivors.retain_mut(|survivor| {
+            if failed.is_some() || found.len() == budget {
+                return true;
+            }
+            match survivor.end_time_ms {
+                Some(end) if end >= cutoff_ms => return true,
+                None if is_open(&survivor.key) => return true,
+                _ => {}
+            }
+            // It ended (an end is durable before it leaves the open records): read it.
+            match self.reader.get(&survivor.key) {
+                Ok(Some(record)) if record.status.is_terminal() => {
+                    if record.end_time_ms < cutoff_ms {
+                        found.push(record.without_events());
+                        return false;
+                    }
+                    survivor.end_time_ms = Some(record.end_time_ms);
+                    true
+                }
+                Ok(Some(_)) => true,
+                // Dropped as it ended: its function keeps no records.
+                Ok(None) => false,
+                Err(err) => {
+                    failed = Some(err);
+                    true
+                }
+            }
+        });
+        if let Some(err) = failed {
+            return Err(storage(err));
+        }
+        let mut examined = 0;
+        let mut decoder = Decoder::default();
+        for function in functions {
+            if examined == budget || found.len() == budget {
+                break;
+            }
+            let from = progress.examined_to.get(function).cloned();
+            let low = from
+                .as_ref()
+                .map_or(Bound::Unbounded, |(t, id)| Bound::Excluded((*t, &**id)));
+            // Records started at or after the cutoff cannot have ended before it.
+            let high = Bound::Excluded((cutoff_ms, ""));
+            let mut last = None;
+            for entry in self.reader.range(function, low, high, false) {
+                let entry = entry.map_err(storage)?;
+                if examined == budget || found.len() == budget {
+                    break;
+                }
+                let (status, end) = entry.status().map_err(storage)?;
+                let (started, id) = entry.started_and_id().map_err(storage)?;
+                if status.is_terminal() && end < cutoff_ms {
+                    found.push(
+                        self.reader
+                            .decode_entry(&mut decoder, &entry, Detail::Summary)
+                            .map_err(storage)?,
+                    );
+                } else if progress.survivors.len() < SURVIVORS_MAX {
+                    progress.survivors.push(Survivor {
+                        key: function.invocation(id),
+                        end_time_ms: status.is_terminal().then_some(end),
+                    });
+                } else {
+                    break;
+                }
+                examined += 1;
+                last = Some((started, Arc::<str>::from(id)));
+            }
+            if let Some(last) = last {
+                progress.examined_to.insert(function.clone(), last);
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -231,17 +347,19 @@ impl History {
     }
 
     /// Finished invocations that ended before `cutoff_ms`, at most `budget` examined, and
-    /// without events: what retention purges next. `functions` are every function known.
+    /// without events: what retention purges next. `functions` are every function known;
+    /// `is_open` says whether an invocation is still open.
     pub fn ended_before(
         &self,
         functions: &[FunctionKey],
         cutoff_ms: i64,
         budget: usize,
+        is_open: impl Fn(&InvocationKey) -> bool,
     ) -> Result<Vec<Invocation>, StoreError> {
-        let mut examined = 0;
-        let mut found = Vec::new();
         match self {
             History::Memory(memory) => {
+                let mut examined = 0;
+                let mut found = Vec::new();
                 for function in functions {
                     let Some(index) = memory.indexes.get(function).map(|i| i.clone()) else {
                         continue;
@@ -260,39 +378,23 @@ impl History {
                         }
                     }
                 }
+                Ok(found)
             }
-            History::Disk(disk) => {
-                let mut decoder = Decoder::default();
-                for function in functions {
-                    let from = disk.purge_from.lock().remove(function);
-                    let low = from
-                        .as_ref()
-                        .map_or(Bound::Unbounded, |(t, id)| Bound::Excluded((*t, &**id)));
-                    // Records started at or after the cutoff cannot have ended before it.
-                    let high = Bound::Excluded((cutoff_ms, ""));
-                    for entry in disk.reader.range(function, low, high, false) {
-                        let entry = entry.map_err(storage)?;
-                        if examined == budget {
-                            let (time, id) = entry.started_and_id().map_err(storage)?;
-                            disk.purge_from
-                                .lock()
-                                .insert(function.clone(), (time, id.into()));
-                            return Ok(found);
-                        }
-                        examined += 1;
-                        let (status, end) = entry.status().map_err(storage)?;
-                        if status.is_terminal() && end < cutoff_ms {
-                            found.push(
-                                disk.reader
-                                    .decode_entry(&mut decoder, &entry, Detail::Summary)
-                                    .map_err(storage)?,
-                            );
-                        }
-                    }
-                }
-            }
+            History::Disk(disk) => disk.ended_before(functions, cutoff_ms, budget, is_open),
         }
-        Ok(found)
+    }
+
+    /// Whether `record`, which `ended_before` returned, is still kept as it was found. On
+    /// disk it is: retention returns a record once (the scan moves past it, or it leaves the
+    /// survivors), and only retention removes a finished record that is kept.
+    pub fn still_kept(&self, record: &Invocation) -> bool {
+        match self {
+            History::Memory(memory) => memory
+                .finished
+                .get(&record.key)
+                .is_some_and(|kept| kept.started_time_ms == record.started_time_ms),
+            History::Disk(_) => true,
+        }
     }
 
     /// Bytes of finished records cached, and how many (0 in memory, where all are kept).

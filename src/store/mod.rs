@@ -571,7 +571,11 @@ impl Store {
     /// stored ones. Returns how many were purged; their ids are free again.
     pub async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
         let functions = self.catalog.read().function_keys();
-        let candidates = match self.history.ended_before(&functions, cutoff_ms, budget) {
+        let is_open = |key: &InvocationKey| self.open.contains_key(key);
+        let candidates = match self
+            .history
+            .ended_before(&functions, cutoff_ms, budget, is_open)
+        {
             Ok(candidates) => candidates,
             Err(err) => {
                 tracing::warn!(%err, "retention could not read the history");
@@ -586,13 +590,8 @@ impl Store {
                 let mut purged = 0;
                 for candidate in candidates {
                     // Still the record found, not one that took its freed id since.
-                    let current = match self.history.get(&candidate.key) {
-                        Ok(Some(current)) => current,
-                        _ => continue,
-                    };
                     if self.open.contains_key(&candidate.key)
-                        || current.started_time_ms != candidate.started_time_ms
-                        || !current.status.is_terminal()
+                        || !self.history.still_kept(&candidate)
                     {
                         continue;
                     }
@@ -1004,6 +1003,83 @@ mod tests {
         let ended = store.apply_all(vec![stop]).await.expect("commit");
         assert_eq!(ended[0].as_ref().expect("stop").0.status, Status::Stopped);
         assert!(store.open_record(&key).is_none(), "{id} left the open set");
+    }
+
+    /// Accept `id` and stop it at `end_ms`.
+    async fn accept_and_stop_at(store: &Store, id: &str, end_ms: i64) {
+        store.insert(accepted(id), |_| {}).await.expect("accept");
+        stop_at(store, id, end_ms).await;
+    }
+
+    async fn stop_at(store: &Store, id: &str, end_ms: i64) {
+        let stop = Transition::new(accepted(id).key, Change::Stop, end_ms);
+        store.apply_all(vec![stop]).await.expect("commit")[0]
+            .as_ref()
+            .expect("stop");
+    }
+
+    #[tokio::test]
+    async fn retention_purges_what_ended_before_the_cutoff_and_frees_its_ids() {
+        each_store(async |store: &Store| {
+            accept_and_stop_at(store, "late", 30).await;
+            accept_and_stop_at(store, "first", 10).await;
+            accept_and_stop_at(store, "second", 20).await;
+            store
+                .insert(accepted("open"), |_| {})
+                .await
+                .expect("accept");
+            let kept = |id: &str| store.summary(&accepted(id).key).expect("read").is_some();
+
+            assert_eq!(store.purge_ended_before(25, 1).await, 1);
+            assert_eq!(store.purge_ended_before(25, 10).await, 1);
+            assert_eq!(store.purge_ended_before(25, 10).await, 0);
+            assert_eq!(
+                ["first", "second", "late", "open"].map(kept),
+                [false, false, true, true]
+            );
+            assert_eq!(store.purge_ended_before(31, 10).await, 1);
+            assert_eq!(
+                store.purge_ended_before(i64::MAX, 10).await,
+                0,
+                "open stays"
+            );
+            assert_eq!(["late", "open"].map(kept), [false, true]);
+            store
+                .insert(accepted("first"), |_| {})
+                .await
+                .expect("a purged id is free again");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_record_open_when_retention_passed_it_is_purged_once_it_ended_long_enough() {
+        each_store(async |store: &Store| {
+            store
+                .insert(accepted("long"), |_| {})
+                .await
+                .expect("accept");
+            accept_and_stop_at(store, "short", 10).await;
+            // Both started before the cutoff; only the one that ended is purged.
+            assert_eq!(store.purge_ended_before(25, 10).await, 1);
+            stop_at(store, "long", 30).await;
+            assert_eq!(
+                store.purge_ended_before(25, 10).await,
+                0,
+                "ended after the cutoff"
+            );
+            assert_eq!(
+                store.purge_ended_before(30, 10).await,
+                0,
+                "not before it either"
+            );
+            assert_eq!(store.purge_ended_before(31, 10).await, 1);
+            assert!(store
+                .summary(&accepted("long").key)
+                .expect("read")
+                .is_none());
+        })
+        .await;
     }
 
     #[tokio::test]
