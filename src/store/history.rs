@@ -138,6 +138,8 @@ impl DiskHistory {
     ) -> Result<Vec<Invocation>, StoreError> {
         let mut progress = self.purge.lock();
         let mut found = Vec::new();
+        // A read that fails ends the call with what was found; the record it was reading
+        // is read again next time, since only what was handled counts as examined.
         let mut failed = None;
         progress.survivors.retain_mut(|survivor| {
             if failed.is_some() || found.len() == budget {
@@ -167,13 +169,10 @@ impl DiskHistory {
                 }
             }
         });
-        if let Some(err) = failed {
-            return Err(storage(err));
-        }
         let mut examined = 0;
         let mut decoder = Decoder::default();
         for function in functions {
-            if examined == budget || found.len() == budget {
+            if failed.is_some() || examined == budget || found.len() == budget {
                 break;
             }
             let from = progress.examined_to.get(function).cloned();
@@ -184,32 +183,51 @@ impl DiskHistory {
             let high = Bound::Excluded((cutoff_ms, ""));
             let mut last = None;
             for entry in self.reader.range(function, low, high, false) {
-                let entry = entry.map_err(storage)?;
                 if examined == budget || found.len() == budget {
                     break;
                 }
-                let (status, end) = entry.status().map_err(storage)?;
-                let (started, id) = entry.started_and_id().map_err(storage)?;
-                if status.is_terminal() && end < cutoff_ms {
-                    found.push(
-                        self.reader
-                            .decode_entry(&mut decoder, &entry, Detail::Summary)
-                            .map_err(storage)?,
-                    );
-                } else if progress.survivors.len() < SURVIVORS_MAX {
-                    progress.survivors.push(Survivor {
+                let examine = entry.and_then(|entry| {
+                    let (status, end) = entry.status()?;
+                    let (started, id) = entry.started_and_id()?;
+                    let position = (started, Arc::<str>::from(id));
+                    if status.is_terminal() && end < cutoff_ms {
+                        let record =
+                            self.reader
+                                .decode_entry(&mut decoder, &entry, Detail::Summary)?;
+                        return Ok(Some((position, Some(record))));
+                    }
+                    let survivor = Survivor {
                         key: function.invocation(id),
                         end_time_ms: status.is_terminal().then_some(end),
-                    });
-                } else {
-                    break;
+                    };
+                    if progress.survivors.len() == SURVIVORS_MAX {
+                        return Ok(None);
+                    }
+                    progress.survivors.push(survivor);
+                    Ok(Some((position, None)))
+                });
+                match examine {
+                    Ok(Some((position, record))) => {
+                        found.extend(record);
+                        examined += 1;
+                        last = Some(position);
+                    }
+                    // No room for one more survivor: go on from this record later.
+                    Ok(None) => break,
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
                 }
-                examined += 1;
-                last = Some((started, Arc::<str>::from(id)));
             }
             if let Some(last) = last {
                 progress.examined_to.insert(function.clone(), last);
             }
+        }
+        match failed {
+            Some(err) if found.is_empty() => return Err(storage(err)),
+            Some(err) => tracing::warn!(%err, "retention stopped at a record it could not read"),
+            None => {}
         }
         Ok(found)
     }
