@@ -58,7 +58,6 @@ const SURVIVORS_MAX: usize = 100_000;
 /// the last level, and a scan from each function's oldest record walked over the markers of
 /// everything purged before: with purging as fast as invoking, that came to more than half
 /// the server's CPU.
-#[derive(Default)]
 struct PurgeProgress {
     /// Per function, the (started time, id) of the last record examined. No record is added
     /// before it later: an invocation starts now, after any cutoff retention has used.
@@ -69,6 +68,18 @@ struct PurgeProgress {
     /// [`SURVIVORS_MAX`]: a scan that cannot keep one more stops before it, and goes on from
     /// it in a later pass.
     survivors: Vec<Survivor>,
+    /// [`SURVIVORS_MAX`], but in tests.
+    survivors_max: usize,
+}
+
+impl Default for PurgeProgress {
+    fn default() -> Self {
+        PurgeProgress {
+            examined_to: HashMap::default(),
+            survivors: Vec::new(),
+            survivors_max: SURVIVORS_MAX,
+        }
+    }
 }
 
 /// A record retention examined and could not purge yet.
@@ -200,7 +211,7 @@ impl DiskHistory {
                         key: function.invocation(id),
                         end_time_ms: status.is_terminal().then_some(end),
                     };
-                    if progress.survivors.len() == SURVIVORS_MAX {
+                    if progress.survivors.len() >= progress.survivors_max {
                         return Ok(None);
                     }
                     progress.survivors.push(survivor);
@@ -399,6 +410,14 @@ impl History {
                 Ok(found)
             }
             History::Disk(disk) => disk.ended_before(functions, cutoff_ms, budget, is_open),
+        }
+    }
+
+    /// Keep at most `max` records for retention to look at again (a data directory only).
+    #[cfg(test)]
+    pub fn cap_survivors(&self, max: usize) {
+        if let History::Disk(disk) = self {
+            disk.purge.lock().survivors_max = max;
         }
     }
 

@@ -1083,6 +1083,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retention_keeps_no_more_records_to_look_at_again_than_its_bound() {
+        each_store(async |store: &Store| {
+            store.history.cap_survivors(1);
+            for open in ["a-open", "b-open"] {
+                store.insert(accepted(open), |_| {}).await.expect("accept");
+            }
+            accept_and_stop_at(store, "c-ended", 10).await;
+            let kept = |id: &str| store.summary(&accepted(id).key).expect("read").is_some();
+            // On disk, "a-open" takes the one place; the scan stops before "b-open", so
+            // "c-ended", after it in list order, waits (in memory every record is kept).
+            let purged = store.purge_ended_before(25, 10).await;
+            let on_disk = matches!(*store.history, History::Disk(_));
+            assert_eq!(
+                (purged, kept("c-ended")),
+                if on_disk { (0, true) } else { (1, false) }
+            );
+            stop_at(store, "a-open", 12).await;
+            // "a-open" leaves the survivors as it is purged, and the scan goes on.
+            let purged = purged + store.purge_ended_before(25, 10).await;
+            assert_eq!(purged, 2);
+            assert_eq!(
+                ["a-open", "b-open", "c-ended"].map(kept),
+                [false, true, false]
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn an_id_looked_for_before_another_accept_of_it_ended_is_still_refused() {
         each_store(async |store: &Store| {
             // The look finds nothing; then another accept of the same id runs and ends, so
