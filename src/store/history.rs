@@ -192,38 +192,36 @@ impl DiskHistory {
                 .map_or(Bound::Unbounded, |(t, id)| Bound::Excluded((*t, &**id)));
             // Records started at or after the cutoff cannot have ended before it.
             let high = Bound::Excluded((cutoff_ms, ""));
+            // The last record handled; its place is read from it once the scan stops.
             let mut last = None;
             for entry in self.reader.range(function, low, high, false) {
                 if examined == budget || found.len() == budget {
                     break;
                 }
-                let examine = entry.and_then(|entry| {
+                let handled = entry.and_then(|entry| {
                     let (status, end) = entry.status()?;
-                    let (started, id) = entry.started_and_id()?;
-                    let position = (started, Arc::<str>::from(id));
                     if status.is_terminal() && end < cutoff_ms {
                         let record =
                             self.reader
                                 .decode_entry(&mut decoder, &entry, Detail::Summary)?;
-                        return Ok(Some((position, Some(record))));
-                    }
-                    let survivor = Survivor {
-                        key: function.invocation(id),
-                        end_time_ms: status.is_terminal().then_some(end),
-                    };
-                    if progress.survivors.len() >= progress.survivors_max {
+                        found.push(record);
+                    } else if progress.survivors.len() < progress.survivors_max {
+                        let (_, id) = entry.started_and_id()?;
+                        progress.survivors.push(Survivor {
+                            key: function.invocation(id),
+                            end_time_ms: status.is_terminal().then_some(end),
+                        });
+                    } else {
+                        // No room for one more survivor: go on from this record later.
                         return Ok(None);
                     }
-                    progress.survivors.push(survivor);
-                    Ok(Some((position, None)))
+                    Ok(Some(entry))
                 });
-                match examine {
-                    Ok(Some((position, record))) => {
-                        found.extend(record);
+                match handled {
+                    Ok(Some(entry)) => {
                         examined += 1;
-                        last = Some(position);
+                        last = Some(entry);
                     }
-                    // No room for one more survivor: go on from this record later.
                     Ok(None) => break,
                     Err(err) => {
                         failed = Some(err);
@@ -232,7 +230,12 @@ impl DiskHistory {
                 }
             }
             if let Some(last) = last {
-                progress.examined_to.insert(function.clone(), last);
+                let (started, id) = last
+                    .started_and_id()
+                    .expect("its key was read when it was examined");
+                progress
+                    .examined_to
+                    .insert(function.clone(), (started, id.into()));
             }
         }
         match failed {
