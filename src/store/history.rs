@@ -46,6 +46,12 @@ pub struct DiskHistory {
     cache: quick_cache::sync::Cache<InvocationKey, Arc<Invocation>, RecordWeight, Hashing>,
     /// How far retention has got through each function's records.
     purge: Mutex<PurgeProgress>,
+    /// Per function, where its kept records begin, as of retention's last pass: every record
+    /// before it ended before a cutoff retention used, and is purged or being purged. A list
+    /// starts there rather than at the function's oldest key, so that it does not walk the
+    /// deletion markers of everything purged (an LSM keeps them until compaction takes them to
+    /// its last level). Bounded by the functions; lost on restart, like the purge's place.
+    floors: RwLock<HashMap<FunctionKey, Bound<Position>, Hashing>>,
     /// Removals made durable so far.
     removals: AtomicU64,
 }
@@ -82,9 +88,13 @@ impl Default for PurgeProgress {
     }
 }
 
+/// A (started time, id) in list order.
+type Position = (i64, Arc<str>);
+
 /// A record retention examined and could not purge yet.
 struct Survivor {
     key: InvocationKey,
+    started_time_ms: i64,
     /// Its end time, once terminal.
     end_time_ms: Option<i64>,
 }
@@ -132,6 +142,7 @@ impl DiskHistory {
                 Default::default(),
             ),
             purge: Mutex::default(),
+            floors: RwLock::default(),
             removals: AtomicU64::new(0),
         }
     }
@@ -206,9 +217,10 @@ impl DiskHistory {
                                 .decode_entry(&mut decoder, &entry, Detail::Summary)?;
                         found.push(record);
                     } else if progress.survivors.len() < progress.survivors_max {
-                        let (_, id) = entry.started_and_id()?;
+                        let (started_time_ms, id) = entry.started_and_id()?;
                         progress.survivors.push(Survivor {
                             key: function.invocation(id),
+                            started_time_ms,
                             end_time_ms: status.is_terminal().then_some(end),
                         });
                     } else {
@@ -238,12 +250,60 @@ impl DiskHistory {
                     .insert(function.clone(), (started, id.into()));
             }
         }
+        self.set_floors(&progress);
         match failed {
             Some(err) if found.is_empty() => return Err(storage(err)),
             Some(err) => tracing::warn!(%err, "retention stopped at a record it could not read"),
             None => {}
         }
         Ok(found)
+    }
+
+    /// Where each function's kept records begin after a pass: just after the last record
+    /// examined, or at its lowest survivor. What the pass found is purged next, so a list
+    /// leaves it out a moment before it is gone, as it would a moment after.
+    fn set_floors(&self, progress: &PurgeProgress) {
+        let mut floors: HashMap<FunctionKey, Bound<Position>, Hashing> = progress
+            .examined_to
+            .iter()
+            .map(|(function, position)| (function.clone(), Bound::Excluded(position.clone())))
+            .collect();
+        for survivor in &progress.survivors {
+            if let Some(floor) = floors.get_mut(&survivor.key.function) {
+                let at = Bound::Included((survivor.started_time_ms, survivor.key.id.clone()));
+                if lower_bound_order(&at, floor).is_lt() {
+                    *floor = at;
+                }
+            }
+        }
+        *self.floors.write() = floors;
+    }
+
+    /// `low`, or `function`'s floor if that is higher: where a list needs to start.
+    pub(super) fn raise_to_floor(
+        &self,
+        function: &FunctionKey,
+        low: Bound<Position>,
+    ) -> Bound<Position> {
+        match self.floors.read().get(function) {
+            Some(floor) if lower_bound_order(&low, floor).is_lt() => floor.clone(),
+            _ => low,
+        }
+    }
+}
+
+/// How two lower bounds of a range compare: the greater starts the narrower range.
+fn lower_bound_order(a: &Bound<Position>, b: &Bound<Position>) -> std::cmp::Ordering {
+    lower_bound_rank(a).cmp(&lower_bound_rank(b))
+}
+
+/// A lower bound as a sortable value: past a position comes right after it, before any
+/// greater position.
+fn lower_bound_rank(bound: &Bound<Position>) -> Option<(&Position, bool)> {
+    match bound {
+        Bound::Unbounded => None,
+        Bound::Included(position) => Some((position, false)),
+        Bound::Excluded(position) => Some((position, true)),
     }
 }
 
@@ -358,11 +418,15 @@ impl History {
                 })
             }
             History::Disk(disk) => {
+                let low = disk.raise_to_floor(&query.function, range.0);
+                if index::is_empty(&low, &range.1) {
+                    return Ok(index::empty_page());
+                }
                 let entries = disk
                     .reader
                     .range(
                         &query.function,
-                        borrowed(&range.0),
+                        borrowed(&low),
                         borrowed(&range.1),
                         query.order == Order::Desc,
                     )

@@ -143,14 +143,20 @@ pub fn range(signer: &PageSigner, query: &ListQuery) -> Result<Option<Range>, St
         _ => Bound::Unbounded,
     };
     // The cursor may lie outside the time window when the filter changed between pages.
-    if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) =
-        (&low, &high)
-    {
-        if l >= h {
-            return Ok(None);
-        }
+    if is_empty(&low, &high) {
+        return Ok(None);
     }
     Ok(Some((low, high)))
+}
+
+/// Whether no position lies between `low` and `high`, as [`range`] builds them.
+pub fn is_empty(low: &Bound<(i64, Arc<str>)>, high: &Bound<(i64, Arc<str>)>) -> bool {
+    match (low, high) {
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) => {
+            l >= h
+        }
+        _ => false,
+    }
 }
 
 /// One page of `query` from `entries`, the entries of its range in its order: at most

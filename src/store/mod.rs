@@ -937,6 +937,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Bound;
     use std::time::Duration;
 
     use super::*;
@@ -1107,6 +1108,66 @@ mod tests {
                 ["a-open", "b-open", "c-ended"].map(kept),
                 [false, true, false]
             );
+        })
+        .await;
+    }
+
+    /// The ids a list of all the test function's invocations in `order` gives, read a page
+    /// of `limit` at a time.
+    fn list_ids(store: &Store, order: Order, limit: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut next_token = String::new();
+        loop {
+            let query = ListQuery {
+                function: accepted("any").key.function,
+                qualifier: None,
+                id_prefix: String::new(),
+                status: None,
+                begin: None,
+                end: None,
+                order,
+                limit,
+                next_token,
+            };
+            let page = store.list(&query).expect("list");
+            ids.extend(page.invocations.iter().map(|i| i.key.id.to_string()));
+            if page.next_token.is_empty() {
+                return ids;
+            }
+            next_token = page.next_token;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_after_a_purge_starts_past_it_and_still_finds_what_retention_kept() {
+        each_store(async |store: &Store| {
+            store
+                .insert(accepted("a-open"), |_| {})
+                .await
+                .expect("accept");
+            accept_and_stop_at(store, "b-ended", 10).await;
+            accept_and_stop_at(store, "c-late", 30).await;
+            accept_and_stop_at(store, "d-ended", 10).await;
+            assert_eq!(store.purge_ended_before(25, 10).await, 2);
+            if let History::Disk(disk) = &*store.history {
+                // Lists start at the oldest record kept: the open one retention passed.
+                let start = disk.raise_to_floor(&accepted("any").key.function, Bound::Unbounded);
+                assert_eq!(start, Bound::Included((1, "a-open".into())));
+            }
+            for limit in [1, 2, 50] {
+                assert_eq!(list_ids(store, Order::Asc, limit), ["a-open", "c-late"]);
+                assert_eq!(list_ids(store, Order::Desc, limit), ["c-late", "a-open"]);
+            }
+            // Once the open one is purged too, lists start at the one that ended after the
+            // cutoff, the oldest record left.
+            stop_at(store, "a-open", 12).await;
+            assert_eq!(store.purge_ended_before(25, 10).await, 1);
+            if let History::Disk(disk) = &*store.history {
+                let start = disk.raise_to_floor(&accepted("any").key.function, Bound::Unbounded);
+                assert_eq!(start, Bound::Included((1, "c-late".into())));
+            }
+            assert_eq!(list_ids(store, Order::Asc, 1), ["c-late"]);
+            assert_eq!(list_ids(store, Order::Desc, 1), ["c-late"]);
         })
         .await;
     }
