@@ -149,6 +149,14 @@ fn every_scenario_runs_and_reports() {
     assert!(samples
         .iter()
         .all(|sample| sample["server CPU %"].as_f64().is_some()));
+    for column in ["list oldest first ms", "list newest first ms"] {
+        assert!(
+            samples
+                .iter()
+                .all(|sample| sample[column].as_f64().is_some_and(|ms| ms > 0.0)),
+            "{column}"
+        );
+    }
     assert_eq!(samples.last().expect("after")["open"].as_u64(), Some(0));
     assert_eq!(samples.last().expect("after")["timers"].as_u64(), Some(0));
 }

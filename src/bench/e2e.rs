@@ -96,8 +96,9 @@ pub enum Completion {
     Each,
 }
 
-const SERVICE: &str = "bench";
-const FUNCTION: &str = "e2e";
+/// The service and function the load invokes.
+pub(super) const SERVICE: &str = "bench";
+pub(super) const FUNCTION: &str = "e2e";
 
 pub(super) struct Run {
     pub(super) throughput: f64,

@@ -1,7 +1,8 @@
 //! `soak`: a constant offered rate end to end (invoke -> worker -> Succeeded) for a long time,
 //! with the server's default retention and max event age, sampling what it holds every few
-//! seconds: resident memory and CPU (from /proc) and, from its `/metrics`, open invocations,
-//! queued ones, pending timers, leases, cache bytes and the allocator's heap. A shorter
+//! seconds: resident memory and CPU (from /proc); from its `/metrics`, open invocations,
+//! queued ones, pending timers, leases, cache bytes and the allocator's heap; and how long a
+//! list page takes, oldest first and newest first. A shorter
 //! `--retention` shows the steady state a long run reaches, purging as fast as it invokes. What the server holds
 //! must follow what is open, not what was ever invoked: flat while the rate is, and back to
 //! where it started once the last invocation ended.
@@ -9,13 +10,21 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tonic::transport::Channel;
 
 use super::e2e::{self, Completion, E2eArgs};
 use super::http;
 use super::report::Report;
 use super::server::{Mode, ScratchDir, ServerProcess};
-use super::BenchError;
+use super::{server_error, BenchError};
 use crate::metrics;
+use crate::pb;
+use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+
+/// First pages of 50 each sample lists each way, of the function the load invokes. Retention
+/// purges at the oldest end, where the deletion markers it leaves lie until compaction drops
+/// them: a list oldest first meets them, one newest first does not.
+const LIST_PROBE_PAGES: usize = 5;
 
 /// Flags of `sai bench soak`.
 #[derive(Debug, clap::Args)]
@@ -59,6 +68,15 @@ struct Sample {
     /// The server's CPU time so far.
     cpu: Duration,
     gauges: std::collections::HashMap<String, f64>,
+    /// Median time of a first page of 50, oldest first and newest first.
+    list: ListTimes,
+}
+
+/// Median time of a first list page of 50 each way.
+#[derive(Debug, Clone, Copy)]
+struct ListTimes {
+    oldest_first: Duration,
+    newest_first: Duration,
 }
 
 impl Sample {
@@ -91,24 +109,66 @@ impl Sample {
             json!(mib(self.gauge(metrics::HEAP_ACTIVE_BYTES))),
             json!(mib(self.gauge(metrics::HEAP_METADATA_BYTES))),
             json!(mib(self.gauge(metrics::HEAP_RESIDENT_BYTES))),
+            json!(millis(self.list.oldest_first)),
+            json!(millis(self.list.newest_first)),
         ]
     }
 }
 
+/// `duration` in ms, to a hundredth.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// Time [`LIST_PROBE_PAGES`] first pages of the load's function each way; the medians.
+async fn list_times(
+    client: &mut StatefulAsyncInvocationServiceClient<Channel>,
+) -> Result<ListTimes, BenchError> {
+    let mut median = async |order: pb::SortOrder| {
+        let mut times = Vec::with_capacity(LIST_PROBE_PAGES);
+        for _ in 0..LIST_PROBE_PAGES {
+            let asked = Instant::now();
+            client
+                .list_stateful_async_invocations(pb::ListStatefulAsyncInvocationsRequest {
+                    service_name: e2e::SERVICE.into(),
+                    function_name: e2e::FUNCTION.into(),
+                    sort_order_by_time: order as i32,
+                    limit: 50,
+                    ..Default::default()
+                })
+                .await
+                .map_err(server_error)?;
+            times.push(asked.elapsed());
+        }
+        times.sort();
+        Ok::<_, BenchError>(times[times.len() / 2])
+    };
+    Ok(ListTimes {
+        oldest_first: median(pb::SortOrder::Asc).await?,
+        newest_first: median(pb::SortOrder::Desc).await?,
+    })
+}
+
+/// What the server holds now, and how long its lists take.
 async fn sample(
     server: &ServerProcess,
     metrics_url: &str,
+    client: &mut StatefulAsyncInvocationServiceClient<Channel>,
     started: Instant,
 ) -> Result<Sample, BenchError> {
     let (status, text) = http::get(metrics_url).await?;
     if status != 200 {
         return Err(BenchError::Server(format!("/metrics answered {status}")));
     }
+    let at = started.elapsed();
+    let rss = server.memory().0;
+    let cpu = server.cpu_time();
     Ok(Sample {
-        at: started.elapsed(),
-        rss: server.memory().0,
-        cpu: server.cpu_time(),
+        at,
+        rss,
+        cpu,
         gauges: http::unlabelled_samples(&text),
+        list: list_times(client).await?,
     })
 }
 
@@ -175,10 +235,15 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             "heap active MiB",
             "heap metadata MiB",
             "heap resident MiB",
+            "list oldest first ms",
+            "list newest first ms",
         ],
     );
+    let mut client = StatefulAsyncInvocationServiceClient::connect(server.url.clone())
+        .await
+        .map_err(server_error)?;
     let started = Instant::now();
-    let before = sample(&server, &metrics_url, started).await?;
+    let before = sample(&server, &metrics_url, &mut client, started).await?;
     report.row(before.row("before", &before));
     let url = server.url.clone();
     let load = tokio::spawn(async move { e2e::once(std::slice::from_ref(&url), &load).await });
@@ -187,7 +252,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     while !load.is_finished() {
         tokio::select! {
             _ = tick.tick() => {
-                let taken = sample(&server, &metrics_url, started).await?;
+                let taken = sample(&server, &metrics_url, &mut client, started).await?;
                 let row = taken.row("load", samples.last().unwrap_or(&before));
                 eprintln!("{}", serde_json::Value::Array(row.clone()));
                 report.row(row);
@@ -199,7 +264,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let run = load
         .await
         .map_err(|e| BenchError::Server(e.to_string()))??;
-    let after = sample(&server, &metrics_url, started).await?;
+    let after = sample(&server, &metrics_url, &mut client, started).await?;
     report.row(after.row("after", samples.last().unwrap_or(&before)));
     // Against the sample closest to 2 minutes in.
     let two_minutes = samples
@@ -208,12 +273,19 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         .map_or(0, |s| s.rss);
     let last = samples.last().map_or(0, |s| s.rss);
     let peak = samples.iter().map(|s| s.rss).max().unwrap_or(0);
+    let spread = |of: fn(&ListTimes) -> Duration| {
+        let times = samples.iter().map(|s| millis(of(&s.list)));
+        let low = times.clone().fold(f64::INFINITY, f64::min);
+        let high = times.fold(0.0, f64::max);
+        format!("{low:.1}-{high:.1} ms")
+    };
     let cpu_per_invocation =
         after.cpu.saturating_sub(before.cpu).as_secs_f64() * 1e6 / (invocations.max(1) as f64);
     eprintln!(
         "completed {:.0}/s at {cpu_per_invocation:.1} µs of server CPU per invocation; RSS at \
          ~2 min {:.0} MiB, last {:.0} MiB ({:+.1}%), peak {:.0} MiB; after: timers {} (before \
-         {}), active leases {} (before {}), open {}",
+         {}), active leases {} (before {}), open {}; a list page of 50 (median of each sample's \
+         {LIST_PROBE_PAGES}) oldest first {}, newest first {}",
         run.throughput,
         two_minutes as f64 / (1u64 << 20) as f64,
         last as f64 / (1u64 << 20) as f64,
@@ -224,6 +296,8 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         after.gauge(metrics::ACTIVE_LEASES),
         before.gauge(metrics::ACTIVE_LEASES),
         after.gauge(metrics::OPEN_INVOCATIONS),
+        spread(|list| list.oldest_first),
+        spread(|list| list.newest_first),
     );
     Ok(report)
 }
