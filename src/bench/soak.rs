@@ -261,7 +261,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    let run = load
+    let mut run = load
         .await
         .map_err(|e| BenchError::Server(e.to_string()))??;
     let after = sample(&server, &metrics_url, &mut client, started).await?;
@@ -284,8 +284,9 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     eprintln!(
         "completed {:.0}/s at {cpu_per_invocation:.1} µs of server CPU per invocation; RSS at \
          ~2 min {:.0} MiB, last {:.0} MiB ({:+.1}%), peak {:.0} MiB; after: timers {} (before \
-         {}), active leases {} (before {}), open {}; a list page of 50 (median of each sample's \
-         {LIST_PROBE_PAGES}) oldest first {}, newest first {}",
+         {}), active leases {} (before {}), open {}; accepted to Succeeded p50 {:.1} ms, p99 \
+         {:.1} ms; a list page of 50 (median of each sample's {LIST_PROBE_PAGES}) oldest first \
+         {}, newest first {}",
         run.throughput,
         two_minutes as f64 / (1u64 << 20) as f64,
         last as f64 / (1u64 << 20) as f64,
@@ -296,6 +297,8 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         after.gauge(metrics::ACTIVE_LEASES),
         before.gauge(metrics::ACTIVE_LEASES),
         after.gauge(metrics::OPEN_INVOCATIONS),
+        run.latencies.percentile_ms(50.0),
+        run.latencies.percentile_ms(99.0),
         spread(|list| list.oldest_first),
         spread(|list| list.newest_first),
     );
