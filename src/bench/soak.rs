@@ -160,13 +160,10 @@ async fn sample(
     if status != 200 {
         return Err(BenchError::Server(format!("/metrics answered {status}")));
     }
-    let at = started.elapsed();
-    let rss = server.memory().0;
-    let cpu = server.cpu_time();
     Ok(Sample {
-        at,
-        rss,
-        cpu,
+        at: started.elapsed(),
+        rss: server.memory().0,
+        cpu: server.cpu_time(),
         gauges: http::unlabelled_samples(&text),
         list: list_times(client).await?,
     })

@@ -56,6 +56,9 @@ pub struct DiskHistory {
     removals: AtomicU64,
 }
 
+/// A (started time, id) in list order.
+type Position = (i64, Arc<str>);
+
 /// Most records retention keeps to look at again (see [`PurgeProgress`]): ~100 B each.
 const SURVIVORS_MAX: usize = 100_000;
 
@@ -68,7 +71,7 @@ struct PurgeProgress {
     /// Per function, the (started time, id) of the last record examined. No record is added
     /// before it later: an invocation starts now, after any cutoff retention has used.
     /// Bounded by the functions; lost on restart, when the first pass reads from the oldest.
-    examined_to: HashMap<FunctionKey, (i64, Arc<str>), Hashing>,
+    examined_to: HashMap<FunctionKey, Position, Hashing>,
     /// Records examined while open or ended after the cutoff, looked at again every pass:
     /// those in flight at the cutoff, or running longer than the retention. At most
     /// [`SURVIVORS_MAX`]: a scan that cannot keep one more stops before it, and goes on from
@@ -87,9 +90,6 @@ impl Default for PurgeProgress {
         }
     }
 }
-
-/// A (started time, id) in list order.
-type Position = (i64, Arc<str>);
 
 /// A record retention examined and could not purge yet.
 struct Survivor {
