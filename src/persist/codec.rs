@@ -10,6 +10,7 @@
 //! | `open` | as `history` | empty: present while the invocation is not terminal |
 //! | `function_numbers` | function prefix | the function's number (varint) |
 //! | `configs` / `functions` | function prefix, qualifier | config / empty |
+//! | `meta` | `sequence`; `retention-floor/` + function number | the last watch sequence number; where the function's records that retention keeps begin ([`encode_floor`]) |
 //!
 //! The function prefix is three length-prefixed parts (account, service, function; u16
 //! big-endian length each); records carry the function's number instead (see
@@ -26,6 +27,7 @@
 //! format 1 kept every payload apart).
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +109,34 @@ pub fn history_bound(number: u32, started_time_ms: i64) -> Vec<u8> {
     bytes.extend_from_slice(&number.to_be_bytes());
     bytes.extend_from_slice(&sortable_time(started_time_ms));
     bytes
+}
+
+/// Prefix of the `meta` keys that say where each function's kept records begin.
+pub const RETENTION_FLOOR_PREFIX: &[u8] = b"retention-floor/";
+
+/// The `meta` key of where function `number`'s kept records begin.
+pub fn retention_floor_key(number: u32) -> Vec<u8> {
+    let mut key = RETENTION_FLOOR_PREFIX.to_vec();
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+/// The function number of a [`retention_floor_key`], or `None` for another `meta` key.
+pub fn retention_floor_number(key: &[u8]) -> Option<u32> {
+    let number = key.strip_prefix(RETENTION_FLOOR_PREFIX)?;
+    Some(u32::from_be_bytes(number.try_into().ok()?))
+}
+
+/// Where a function's kept records begin, as a lower bound on (started time, id): at a record
+/// or just past one.
+pub fn encode_floor(floor: Bound<(i64, &str)>) -> Vec<u8> {
+    encode(&floor)
+}
+
+/// A floor [`encode_floor`] wrote.
+pub fn decode_floor(bytes: &[u8]) -> Result<Bound<(i64, Arc<str>)>, DecodeError> {
+    let floor: Bound<(i64, &str)> = decode(bytes, "retention floor")?;
+    Ok(floor.map(|(started, id)| (started, Arc::from(id))))
 }
 
 /// The function number, started time and id of a history key.

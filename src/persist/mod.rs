@@ -194,7 +194,7 @@ pub(crate) struct Partitions {
     configs: Keyspace,
     /// Known (function, qualifier) pairs, same keys, empty values.
     functions: Keyspace,
-    /// Counters: the watch sequence.
+    /// The watch sequence, and where retention has got to in each function.
     meta: Keyspace,
 }
 
@@ -774,6 +774,17 @@ impl WriteSet {
             Part::Functions,
             codec::function_key(function, qualifier),
             Vec::new(),
+        ));
+    }
+
+    /// Record where `function`'s kept records begin: retention has purged every record before
+    /// `floor`, or purges it in this same write set.
+    pub fn put_retention_floor(&mut self, function: &FunctionKey, floor: reader::Position<'_>) {
+        let number = self.number(function);
+        self.ops.push(Op::Put(
+            Part::Meta,
+            codec::retention_floor_key(number),
+            codec::encode_floor(floor),
         ));
     }
 

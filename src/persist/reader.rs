@@ -57,6 +57,9 @@ fn where_id_says(number: u32, id: &str) -> Option<Vec<u8>> {
 /// Where a range of a function's records starts or ends: a (started time, id) position.
 pub type Position<'a> = Bound<(i64, &'a str)>;
 
+/// Where a function's records that retention keeps begin: a (started time, id) lower bound.
+pub type Floor = Bound<(i64, Arc<str>)>;
+
 impl Reader {
     pub(super) fn new(
         db: fjall::Database,
@@ -202,6 +205,27 @@ impl Reader {
         decoder
             .history(function, key, value, detail, apart)
             .map_err(corrupt(key))
+    }
+
+    /// Per function, where the records retention keeps begin, as its last durable purge left
+    /// it (see `WriteSet::put_retention_floor`).
+    pub fn retention_floors(&self) -> Result<Vec<(FunctionKey, Floor)>, PersistError> {
+        let mut floors = Vec::new();
+        for item in self.partitions.meta.prefix(codec::RETENTION_FLOOR_PREFIX) {
+            let (key, value) = item.into_inner()?;
+            let corrupt = |what: String| PersistError::Corrupt { what };
+            let number = codec::retention_floor_number(&key)
+                .ok_or_else(|| corrupt(format!("retention floor key {key:?}")))?;
+            let function = self
+                .numbers
+                .function(number)
+                .ok_or_else(|| corrupt(format!("retention floor of unknown function {number}")))?;
+            let floor = codec::decode_floor(&value).map_err(|err| {
+                corrupt(format!("retention floor of {}: {err}", function.function))
+            })?;
+            floors.push((function, floor));
+        }
+        Ok(floors)
     }
 
     /// Bytes the history takes on disk (records, payloads and the id index).

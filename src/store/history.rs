@@ -50,7 +50,8 @@ pub struct DiskHistory {
     /// before it ended before a cutoff retention used, and is purged or being purged. A list
     /// starts there rather than at the function's oldest key, so that it does not walk the
     /// deletion markers of everything purged (an LSM keeps them until compaction takes them to
-    /// its last level). Bounded by the functions; lost on restart, like the purge's place.
+    /// its last level). Written with each purge and read back at start, so that neither lists
+    /// nor retention walk those markers after a restart. Bounded by the functions.
     floors: RwLock<HashMap<FunctionKey, Bound<Position>, Hashing>>,
     /// Removals made durable so far.
     removals: AtomicU64,
@@ -68,10 +69,10 @@ const SURVIVORS_MAX: usize = 100_000;
 /// everything purged before: with purging as fast as invoking, that came to more than half
 /// the server's CPU.
 struct PurgeProgress {
-    /// Per function, the (started time, id) of the last record examined. No record is added
-    /// before it later: an invocation starts now, after any cutoff retention has used.
-    /// Bounded by the functions; lost on restart, when the first pass reads from the oldest.
-    examined_to: HashMap<FunctionKey, Position, Hashing>,
+    /// Per function, where its next scan starts: just past the last record examined, or at
+    /// the floor the data directory kept. No record is added before it later: an invocation
+    /// starts now, after any cutoff retention has used. Bounded by the functions.
+    resume_at: HashMap<FunctionKey, Bound<Position>, Hashing>,
     /// Records examined while open or ended after the cutoff, looked at again every pass:
     /// those in flight at the cutoff, or running longer than the retention. At most
     /// [`SURVIVORS_MAX`]: a scan that cannot keep one more stops before it, and goes on from
@@ -84,7 +85,7 @@ struct PurgeProgress {
 impl Default for PurgeProgress {
     fn default() -> Self {
         PurgeProgress {
-            examined_to: HashMap::default(),
+            resume_at: HashMap::default(),
             survivors: Vec::new(),
             survivors_max: SURVIVORS_MAX,
         }
@@ -129,10 +130,21 @@ fn storage(err: PersistError) -> StoreError {
     StoreError::from(err)
 }
 
+/// What a retention pass found to purge, and the floors it moved: both are written in one
+/// commit, so that a floor on disk never stands past a record that is still there.
+#[derive(Default)]
+pub struct PurgePass {
+    /// Finished invocations that ended before the cutoff, without events.
+    pub ended: Vec<Invocation>,
+    /// Functions whose kept records now begin elsewhere, and where.
+    pub floors: Vec<(FunctionKey, Bound<Position>)>,
+}
+
 impl DiskHistory {
-    /// Records read through `reader`, caching up to `cache_bytes` of them.
-    pub fn new(reader: Reader, cache_bytes: u64) -> Self {
-        DiskHistory {
+    /// Records read through `reader`, caching up to `cache_bytes` of them; retention goes on
+    /// from where the data directory says it had got to.
+    pub fn new(reader: Reader, cache_bytes: u64) -> Result<Self, StoreError> {
+        let history = DiskHistory {
             reader,
             cache: quick_cache::sync::Cache::with(
                 usize::try_from(cache_bytes / 2048).unwrap_or(1).max(1),
@@ -144,7 +156,27 @@ impl DiskHistory {
             purge: Mutex::default(),
             floors: RwLock::default(),
             removals: AtomicU64::new(0),
+        };
+        history.restore_floors()?;
+        Ok(history)
+    }
+
+    /// Start retention over from the floors the data directory holds: at opening, and after a
+    /// purge that could not be written, whose records the next pass must find again.
+    fn restore_floors(&self) -> Result<(), StoreError> {
+        let mut progress = self.purge.lock();
+        let survivors_max = progress.survivors_max;
+        *progress = PurgeProgress {
+            survivors_max,
+            ..PurgeProgress::default()
+        };
+        let mut floors = self.floors.write();
+        floors.clear();
+        for (function, floor) in self.reader.retention_floors().map_err(storage)? {
+            progress.resume_at.insert(function.clone(), floor.clone());
+            floors.insert(function, floor);
         }
+        Ok(())
     }
 }
 
@@ -157,7 +189,7 @@ impl DiskHistory {
         cutoff_ms: i64,
         budget: usize,
         is_open: impl Fn(&InvocationKey) -> bool,
-    ) -> Result<Vec<Invocation>, StoreError> {
+    ) -> Result<PurgePass, StoreError> {
         let mut progress = self.purge.lock();
         let mut found = Vec::new();
         // A read that fails ends the call with what was found; the record it was reading
@@ -197,10 +229,12 @@ impl DiskHistory {
             if failed.is_some() || examined == budget || found.len() == budget {
                 break;
             }
-            let from = progress.examined_to.get(function).cloned();
-            let low = from
-                .as_ref()
-                .map_or(Bound::Unbounded, |(t, id)| Bound::Excluded((*t, &**id)));
+            let from = progress
+                .resume_at
+                .get(function)
+                .cloned()
+                .unwrap_or(Bound::Unbounded);
+            let low = from.as_ref().map(|(t, id)| (*t, &**id));
             // Records started at or after the cutoff cannot have ended before it.
             let high = Bound::Excluded((cutoff_ms, ""));
             // The last record handled; its place is read from it once the scan stops.
@@ -246,27 +280,30 @@ impl DiskHistory {
                     .started_and_id()
                     .expect("its key was read when it was examined");
                 progress
-                    .examined_to
-                    .insert(function.clone(), (started, id.into()));
+                    .resume_at
+                    .insert(function.clone(), Bound::Excluded((started, id.into())));
             }
         }
-        self.set_floors(&progress);
+        let floors = self.set_floors(&progress);
         match failed {
             Some(err) if found.is_empty() => return Err(storage(err)),
             Some(err) => tracing::warn!(%err, "retention stopped at a record it could not read"),
             None => {}
         }
-        Ok(found)
+        Ok(PurgePass {
+            ended: found,
+            floors,
+        })
     }
 
-    /// Where each function's kept records begin after a pass: just after the last record
-    /// examined, or at its lowest survivor. What the pass found is purged next, so a list
-    /// leaves it out a moment before it is gone, as it would a moment after.
-    fn set_floors(&self, progress: &PurgeProgress) {
+    /// Where each function's kept records begin after a pass: where its next scan starts, or
+    /// at its lowest survivor. What the pass found is purged next, so a list leaves it out a
+    /// moment before it is gone, as it would a moment after. Returns the floors that moved.
+    fn set_floors(&self, progress: &PurgeProgress) -> Vec<(FunctionKey, Bound<Position>)> {
         let mut floors: HashMap<FunctionKey, Bound<Position>, Hashing> = progress
-            .examined_to
+            .resume_at
             .iter()
-            .map(|(function, position)| (function.clone(), Bound::Excluded(position.clone())))
+            .map(|(function, from)| (function.clone(), from.clone()))
             .collect();
         for survivor in &progress.survivors {
             if let Some(floor) = floors.get_mut(&survivor.key.function) {
@@ -276,7 +313,20 @@ impl DiskHistory {
                 }
             }
         }
-        *self.floors.write() = floors;
+        let mut current = self.floors.write();
+        let moved = floors
+            .iter()
+            .filter(|(function, floor)| current.get(*function) != Some(*floor))
+            .map(|(function, floor)| (function.clone(), floor.clone()))
+            .collect();
+        *current = floors;
+        moved
+    }
+
+    /// Where retention's next scan of `function` starts (unbounded: at its oldest record).
+    #[cfg(test)]
+    pub(super) fn resumes_at(&self, function: &FunctionKey) -> Option<Bound<Position>> {
+        self.purge.lock().resume_at.get(function).cloned()
     }
 
     /// `low`, or `function`'s floor if that is higher: where a list needs to start.
@@ -443,15 +493,16 @@ impl History {
     }
 
     /// Finished invocations that ended before `cutoff_ms`, at most `budget` examined, and
-    /// without events: what retention purges next. `functions` are every function known;
-    /// `is_open` says whether an invocation is still open.
+    /// without events: what retention purges next, with the floors to write beside it.
+    /// `functions` are every function known; `is_open` says whether an invocation is still
+    /// open.
     pub fn ended_before(
         &self,
         functions: &[FunctionKey],
         cutoff_ms: i64,
         budget: usize,
         is_open: impl Fn(&InvocationKey) -> bool,
-    ) -> Result<Vec<Invocation>, StoreError> {
+    ) -> Result<PurgePass, StoreError> {
         match self {
             History::Memory(memory) => {
                 let mut examined = 0;
@@ -463,7 +514,10 @@ impl History {
                     let index = index.read();
                     for id in index.started_before(cutoff_ms) {
                         if examined == budget {
-                            return Ok(found);
+                            return Ok(PurgePass {
+                                ended: found,
+                                floors: Vec::new(),
+                            });
                         }
                         examined += 1;
                         let key = function.invocation_ref(id);
@@ -474,9 +528,22 @@ impl History {
                         }
                     }
                 }
-                Ok(found)
+                Ok(PurgePass {
+                    ended: found,
+                    floors: Vec::new(),
+                })
             }
             History::Disk(disk) => disk.ended_before(functions, cutoff_ms, budget, is_open),
+        }
+    }
+
+    /// What `ended_before` returned could not be purged: on disk, retention starts over from
+    /// the floors last written, so that its next pass finds those records again.
+    pub fn purge_failed(&self) {
+        if let History::Disk(disk) = self {
+            if let Err(err) = disk.restore_floors() {
+                tracing::warn!(%err, "retention could not read back where it had got to");
+            }
         }
     }
 

@@ -318,7 +318,7 @@ impl Store {
             Storage::Disk(disk) => disk,
         };
         let persist = Persist::open_with(disk)?;
-        let history = History::Disk(DiskHistory::new(persist.reader(), cache_bytes));
+        let history = History::Disk(DiskHistory::new(persist.reader(), cache_bytes)?);
         let store = Store::with_history(history, watch_history, shutdown);
         *store.pages.write() = PageSigner::new(persist.page_key()?);
         let summary = persist.load(|loaded| store.restore(loaded))?;
@@ -572,23 +572,28 @@ impl Store {
     pub async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
         let functions = self.catalog.read().function_keys();
         let is_open = |key: &InvocationKey| self.open.contains_key(key);
-        let candidates = match self
+        let pass = match self
             .history
             .ended_before(&functions, cutoff_ms, budget, is_open)
         {
-            Ok(candidates) => candidates,
+            Ok(pass) => pass,
             Err(err) => {
                 tracing::warn!(%err, "retention could not read the history");
                 return 0;
             }
         };
-        if candidates.is_empty() {
+        if pass.ended.is_empty() && pass.floors.is_empty() {
             return 0;
         }
         let purged = self
             .commit(|commit| {
+                commit.write(|w| {
+                    for (function, floor) in &pass.floors {
+                        w.put_retention_floor(function, floor.as_ref().map(|(t, id)| (*t, &**id)));
+                    }
+                });
                 let mut purged = 0;
-                for candidate in candidates {
+                for candidate in pass.ended {
                     // Still the record found, not one that took its freed id since.
                     if self.open.contains_key(&candidate.key)
                         || !self.history.still_kept(&candidate)
@@ -605,6 +610,7 @@ impl Store {
             Ok(purged) => purged,
             Err(err) => {
                 tracing::warn!(%err, "retention purge failed");
+                self.history.purge_failed();
                 0
             }
         }
@@ -1170,6 +1176,64 @@ mod tests {
             assert_eq!(list_ids(store, Order::Desc, 1), ["c-late"]);
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn retention_goes_on_after_a_restart_from_where_it_had_got_to() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::disk(dir.path(), Durability::Sync);
+        let open = || {
+            let limit = WatchHistoryLimit::changes(16);
+            Store::open(
+                &storage,
+                limit,
+                DEFAULT_CACHE_BYTES,
+                CancellationToken::new(),
+            )
+            .expect("open")
+            .0
+        };
+        let function = accepted("any").key.function;
+        // Where lists start, and where retention's next scan of the function starts.
+        let places = |store: &Store| {
+            let History::Disk(disk) = &*store.history else {
+                panic!("a store on a data directory");
+            };
+            (
+                disk.raise_to_floor(&function, Bound::Unbounded),
+                disk.resumes_at(&function),
+            )
+        };
+        let at = |id: &str| Bound::Included((1, Arc::from(id)));
+
+        let store = open();
+        store
+            .insert(accepted("a-open"), |_| {})
+            .await
+            .expect("accept");
+        accept_and_stop_at(&store, "b-ended", 10).await;
+        accept_and_stop_at(&store, "c-late", 30).await;
+        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        assert_eq!(places(&store).0, at("a-open"));
+        store.close().await.expect("close");
+        drop(store);
+
+        // Before retention runs again, lists and its next scan start where it had got to:
+        // at the open record it passed, not at the function's oldest key.
+        let store = open();
+        assert_eq!(places(&store), (at("a-open"), Some(at("a-open"))));
+        assert_eq!(list_ids(&store, Order::Asc, 1), ["a-open", "c-late"]);
+        stop_at(&store, "a-open", 12).await;
+        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        assert_eq!(places(&store).0, at("c-late"));
+        store.close().await.expect("close");
+        drop(store);
+
+        let store = open();
+        assert_eq!(places(&store).0, at("c-late"));
+        assert_eq!(store.purge_ended_before(31, 10).await, 1);
+        assert!(list_ids(&store, Order::Asc, 50).is_empty());
+        store.close().await.expect("close");
     }
 
     #[tokio::test]
