@@ -1237,6 +1237,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_purge_that_was_not_written_is_found_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::disk(dir.path(), Durability::Sync);
+        let limit = WatchHistoryLimit::changes(16);
+        let (store, _) = Store::open(
+            &storage,
+            limit,
+            DEFAULT_CACHE_BYTES,
+            CancellationToken::new(),
+        )
+        .expect("open");
+        let History::Disk(disk) = &*store.history else {
+            panic!("a store on a data directory");
+        };
+        let function = accepted("any").key.function;
+        let a_open = Bound::Included((1, Arc::from("a-open")));
+        store
+            .insert(accepted("a-open"), |_| {})
+            .await
+            .expect("accept");
+        accept_and_stop_at(&store, "b-ended", 10).await;
+        accept_and_stop_at(&store, "c-late", 30).await;
+        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        stop_at(&store, "a-open", 12).await;
+        // The next pass finds "a-open", but its commit is refused: retention and lists go
+        // back to where the last written purge left them, and "a-open" is still listed.
+        store.close().await.expect("close");
+        assert_eq!(store.purge_ended_before(25, 10).await, 0);
+        assert_eq!(disk.raise_to_floor(&function, Bound::Unbounded), a_open);
+        assert_eq!(disk.resumes_at(&function), Some(a_open));
+        assert_eq!(list_ids(&store, Order::Asc, 50), ["a-open", "c-late"]);
+    }
+
+    #[tokio::test]
     async fn an_id_looked_for_before_another_accept_of_it_ended_is_still_refused() {
         each_store(async |store: &Store| {
             // The look finds nothing; then another accept of the same id runs and ends, so
