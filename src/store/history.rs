@@ -132,7 +132,6 @@ fn storage(err: PersistError) -> StoreError {
 
 /// What a retention pass found to purge, and the floors it moved: both are written in one
 /// commit, so that a floor on disk never stands past a record that is still there.
-#[derive(Default)]
 pub struct PurgePass {
     /// Finished invocations that ended before the cutoff, without events.
     pub ended: Vec<Invocation>,
@@ -537,9 +536,10 @@ impl History {
         }
     }
 
-    /// What `ended_before` returned could not be purged: on disk, retention starts over from
-    /// the floors last written, so that its next pass finds those records again.
-    pub fn purge_failed(&self) {
+    /// Not all that `ended_before` returned was purged, and the floors it moved were not
+    /// written: on disk, retention starts over from the floors last written, so that its next
+    /// pass finds what is left again.
+    pub fn purge_incomplete(&self) {
         if let History::Disk(disk) = self {
             if let Err(err) = disk.restore_floors() {
                 tracing::warn!(%err, "retention could not read back where it had got to");

@@ -585,32 +585,45 @@ impl Store {
         if pass.ended.is_empty() && pass.floors.is_empty() {
             return 0;
         }
-        let purged = self
+        let outcome = self
             .commit(|commit| {
-                commit.write(|w| {
-                    for (function, floor) in &pass.floors {
-                        w.put_retention_floor(function, floor.as_ref().map(|(t, id)| (*t, &**id)));
-                    }
-                });
                 let mut purged = 0;
+                let mut left = false;
                 for candidate in pass.ended {
-                    // Still the record found, not one that took its freed id since.
+                    // Still the record found, not one that took its freed id since (in memory),
+                    // nor one still settling into the history (ended moments ago).
                     if self.open.contains_key(&candidate.key)
                         || !self.history.still_kept(&candidate)
                     {
+                        left = true;
                         continue;
                     }
                     self.remove_now(commit, &candidate);
                     purged += 1;
                 }
-                Ok(purged)
+                // A floor past a record left in place would hide it from lists, and from
+                // retention, for good.
+                if !left {
+                    commit.write(|w| {
+                        for (function, floor) in &pass.floors {
+                            let floor = floor.as_ref().map(|(t, id)| (*t, &**id));
+                            w.put_retention_floor(function, floor);
+                        }
+                    });
+                }
+                Ok((purged, left))
             })
             .await;
-        match purged {
-            Ok(purged) => purged,
+        match outcome {
+            Ok((purged, left)) => {
+                if left {
+                    self.history.purge_incomplete();
+                }
+                purged
+            }
             Err(err) => {
                 tracing::warn!(%err, "retention purge failed");
-                self.history.purge_failed();
+                self.history.purge_incomplete();
                 0
             }
         }
