@@ -29,7 +29,7 @@ use crate::model::{FunctionKey, Invocation, StoredConfig};
 pub use codec::{encode_record, payload_is_inline, DecodeError, Decoder, Detail};
 pub use error::PersistError;
 pub use layout::{FORMAT_VERSION, STORE_DIR};
-pub use reader::{Reader, StoredEntry};
+pub use reader::{Floor, Reader, StoredEntry};
 pub use writer::{Journal, Ticket};
 
 use layout::DataDir;

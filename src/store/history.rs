@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::model::{FunctionKey, Invocation, InvocationKey};
-use crate::persist::{Decoder, Detail, PersistError, Reader, StoredEntry};
+use crate::persist::{Decoder, Detail, Floor, PersistError, Reader, StoredEntry};
 
 use super::error::StoreError;
 use super::index::{self, FunctionIndex, ListQuery, Order, Page};
@@ -52,7 +52,7 @@ pub struct DiskHistory {
     /// deletion markers of everything purged (an LSM keeps them until compaction takes them to
     /// its last level). Written with each purge and read back at start, so that neither lists
     /// nor retention walk those markers after a restart. Bounded by the functions.
-    floors: RwLock<HashMap<FunctionKey, Bound<Position>, Hashing>>,
+    floors: RwLock<HashMap<FunctionKey, Floor, Hashing>>,
     /// Removals made durable so far.
     removals: AtomicU64,
 }
@@ -72,7 +72,7 @@ struct PurgeProgress {
     /// Per function, where its next scan starts: just past the last record examined, or at
     /// the floor the data directory kept. No record is added before it later: an invocation
     /// starts now, after any cutoff retention has used. Bounded by the functions.
-    resume_at: HashMap<FunctionKey, Bound<Position>, Hashing>,
+    resume_at: HashMap<FunctionKey, Floor, Hashing>,
     /// Records examined while open or ended after the cutoff, looked at again every pass:
     /// those in flight at the cutoff, or running longer than the retention. At most
     /// [`SURVIVORS_MAX`]: a scan that cannot keep one more stops before it, and goes on from
@@ -136,7 +136,7 @@ pub struct PurgePass {
     /// Finished invocations that ended before the cutoff, without events.
     pub ended: Vec<Invocation>,
     /// Functions whose kept records now begin elsewhere, and where.
-    pub floors: Vec<(FunctionKey, Bound<Position>)>,
+    pub floors: Vec<(FunctionKey, Floor)>,
 }
 
 impl DiskHistory {
@@ -298,8 +298,8 @@ impl DiskHistory {
     /// Where each function's kept records begin after a pass: where its next scan starts, or
     /// at its lowest survivor. What the pass found is purged next, so a list leaves it out a
     /// moment before it is gone, as it would a moment after. Returns the floors that moved.
-    fn set_floors(&self, progress: &PurgeProgress) -> Vec<(FunctionKey, Bound<Position>)> {
-        let mut floors: HashMap<FunctionKey, Bound<Position>, Hashing> = progress
+    fn set_floors(&self, progress: &PurgeProgress) -> Vec<(FunctionKey, Floor)> {
+        let mut floors: HashMap<FunctionKey, Floor, Hashing> = progress
             .resume_at
             .iter()
             .map(|(function, from)| (function.clone(), from.clone()))
@@ -324,7 +324,7 @@ impl DiskHistory {
 
     /// Where retention's next scan of `function` starts (unbounded: at its oldest record).
     #[cfg(test)]
-    pub(super) fn resumes_at(&self, function: &FunctionKey) -> Option<Bound<Position>> {
+    pub(super) fn resumes_at(&self, function: &FunctionKey) -> Option<Floor> {
         self.purge.lock().resume_at.get(function).cloned()
     }
 

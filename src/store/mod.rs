@@ -961,7 +961,7 @@ mod tests {
 
     use super::*;
     use crate::model::FunctionKey;
-    use crate::persist::Durability;
+    use crate::persist::{Durability, Floor};
 
     fn accepted(id: &str) -> Invocation {
         let key = FunctionKey::new("acct", "svc", "fn").invocation(id);
@@ -983,17 +983,22 @@ mod tests {
             .ok()
     }
 
-    /// Both stores: on disk, and in memory (whose history is only what ended).
-    async fn each_store(check: impl AsyncFn(&Store)) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::disk(dir.path(), Durability::Sync);
-        let (store, _) = Store::open(
-            &storage,
+    /// A store on the data directory at `dir`.
+    fn disk_store(dir: &std::path::Path) -> Arc<Store> {
+        Store::open(
+            &Storage::disk(dir, Durability::Sync),
             WatchHistoryLimit::changes(16),
             DEFAULT_CACHE_BYTES,
             CancellationToken::new(),
         )
-        .expect("open");
+        .expect("open")
+        .0
+    }
+
+    /// Both stores: on disk, and in memory (whose history is only what ended).
+    async fn each_store(check: impl AsyncFn(&Store)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = disk_store(dir.path());
         check(&store).await;
         store.close().await.expect("close");
         check(&Store::new(
@@ -1157,21 +1162,46 @@ mod tests {
         }
     }
 
+    /// "a-open" stays open; "b-ended" and "d-ended" end at 10 and "c-late" at 30; a purge at a
+    /// cutoff of 25 takes the two that ended before it, and on disk leaves lists starting at
+    /// "a-open", the open record it passed.
+    async fn open_ended_and_late_then_purge(store: &Store) {
+        store
+            .insert(accepted("a-open"), |_| {})
+            .await
+            .expect("accept");
+        accept_and_stop_at(store, "b-ended", 10).await;
+        accept_and_stop_at(store, "c-late", 30).await;
+        accept_and_stop_at(store, "d-ended", 10).await;
+        assert_eq!(store.purge_ended_before(25, 10).await, 2);
+    }
+
+    /// Where lists of the test function start on `store`'s data directory, and where
+    /// retention's next scan of it starts.
+    fn places(store: &Store) -> (Floor, Option<Floor>) {
+        let History::Disk(disk) = &*store.history else {
+            panic!("a store on a data directory");
+        };
+        let function = accepted("any").key.function;
+        (
+            disk.raise_to_floor(&function, Bound::Unbounded),
+            disk.resumes_at(&function),
+        )
+    }
+
+    /// The place of the test function's record `id`.
+    fn at(id: &str) -> Floor {
+        Bound::Included((1, Arc::from(id)))
+    }
+
     #[tokio::test]
     async fn a_list_after_a_purge_starts_past_it_and_still_finds_what_retention_kept() {
         each_store(async |store: &Store| {
-            store
-                .insert(accepted("a-open"), |_| {})
-                .await
-                .expect("accept");
-            accept_and_stop_at(store, "b-ended", 10).await;
-            accept_and_stop_at(store, "c-late", 30).await;
-            accept_and_stop_at(store, "d-ended", 10).await;
-            assert_eq!(store.purge_ended_before(25, 10).await, 2);
-            if let History::Disk(disk) = &*store.history {
+            open_ended_and_late_then_purge(store).await;
+            let on_disk = matches!(*store.history, History::Disk(_));
+            if on_disk {
                 // Lists start at the oldest record kept: the open one retention passed.
-                let start = disk.raise_to_floor(&accepted("any").key.function, Bound::Unbounded);
-                assert_eq!(start, Bound::Included((1, "a-open".into())));
+                assert_eq!(places(store).0, at("a-open"));
             }
             for limit in [1, 2, 50] {
                 assert_eq!(list_ids(store, Order::Asc, limit), ["a-open", "c-late"]);
@@ -1181,9 +1211,8 @@ mod tests {
             // cutoff, the oldest record left.
             stop_at(store, "a-open", 12).await;
             assert_eq!(store.purge_ended_before(25, 10).await, 1);
-            if let History::Disk(disk) = &*store.history {
-                let start = disk.raise_to_floor(&accepted("any").key.function, Bound::Unbounded);
-                assert_eq!(start, Bound::Included((1, "c-late".into())));
+            if on_disk {
+                assert_eq!(places(store).0, at("c-late"));
             }
             assert_eq!(list_ids(store, Order::Asc, 1), ["c-late"]);
             assert_eq!(list_ids(store, Order::Desc, 1), ["c-late"]);
@@ -1194,46 +1223,15 @@ mod tests {
     #[tokio::test]
     async fn retention_goes_on_after_a_restart_from_where_it_had_got_to() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::disk(dir.path(), Durability::Sync);
-        let open = || {
-            let limit = WatchHistoryLimit::changes(16);
-            Store::open(
-                &storage,
-                limit,
-                DEFAULT_CACHE_BYTES,
-                CancellationToken::new(),
-            )
-            .expect("open")
-            .0
-        };
-        let function = accepted("any").key.function;
-        // Where lists start, and where retention's next scan of the function starts.
-        let places = |store: &Store| {
-            let History::Disk(disk) = &*store.history else {
-                panic!("a store on a data directory");
-            };
-            (
-                disk.raise_to_floor(&function, Bound::Unbounded),
-                disk.resumes_at(&function),
-            )
-        };
-        let at = |id: &str| Bound::Included((1, Arc::from(id)));
-
-        let store = open();
-        store
-            .insert(accepted("a-open"), |_| {})
-            .await
-            .expect("accept");
-        accept_and_stop_at(&store, "b-ended", 10).await;
-        accept_and_stop_at(&store, "c-late", 30).await;
-        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        let store = disk_store(dir.path());
+        open_ended_and_late_then_purge(&store).await;
         assert_eq!(places(&store).0, at("a-open"));
         store.close().await.expect("close");
         drop(store);
 
         // Before retention runs again, lists and its next scan start where it had got to:
         // at the open record it passed, not at the function's oldest key.
-        let store = open();
+        let store = disk_store(dir.path());
         assert_eq!(places(&store), (at("a-open"), Some(at("a-open"))));
         assert_eq!(list_ids(&store, Order::Asc, 1), ["a-open", "c-late"]);
         stop_at(&store, "a-open", 12).await;
@@ -1242,7 +1240,7 @@ mod tests {
         store.close().await.expect("close");
         drop(store);
 
-        let store = open();
+        let store = disk_store(dir.path());
         assert_eq!(places(&store).0, at("c-late"));
         assert_eq!(store.purge_ended_before(31, 10).await, 1);
         assert!(list_ids(&store, Order::Asc, 50).is_empty());
@@ -1252,34 +1250,14 @@ mod tests {
     #[tokio::test]
     async fn a_purge_that_was_not_written_is_found_again() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::disk(dir.path(), Durability::Sync);
-        let limit = WatchHistoryLimit::changes(16);
-        let (store, _) = Store::open(
-            &storage,
-            limit,
-            DEFAULT_CACHE_BYTES,
-            CancellationToken::new(),
-        )
-        .expect("open");
-        let History::Disk(disk) = &*store.history else {
-            panic!("a store on a data directory");
-        };
-        let function = accepted("any").key.function;
-        let a_open = Bound::Included((1, Arc::from("a-open")));
-        store
-            .insert(accepted("a-open"), |_| {})
-            .await
-            .expect("accept");
-        accept_and_stop_at(&store, "b-ended", 10).await;
-        accept_and_stop_at(&store, "c-late", 30).await;
-        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        let store = disk_store(dir.path());
+        open_ended_and_late_then_purge(&store).await;
         stop_at(&store, "a-open", 12).await;
         // The next pass finds "a-open", but its commit is refused: retention and lists go
         // back to where the last written purge left them, and "a-open" is still listed.
         store.close().await.expect("close");
         assert_eq!(store.purge_ended_before(25, 10).await, 0);
-        assert_eq!(disk.raise_to_floor(&function, Bound::Unbounded), a_open);
-        assert_eq!(disk.resumes_at(&function), Some(a_open));
+        assert_eq!(places(&store), (at("a-open"), Some(at("a-open"))));
         assert_eq!(list_ids(&store, Order::Asc, 50), ["a-open", "c-late"]);
     }
 
