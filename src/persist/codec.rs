@@ -10,7 +10,7 @@
 //! | `open` | as `history` | empty: present while the invocation is not terminal |
 //! | `function_numbers` | function prefix | the function's number (varint) |
 //! | `configs` / `functions` | function prefix, qualifier | config / empty |
-//! | `meta` | `sequence`; `retention-floor/` + function number | the last watch sequence number; where the function's records that retention keeps begin ([`encode_floor`]) |
+//! | `meta` | `sequence`, `batch`, `retention-floor/` + function number | the last watch sequence number; the batch mark (`writer::BATCH_KEY`); where the function's records that retention keeps begin ([`encode_floor`]) |
 //!
 //! The function prefix is three length-prefixed parts (account, service, function; u16
 //! big-endian length each); records carry the function's number instead (see
