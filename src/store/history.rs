@@ -92,6 +92,33 @@ impl Default for PurgeProgress {
     }
 }
 
+impl PurgeProgress {
+    /// A place at or past `cutoff_ms` was reached at an earlier cutoff, so the clock has gone
+    /// back since: invocations started now can sort before it, where neither lists nor
+    /// retention would look. Those functions start over from their oldest record (a floor
+    /// that [`DiskHistory::set_floors`] then writes as such).
+    fn start_over_where_the_clock_went_back(&mut self, cutoff_ms: i64) {
+        let mut behind = Vec::new();
+        for (function, from) in &mut self.resume_at {
+            if let Bound::Included((started, _)) | Bound::Excluded((started, _)) = from {
+                if *started >= cutoff_ms {
+                    *from = Bound::Unbounded;
+                    behind.push(function.clone());
+                }
+            }
+        }
+        if !behind.is_empty() {
+            tracing::warn!(
+                functions = behind.len(),
+                "the clock went back past where retention had got to; it starts over"
+            );
+            // The scan from the oldest finds them again.
+            self.survivors
+                .retain(|survivor| !behind.contains(&survivor.key.function));
+        }
+    }
+}
+
 /// A record retention examined and could not purge yet.
 struct Survivor {
     key: InvocationKey,
@@ -190,6 +217,7 @@ impl DiskHistory {
         is_open: impl Fn(&InvocationKey) -> bool,
     ) -> Result<PurgePass, StoreError> {
         let mut progress = self.purge.lock();
+        progress.start_over_where_the_clock_went_back(cutoff_ms);
         let mut found = Vec::new();
         // A read that fails ends the call with what was found; the record it was reading
         // is read again next time, since only what was handled counts as examined.

@@ -1262,6 +1262,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_starts_after_the_clock_went_back_past_retention_is_not_hidden() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = disk_store(dir.path());
+        open_ended_and_late_then_purge(&store).await;
+        // The clock went back: an invocation starts before where the kept records began.
+        let key = accepted("early").key;
+        let early = Invocation::accept(key, "LATEST", "{}".into(), "req", 0);
+        store.insert(early, |_| {}).await.expect("accept");
+        // Retention's next pass, at a cutoff before its place, starts over from the oldest.
+        assert_eq!(store.purge_ended_before(0, 10).await, 0);
+        assert_eq!(places(&store).0, Bound::Unbounded);
+        let all = ["early", "a-open", "c-late"];
+        assert_eq!(list_ids(&store, Order::Asc, 50), all);
+        store.close().await.expect("close");
+        drop(store);
+
+        // And a restart does not bring the old place back.
+        let store = disk_store(dir.path());
+        assert_eq!(list_ids(&store, Order::Asc, 50), all);
+        stop_at(&store, "a-open", 12).await;
+        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        assert_eq!(places(&store).0, Bound::Included((0, Arc::from("early"))));
+        assert_eq!(list_ids(&store, Order::Asc, 50), ["early", "c-late"]);
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test]
     async fn an_id_looked_for_before_another_accept_of_it_ended_is_still_refused() {
         each_store(async |store: &Store| {
             // The look finds nothing; then another accept of the same id runs and ends, so
