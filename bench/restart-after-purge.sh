@@ -36,7 +36,7 @@ start_server() {
   local log=$2.log
   "$1" serve --data-dir "$2" --retention 1m --listen 127.0.0.1:0 --log-format json >"$log" 2>&1 &
   SERVER_PID=$!
-  until grep -q '^sai ready: grpc=' "$log"; do
+  until grep -qs '^sai ready: grpc=' "$log"; do
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.05
   done
