@@ -80,6 +80,9 @@ struct PurgeProgress {
     survivors: Vec<Survivor>,
     /// [`SURVIVORS_MAX`], but in tests.
     survivors_max: usize,
+    /// Whether the survivors reached their bound and an operator was told: retention then
+    /// waits for some to be purged, and the history grows meanwhile.
+    told_full: bool,
 }
 
 impl Default for PurgeProgress {
@@ -88,6 +91,7 @@ impl Default for PurgeProgress {
             resume_at: HashMap::default(),
             survivors: Vec::new(),
             survivors_max: SURVIVORS_MAX,
+            told_full: false,
         }
     }
 }
@@ -286,6 +290,15 @@ impl DiskHistory {
                         });
                     } else {
                         // No room for one more survivor: go on from this record later.
+                        if !progress.told_full {
+                            progress.told_full = true;
+                            tracing::warn!(
+                                records = progress.survivors_max,
+                                "retention holds as many open or recently ended records to \
+                                 look at again as it may; records after them wait until some \
+                                 are purged"
+                            );
+                        }
                         return Ok(None);
                     }
                     Ok(Some(entry))
@@ -310,6 +323,9 @@ impl DiskHistory {
                     .resume_at
                     .insert(function.clone(), Bound::Excluded((started, id.into())));
             }
+        }
+        if progress.survivors.len() < progress.survivors_max / 2 {
+            progress.told_full = false;
         }
         let floors = self.set_floors(&progress);
         match failed {
