@@ -550,17 +550,14 @@ impl History {
             History::Memory(memory) => {
                 let mut examined = 0;
                 let mut found = Vec::new();
-                for function in functions {
+                'functions: for function in functions {
                     let Some(index) = memory.indexes.get(function).map(|i| i.clone()) else {
                         continue;
                     };
                     let index = index.read();
                     for id in index.started_before(cutoff_ms) {
                         if examined == budget {
-                            return Ok(PurgePass {
-                                ended: found,
-                                floors: Vec::new(),
-                            });
+                            break 'functions;
                         }
                         examined += 1;
                         let key = function.invocation_ref(id);
