@@ -35,9 +35,6 @@ pub use crate::store::{PostgresConfig, Storage};
 /// How long terminal invocations are kept by default: FC's query window.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Most invocations one retention pass examines before it yields to other work.
-const RETENTION_BATCH: usize = 1_000;
-
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -369,12 +366,7 @@ pub async fn serve_and_announce(
             "data directory loaded"
         );
     }
-    tokio::spawn(purge_expired(
-        engine.backend().clone(),
-        config.retention,
-        config.clock.clone(),
-        stopping.clone(),
-    ));
+    tokio::spawn(engine.clone().purge_expired(config.retention));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -493,40 +485,6 @@ async fn reload_on_hangup(
     #[cfg(not(unix))]
     {
         let _ = (tokens, access_keys, stop);
-    }
-}
-
-/// Retention: purge terminal invocations that ended more than `retention` ago, a batch at a
-/// time so that requests never wait behind a long purge.
-async fn purge_expired(
-    backend: std::sync::Arc<dyn crate::store::Backend>,
-    retention: Duration,
-    clock: Clock,
-    stop: CancellationToken,
-) {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    // Often enough that nothing outlives its retention by more than a tenth of it.
-    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
-    loop {
-        // The next pass is due `every` after this one's cutoff was read, not after it ended:
-        // time that moves while a pass runs (a long purge, or a test's clock) must not push
-        // the next cutoff a whole period further out.
-        let next_pass = clock.now() + every;
-        loop {
-            let cutoff = clock.now_ms().saturating_sub(retention_ms);
-            let purged = backend.purge_ended_before(cutoff, RETENTION_BATCH).await;
-            if purged > 0 {
-                tracing::debug!(purged, "retention purged terminal invocations");
-            }
-            if purged == 0 || stop.is_cancelled() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        tokio::select! {
-            _ = clock.sleep_until(next_pass) => {}
-            _ = stop.cancelled() => return,
-        }
     }
 }
 

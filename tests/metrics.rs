@@ -222,3 +222,92 @@ async fn metrics_count_what_the_server_did_in_prometheus_text_format() {
     assert!(histogram_count(&scrape, "sai_commit_group_size", &[]) >= 1);
     assert!(histogram_count(&scrape, "sai_write_duration_seconds", &[]) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_say_what_retention_purged_and_how_far_it_has_got() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = sai::clock::ManualClock::starting_at(TEST_EPOCH_MS);
+    let config = sai::server::ServerConfig {
+        storage: sai::server::Storage::disk(dir.path(), sai::server::Durability::Sync),
+        retention: std::time::Duration::from_secs(60),
+        http: Some("127.0.0.1:0".parse().expect("an address")),
+        clock: clock.clock(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sai::server::serve_and_announce(
+        listener,
+        config,
+        async {
+            let _ = stop_rx.await;
+        },
+        move |bound| {
+            let _ = bound_tx.send(bound);
+        },
+    ));
+    let bound = bound_rx
+        .await
+        .expect("the server announces where it answers");
+    let http = bound.http.expect("an HTTP listener");
+    let url = format!("http://{}", bound.grpc);
+    let mut client = pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let mut worker = pb::worker_service_client::WorkerServiceClient::connect(url)
+        .await
+        .expect("connect worker");
+
+    for id in ["r-1", "r-2", "r-3"] {
+        invoke(&mut client, "default", FUNCTION, id).await;
+    }
+    for lease in poll(&mut worker, "default", FUNCTION, 2, 0).await {
+        complete(&mut worker, "default", &lease.lease_token, success("done"))
+            .await
+            .expect("complete");
+    }
+    let scrape_now = || async {
+        tokio::task::spawn_blocking(move || scrape(http))
+            .await
+            .expect("scrape")
+    };
+
+    // The first pass, at start, had nothing to purge and got through at its cutoff. Once
+    // the two completed have left the open records, they are in the history.
+    let start_s = TEST_EPOCH_MS as f64 / 1000.0;
+    let caught_up = "sai_retention_caught_up_timestamp_seconds";
+    let before = eventually("the first pass, and the completed settled", || async {
+        let scrape = scrape_now().await;
+        let settled = value(&scrape, "sai_open_invocations", &[]) == 1.0;
+        (settled && !samples(&scrape, caught_up, &[]).is_empty()).then_some(scrape)
+    })
+    .await;
+    assert_eq!(value(&before, caught_up, &[]), start_s - 60.0);
+    assert_eq!(value(&before, "sai_retention_purged_total", &[]), 0.0);
+
+    // A minute and a second later the two that ended are past the retention; the one still
+    // queued is kept, and looked at again each pass.
+    clock.advance(std::time::Duration::from_secs(61));
+    let after = eventually("retention purges the two that ended", || async {
+        let scrape = scrape_now().await;
+        (value(&scrape, caught_up, &[]) == start_s + 1.0).then_some(scrape)
+    })
+    .await;
+    assert_eq!(value(&after, "sai_retention_purged_total", &[]), 2.0);
+    assert_eq!(
+        value(&after, "sai_retention_failed_batches_total", &[]),
+        0.0
+    );
+    assert_eq!(value(&after, "sai_retention_rechecked_records", &[]), 1.0);
+    assert!(histogram_count(&after, "sai_retention_batch_duration_seconds", &[]) >= 2);
+    assert_eq!(value(&after, "sai_open_invocations", &[]), 1.0);
+
+    let _ = stop_tx.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("server stops cleanly");
+}

@@ -12,6 +12,7 @@ mod attempt;
 mod destination;
 mod error;
 mod outcome;
+mod retention;
 mod retry;
 mod rules;
 
@@ -33,6 +34,7 @@ pub use crate::store::backend::{PollTarget, QueueDepth, WorkingSet};
 pub use destination::Condition;
 pub use error::{EngineError, Fence};
 pub use outcome::Outcome;
+pub use retention::RetentionProgress;
 
 use destination::result_record;
 use rules::{expiry_deadline_ms, grace_end_ms, millis, Deadlines};
@@ -125,6 +127,7 @@ pub struct Engine {
     /// Every reading of the time, and every lifecycle deadline, comes from here.
     clock: Clock,
     shutdown: CancellationToken,
+    retention: RetentionProgress,
 }
 
 impl Engine {
@@ -157,6 +160,7 @@ impl Engine {
             config,
             clock,
             shutdown,
+            retention: RetentionProgress::default(),
         });
         tokio::spawn(engine.clone().drive_timers());
         engine

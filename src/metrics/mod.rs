@@ -124,6 +124,10 @@ pub fn observe(engine: &Engine) {
     set(WATCH_HISTORY_CHANGES, count(store.watch_history_changes));
     set(WATCH_HISTORY_BYTES, store.watch_history_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));
+    set(RETENTION_RECHECKED_RECORDS, count(store.retention_rechecks));
+    if let Some(cutoff_ms) = engine.retention().caught_up_to_ms() {
+        metrics::gauge!(RETENTION_CAUGHT_UP_SECONDS).set(cutoff_ms as f64 / 1000.0);
+    }
     if let Some(heap) = HEAP_READER.get().and_then(|read| read()) {
         set(HEAP_ALLOCATED_BYTES, heap.allocated);
         set(HEAP_ACTIVE_BYTES, heap.active);

@@ -83,6 +83,19 @@ pub const LEASE_EXPIRIES: &str = "sai_lease_expiries_total";
 pub const COMMIT_GROUP_SIZE: &str = "sai_commit_group_size";
 /// Time to write and sync one group.
 pub const WRITE_SECONDS: &str = "sai_write_duration_seconds";
+/// Finished invocations retention purged.
+pub const RETENTION_PURGED: &str = "sai_retention_purged_total";
+/// Batches of retention that failed to read or write the store (tried again next pass).
+pub const RETENTION_FAILED_BATCHES: &str = "sai_retention_failed_batches_total";
+/// Time one batch of retention took (it examines up to 1,000 invocations).
+pub const RETENTION_BATCH_SECONDS: &str = "sai_retention_batch_duration_seconds";
+/// The cutoff of retention's last pass that got through everything due, in Unix seconds:
+/// every finished invocation that ended before it is purged. Less the time now and the
+/// retention, how far retention is behind. Absent until a pass has got through.
+pub const RETENTION_CAUGHT_UP_SECONDS: &str = "sai_retention_caught_up_timestamp_seconds";
+/// Records retention examined and could not purge yet (open, or ended after its cutoff),
+/// looked at again each pass. At their bound (100,000) its scans stop short.
+pub const RETENTION_RECHECKED_RECORDS: &str = "sai_retention_rechecked_records";
 /// Invocations queued, by `function` (account/service/function).
 pub const QUEUE_DEPTH: &str = "sai_queue_depth";
 /// How long the oldest queued invocation has waited, by `function`.

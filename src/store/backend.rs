@@ -31,6 +31,28 @@ use super::{
 /// outer error is the commit's own (storage, shutdown).
 pub type Committed<T> = Result<Vec<Result<T, StoreError>>, StoreError>;
 
+/// What one batch of retention did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Finished invocations dropped.
+    pub invocations: usize,
+    /// Why the batch stopped.
+    pub stopped: PurgeStop,
+}
+
+/// Why a batch of retention stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeStop {
+    /// At its budget: a batch started now goes on past what this one examined.
+    Budget,
+    /// Every finished invocation that ended before the cutoff is dropped.
+    CaughtUp,
+    /// Short of the cutoff, at what only a later pass can get past: a record still settling
+    /// into the history, records kept to look at again at their bound, a read that failed
+    /// part-way (in memory: a budget's worth of records that cannot be dropped yet).
+    HeldBack,
+}
+
 /// What one poll asks for: a function, and optionally one qualifier of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollTarget {
@@ -260,8 +282,10 @@ pub trait Backend: Send + Sync {
     /// Remove a config.
     async fn delete_config(&self, key: ConfigKey) -> Result<StoredConfig, StoreError>;
 
-    /// Drop up to `budget` finished invocations that ended before `cutoff_ms`; how many.
-    async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize;
+    /// One batch of retention: drop finished invocations that ended before `cutoff_ms`,
+    /// examining or dropping at most `budget` of them.
+    async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize)
+        -> Result<Purged, StoreError>;
 
     /// One invocation with its events.
     async fn get(&self, key: &InvocationKey) -> Result<Option<Arc<Invocation>>, StoreError>;

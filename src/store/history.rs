@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::model::{FunctionKey, Invocation, InvocationKey};
 use crate::persist::{Decoder, Detail, Floor, PersistError, Reader, StoredEntry};
 
+use super::backend::PurgeStop;
 use super::error::StoreError;
 use super::index::{self, FunctionIndex, ListQuery, Order, Page};
 use super::page::PageSigner;
@@ -168,6 +169,8 @@ pub struct PurgePass {
     pub ended: Vec<Invocation>,
     /// Functions whose kept records now begin elsewhere, and where.
     pub floors: Vec<(FunctionKey, Floor)>,
+    /// Why the scan stopped.
+    pub stopped: PurgeStop,
 }
 
 impl DiskHistory {
@@ -255,6 +258,8 @@ impl DiskHistory {
             }
         });
         let mut examined = 0;
+        // No room for one more record to look at again.
+        let mut held_back = false;
         let mut decoder = Decoder::default();
         for function in functions {
             if failed.is_some() || examined == budget || found.len() == budget {
@@ -299,6 +304,7 @@ impl DiskHistory {
                                  are purged"
                             );
                         }
+                        held_back = true;
                         return Ok(None);
                     }
                     Ok(Some(entry))
@@ -328,14 +334,20 @@ impl DiskHistory {
             progress.told_full = false;
         }
         let floors = self.set_floors(&progress);
-        match failed {
+        let stopped = match failed {
             Some(err) if found.is_empty() => return Err(storage(err)),
-            Some(err) => tracing::warn!(%err, "retention stopped at a record it could not read"),
-            None => {}
-        }
+            Some(err) => {
+                tracing::warn!(%err, "retention stopped at a record it could not read");
+                PurgeStop::HeldBack
+            }
+            None if held_back => PurgeStop::HeldBack,
+            None if examined == budget || found.len() == budget => PurgeStop::Budget,
+            None => PurgeStop::CaughtUp,
+        };
         Ok(PurgePass {
             ended: found,
             floors,
+            stopped,
         })
     }
 
@@ -549,6 +561,7 @@ impl History {
         match self {
             History::Memory(memory) => {
                 let mut examined = 0;
+                let mut at_budget = false;
                 let mut found = Vec::new();
                 'functions: for function in functions {
                     let Some(index) = memory.indexes.get(function).map(|i| i.clone()) else {
@@ -557,6 +570,7 @@ impl History {
                     let index = index.read();
                     for id in index.started_before(cutoff_ms) {
                         if examined == budget {
+                            at_budget = true;
                             break 'functions;
                         }
                         examined += 1;
@@ -568,9 +582,17 @@ impl History {
                         }
                     }
                 }
+                // Each scan starts at the oldest record: it gets further only by what the
+                // last one dropped.
+                let stopped = match (at_budget, found.is_empty()) {
+                    (false, _) => PurgeStop::CaughtUp,
+                    (true, false) => PurgeStop::Budget,
+                    (true, true) => PurgeStop::HeldBack,
+                };
                 Ok(PurgePass {
                     ended: found,
                     floors: Vec::new(),
+                    stopped,
                 })
             }
             History::Disk(disk) => disk.ended_before(functions, cutoff_ms, budget, is_open),
@@ -630,6 +652,15 @@ impl History {
         match self {
             History::Memory(_) => 0,
             History::Disk(disk) => disk.reader.block_cache_bytes(),
+        }
+    }
+
+    /// Records retention examined and looks at again each pass (0 in memory, where each pass
+    /// starts from the oldest record).
+    pub fn retention_rechecks(&self) -> usize {
+        match self {
+            History::Memory(_) => 0,
+            History::Disk(disk) => disk.purge.lock().survivors.len(),
         }
     }
 

@@ -40,7 +40,7 @@ use crate::model::{
 };
 use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet};
 
-pub use backend::Backend;
+pub use backend::{Backend, PurgeStop, Purged};
 pub use catalog::{ConfigKey, ConfigPage, FunctionPage};
 pub use embedded::Embedded;
 pub use error::StoreError;
@@ -139,6 +139,9 @@ pub struct StoreSize {
     pub watch_history_bytes: u64,
     /// Invocations with a live watch channel (released when their last watcher ends).
     pub watched: usize,
+    /// Records retention examined and could not purge yet, looked at again each pass (0
+    /// where retention keeps no such list).
+    pub retention_rechecks: usize,
 }
 
 /// The serving store.
@@ -568,22 +571,22 @@ impl Store {
     }
 
     /// Purge finished invocations that ended before `cutoff_ms`, examining at most `budget`
-    /// stored ones. Returns how many were purged; their ids are free again.
-    pub async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
+    /// stored ones. Those purged have their ids free again.
+    pub async fn purge_ended_before(
+        &self,
+        cutoff_ms: i64,
+        budget: usize,
+    ) -> Result<Purged, StoreError> {
         let functions = self.catalog.read().function_keys();
         let is_open = |key: &InvocationKey| self.open.contains_key(key);
-        let pass = match self
+        let pass = self
             .history
-            .ended_before(&functions, cutoff_ms, budget, is_open)
-        {
-            Ok(pass) => pass,
-            Err(err) => {
-                tracing::warn!(%err, "retention could not read the history");
-                return 0;
-            }
-        };
+            .ended_before(&functions, cutoff_ms, budget, is_open)?;
         if pass.ended.is_empty() && pass.floors.is_empty() {
-            return 0;
+            return Ok(Purged {
+                invocations: 0,
+                stopped: pass.stopped,
+            });
         }
         let outcome = self
             .commit(|commit| {
@@ -615,16 +618,23 @@ impl Store {
             })
             .await;
         match outcome {
-            Ok((purged, left)) => {
+            Ok((invocations, left)) => {
                 if left {
                     self.history.purge_incomplete();
                 }
-                purged
+                Ok(Purged {
+                    invocations,
+                    // What was left is found again by a later pass, not by the next batch.
+                    stopped: if left {
+                        PurgeStop::HeldBack
+                    } else {
+                        pass.stopped
+                    },
+                })
             }
             Err(err) => {
-                tracing::warn!(%err, "retention purge failed");
                 self.history.purge_incomplete();
-                0
+                Err(err)
             }
         }
     }
@@ -873,6 +883,7 @@ impl Store {
             watch_history_changes,
             watch_history_bytes,
             watched: self.hub.watched_invocations(),
+            retention_rechecks: self.history.retention_rechecks(),
         }
     }
 
@@ -1043,6 +1054,20 @@ mod tests {
             .expect("stop");
     }
 
+    /// One retention batch at `cutoff_ms` examining at most `budget`: how many it purged.
+    async fn purged(store: &Store, cutoff_ms: i64, budget: usize) -> usize {
+        purge(store, cutoff_ms, budget).await.0
+    }
+
+    /// One retention batch: how many it purged, and why it stopped.
+    async fn purge(store: &Store, cutoff_ms: i64, budget: usize) -> (usize, PurgeStop) {
+        let purged = store
+            .purge_ended_before(cutoff_ms, budget)
+            .await
+            .expect("purge");
+        (purged.invocations, purged.stopped)
+    }
+
     #[tokio::test]
     async fn retention_purges_what_ended_before_the_cutoff_and_frees_its_ids() {
         each_store(async |store: &Store| {
@@ -1055,19 +1080,15 @@ mod tests {
                 .expect("accept");
             let kept = |id: &str| store.summary(&accepted(id).key).expect("read").is_some();
 
-            assert_eq!(store.purge_ended_before(25, 1).await, 1);
-            assert_eq!(store.purge_ended_before(25, 10).await, 1);
-            assert_eq!(store.purge_ended_before(25, 10).await, 0);
+            assert_eq!(purge(store, 25, 1).await, (1, PurgeStop::Budget));
+            assert_eq!(purge(store, 25, 10).await, (1, PurgeStop::CaughtUp));
+            assert_eq!(purge(store, 25, 10).await, (0, PurgeStop::CaughtUp));
             assert_eq!(
                 ["first", "second", "late", "open"].map(kept),
                 [false, false, true, true]
             );
-            assert_eq!(store.purge_ended_before(31, 10).await, 1);
-            assert_eq!(
-                store.purge_ended_before(i64::MAX, 10).await,
-                0,
-                "open stays"
-            );
+            assert_eq!(purged(store, 31, 10).await, 1);
+            assert_eq!(purged(store, i64::MAX, 10).await, 0, "open stays");
             assert_eq!(["late", "open"].map(kept), [false, true]);
             store
                 .insert(accepted("first"), |_| {})
@@ -1086,19 +1107,11 @@ mod tests {
                 .expect("accept");
             accept_and_stop_at(store, "short", 10).await;
             // Both started before the cutoff; only the one that ended is purged.
-            assert_eq!(store.purge_ended_before(25, 10).await, 1);
+            assert_eq!(purged(store, 25, 10).await, 1);
             stop_at(store, "long", 30).await;
-            assert_eq!(
-                store.purge_ended_before(25, 10).await,
-                0,
-                "ended after the cutoff"
-            );
-            assert_eq!(
-                store.purge_ended_before(30, 10).await,
-                0,
-                "not before it either"
-            );
-            assert_eq!(store.purge_ended_before(31, 10).await, 1);
+            assert_eq!(purged(store, 25, 10).await, 0, "ended after the cutoff");
+            assert_eq!(purged(store, 30, 10).await, 0, "not before it either");
+            assert_eq!(purged(store, 31, 10).await, 1);
             assert!(store
                 .summary(&accepted("long").key)
                 .expect("read")
@@ -1118,20 +1131,46 @@ mod tests {
             let kept = |id: &str| store.summary(&accepted(id).key).expect("read").is_some();
             // On disk, "a-open" takes the one place; the scan stops before "b-open", so
             // "c-ended", after it in list order, waits (in memory every record is kept).
-            let purged = store.purge_ended_before(25, 10).await;
+            let (first, stopped) = purge(store, 25, 10).await;
             let on_disk = matches!(*store.history, History::Disk(_));
             assert_eq!(
-                (purged, kept("c-ended")),
-                if on_disk { (0, true) } else { (1, false) }
+                (first, stopped, kept("c-ended")),
+                if on_disk {
+                    (0, PurgeStop::HeldBack, true)
+                } else {
+                    (1, PurgeStop::CaughtUp, false)
+                }
             );
             stop_at(store, "a-open", 12).await;
             // "a-open" leaves the survivors as it is purged, and the scan goes on.
-            let purged = purged + store.purge_ended_before(25, 10).await;
-            assert_eq!(purged, 2);
+            assert_eq!(first + purged(store, 25, 10).await, 2);
             assert_eq!(
                 ["a-open", "b-open", "c-ended"].map(kept),
                 [false, true, false]
             );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_retention_batch_says_whether_the_next_one_gets_further_now() {
+        each_store(async |store: &Store| {
+            store
+                .insert(accepted("a-open"), |_| {})
+                .await
+                .expect("accept");
+            accept_and_stop_at(store, "b-ended", 10).await;
+            // On disk a batch goes on from where the last one stopped; in memory each starts
+            // at the oldest record, so one whose budget went on what cannot be purged yet
+            // gets no further until a later pass.
+            let on_disk = matches!(*store.history, History::Disk(_));
+            let first = purge(store, 25, 1).await;
+            if on_disk {
+                assert_eq!(first, (0, PurgeStop::Budget));
+            } else {
+                assert_eq!(first, (0, PurgeStop::HeldBack));
+            }
+            assert_eq!(purge(store, 25, 10).await, (1, PurgeStop::CaughtUp));
         })
         .await;
     }
@@ -1173,7 +1212,7 @@ mod tests {
         accept_and_stop_at(store, "b-ended", 10).await;
         accept_and_stop_at(store, "c-late", 30).await;
         accept_and_stop_at(store, "d-ended", 10).await;
-        assert_eq!(store.purge_ended_before(25, 10).await, 2);
+        assert_eq!(purged(store, 25, 10).await, 2);
     }
 
     /// Where lists of the test function start on `store`'s data directory, and where
@@ -1210,7 +1249,7 @@ mod tests {
             // Once the open one is purged too, lists start at the one that ended after the
             // cutoff, the oldest record left.
             stop_at(store, "a-open", 12).await;
-            assert_eq!(store.purge_ended_before(25, 10).await, 1);
+            assert_eq!(purged(store, 25, 10).await, 1);
             if on_disk {
                 assert_eq!(places(store).0, at("c-late"));
             }
@@ -1235,14 +1274,14 @@ mod tests {
         assert_eq!(places(&store), (at("a-open"), Some(at("a-open"))));
         assert_eq!(list_ids(&store, Order::Asc, 1), ["a-open", "c-late"]);
         stop_at(&store, "a-open", 12).await;
-        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        assert_eq!(purged(&store, 25, 10).await, 1);
         assert_eq!(places(&store).0, at("c-late"));
         store.close().await.expect("close");
         drop(store);
 
         let store = disk_store(dir.path());
         assert_eq!(places(&store).0, at("c-late"));
-        assert_eq!(store.purge_ended_before(31, 10).await, 1);
+        assert_eq!(purged(&store, 31, 10).await, 1);
         assert!(list_ids(&store, Order::Asc, 50).is_empty());
         store.close().await.expect("close");
     }
@@ -1256,7 +1295,7 @@ mod tests {
         // The next pass finds "a-open", but its commit is refused: retention and lists go
         // back to where the last written purge left them, and "a-open" is still listed.
         store.close().await.expect("close");
-        assert_eq!(store.purge_ended_before(25, 10).await, 0);
+        assert!(store.purge_ended_before(25, 10).await.is_err());
         assert_eq!(places(&store), (at("a-open"), Some(at("a-open"))));
         assert_eq!(list_ids(&store, Order::Asc, 50), ["a-open", "c-late"]);
     }
@@ -1271,7 +1310,7 @@ mod tests {
         let early = Invocation::accept(key, "LATEST", "{}".into(), "req", 0);
         store.insert(early, |_| {}).await.expect("accept");
         // Retention's next pass, at a cutoff before its place, starts over from the oldest.
-        assert_eq!(store.purge_ended_before(0, 10).await, 0);
+        assert_eq!(purged(&store, 0, 10).await, 0);
         assert_eq!(places(&store).0, Bound::Unbounded);
         let all = ["early", "a-open", "c-late"];
         assert_eq!(list_ids(&store, Order::Asc, 50), all);
@@ -1282,7 +1321,7 @@ mod tests {
         let store = disk_store(dir.path());
         assert_eq!(list_ids(&store, Order::Asc, 50), all);
         stop_at(&store, "a-open", 12).await;
-        assert_eq!(store.purge_ended_before(25, 10).await, 1);
+        assert_eq!(purged(&store, 25, 10).await, 1);
         assert_eq!(places(&store).0, Bound::Included((0, Arc::from("early"))));
         assert_eq!(list_ids(&store, Order::Asc, 50), ["early", "c-late"]);
         store.close().await.expect("close");

@@ -27,7 +27,7 @@ use crate::model::{
 
 use super::backend::{
     is_held, Backend, ChangeCursor, Claim, Claimed, Committed, Decide, Due, Lease, PollTarget,
-    QueueDepth, Recovered, Schedule, WorkWaiter, WorkingSet,
+    Purged, QueueDepth, Recovered, Schedule, WorkWaiter, WorkingSet,
 };
 use super::{
     ChangesWatch, ConfigKey, ConfigPage, FunctionPage, InvocationWatch, ListQuery, Page,
@@ -390,7 +390,11 @@ impl Backend for Embedded {
         self.state.store.delete_config(key).await
     }
 
-    async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
+    async fn purge_ended_before(
+        &self,
+        cutoff_ms: i64,
+        budget: usize,
+    ) -> Result<Purged, StoreError> {
         self.state.store.purge_ended_before(cutoff_ms, budget).await
     }
 

@@ -37,7 +37,7 @@ use crate::model::{AsyncInvokeConfig, FunctionKey, Invocation, InvocationKey, St
 
 use super::backend::{
     Backend, ChangeCursor, Committed, Current, Decide, DecideReport, Due, Lease, PollTarget,
-    QueueDepth, Recovered, Reported, Schedule, WorkWaiter, WorkingSet,
+    PurgeStop, Purged, QueueDepth, Recovered, Reported, Schedule, WorkWaiter, WorkingSet,
 };
 use super::lease_token::LeaseSigner;
 use super::page::PageSigner;
@@ -472,14 +472,21 @@ impl Backend for Postgres {
         self.inner.delete_config(&key).await
     }
 
-    async fn purge_ended_before(&self, cutoff_ms: i64, budget: usize) -> usize {
-        match self.inner.purge_ended_before(cutoff_ms, budget).await {
-            Ok(purged) => purged,
-            Err(err) => {
-                tracing::warn!(%err, "retention purge failed");
-                0
-            }
-        }
+    async fn purge_ended_before(
+        &self,
+        cutoff_ms: i64,
+        budget: usize,
+    ) -> Result<Purged, StoreError> {
+        let invocations = self.inner.purge_ended_before(cutoff_ms, budget).await?;
+        Ok(Purged {
+            invocations,
+            // Oldest end first: a batch short of its budget dropped all that was due.
+            stopped: if invocations == budget {
+                PurgeStop::Budget
+            } else {
+                PurgeStop::CaughtUp
+            },
+        })
     }
 
     async fn get(&self, key: &InvocationKey) -> Result<Option<Arc<Invocation>>, StoreError> {
