@@ -39,6 +39,13 @@ pub struct MemoryHistory {
     finished: DashMap<InvocationKey, Arc<Invocation>, Hashing>,
     /// Every invocation, open or finished, by function in list order.
     indexes: DashMap<FunctionKey, Arc<RwLock<FunctionIndex>>, Hashing>,
+    /// Per function, the cutoff of retention's current pass and the last record it examined:
+    /// the pass's next batch goes on after it rather than from the oldest record, so that a
+    /// budget's worth of records that cannot be purged yet (open, or ended after the cutoff)
+    /// does not hold back the rest. Cleared when a batch catches up, and not used at another
+    /// cutoff: the next pass starts from the oldest, and looks at those again. Bounded by the
+    /// functions.
+    resume_at: Mutex<HashMap<FunctionKey, (i64, Position), Hashing>>,
 }
 
 /// Records read from the data directory, with a cache.
@@ -563,31 +570,43 @@ impl History {
                 let mut examined = 0;
                 let mut at_budget = false;
                 let mut found = Vec::new();
-                'functions: for function in functions {
+                let mut resume_at = memory.resume_at.lock();
+                for function in functions {
                     let Some(index) = memory.indexes.get(function).map(|i| i.clone()) else {
                         continue;
                     };
                     let index = index.read();
-                    for id in index.started_before(cutoff_ms) {
+                    let from = resume_at
+                        .get(function)
+                        .filter(|(pass, _)| *pass == cutoff_ms)
+                        .map(|(_, last)| last);
+                    let mut last = None;
+                    for entry in index.started_before(from, cutoff_ms) {
                         if examined == budget {
                             at_budget = true;
-                            break 'functions;
+                            break;
                         }
                         examined += 1;
-                        let key = function.invocation_ref(id);
+                        last = Some(entry);
+                        let key = function.invocation_ref(&entry.1);
                         if let Some(record) = memory.finished.get(&key) {
                             if record.end_time_ms < cutoff_ms {
                                 found.push(record.without_events());
                             }
                         }
                     }
+                    if let Some(last) = last {
+                        resume_at.insert(function.clone(), (cutoff_ms, last.clone()));
+                    }
+                    if at_budget {
+                        break;
+                    }
                 }
-                // Each scan starts at the oldest record: it gets further only by what the
-                // last one dropped.
-                let stopped = match (at_budget, found.is_empty()) {
-                    (false, _) => PurgeStop::CaughtUp,
-                    (true, false) => PurgeStop::Budget,
-                    (true, true) => PurgeStop::HeldBack,
+                let stopped = if at_budget {
+                    PurgeStop::Budget
+                } else {
+                    resume_at.clear();
+                    PurgeStop::CaughtUp
                 };
                 Ok(PurgePass {
                     ended: found,

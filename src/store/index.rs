@@ -34,12 +34,17 @@ impl FunctionIndex {
         self.entries.remove(&(started_time_ms, id.clone()));
     }
 
-    /// Ids of invocations started before `cutoff_ms`, oldest first.
-    pub fn started_before(&self, cutoff_ms: i64) -> impl Iterator<Item = &Arc<str>> {
+    /// Invocations started before `cutoff_ms`, as (started time, id), oldest first: all of
+    /// them, or those after `after`.
+    pub fn started_before(
+        &self,
+        after: Option<&(i64, Arc<str>)>,
+        cutoff_ms: i64,
+    ) -> impl Iterator<Item = &(i64, Arc<str>)> {
+        let low = after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.clone()));
         self.entries
-            .iter()
+            .range((low, Bound::Unbounded))
             .take_while(move |(started, _)| *started < cutoff_ms)
-            .map(|(_, id)| id)
     }
 }
 
