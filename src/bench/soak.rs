@@ -20,6 +20,7 @@ use super::{server_error, BenchError};
 use crate::metrics;
 use crate::pb;
 use crate::pb::stateful_async_invocation_service_client::StatefulAsyncInvocationServiceClient;
+use crate::server::DEFAULT_RETENTION;
 
 /// First pages of 50 each sample lists each way, of the function the load invokes. Retention
 /// purges at the oldest end, where the deletion markers it leaves lie until compaction drops
@@ -64,6 +65,8 @@ pub struct SoakArgs {
 /// One look at the server.
 struct Sample {
     at: Duration,
+    /// The system clock when it was taken, which the server's reads too.
+    taken: std::time::SystemTime,
     rss: u64,
     /// The server's CPU time so far.
     cpu: Duration,
@@ -84,8 +87,20 @@ impl Sample {
         self.gauges.get(name).map_or(0, |v| *v as u64)
     }
 
+    /// How far behind its cutoff retention was, in seconds: from the cutoff it last caught
+    /// up to, to the cutoff of now. `None` before its first pass got through.
+    fn retention_behind(&self, retention: Duration) -> Option<f64> {
+        let caught_up = self.gauges.get(metrics::RETENTION_CAUGHT_UP_SECONDS)?;
+        let now = self
+            .taken
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Some(((now - retention.as_secs_f64() - caught_up) * 10.0).round() / 10.0)
+    }
+
     /// The sample's row; the server's CPU is its share of a core since `previous`.
-    fn row(&self, label: &str, previous: &Sample) -> Vec<serde_json::Value> {
+    fn row(&self, label: &str, previous: &Sample, retention: Duration) -> Vec<serde_json::Value> {
         let mib = |bytes: u64| ((bytes as f64 / (1u64 << 20) as f64) * 10.0).round() / 10.0;
         let wall = self.at.saturating_sub(previous.at).as_secs_f64();
         let cpu = self.cpu.saturating_sub(previous.cpu).as_secs_f64();
@@ -111,6 +126,8 @@ impl Sample {
             json!(mib(self.gauge(metrics::HEAP_RESIDENT_BYTES))),
             json!(millis(self.list.oldest_first)),
             json!(millis(self.list.newest_first)),
+            json!(self.gauge(metrics::RETENTION_PURGED)),
+            json!(self.retention_behind(retention)),
         ]
     }
 }
@@ -162,6 +179,7 @@ async fn sample(
     }
     Ok(Sample {
         at: started.elapsed(),
+        taken: std::time::SystemTime::now(),
         rss: server.memory().0,
         cpu: server.cpu_time(),
         gauges: http::unlabelled_samples(&text),
@@ -234,6 +252,8 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
             "heap resident MiB",
             "list oldest first ms",
             "list newest first ms",
+            "purged",
+            "retention behind s",
         ],
     );
     let mut client = StatefulAsyncInvocationServiceClient::connect(server.url.clone())
@@ -241,7 +261,8 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         .map_err(server_error)?;
     let started = Instant::now();
     let before = sample(&server, &metrics_url, &mut client, started).await?;
-    report.row(before.row("before", &before));
+    let retention_period = args.retention.unwrap_or(DEFAULT_RETENTION);
+    report.row(before.row("before", &before, retention_period));
     let url = server.url.clone();
     let load = tokio::spawn(async move { e2e::once(std::slice::from_ref(&url), &load).await });
     let mut samples = Vec::new();
@@ -250,7 +271,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         tokio::select! {
             _ = tick.tick() => {
                 let taken = sample(&server, &metrics_url, &mut client, started).await?;
-                let row = taken.row("load", samples.last().unwrap_or(&before));
+                let row = taken.row("load", samples.last().unwrap_or(&before), retention_period);
                 eprintln!("{}", serde_json::Value::Array(row.clone()));
                 report.row(row);
                 samples.push(taken);
@@ -262,7 +283,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         .await
         .map_err(|e| BenchError::Server(e.to_string()))??;
     let after = sample(&server, &metrics_url, &mut client, started).await?;
-    report.row(after.row("after", samples.last().unwrap_or(&before)));
+    report.row(after.row("after", samples.last().unwrap_or(&before), retention_period));
     // Against the sample closest to 2 minutes in.
     let two_minutes = samples
         .iter()
@@ -278,12 +299,17 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     };
     let cpu_per_invocation =
         after.cpu.saturating_sub(before.cpu).as_secs_f64() * 1e6 / (invocations.max(1) as f64);
+    let most_behind = samples
+        .iter()
+        .filter_map(|s| s.retention_behind(retention_period))
+        .fold(0.0, f64::max);
     eprintln!(
         "completed {:.0}/s at {cpu_per_invocation:.1} µs of server CPU per invocation; RSS at \
          ~2 min {:.0} MiB, last {:.0} MiB ({:+.1}%), peak {:.0} MiB; after: timers {} (before \
          {}), active leases {} (before {}), open {}; accepted to Succeeded p50 {:.1} ms, p99 \
          {:.1} ms; a list page of 50 (median of each sample's {LIST_PROBE_PAGES}) oldest first \
-         {}, newest first {}",
+         {}, newest first {}; retention purged {} and was at most {most_behind:.1} s behind \
+         its cutoff",
         run.throughput,
         two_minutes as f64 / (1u64 << 20) as f64,
         last as f64 / (1u64 << 20) as f64,
@@ -298,6 +324,7 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
         run.latencies.percentile_ms(99.0),
         spread(|list| list.oldest_first),
         spread(|list| list.newest_first),
+        after.gauge(metrics::RETENTION_PURGED),
     );
     Ok(report)
 }
