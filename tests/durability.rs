@@ -661,6 +661,59 @@ async fn retention_purges_old_terminal_invocations_from_memory_and_disk() {
     server.stop().await.expect("clean stop");
 }
 
+/// More invocations queued before the cutoff than retention examines in one batch, in a
+/// function it scans before another's ended one: that one is purged in the same pass, with
+/// the clock standing still after it came due.
+async fn purge_past_a_backlog(mut config: ServerConfig) {
+    config.retention = Duration::from_secs(1);
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let entries: Vec<pb::InvokeFunctionRequest> = (0..1_001)
+        .map(|n| pb::InvokeFunctionRequest {
+            service_name: SERVICE.into(),
+            function_name: "a-backlog".into(),
+            invocation_id: format!("queued-{n}"),
+            ..Default::default()
+        })
+        .collect();
+    for batch in entries.chunks(100) {
+        let results = client
+            .invoke_functions(pb::InvokeFunctionsRequest {
+                invocations: batch.to_vec(),
+            })
+            .await
+            .expect("invoke a batch")
+            .into_inner()
+            .results;
+        assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    }
+    invoke(&mut client, ACCOUNT, "b-done", "done").await;
+    stop(&mut client, ACCOUNT, "b-done", "done")
+        .await
+        .expect("stop");
+    server.advance(Duration::from_millis(1_100));
+    eventually("the ended one behind the backlog is purged", || {
+        let mut client = client.clone();
+        async move { get(&mut client, ACCOUNT, "b-done", "done").await.err() }
+    })
+    .await;
+    get(&mut client, ACCOUNT, "a-backlog", "queued-1000")
+        .await
+        .expect("queued invocations are never purged");
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_gets_past_a_backlog_it_cannot_purge_yet_in_memory() {
+    purge_past_a_backlog(ServerConfig::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_gets_past_a_backlog_it_cannot_purge_yet_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    purge_past_a_backlog(on_disk(dir.path())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_tokens_are_signed_bound_to_their_list_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
