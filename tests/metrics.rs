@@ -311,3 +311,53 @@ async fn metrics_say_what_retention_purged_and_how_far_it_has_got() {
         .expect("server task")
         .expect("server stops cleanly");
 }
+
+/// Every `sai_...` name in `text`, as far as the name goes.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("sai_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+#[test]
+fn the_readme_documents_every_metric_and_names_no_other() {
+    let read = |path: &str| {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+            .unwrap_or_else(|err| panic!("read {path}: {err}"))
+    };
+    let defined: std::collections::BTreeSet<String> = read("src/metrics/names.rs")
+        .lines()
+        .filter(|line| line.starts_with("pub const"))
+        .flat_map(metric_names)
+        .collect();
+    assert!(defined.len() > 20, "{defined:?}");
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|section| section.starts_with("Metrics\n"))
+        .expect("a Metrics section");
+    let tabled: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter(|line| line.starts_with("| `sai_"))
+        .flat_map(metric_names)
+        .collect();
+    assert_eq!(tabled, defined, "the table lists each metric once");
+    // The alerts use only names the server exports (a histogram's series end in `_bucket`,
+    // `_sum`, `_count`).
+    for name in metric_names(section) {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| defined.contains(*base))
+            .unwrap_or(&name);
+        assert!(defined.contains(base), "{name} is not a metric sai exports");
+    }
+}
