@@ -488,3 +488,52 @@ async fn the_functions_of_an_account_page_the_same_through_every_replica() {
     }
     assert_eq!(listed, names);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_is_trimmed_to_the_watch_history_however_much_a_pass_finds() {
+    let cluster = Cluster::start(0).await;
+    let mut config = cluster.config();
+    config.watch_history = sai::server::WatchHistoryLimit::changes(10);
+    let server = TestServer::start_on(config, &cluster.clock).await;
+    let mut client = server.client().await;
+    // 2,500 accepts, a change each: more past the kept ten than two batches of retention trim
+    // (the pass at start may have run before or after some of them).
+    for batch in 0..25 {
+        let invocations = (0..100)
+            .map(|n| pb::InvokeFunctionRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                invocation_id: format!("feed-{batch}-{n}"),
+                ..Default::default()
+            })
+            .collect();
+        let results = client
+            .invoke_functions(as_account(
+                ACCOUNT,
+                pb::InvokeFunctionsRequest { invocations },
+            ))
+            .await
+            .expect("invoke a batch")
+            .into_inner()
+            .results;
+        assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    }
+    let (database, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let kept = || async {
+        let row = database
+            .query_one("SELECT count(*) FROM sai_change", &[])
+            .await
+            .expect("count the feed");
+        row.get::<_, i64>(0)
+    };
+    // The next pass of retention (every minute at the default retention) trims it all.
+    cluster.advance(Duration::from_secs(61));
+    eventually("the feed is trimmed to the ten kept", || async {
+        (kept().await == 10).then_some(())
+    })
+    .await;
+    server.stop().await.expect("clean stop");
+}

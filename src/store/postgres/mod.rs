@@ -477,11 +477,12 @@ impl Backend for Postgres {
         cutoff_ms: i64,
         budget: usize,
     ) -> Result<Purged, StoreError> {
-        let invocations = self.inner.purge_ended_before(cutoff_ms, budget).await?;
+        let trimmed = self.inner.purge_ended_before(cutoff_ms, budget).await?;
         Ok(Purged {
-            invocations,
-            // Oldest end first: a batch short of its budget dropped all that was due.
-            stopped: if invocations == budget {
+            invocations: trimmed.invocations,
+            // Oldest end first: a batch short of its budget dropped all that was due. The
+            // feed grows several changes per invocation, so it may need more batches.
+            stopped: if trimmed.invocations == budget || trimmed.changes == budget {
                 PurgeStop::Budget
             } else {
                 PurgeStop::CaughtUp

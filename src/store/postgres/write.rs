@@ -791,13 +791,13 @@ impl Inner {
         })
     }
 
-    /// Drop up to `budget` finished invocations that ended before `cutoff_ms`, and the feed
-    /// entries past what is kept for resuming watches.
+    /// Drop up to `budget` finished invocations that ended before `cutoff_ms`, and up to
+    /// `budget` feed entries past what is kept for resuming watches.
     pub async fn purge_ended_before(
         &self,
         cutoff_ms: i64,
         budget: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Trimmed, StoreError> {
         let client = self.client().await?;
         let budget = i64::try_from(budget).unwrap_or(i64::MAX);
         let purged: i64 = client
@@ -816,8 +816,8 @@ impl Inner {
             )
             .await?
             .try_get(0)?;
-        client
-            .execute(
+        let changes: i64 = client
+            .query_one(
                 &client
                     .prepare_cached(
                         "WITH trimmed AS (
@@ -825,15 +825,30 @@ impl Inner {
                          SELECT c.account, c.seq FROM sai_feed_head h
                          JOIN sai_change c ON c.account = h.account AND c.seq <= h.seq - $1
                          LIMIT $2)
-                     RETURNING account, seq)
-                 UPDATE sai_feed_head h SET trimmed_to = greatest(h.trimmed_to, t.top)
-                 FROM (SELECT account, max(seq) AS top FROM trimmed GROUP BY account) t
-                 WHERE h.account = t.account",
+                     RETURNING account, seq),
+                 heads AS (
+                     UPDATE sai_feed_head h SET trimmed_to = greatest(h.trimmed_to, t.top)
+                     FROM (SELECT account, max(seq) AS top FROM trimmed GROUP BY account) t
+                     WHERE h.account = t.account)
+                 SELECT count(*) FROM trimmed",
                     )
                     .await?,
                 &[&self.watch_history, &budget],
             )
-            .await?;
-        Ok(usize::try_from(purged).unwrap_or(0))
+            .await?
+            .try_get(0)?;
+        Ok(Trimmed {
+            invocations: usize::try_from(purged).unwrap_or(0),
+            changes: usize::try_from(changes).unwrap_or(0),
+        })
     }
+}
+
+/// What one batch of retention removed from the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Trimmed {
+    /// Finished invocations.
+    pub invocations: usize,
+    /// Feed entries past what is kept for resuming watches.
+    pub changes: usize,
 }
