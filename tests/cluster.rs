@@ -535,5 +535,37 @@ async fn the_change_feed_is_trimmed_to_the_watch_history_however_much_a_pass_fin
         (kept().await == 10).then_some(())
     })
     .await;
+    // A resume before them is refused, naming the oldest resumable; one among them replays.
+    let resume_after = |sequence: u64| {
+        as_account(
+            ACCOUNT,
+            pb::WatchInvocationsRequest {
+                service_name: SERVICE.into(),
+                function_name: FUNCTION.into(),
+                from_sequence: sequence,
+                from_oldest: false,
+            },
+        )
+    };
+    let refused = match client.watch_invocations(resume_after(5)).await {
+        Err(status) => status,
+        Ok(stream) => match stream.into_inner().message().await {
+            Err(status) => status,
+            other => panic!("expected OUT_OF_RANGE, got {other:?}"),
+        },
+    };
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("2490"), "{}", refused.message());
+    let mut replay = client
+        .watch_invocations(resume_after(2490))
+        .await
+        .expect("the kept ten are resumable")
+        .into_inner();
+    let first = replay
+        .message()
+        .await
+        .expect("not an error")
+        .expect("a change");
+    assert_eq!(first.sequence, 2491);
     server.stop().await.expect("clean stop");
 }
