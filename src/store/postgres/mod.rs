@@ -482,7 +482,7 @@ impl Backend for Postgres {
             invocations: trimmed.invocations,
             // Oldest end first: a batch short of its budget dropped all that was due. The
             // feed grows several changes per invocation, so it may need more batches.
-            stopped: if trimmed.invocations == budget || trimmed.more_changes {
+            stopped: if trimmed.invocations == budget || trimmed.changes == budget {
                 PurgeStop::Budget
             } else {
                 PurgeStop::CaughtUp

@@ -816,53 +816,30 @@ impl Inner {
             )
             .await?
             .try_get(0)?;
-        // The feed is trimmed below each account's mark, which moves only once what lies
-        // below it is gone: the mark is the account's head row, which every commit of the
-        // account waits for, so it is taken once per pass or so rather than once per batch.
         let changes: i64 = client
             .query_one(
                 &client
                     .prepare_cached(
-                        "WITH gone AS (
+                        "WITH trimmed AS (
                      DELETE FROM sai_change WHERE (account, seq) IN (
                          SELECT c.account, c.seq FROM sai_feed_head h
-                         JOIN sai_change c ON c.account = h.account AND c.seq <= h.trimmed_to
-                         LIMIT $1)
-                     RETURNING 1)
-                 SELECT count(*) FROM gone",
+                         JOIN sai_change c ON c.account = h.account AND c.seq <= h.seq - $1
+                         LIMIT $2)
+                     RETURNING account, seq),
+                 heads AS (
+                     UPDATE sai_feed_head h SET trimmed_to = greatest(h.trimmed_to, t.top)
+                     FROM (SELECT account, max(seq) AS top FROM trimmed GROUP BY account) t
+                     WHERE h.account = t.account)
+                 SELECT count(*) FROM trimmed",
                     )
                     .await?,
-                &[&budget],
+                &[&self.watch_history, &budget],
             )
             .await?
             .try_get(0)?;
-        let more_changes = if changes == budget {
-            true
-        } else {
-            // Heads locked in account order, as commits lock them.
-            let marked: i64 = client
-                .query_one(
-                    &client
-                        .prepare_cached(
-                            "WITH due AS (
-                         SELECT account, trimmed_to AS old, seq - $1 AS new FROM sai_feed_head
-                         WHERE seq - $1 > trimmed_to ORDER BY account FOR UPDATE),
-                     moved AS (
-                         UPDATE sai_feed_head h SET trimmed_to = d.new FROM due d
-                         WHERE h.account = d.account RETURNING d.new - d.old AS marked)
-                     SELECT coalesce(sum(marked), 0)::bigint FROM moved",
-                        )
-                        .await?,
-                    &[&self.watch_history],
-                )
-                .await?
-                .try_get(0)?;
-            // A small move waits for the next pass, so that a pass ends while changes come in.
-            marked >= budget
-        };
         Ok(Trimmed {
             invocations: usize::try_from(purged).unwrap_or(0),
-            more_changes,
+            changes: usize::try_from(changes).unwrap_or(0),
         })
     }
 }
@@ -872,7 +849,6 @@ impl Inner {
 pub struct Trimmed {
     /// Finished invocations.
     pub invocations: usize,
-    /// Whether feed entries past what is kept for resuming watches are left for another
-    /// batch now.
-    pub more_changes: bool,
+    /// Feed entries past what is kept for resuming watches.
+    pub changes: usize,
 }
