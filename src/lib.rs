@@ -43,11 +43,12 @@ pub mod server;
 mod store;
 pub mod telemetry;
 
-/// What the crate's own fuzz targets and data-directory tests drive below the server: not an
-/// API, and it changes with the code.
+/// What the crate's own fuzz targets, data-directory and database tests drive below the
+/// server: not an API, and it changes with the code.
 #[doc(hidden)]
 pub mod internals {
     pub use crate::api::convert;
+    pub use crate::engine::Engine;
     pub use crate::persist::{Persist, FORMAT_VERSION};
-    pub use crate::store::page;
+    pub use crate::store::{page, Backend, Postgres, PurgeStop, Purged, RETENTION_LOCK};
 }

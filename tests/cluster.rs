@@ -569,3 +569,84 @@ async fn the_change_feed_is_trimmed_to_the_watch_history_however_much_a_pass_fin
     assert_eq!(first.sequence, 2491);
     server.stop().await.expect("clean stop");
 }
+
+/// Every replica runs retention on the same tables, one batch at a time in the cluster: while
+/// another holds the lock, a replica's batch purges nothing and says it was held back, rather
+/// than deleting the same oldest rows and waiting on the other's row locks to find them gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
+    use sai::internals::{Backend, Engine, Postgres, PurgeStop, Purged, RETENTION_LOCK};
+
+    let cluster = Cluster::start(1).await;
+    let mut client = cluster.replicas[0].client().await;
+    let ids = ["ended-0", "ended-1", "ended-2"];
+    for id in ids {
+        invoke(&mut client, ACCOUNT, FUNCTION, id).await;
+        stop(&mut client, ACCOUNT, FUNCTION, id)
+            .await
+            .expect("stopped while queued");
+    }
+    // Another replica's batches, called here rather than on its schedule.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let replica = Postgres::connect(
+        &PostgresConfig {
+            url: cluster.url.clone(),
+        },
+        Engine::schedule(&fast_engine().engine),
+        cluster.clock.clock(),
+        100,
+        shutdown.clone(),
+    )
+    .await
+    .expect("connect a replica");
+    let (database, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    // They all ended at the clock's start.
+    let cutoff_ms = cluster.clock.now_ms() + 60_000;
+
+    database
+        .execute("SELECT pg_advisory_lock($1)", &[&RETENTION_LOCK])
+        .await
+        .expect("hold retention's lock as a replica at work would");
+    let held = replica
+        .purge_ended_before(cutoff_ms, 1_000)
+        .await
+        .expect("a batch");
+    assert_eq!(
+        held,
+        Purged {
+            invocations: 0,
+            stopped: PurgeStop::HeldBack
+        }
+    );
+    for id in ids {
+        get(&mut client, ACCOUNT, FUNCTION, id)
+            .await
+            .expect("nothing purged while another batch runs");
+    }
+
+    database
+        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK])
+        .await
+        .expect("let go of the lock");
+    let done = replica
+        .purge_ended_before(cutoff_ms, 1_000)
+        .await
+        .expect("a batch");
+    assert_eq!(
+        done,
+        Purged {
+            invocations: 3,
+            stopped: PurgeStop::CaughtUp
+        }
+    );
+    for id in ids {
+        let gone = get(&mut client, ACCOUNT, FUNCTION, id)
+            .await
+            .expect_err("purged");
+        assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+    }
+    shutdown.cancel();
+}

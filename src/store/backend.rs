@@ -49,7 +49,7 @@ pub enum PurgeStop {
     CaughtUp,
     /// Short of the cutoff, at what only a later pass can get past: a record still settling
     /// into the history, records kept to look at again at their bound, a read that failed
-    /// part-way.
+    /// part-way, another replica running retention on the same database.
     HeldBack,
 }
 

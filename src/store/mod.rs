@@ -47,7 +47,7 @@ pub use error::StoreError;
 pub use history::DEFAULT_CACHE_BYTES;
 pub use hub::{StoredChange, WatchHistoryLimit};
 pub use index::{ListQuery, Order, Page};
-pub use postgres::{DatabaseError, Postgres, PostgresConfig, SCHEMA_VERSION};
+pub use postgres::{DatabaseError, Postgres, PostgresConfig, RETENTION_LOCK, SCHEMA_VERSION};
 pub use watch::{ChangesWatch, InvocationWatch, ResumeFrom, WatchScope};
 
 use catalog::Catalog;

@@ -61,6 +61,9 @@ const STATS_EVERY: Duration = Duration::from_secs(2);
 /// The advisory lock a replica analyzes the invocation table under ("sai" in ASCII, then 2):
 /// replicas that find the statistics stale together analyze once, not once each.
 const ANALYZE_LOCK: i64 = 0x0073_6169_0000_0002;
+/// The advisory lock a batch of retention runs under ("sai" in ASCII, then 3): one batch at a
+/// time in the cluster.
+pub const RETENTION_LOCK: i64 = 0x0073_6169_0000_0003;
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -477,7 +480,13 @@ impl Backend for Postgres {
         cutoff_ms: i64,
         budget: usize,
     ) -> Result<Purged, StoreError> {
-        let trimmed = self.inner.purge_ended_before(cutoff_ms, budget).await?;
+        let Some(trimmed) = self.inner.purge_ended_before(cutoff_ms, budget).await? else {
+            // Another replica is at it; what it leaves is this replica's next pass.
+            return Ok(Purged {
+                invocations: 0,
+                stopped: PurgeStop::HeldBack,
+            });
+        };
         Ok(Purged {
             invocations: trimmed.invocations,
             // Oldest end first: a batch short of its budget dropped all that was due. The

@@ -22,7 +22,7 @@ use super::deadline::DUE_SCAN_EVERY_MS;
 use super::group::Job;
 use super::rows::{self, KeyColumns, Loaded, LOADED_COLUMNS};
 use super::signals::{self, Note};
-use super::Inner;
+use super::{Inner, RETENTION_LOCK};
 
 /// Tries of a transaction that lost a deadlock or serialization race.
 pub const TRIES: usize = 3;
@@ -792,35 +792,48 @@ impl Inner {
     }
 
     /// Drop up to `budget` finished invocations that ended before `cutoff_ms`, and up to
-    /// `budget` feed entries past what is kept for resuming watches.
+    /// `budget` feed entries past what is kept for resuming watches; `None` if another replica
+    /// is running a batch of retention now.
+    ///
+    /// One batch at a time in the cluster, under an advisory lock: replicas that ran the same
+    /// deletes together picked the same oldest rows, and all but one waited on its row locks
+    /// to find them gone, so a replica's pass ended early and the database did the scan once
+    /// per replica.
     pub async fn purge_ended_before(
         &self,
         cutoff_ms: i64,
         budget: usize,
-    ) -> Result<Trimmed, StoreError> {
-        let client = self.client().await?;
+    ) -> Result<Option<Trimmed>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ours: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
+            .await?
+            .try_get(0)?;
+        if !ours {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let budget = i64::try_from(budget).unwrap_or(i64::MAX);
-        let purged: i64 = client
+        let purged: i64 = tx
             .query_one(
-                &client
-                    .prepare_cached(
-                        "WITH gone AS (
+                &tx.prepare_cached(
+                    "WITH gone AS (
                      DELETE FROM sai_invocation WHERE record_no IN (
                          SELECT record_no FROM sai_invocation
                          WHERE end_ms > 0 AND end_ms < $1 ORDER BY end_ms LIMIT $2)
                      RETURNING 1)
                  SELECT count(*) FROM gone",
-                    )
-                    .await?,
+                )
+                .await?,
                 &[&cutoff_ms, &budget],
             )
             .await?
             .try_get(0)?;
-        let changes: i64 = client
+        let changes: i64 = tx
             .query_one(
-                &client
-                    .prepare_cached(
-                        "WITH trimmed AS (
+                &tx.prepare_cached(
+                    "WITH trimmed AS (
                      DELETE FROM sai_change WHERE (account, seq) IN (
                          SELECT c.account, c.seq FROM sai_feed_head h
                          JOIN sai_change c ON c.account = h.account AND c.seq <= h.seq - $1
@@ -831,16 +844,17 @@ impl Inner {
                      FROM (SELECT account, max(seq) AS top FROM trimmed GROUP BY account) t
                      WHERE h.account = t.account)
                  SELECT count(*) FROM trimmed",
-                    )
-                    .await?,
+                )
+                .await?,
                 &[&self.watch_history, &budget],
             )
             .await?
             .try_get(0)?;
-        Ok(Trimmed {
+        tx.commit().await?;
+        Ok(Some(Trimmed {
             invocations: usize::try_from(purged).unwrap_or(0),
             changes: usize::try_from(changes).unwrap_or(0),
-        })
+        }))
     }
 }
 
