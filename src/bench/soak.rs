@@ -27,6 +27,16 @@ use crate::server::DEFAULT_RETENTION;
 /// them: a list oldest first meets them, one newest first does not.
 const LIST_PROBE_PAGES: usize = 5;
 
+/// What must be back at its count before the load once the last invocation ended.
+const LEFT_OVER: [&str; 3] = [
+    metrics::PENDING_TIMERS,
+    metrics::ACTIVE_LEASES,
+    metrics::OPEN_INVOCATIONS,
+];
+
+/// Longest wait for those gauges to settle after the load.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+
 /// Flags of `sai bench soak`.
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
@@ -282,7 +292,20 @@ pub async fn run(args: &SoakArgs) -> Result<Report, BenchError> {
     let mut run = load
         .await
         .map_err(|e| BenchError::Server(e.to_string()))??;
-    let after = sample(&server, &metrics_url, &mut client, started).await?;
+    // A backend may refresh its gauges only every few seconds (PostgreSQL's every 2 s): they
+    // are read again until they are back where they started, for at most SETTLE_WAIT. What
+    // they still show then is left over.
+    let back_as_before = |sample: &Sample| {
+        LEFT_OVER
+            .iter()
+            .all(|gauge| sample.gauge(gauge) == before.gauge(gauge))
+    };
+    let settle_by = Instant::now() + SETTLE_WAIT;
+    let mut after = sample(&server, &metrics_url, &mut client, started).await?;
+    while !back_as_before(&after) && Instant::now() < settle_by {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = sample(&server, &metrics_url, &mut client, started).await?;
+    }
     report.row(after.row("after", samples.last().unwrap_or(&before), retention_period));
     // Against the sample closest to 2 minutes in.
     let two_minutes = samples
