@@ -795,10 +795,10 @@ impl Inner {
     /// `budget` feed entries past what is kept for resuming watches; `None` if another replica
     /// is running a batch of retention now.
     ///
-    /// One batch at a time in the cluster, under an advisory lock: replicas that ran the same
-    /// deletes together picked the same oldest rows, and all but one waited on its row locks
-    /// to find them gone, so a replica's pass ended early and the database did the scan once
-    /// per replica.
+    /// One batch at a time in the cluster, under an advisory lock: replicas running the same
+    /// deletes together would pick the same oldest rows, and all but one would wait on its
+    /// row locks to find them gone, ending their passes early after the database had scanned
+    /// the rows once per replica.
     pub async fn purge_ended_before(
         &self,
         cutoff_ms: i64,
