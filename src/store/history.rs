@@ -1,6 +1,6 @@
 //! Where finished invocations are kept and lists are read from: in memory for a store without
-//! a data directory, or in the data directory behind a cache of recently read or finished
-//! records, bounded in bytes. The open invocations are the store's own (see `Store::open`).
+//! a data directory, or in the data directory behind a cache of records finished or read
+//! again recently, bounded in bytes. The open invocations are the store's own (see `Store::open`).
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::model::{FunctionKey, Invocation, InvocationKey};
 use crate::persist::{Decoder, Detail, Floor, PersistError, Reader, StoredEntry};
 
+use super::admission::SecondReadAdmission;
 use super::backend::PurgeStop;
 use super::error::StoreError;
 use super::index::{self, FunctionIndex, ListQuery, Order, Page};
@@ -29,7 +30,7 @@ pub type OpenRecords = DashMap<InvocationKey, Arc<Invocation>, Hashing>;
 pub enum History {
     /// Everything in memory: purged by retention only.
     Memory(MemoryHistory),
-    /// Everything in the data directory; recently used finished records cached.
+    /// Everything in the data directory; finished records used recently cached.
     Disk(DiskHistory),
 }
 
@@ -52,6 +53,8 @@ pub struct MemoryHistory {
 pub struct DiskHistory {
     reader: Reader,
     cache: quick_cache::sync::Cache<InvocationKey, Arc<Invocation>, RecordWeight, Hashing>,
+    /// Which records read from disk the cache takes.
+    admission: SecondReadAdmission,
     /// How far retention has got through each function's records.
     purge: Mutex<PurgeProgress>,
     /// Per function, where its kept records begin, as of retention's last pass: every record
@@ -184,15 +187,17 @@ impl DiskHistory {
     /// Records read through `reader`, caching up to `cache_bytes` of them; retention goes on
     /// from where the data directory says it had got to.
     pub fn new(reader: Reader, cache_bytes: u64) -> Result<Self, StoreError> {
+        let estimated_records = usize::try_from(cache_bytes / 2048).unwrap_or(1).max(1);
         let history = DiskHistory {
             reader,
             cache: quick_cache::sync::Cache::with(
-                usize::try_from(cache_bytes / 2048).unwrap_or(1).max(1),
+                estimated_records,
                 cache_bytes.max(1),
                 RecordWeight,
                 Hashing::default(),
                 Default::default(),
             ),
+            admission: SecondReadAdmission::new(estimated_records),
             purge: Mutex::default(),
             floors: RwLock::default(),
             removals: AtomicU64::new(0),
@@ -480,8 +485,11 @@ impl History {
                 let read = Arc::new(read);
                 // Only finished records are cached: an open one read here (the store reads
                 // its own first) is about to change. Nor one whose removal may have become
-                // durable while it was read.
-                if read.status.is_terminal() && disk.removals.load(Ordering::Acquire) == removals {
+                // durable while it was read, nor one read for the first time in a while.
+                if read.status.is_terminal()
+                    && disk.removals.load(Ordering::Acquire) == removals
+                    && disk.admission.admit(key)
+                {
                     disk.cache.insert(key.clone(), read.clone());
                 }
                 Ok(Some(read))

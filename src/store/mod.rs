@@ -11,6 +11,7 @@
 //! open ones until its last change is durable, then moves to the history: a reader finds it
 //! in one or the other at every moment.
 
+mod admission;
 pub mod backend;
 mod catalog;
 mod embedded;
@@ -1320,6 +1321,35 @@ mod tests {
         assert_eq!(purged(&store, 25, 10).await, 1);
         assert_eq!(places(&store).0, Bound::Included((0, Arc::from("early"))));
         assert_eq!(list_ids(&store, Order::Asc, 50), ["early", "c-late"]);
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn a_record_read_from_disk_is_cached_on_its_second_read_not_its_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = disk_store(dir.path());
+        for id in ["polled", "once 1", "once 2", "once 3"] {
+            accept_and_end(&store, id).await;
+        }
+        store.close().await.expect("close");
+        drop(store);
+        // Reopened, nothing is cached: every read below goes to the disk until one is.
+        let store = disk_store(dir.path());
+        let cached = || store.size().cached;
+        let read = |id: &str| {
+            let found = store.summary(&accepted(id).key).expect("read");
+            assert!(found.is_some(), "{id} is stored");
+        };
+        assert_eq!(cached(), 0);
+        for id in ["polled", "once 1", "once 2", "once 3"] {
+            read(id);
+        }
+        assert_eq!(cached(), 0, "records read once are not cached");
+        read("polled");
+        assert_eq!(cached(), 1, "a record read again is");
+        read("polled");
+        read("once 1");
+        assert_eq!(cached(), 2);
         store.close().await.expect("close");
     }
 
