@@ -26,7 +26,7 @@ const SLOTS_PER_CACHED_RECORD: usize = 4;
 
 /// The first reads of records not in the cache, remembered for a while.
 pub struct SecondReadAdmission {
-    /// A slot holds the hash of a record read once (with its lowest bit set, so that 0 means
+    /// A slot holds the hash of a record read once (with its top bit set, so that 0 means
     /// empty), or 0.
     slots: Box<[AtomicU64]>,
     /// Seeded the same in every process, unlike the maps' hashing: which records share a
@@ -54,9 +54,10 @@ impl SecondReadAdmission {
     /// its first read is still remembered (and forgets it), false if this is the first (and
     /// remembers it).
     pub fn admit(&self, key: &InvocationKey) -> bool {
-        let hash = self.hashing.hash_one(key) | 1;
-        // The length is a power of two: the mask keeps the hash's low bits.
-        let index = usize::try_from(hash).unwrap_or(usize::MAX) & (self.slots.len() - 1);
+        let hash = self.hashing.hash_one(key) | (1 << 63);
+        // The length is a power of two: the mask keeps the hash's low bits, which the marker
+        // bit leaves alone.
+        let index = (hash as usize) & (self.slots.len() - 1);
         let slot = &self.slots[index];
         // Two readers of one record may both see their read as the first, or both as the
         // second: either costs at most one more read from disk or one more insertion.
@@ -104,6 +105,22 @@ mod tests {
             .filter(|n| admission.admit(&key(&format!("id-{n}"))))
             .count();
         assert_eq!(admitted, 0);
+    }
+
+    #[test]
+    fn first_reads_spread_over_every_part_of_the_table() {
+        let admission = SecondReadAdmission::new(0);
+        for n in 0..20_000 {
+            admission.admit(&key(&format!("id-{n}")));
+        }
+        let used = |parity: usize| {
+            (parity..admission.slots.len())
+                .step_by(2)
+                .filter(|&i| admission.slots[i].load(Ordering::Relaxed) != 0)
+                .count()
+        };
+        // 20,000 hashes over 1,024 slots fill every one but by a tiny chance.
+        assert!(used(0) > 500 && used(1) > 500, "{} {}", used(0), used(1));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Where finished invocations are kept and lists are read from: in memory for a store without
 //! a data directory, or in the data directory behind a cache of records finished or read
-//! again recently, bounded in bytes. The open invocations are the store's own (see `Store::open`).
+//! again recently, bounded in bytes. The open invocations are the store's own (see
+//! `Store::open`).
 
 use std::collections::HashMap;
 use std::ops::Bound;
