@@ -31,7 +31,7 @@ pub type OpenRecords = DashMap<InvocationKey, Arc<Invocation>, Hashing>;
 pub enum History {
     /// Everything in memory: purged by retention only.
     Memory(MemoryHistory),
-    /// Everything in the data directory; finished records used recently cached.
+    /// Everything in the data directory; the finished records used recently also cached.
     Disk(DiskHistory),
 }
 
