@@ -573,6 +573,8 @@ async fn the_change_feed_is_trimmed_to_the_watch_history_however_much_a_pass_fin
 /// Every replica runs retention on the same tables, one batch at a time in the cluster: while
 /// another holds the lock, a replica's batch purges nothing and says it was held back, rather
 /// than deleting the same oldest rows and waiting on the other's row locks to find them gone.
+/// Once nothing due is left, a replica waiting its turn says retention has caught up, whichever
+/// replica did the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
     use sai::internals::{Backend, Engine, Postgres, PurgeStop, Purged, RETENTION_LOCK};
@@ -648,5 +650,26 @@ async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
             .expect_err("purged");
         assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
     }
+
+    database
+        .execute("SELECT pg_advisory_lock($1)", &[&RETENTION_LOCK])
+        .await
+        .expect("hold retention's lock again");
+    let waiting = replica
+        .purge_ended_before(cutoff_ms, 1_000)
+        .await
+        .expect("a batch");
+    assert_eq!(
+        waiting,
+        Purged {
+            invocations: 0,
+            stopped: PurgeStop::CaughtUp
+        },
+        "nothing due is left, whoever holds the lock"
+    );
+    database
+        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK])
+        .await
+        .expect("let go of the lock");
     shutdown.cancel();
 }

@@ -481,7 +481,8 @@ impl Backend for Postgres {
         budget: usize,
     ) -> Result<Purged, StoreError> {
         let Some(trimmed) = self.inner.purge_ended_before(cutoff_ms, budget).await? else {
-            // Another replica is at it; what it leaves is this replica's next pass.
+            // Another replica is at it, and has not got through this cutoff yet; what it
+            // leaves is this replica's next pass.
             return Ok(Purged {
                 invocations: 0,
                 stopped: PurgeStop::HeldBack,

@@ -793,7 +793,8 @@ impl Inner {
 
     /// Drop up to `budget` finished invocations that ended before `cutoff_ms`, and up to
     /// `budget` feed entries past what is kept for resuming watches; `None` if another replica
-    /// is running a batch of retention now.
+    /// is running a batch of retention now and invocations that ended before `cutoff_ms` are
+    /// still stored, a batch of nothing if none are.
     ///
     /// One batch at a time in the cluster, under an advisory lock: replicas running the same
     /// deletes together would pick the same oldest rows, and all but one would wait on its
@@ -811,8 +812,25 @@ impl Inner {
             .await?
             .try_get(0)?;
         if !ours {
+            // The other replica's batches purge for the whole cluster: with nothing due left,
+            // retention has got through this cutoff whichever replica did the work, and this
+            // replica's progress (and its caught-up gauge) says so instead of standing still.
+            let due: bool = tx
+                .query_one(
+                    &tx.prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM sai_invocation
+                         WHERE end_ms > 0 AND end_ms < $1)",
+                    )
+                    .await?,
+                    &[&cutoff_ms],
+                )
+                .await?
+                .try_get(0)?;
             tx.rollback().await?;
-            return Ok(None);
+            return Ok((!due).then_some(Trimmed {
+                invocations: 0,
+                changes: 0,
+            }));
         }
         let budget = i64::try_from(budget).unwrap_or(i64::MAX);
         let purged: i64 = tx
