@@ -605,17 +605,32 @@ async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
         .await
         .expect("connect");
     tokio::spawn(connection);
+    // Retention's lock, held and let go as another replica at work would.
+    let hold_lock = |held: bool| {
+        let statement = if held {
+            "SELECT pg_advisory_lock($1)"
+        } else {
+            "SELECT pg_advisory_unlock($1)"
+        };
+        let database = &database;
+        async move {
+            database
+                .execute(statement, &[&RETENTION_LOCK])
+                .await
+                .expect("take or let go of retention's lock");
+        }
+    };
     // They all ended at the clock's start.
     let cutoff_ms = cluster.clock.now_ms() + 60_000;
+    let batch = || async {
+        replica
+            .purge_ended_before(cutoff_ms, 1_000)
+            .await
+            .expect("a batch")
+    };
 
-    database
-        .execute("SELECT pg_advisory_lock($1)", &[&RETENTION_LOCK])
-        .await
-        .expect("hold retention's lock as a replica at work would");
-    let held = replica
-        .purge_ended_before(cutoff_ms, 1_000)
-        .await
-        .expect("a batch");
+    hold_lock(true).await;
+    let held = batch().await;
     assert_eq!(
         held,
         Purged {
@@ -629,14 +644,8 @@ async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
             .expect("nothing purged while another batch runs");
     }
 
-    database
-        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK])
-        .await
-        .expect("let go of the lock");
-    let done = replica
-        .purge_ended_before(cutoff_ms, 1_000)
-        .await
-        .expect("a batch");
+    hold_lock(false).await;
+    let done = batch().await;
     assert_eq!(
         done,
         Purged {
@@ -651,14 +660,8 @@ async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
         assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
     }
 
-    database
-        .execute("SELECT pg_advisory_lock($1)", &[&RETENTION_LOCK])
-        .await
-        .expect("hold retention's lock again");
-    let waiting = replica
-        .purge_ended_before(cutoff_ms, 1_000)
-        .await
-        .expect("a batch");
+    hold_lock(true).await;
+    let waiting = batch().await;
     assert_eq!(
         waiting,
         Purged {
@@ -667,9 +670,6 @@ async fn one_batch_of_retention_runs_at_a_time_in_the_cluster() {
         },
         "nothing due is left, whoever holds the lock"
     );
-    database
-        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK])
-        .await
-        .expect("let go of the lock");
+    hold_lock(false).await;
     shutdown.cancel();
 }

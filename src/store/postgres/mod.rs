@@ -50,6 +50,7 @@ pub use schema::SCHEMA_VERSION;
 
 use feed::Feed;
 use signals::WorkSignals;
+use write::RetentionBatch;
 
 /// Connections a replica opens at most for its calls and background work (besides its
 /// invoke committers' own and its one listening connection).
@@ -480,13 +481,21 @@ impl Backend for Postgres {
         cutoff_ms: i64,
         budget: usize,
     ) -> Result<Purged, StoreError> {
-        let Some(trimmed) = self.inner.purge_ended_before(cutoff_ms, budget).await? else {
-            // Another replica is at it, and has not got through this cutoff yet; what it
-            // leaves is this replica's next pass.
-            return Ok(Purged {
-                invocations: 0,
-                stopped: PurgeStop::HeldBack,
-            });
+        let trimmed = match self.inner.purge_ended_before(cutoff_ms, budget).await? {
+            RetentionBatch::Ran(trimmed) => trimmed,
+            // Another replica is at it, for the whole cluster: what it leaves is this
+            // replica's next pass, and once nothing due is left, retention has got through
+            // this cutoff whichever replica did the work (so this one's caught-up gauge moves).
+            RetentionBatch::Waiting { due } => {
+                return Ok(Purged {
+                    invocations: 0,
+                    stopped: if due {
+                        PurgeStop::HeldBack
+                    } else {
+                        PurgeStop::CaughtUp
+                    },
+                })
+            }
         };
         Ok(Purged {
             invocations: trimmed.invocations,

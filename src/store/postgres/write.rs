@@ -792,9 +792,8 @@ impl Inner {
     }
 
     /// Drop up to `budget` finished invocations that ended before `cutoff_ms`, and up to
-    /// `budget` feed entries past what is kept for resuming watches; `None` if another replica
-    /// is running a batch of retention now and invocations that ended before `cutoff_ms` are
-    /// still stored, a batch of nothing if none are.
+    /// `budget` feed entries past what is kept for resuming watches, unless another replica is
+    /// running a batch of retention now.
     ///
     /// One batch at a time in the cluster, under an advisory lock: replicas running the same
     /// deletes together would pick the same oldest rows, and all but one would wait on its
@@ -804,7 +803,7 @@ impl Inner {
         &self,
         cutoff_ms: i64,
         budget: usize,
-    ) -> Result<Option<Trimmed>, StoreError> {
+    ) -> Result<RetentionBatch, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let ours: bool = tx
@@ -812,9 +811,6 @@ impl Inner {
             .await?
             .try_get(0)?;
         if !ours {
-            // The other replica's batches purge for the whole cluster: with nothing due left,
-            // retention has got through this cutoff whichever replica did the work, and this
-            // replica's progress (and its caught-up gauge) says so instead of standing still.
             let due: bool = tx
                 .query_one(
                     &tx.prepare_cached(
@@ -827,10 +823,7 @@ impl Inner {
                 .await?
                 .try_get(0)?;
             tx.rollback().await?;
-            return Ok((!due).then_some(Trimmed {
-                invocations: 0,
-                changes: 0,
-            }));
+            return Ok(RetentionBatch::Waiting { due });
         }
         let budget = i64::try_from(budget).unwrap_or(i64::MAX);
         let purged: i64 = tx
@@ -869,11 +862,21 @@ impl Inner {
             .await?
             .try_get(0)?;
         tx.commit().await?;
-        Ok(Some(Trimmed {
+        Ok(RetentionBatch::Ran(Trimmed {
             invocations: usize::try_from(purged).unwrap_or(0),
             changes: usize::try_from(changes).unwrap_or(0),
         }))
     }
+}
+
+/// What a replica's call for a batch of retention came to.
+#[derive(Debug, Clone, Copy)]
+pub enum RetentionBatch {
+    /// Its batch ran.
+    Ran(Trimmed),
+    /// Another replica's batch was running; `due`: invocations that ended before the cutoff
+    /// are still stored.
+    Waiting { due: bool },
 }
 
 /// What one batch of retention removed from the database.
