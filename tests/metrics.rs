@@ -217,6 +217,12 @@ async fn metrics_count_what_the_server_did_in_prometheus_text_format() {
         "{kept_bytes} bytes for {changes} changes"
     );
     assert!(value(&scrape, "sai_block_cache_bytes", &[]) >= 0.0);
+    for block in ["data", "index", "filter"] {
+        for from in ["cache", "file"] {
+            let labels = [("block", block), ("from", from)];
+            assert!(value(&scrape, "sai_block_loads_total", &labels) >= 0.0);
+        }
+    }
     assert!(value(&scrape, "sai_write_buffer_bytes", &[]) > 0.0);
     // Every commit (3 invokes, a dispatch, a completion) was written in some group.
     assert!(histogram_count(&scrape, "sai_commit_group_size", &[]) >= 1);

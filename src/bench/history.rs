@@ -16,6 +16,7 @@ use crate::model::{Change, FunctionKey, Invocation};
 use crate::persist::{Durability, STORE_DIR};
 use crate::store::{Storage, Store, Transition, WatchHistoryLimit};
 
+use super::http;
 use super::load::{closed_loop, Call, Clients, Run};
 use super::machine::MachineCpu;
 use super::page_cache;
@@ -424,7 +425,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
     let mut measured = Vec::new();
     for _ in 0..runs.max(1) {
         let threads = args.server_threads.to_string();
-        let mut flags = Vec::new();
+        let mut flags = vec!["--http", "127.0.0.1:0"];
         if args.server_threads > 0 {
             flags.extend(["--threads", threads.as_str()]);
         }
@@ -439,8 +440,11 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         // leaves behind.
         server.wait_until_quiet().await;
         let cpu_before = server.cpu_time();
+        let loads_before = BlockLoads::read(&server).await?;
         let gets = measured_loop(&server.url, args.clients, args.duration, get.clone()).await?;
         let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.run.calls);
+        let loads = BlockLoads::read(&server).await?.since(&loads_before);
+        eprintln!("blocks per get: {}", loads.per_call(gets.run.calls));
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
         let mut get_latency = measured_loop(&server.url, few, args.duration, get.clone()).await?;
         let mut list_latency = measured_loop(&server.url, few, args.duration, list.clone()).await?;
@@ -575,6 +579,52 @@ async fn measured_loop(
         steal,
         disk_kib_per_call,
     })
+}
+
+/// The server's `sai_block_loads_total`, by its labels.
+struct BlockLoads(std::collections::HashMap<String, f64>);
+
+impl BlockLoads {
+    async fn read(server: &ServerProcess) -> Result<BlockLoads, BenchError> {
+        let http = server
+            .http_url
+            .as_deref()
+            .ok_or_else(|| BenchError::Server("the server has no HTTP listener".into()))?;
+        let (_, text) = http::get(&format!("{http}/metrics")).await?;
+        Ok(BlockLoads(http::labelled_samples(
+            &text,
+            crate::metrics::BLOCK_LOADS,
+        )))
+    }
+
+    fn since(&self, before: &BlockLoads) -> BlockLoads {
+        let loads = self.0.iter().map(|(labels, now)| {
+            let then = before.0.get(labels).copied().unwrap_or(0.0);
+            (labels.clone(), now - then)
+        });
+        BlockLoads(loads.collect())
+    }
+
+    /// Each kind of block loaded per call, and the share of them the block cache held.
+    fn per_call(&self, calls: u64) -> String {
+        let calls = calls.max(1) as f64;
+        let from = |block: &str, source: &str| {
+            let labels = format!("block=\"{block}\",from=\"{source}\"");
+            self.0.get(&labels).copied().unwrap_or(0.0)
+        };
+        ["data", "index", "filter"]
+            .iter()
+            .map(|block| {
+                let (cache, file) = (from(block, "cache"), from(block, "file"));
+                let cached = cache / (cache + file).max(1.0) * 100.0;
+                format!(
+                    "{block} {:.2} ({cached:.0}% from the block cache)",
+                    (cache + file) / calls
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Bytes of every file under `dir`.

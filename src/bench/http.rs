@@ -41,3 +41,15 @@ pub fn unlabelled_samples(text: &str) -> std::collections::HashMap<String, f64> 
         })
         .collect()
 }
+
+/// The value of each sample of metric `name` in a Prometheus text exposition, with its labels
+/// as written (`block="data",from="cache"`).
+pub fn labelled_samples(text: &str, name: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once("} ")?;
+            Some((labels.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}

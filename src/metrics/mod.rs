@@ -7,7 +7,8 @@
 //! Counters and histograms are recorded where the event happens.
 //!
 //! Label cardinality is bounded: `method` is one of the served RPCs (anything else is
-//! `unknown`), `code` one of gRPC's 17 codes, `status` one of the 10 invocation statuses, and
+//! `unknown`), `code` one of gRPC's 17 codes, `status` one of the 10 invocation statuses,
+//! `block` and `from` one of three kinds of block and two places it came from, and
 //! the per-function queue gauges cover the [`QUEUE_FUNCTIONS`] functions with the most queued
 //! work (a function that leaves that set leaves the output at the next scrape).
 
@@ -121,6 +122,15 @@ pub fn observe(engine: &Engine) {
     set(HISTORY_DISK_BYTES, store.disk_bytes);
     set(WRITE_BUFFER_BYTES, store.write_buffer_bytes);
     set(BLOCK_CACHE_BYTES, store.block_cache_bytes);
+    let loads = store.block_loads;
+    for (block, sources) in [
+        ("data", loads.data),
+        ("index", loads.index),
+        ("filter", loads.filter),
+    ] {
+        metrics::counter!(BLOCK_LOADS, "block" => block, "from" => "cache").absolute(sources.cache);
+        metrics::counter!(BLOCK_LOADS, "block" => block, "from" => "file").absolute(sources.file);
+    }
     set(WATCH_HISTORY_CHANGES, count(store.watch_history_changes));
     set(WATCH_HISTORY_BYTES, store.watch_history_bytes);
     set(WATCHED_INVOCATIONS, count(store.watched));

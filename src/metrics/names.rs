@@ -47,6 +47,9 @@ pub const HISTORY_DISK_BYTES: &str = "sai_history_disk_bytes";
 pub const WRITE_BUFFER_BYTES: &str = "sai_write_buffer_bytes";
 /// Bytes the data directory's block cache holds (its index, filter and data blocks).
 pub const BLOCK_CACHE_BYTES: &str = "sai_block_cache_bytes";
+/// Blocks the data directory's reads loaded, by `block` (data, index, filter) and `from`
+/// (`cache`: the block cache; `file`: a table file, from the page cache or the disk).
+pub const BLOCK_LOADS: &str = "sai_block_loads_total";
 /// Recent changes kept in memory so that watches can resume by sequence number.
 pub const WATCH_HISTORY_CHANGES: &str = "sai_watch_history_changes";
 /// About the bytes those changes hold (their invocations' snapshots, payloads included).

@@ -29,7 +29,7 @@ use crate::model::{FunctionKey, Invocation, StoredConfig};
 pub use codec::{encode_record, payload_is_inline, DecodeError, Decoder, Detail};
 pub use error::PersistError;
 pub use layout::{FORMAT_VERSION, STORE_DIR};
-pub use reader::{Floor, Reader, StoredEntry};
+pub use reader::{BlockLoads, Floor, Reader, StoredEntry};
 pub use writer::{Journal, Ticket};
 
 use layout::DataDir;
@@ -196,6 +196,21 @@ pub(crate) struct Partitions {
     functions: Keyspace,
     /// The watch sequence, and where retention has got to in each function.
     meta: Keyspace,
+}
+
+impl Partitions {
+    fn all(&self) -> [&Keyspace; 8] {
+        [
+            &self.history,
+            &self.history_payloads,
+            &self.ids,
+            &self.open,
+            &self.function_numbers,
+            &self.configs,
+            &self.functions,
+            &self.meta,
+        ]
+    }
 }
 
 /// Partitions of older formats, read once to move what they hold, then dropped.
@@ -965,5 +980,47 @@ mod tests {
             assert!(!reader.contains(key).expect("read"));
         }
         assert_eq!(persist.partitions.ids.iter().count(), 0);
+    }
+
+    #[test]
+    fn block_loads_say_whether_a_read_came_from_a_table_file_or_the_block_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let function = FunctionKey::new("acct", "svc", "fn");
+        let started = 1_700_000_000_000;
+        let id = crate::model::id::time_ordered(started, [1; 16]);
+        let mut ended =
+            Invocation::accept(function.invocation(&id), "LATEST", "p".into(), "r", started);
+        ended.apply(&Change::Stop, started + 1).expect("stop");
+        let journal = open(dir.path()).into_journal();
+        let mut writes = journal.write_set();
+        writes.put_accepted(&ended);
+        let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
+        journal.close().expect("close");
+        assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+
+        let persist = open(dir.path());
+        // From the journal's memtable into a table, which reads load blocks of.
+        persist
+            .partitions
+            .history
+            .rotate_memtable_and_wait()
+            .expect("flush the history");
+        let reader = persist.reader();
+        let get = || {
+            let before = reader.block_loads();
+            let record = reader.get(&ended.key).expect("read");
+            assert_eq!(record.as_ref(), Some(&ended));
+            let after = reader.block_loads();
+            (
+                after.data.file - before.data.file,
+                after.data.cache - before.data.cache,
+            )
+        };
+        assert_eq!(
+            get(),
+            (1, 0),
+            "the first read loads its block from the file"
+        );
+        assert_eq!(get(), (0, 1), "the second finds it in the block cache");
     }
 }

@@ -22,6 +22,38 @@ pub struct Reader {
     numbers: Arc<FunctionNumbers>,
 }
 
+/// Blocks the storage engine has loaded for reads since the directory was opened, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockLoads {
+    /// Blocks of records.
+    pub data: BlockSources,
+    /// Blocks of a table's index, which say which data block holds a key.
+    pub index: BlockSources,
+    /// Blocks of a table's bloom filter, which say that a key is not in the table.
+    pub filter: BlockSources,
+}
+
+/// Where the loads of one kind of block came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockSources {
+    /// Found in the block cache.
+    pub cache: u64,
+    /// Read from a table file: from the OS page cache, or from the disk where the page cache
+    /// does not hold it.
+    pub file: u64,
+}
+
+impl BlockSources {
+    /// Count `loads` more, `cached` of them from the block cache.
+    fn add(&mut self, cached: usize, loads: usize) {
+        let widen = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.cache = self.cache.saturating_add(widen(cached));
+        self.file = self
+            .file
+            .saturating_add(widen(loads.saturating_sub(cached)));
+    }
+}
+
 /// One stored record as a range scan found it, not decoded yet.
 pub struct StoredEntry {
     key: fjall::Slice,
@@ -243,5 +275,28 @@ impl Reader {
     pub fn block_cache_bytes(&self) -> u64 {
         // Hidden from fjall's docs but public; the only way to see how full the cache is.
         self.db.cache_size()
+    }
+
+    /// Blocks loaded by reads of every partition since the directory was opened.
+    pub fn block_loads(&self) -> BlockLoads {
+        let mut loads = BlockLoads::default();
+        for keyspace in self.partitions.all() {
+            // Hidden from fjall's docs and marked experimental, but public: the only account
+            // of where a read's blocks came from.
+            let metrics = keyspace.metrics();
+            loads.data.add(
+                metrics.data_block_load_cached_count(),
+                metrics.data_block_load_count(),
+            );
+            loads.index.add(
+                metrics.index_block_load_cached_count(),
+                metrics.index_block_load_count(),
+            );
+            loads.filter.add(
+                metrics.filter_block_load_cached_count(),
+                metrics.filter_block_load_count(),
+            );
+        }
+        loads
     }
 }

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::model::{FunctionKey, Invocation, InvocationKey};
-use crate::persist::{Decoder, Detail, Floor, PersistError, Reader, StoredEntry};
+use crate::persist::{BlockLoads, Decoder, Detail, Floor, PersistError, Reader, StoredEntry};
 
 use super::admission::SecondReadAdmission;
 use super::backend::PurgeStop;
@@ -680,6 +680,14 @@ impl History {
         match self {
             History::Memory(_) => 0,
             History::Disk(disk) => disk.reader.block_cache_bytes(),
+        }
+    }
+
+    /// Blocks the storage engine's reads have loaded (none in memory).
+    pub fn block_loads(&self) -> BlockLoads {
+        match self {
+            History::Memory(_) => BlockLoads::default(),
+            History::Disk(disk) => disk.reader.block_loads(),
         }
     }
 

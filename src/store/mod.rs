@@ -39,7 +39,9 @@ use crate::model::{
     id, transition, AsyncInvokeConfig, Change, DestinationStatus, Event, FunctionKey, Invocation,
     InvocationKey, Status, StoredConfig,
 };
-use crate::persist::{DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet};
+use crate::persist::{
+    BlockLoads, DiskConfig, Journal, LoadSummary, Loaded, Persist, Ticket, WriteSet,
+};
 
 pub use backend::{Backend, PurgeStop, Purged};
 pub use catalog::{ConfigKey, ConfigPage, FunctionPage};
@@ -134,6 +136,8 @@ pub struct StoreSize {
     pub write_buffer_bytes: u64,
     /// Bytes the data directory's block cache holds (0 in memory).
     pub block_cache_bytes: u64,
+    /// Blocks the data directory's reads have loaded since it was opened (none in memory).
+    pub block_loads: BlockLoads,
     /// Recent changes kept in memory for resuming watches (0 where the database keeps them).
     pub watch_history_changes: usize,
     /// About the bytes those changes hold.
@@ -881,6 +885,7 @@ impl Store {
             disk_bytes: self.history.disk_space(),
             write_buffer_bytes: self.history.write_buffer_bytes(),
             block_cache_bytes: self.history.block_cache_bytes(),
+            block_loads: self.history.block_loads(),
             watch_history_changes,
             watch_history_bytes,
             watched: self.hub.watched_invocations(),
