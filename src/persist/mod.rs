@@ -857,6 +857,16 @@ mod tests {
         (loaded, summary)
     }
 
+    /// Write what `fill` puts in one write set to the directory at `dir`, durably.
+    fn commit(dir: &Path, fill: impl FnOnce(&mut WriteSet)) {
+        let journal = open(dir).into_journal();
+        let mut writes = journal.write_set();
+        fill(&mut writes);
+        let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
+        journal.close().expect("close");
+        assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+    }
+
     #[test]
     fn an_ended_invocation_listed_as_open_is_not_loaded_and_leaves_the_open_set() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -872,13 +882,10 @@ mod tests {
 
         // What a compaction that brings back a deleted entry leaves: the ended record with
         // its key in the open set.
-        let journal = open(dir.path()).into_journal();
-        let mut writes = journal.write_set();
-        writes.put_accepted(&queued);
-        writes.put_accepted(&ended);
-        let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
-        journal.close().expect("close");
-        assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+        commit(dir.path(), |writes| {
+            writes.put_accepted(&queued);
+            writes.put_accepted(&ended);
+        });
 
         let (loaded, summary) = load(dir.path());
         assert_eq!(loaded, ["queued"]);
@@ -933,14 +940,11 @@ mod tests {
             written.push(invocation);
         }
         let write = |each: &dyn Fn(&mut WriteSet, &Invocation)| {
-            let journal = open(dir.path()).into_journal();
-            let mut writes = journal.write_set();
-            for invocation in &written {
-                each(&mut writes, invocation);
-            }
-            let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
-            journal.close().expect("close");
-            assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+            commit(dir.path(), |writes| {
+                for invocation in &written {
+                    each(writes, invocation);
+                }
+            });
         };
         write(&|writes, invocation| writes.put_accepted(invocation));
 
@@ -991,12 +995,7 @@ mod tests {
         let mut ended =
             Invocation::accept(function.invocation(&id), "LATEST", "p".into(), "r", started);
         ended.apply(&Change::Stop, started + 1).expect("stop");
-        let journal = open(dir.path()).into_journal();
-        let mut writes = journal.write_set();
-        writes.put_accepted(&ended);
-        let ticket = journal.submit(writes, Box::new(|| {})).expect("submit");
-        journal.close().expect("close");
-        assert!(matches!(ticket.blocking_recv(), Ok(Ok(()))));
+        commit(dir.path(), |writes| writes.put_accepted(&ended));
 
         let persist = open(dir.path());
         // From the journal's memtable into a table, which reads load blocks of.
