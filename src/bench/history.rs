@@ -440,10 +440,10 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         // leaves behind.
         server.wait_until_quiet().await;
         let cpu_before = server.cpu_time();
-        let loads_before = BlockLoads::read(&server).await?;
+        let loads_before = ScrapedBlockLoads::read(&server).await?;
         let gets = measured_loop(&server.url, args.clients, args.duration, get.clone()).await?;
         let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.run.calls);
-        let loads = BlockLoads::read(&server).await?.since(&loads_before);
+        let loads = ScrapedBlockLoads::read(&server).await?.since(&loads_before);
         eprintln!("blocks per get: {}", loads.per_call(gets.run.calls));
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
         let mut get_latency = measured_loop(&server.url, few, args.duration, get.clone()).await?;
@@ -581,28 +581,28 @@ async fn measured_loop(
     })
 }
 
-/// The server's `sai_block_loads_total`, by its labels.
-struct BlockLoads(std::collections::HashMap<String, f64>);
+/// The server's `sai_block_loads_total` as one scrape of `/metrics` read it, by its labels.
+struct ScrapedBlockLoads(std::collections::HashMap<String, f64>);
 
-impl BlockLoads {
-    async fn read(server: &ServerProcess) -> Result<BlockLoads, BenchError> {
+impl ScrapedBlockLoads {
+    async fn read(server: &ServerProcess) -> Result<ScrapedBlockLoads, BenchError> {
         let http = server
             .http_url
             .as_deref()
             .ok_or_else(|| BenchError::Server("the server has no HTTP listener".into()))?;
         let (_, text) = http::get(&format!("{http}/metrics")).await?;
-        Ok(BlockLoads(http::labelled_samples(
+        Ok(ScrapedBlockLoads(http::labelled_samples(
             &text,
             crate::metrics::BLOCK_LOADS,
         )))
     }
 
-    fn since(&self, before: &BlockLoads) -> BlockLoads {
+    fn since(&self, before: &ScrapedBlockLoads) -> ScrapedBlockLoads {
         let loads = self.0.iter().map(|(labels, now)| {
             let then = before.0.get(labels).copied().unwrap_or(0.0);
             (labels.clone(), now - then)
         });
-        BlockLoads(loads.collect())
+        ScrapedBlockLoads(loads.collect())
     }
 
     /// Each kind of block loaded per call, and the share of them the block cache held.
