@@ -66,9 +66,9 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
     /// Runtime worker threads. When absent: one per core (the cores the machine, or a
-    /// container's CPU limit, gives the process), and two per core for `sai serve` on a data
-    /// directory larger than half the memory, whose gets of finished invocations then wait
-    /// on the disk.
+    /// container's CPU limit, gives the process); for `sai serve` on a data directory larger
+    /// than half the memory, whose gets of finished invocations then wait on the disk, two per
+    /// core, and four once it is larger than the memory.
     #[arg(long, global = true, env = "SAI_THREADS")]
     pub threads: Option<std::num::NonZeroUsize>,
     /// What to do.

@@ -1,12 +1,18 @@
 //! How many runtime worker threads a command runs with.
 //!
 //! One per core serves calls with the least switching between threads. A server whose data
-//! directory is larger than half the memory it may use gets two per core: its gets and lists
-//! of finished invocations read the storage engine inline, and a block the page cache lacks
-//! keeps its worker waiting on the disk (about 0.1 ms here) while a second worker per core
-//! serves other calls. Handing such reads to another thread cost more than the waits
-//! (BENCHMARKS.md, "Reads of the data directory on the blocking pool"); a second worker per
-//! core costs the hot path about a tenth more CPU per call, paid only where it buys something.
+//! directory is larger than half the memory it may use gets more: its gets and lists of
+//! finished invocations read the storage engine inline, and a block the page cache lacks keeps
+//! its worker waiting on the disk (about 0.1 ms here) while the core's other workers serve
+//! other calls. Handing such reads to another thread cost more than the waits (BENCHMARKS.md,
+//! "Reads of the data directory on the blocking pool"). Workers beyond one per core cost the
+//! hot path about a tenth more CPU per call, so they grow with how much of the history the
+//! page cache cannot hold ("Runtime workers for a history the page cache has let go"):
+//! - over half the memory: two per core. The page cache holds most of it while gets keep it
+//!   warm, and there two per core served more gets than four.
+//! - over all of it: four per core. Most gets then read the disk, and with the page cache
+//!   emptied four per core served a third more gets than two, at less CPU per get, and more
+//!   than three or eight per core.
 
 use std::path::Path;
 
@@ -22,15 +28,22 @@ pub fn workers_for_data_dir(dir: &Path) -> Option<usize> {
     workers_for_history(cores(), bytes_under(dir), memory_bytes())
 }
 
-/// Two workers per core when a history of `history_bytes` cannot mostly stay in the page
-/// cache of `memory_bytes` (unknown: assume it can).
+/// Workers for a history of `history_bytes` beside `memory_bytes` of memory (unknown: assume
+/// the page cache holds it): more per core the less of it the page cache can hold.
 fn workers_for_history(
     cores: usize,
     history_bytes: u64,
     memory_bytes: Option<u64>,
 ) -> Option<usize> {
     let memory = memory_bytes?;
-    (history_bytes > memory / 2).then(|| cores.saturating_mul(2))
+    let per_core = if history_bytes > memory {
+        4
+    } else if history_bytes > memory / 2 {
+        2
+    } else {
+        return None;
+    };
+    Some(cores.saturating_mul(per_core))
 }
 
 /// Bytes the files under `dir` take on the disk, not following links; 0 for a directory not
@@ -105,14 +118,19 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     #[test]
-    fn two_workers_per_core_only_for_a_history_over_half_the_memory() {
+    fn workers_per_core_grow_with_the_history_the_page_cache_cannot_hold() {
         assert_eq!(workers_for_history(2, 0, Some(24 * GIB)), None);
         assert_eq!(workers_for_history(2, 12 * GIB, Some(24 * GIB)), None);
         assert_eq!(
             workers_for_history(2, 12 * GIB + 1, Some(24 * GIB)),
             Some(4)
         );
-        assert_eq!(workers_for_history(8, 17 * GIB, Some(24 * GIB)), Some(16));
+        assert_eq!(workers_for_history(8, 24 * GIB, Some(24 * GIB)), Some(16));
+        assert_eq!(
+            workers_for_history(2, 24 * GIB + 1, Some(24 * GIB)),
+            Some(8)
+        );
+        assert_eq!(workers_for_history(8, 100 * GIB, Some(24 * GIB)), Some(32));
         assert_eq!(
             workers_for_history(2, 100 * GIB, None),
             None,

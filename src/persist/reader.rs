@@ -2,8 +2,8 @@
 //! what retention scans. They run on the caller's thread: a read is served from the storage
 //! engine's memtables and block cache, or the OS page cache, and is short enough to run
 //! inline rather than hop to a blocking thread. One that waits on the disk holds its thread,
-//! which is why `sai serve` runs two runtime workers per core on a data directory too large to
-//! stay in the page cache.
+//! which is why `sai serve` runs more runtime workers than cores on a data directory too large
+//! to stay in the page cache.
 
 use std::ops::Bound;
 use std::sync::Arc;
