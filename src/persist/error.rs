@@ -21,6 +21,15 @@ pub enum PersistError {
         /// The newest this build reads.
         supported: u32,
     },
+    /// The directory holds files but no `FORMAT` marker: it is not a sai data directory, and
+    /// starting a new one among someone else's files would mix them with ours.
+    #[error("{path} is not a sai data directory: it holds {found:?} but no FORMAT file; give an empty or new directory")]
+    NotADataDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// One of the entries found in it.
+        found: String,
+    },
     /// Something on disk is not what sai wrote.
     #[error("data directory is corrupt: {what}; refusing to start rather than lose data")]
     Corrupt {

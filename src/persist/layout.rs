@@ -41,6 +41,7 @@ impl DataDir {
             let context = format!("{context} {}", path.display());
             move |source: std::io::Error| PersistError::io(context, source)
         };
+        refuse_foreign(path)?;
         fs::create_dir_all(path).map_err(io("creating data directory"))?;
         let lock = OpenOptions::new()
             .create(true)
@@ -140,15 +141,8 @@ impl DataDir {
                 }
                 Ok(())
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                if self.store_path().exists() || self.legacy_db_path().exists() {
-                    // Data without a marker: not ours, or damaged. Never reset it.
-                    return Err(PersistError::Corrupt {
-                        what: format!("{} holds data but no FORMAT marker", self.path.display()),
-                    });
-                }
-                self.write_format()
-            }
+            // New: `refuse_foreign` has seen that it holds nothing but what a first open writes.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.write_format(),
             Err(err) => Err(PersistError::io(
                 format!("reading {}", marker.display()),
                 err,
@@ -175,6 +169,36 @@ impl DataDir {
             .and_then(|dir| dir.sync_all())
             .map_err(|err| PersistError::io(format!("syncing {}", self.path.display()), err))
     }
+}
+
+/// Entries a data directory that has no `FORMAT` yet may hold: what [`DataDir::open`] and
+/// [`DataDir::write_format`] create before the marker is in place.
+const BEFORE_FORMAT: [&str; 2] = ["LOCK", "FORMAT.tmp"];
+
+/// Refuse, before writing anything in it, a directory that holds files but no `FORMAT`
+/// marker (a mistyped path, or the storage engine's own folder): a new data directory is
+/// started only in an empty or new one.
+fn refuse_foreign(path: &Path) -> Result<(), PersistError> {
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(PersistError::io(format!("reading {}", path.display()), err)),
+    };
+    if path.join("FORMAT").exists() {
+        return Ok(());
+    }
+    for entry in entries {
+        let entry =
+            entry.map_err(|err| PersistError::io(format!("reading {}", path.display()), err))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !BEFORE_FORMAT.contains(&name.as_str()) {
+            return Err(PersistError::NotADataDirectory {
+                path: path.to_path_buf(),
+                found: name,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -214,8 +238,55 @@ mod tests {
         fs::create_dir_all(temp.path().join("db")).expect("mkdir");
         assert!(matches!(
             DataDir::open(temp.path()),
-            Err(PersistError::Corrupt { .. })
+            Err(PersistError::NotADataDirectory { found, .. }) if found == "db"
         ));
         assert!(temp.path().join("db").exists());
+    }
+
+    #[test]
+    fn a_directory_of_other_files_is_refused_and_left_as_it_was() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        fs::write(temp.path().join("notes.txt"), "mine").expect("write");
+        let err = DataDir::open(temp.path()).expect_err("a foreign directory");
+        assert!(
+            err.to_string().contains("\"notes.txt\"") && err.to_string().contains("FORMAT"),
+            "{err}"
+        );
+        let left: Vec<_> = fs::read_dir(temp.path())
+            .expect("read_dir")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            left,
+            ["notes.txt"],
+            "nothing written beside the files found"
+        );
+    }
+
+    #[test]
+    fn the_storage_engines_own_folder_is_not_taken_for_a_data_directory() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::open(temp.path()).expect("new data directory");
+        let store = dir.store_path();
+        fs::create_dir_all(&store).expect("mkdir store");
+        fs::write(store.join("version"), "engine's").expect("write");
+        assert!(matches!(
+            DataDir::open(&store),
+            Err(PersistError::NotADataDirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn an_empty_directory_or_one_left_by_a_cut_short_first_open_is_taken() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let empty = temp.path().join("empty");
+        fs::create_dir_all(&empty).expect("mkdir");
+        DataDir::open(&empty).expect("an empty directory");
+        let cut_short = temp.path().join("cut-short");
+        fs::create_dir_all(&cut_short).expect("mkdir");
+        fs::write(cut_short.join("LOCK"), "").expect("write");
+        fs::write(cut_short.join("FORMAT.tmp"), "sai-data").expect("write");
+        DataDir::open(&cut_short).expect("only what a first open writes");
+        assert!(cut_short.join("FORMAT").exists());
     }
 }
