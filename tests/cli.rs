@@ -285,20 +285,23 @@ async fn serve_refuses_a_directory_of_other_files_and_writes_nothing_in_it() {
             drop(SaiProcess::start(&mut serve_command(&dir, &[])));
             // The storage engine's own folder, given by mistake for the data directory.
             let store = dir.join("store");
-            let before: Vec<_> = std::fs::read_dir(&store)
-                .expect("the store folder")
-                .map(|entry| entry.expect("entry").file_name())
-                .collect();
+            let entries = || -> Vec<_> {
+                std::fs::read_dir(&store)
+                    .expect("the store folder")
+                    .map(|entry| entry.expect("entry").file_name())
+                    .collect()
+            };
+            let before = entries();
             let refused = serve_command(&store, &[]).output().expect("run sai serve");
             assert!(!refused.status.success(), "{refused:?}");
             let error = String::from_utf8_lossy(&refused.stderr);
             assert!(error.contains("is not a sai data directory"), "{error}");
             assert!(error.contains(&store.display().to_string()), "{error}");
-            let after: Vec<_> = std::fs::read_dir(&store)
-                .expect("the store folder")
-                .map(|entry| entry.expect("entry").file_name())
-                .collect();
-            assert_eq!(before, after, "nothing written in the refused directory");
+            assert_eq!(
+                before,
+                entries(),
+                "nothing written in the refused directory"
+            );
             // The data directory itself still opens.
             drop(SaiProcess::start(&mut serve_command(&dir, &[])));
         }
