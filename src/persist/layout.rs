@@ -141,7 +141,7 @@ impl DataDir {
                 }
                 Ok(())
             }
-            // New: `refuse_foreign` has seen that it holds nothing but what a first open writes.
+            // A new directory: `refuse_foreign` saw nothing in it but what a first open writes.
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.write_format(),
             Err(err) => Err(PersistError::io(
                 format!("reading {}", marker.display()),
