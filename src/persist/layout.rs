@@ -179,14 +179,14 @@ const BEFORE_FORMAT: [&str; 2] = ["LOCK", "FORMAT.tmp"];
 /// marker (a mistyped path, or the storage engine's own folder): a new data directory is
 /// started only in an empty or new one.
 fn refuse_foreign(path: &Path) -> Result<(), PersistError> {
+    if path.join("FORMAT").exists() {
+        return Ok(());
+    }
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(PersistError::io(format!("reading {}", path.display()), err)),
     };
-    if path.join("FORMAT").exists() {
-        return Ok(());
-    }
     for entry in entries {
         let entry =
             entry.map_err(|err| PersistError::io(format!("reading {}", path.display()), err))?;
