@@ -8,14 +8,8 @@
 #        invocations per run), PEER_N=20000 (BullMQ's jobs per run)
 set -euo pipefail
 ROUNDS=${1:-3}
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$HERE")
-SAI=${SAI:-$ROOT/target/release/sai}
-N=${N:-40000}
-PEER_N=${PEER_N:-20000}
-if [ ! -x "$SAI" ]; then cargo build --release --manifest-path "$ROOT/Cargo.toml"; fi
-OUT=$(mktemp -d /tmp/sai-hot-path.XXXXXX)
-trap 'rm -rf "$OUT"' EXIT
+# shellcheck source=bench/hot-path-common.sh
+. "$(dirname "$0")/hot-path-common.sh"
 
 # shape label, BullMQ mode, sai e2e flags
 SHAPES=(
@@ -25,8 +19,7 @@ SHAPES=(
 )
 
 bullmq() { # mode label round
-  MODE=$1 "$HERE/peers/bullmq/run.sh" "$PEER_N" 50 mem | grep '^RESULT ' | sed 's/^RESULT //' \
-    >"$OUT/bullmq-$2-$3.json"
+  bullmq_run "$1" "$OUT/bullmq-$2-$3.json"
   echo "bullmq $1 round $3: $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["e2e_rate"])' "$OUT/bullmq-$2-$3.json")/s"
 }
 sai_e2e() { # label round flags...
