@@ -21,10 +21,13 @@ COMMIT=$(git -C "$ROOT" rev-parse --verify "$REV^{commit}")
 OTHER=$ROOT/target/beside/$COMMIT/release/sai
 if [ ! -x "$OTHER" ]; then
   TREE=$(mktemp -d /tmp/sai-beside-tree.XXXXXX)
+  # The worktree goes whether the build succeeds, fails or is interrupted.
+  trap 'git -C "$ROOT" worktree remove --force "$TREE"; rm -rf "$OUT"' EXIT
   git -C "$ROOT" worktree add --detach "$TREE" "$COMMIT" >/dev/null
   CARGO_TARGET_DIR=$ROOT/target/beside/$COMMIT cargo build --release \
-    --manifest-path "$TREE/Cargo.toml" || { git -C "$ROOT" worktree remove --force "$TREE"; exit 1; }
+    --manifest-path "$TREE/Cargo.toml"
   git -C "$ROOT" worktree remove --force "$TREE"
+  trap 'rm -rf "$OUT"' EXIT
 fi
 
 echo "this build: $SAI ($(git -C "$ROOT" rev-parse --short HEAD)); beside: $OTHER (${COMMIT:0:7})"
