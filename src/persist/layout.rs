@@ -26,6 +26,12 @@ const FORMAT_PREFIX: &str = "sai-data-format ";
 /// The folder of a data directory that holds the storage engine's files.
 pub const STORE_DIR: &str = "store";
 
+/// The marker naming the directory's format; written last, by rename from [`FORMAT_TEMP_FILE`].
+const FORMAT_FILE: &str = "FORMAT";
+const FORMAT_TEMP_FILE: &str = "FORMAT.tmp";
+/// Held locked while a server has the directory open.
+const LOCK_FILE: &str = "LOCK";
+
 /// An open, locked data directory.
 #[derive(Debug)]
 pub struct DataDir {
@@ -47,7 +53,7 @@ impl DataDir {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path.join("LOCK"))
+            .open(path.join(LOCK_FILE))
             .map_err(io("opening the lock file in"))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -113,7 +119,7 @@ impl DataDir {
     }
 
     fn check_format(&self) -> Result<(), PersistError> {
-        let marker = self.path.join("FORMAT");
+        let marker = self.path.join(FORMAT_FILE);
         match fs::read_to_string(&marker) {
             Ok(text) => {
                 let version = text
@@ -155,11 +161,11 @@ impl DataDir {
         let io = |context: &'static str| {
             move |source: std::io::Error| PersistError::io(context.to_string(), source)
         };
-        let temp = self.path.join("FORMAT.tmp");
+        let temp = self.path.join(FORMAT_TEMP_FILE);
         let mut file = File::create(&temp).map_err(io("creating FORMAT.tmp"))?;
         writeln!(file, "{FORMAT_PREFIX}{FORMAT_VERSION}").map_err(io("writing FORMAT.tmp"))?;
         file.sync_all().map_err(io("syncing FORMAT.tmp"))?;
-        fs::rename(&temp, self.path.join("FORMAT")).map_err(io("renaming FORMAT.tmp"))?;
+        fs::rename(&temp, self.path.join(FORMAT_FILE)).map_err(io("renaming FORMAT.tmp"))?;
         self.sync()
     }
 
@@ -173,23 +179,23 @@ impl DataDir {
 
 /// Entries a data directory that has no `FORMAT` yet may hold: what [`DataDir::open`] and
 /// [`DataDir::write_format`] create before the marker is in place.
-const BEFORE_FORMAT: [&str; 2] = ["LOCK", "FORMAT.tmp"];
+const BEFORE_FORMAT: [&str; 2] = [LOCK_FILE, FORMAT_TEMP_FILE];
 
 /// Refuse, before writing anything in it, a directory that holds files but no `FORMAT`
 /// marker (a mistyped path, or the storage engine's own folder): a new data directory is
 /// started only in an empty or new one.
 fn refuse_foreign(path: &Path) -> Result<(), PersistError> {
-    if path.join("FORMAT").exists() {
+    if path.join(FORMAT_FILE).exists() {
         return Ok(());
     }
+    let unreadable = |err| PersistError::io(format!("reading {}", path.display()), err);
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(PersistError::io(format!("reading {}", path.display()), err)),
+        Err(err) => return Err(unreadable(err)),
     };
     for entry in entries {
-        let entry =
-            entry.map_err(|err| PersistError::io(format!("reading {}", path.display()), err))?;
+        let entry = entry.map_err(unreadable)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !BEFORE_FORMAT.contains(&name.as_str()) {
             return Err(PersistError::NotADataDirectory {
