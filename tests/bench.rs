@@ -125,11 +125,16 @@ fn every_scenario_runs_and_reports() {
             "300ms",
             "--server-threads",
             "1",
+            "--idle",
+            "100ms",
         ],
     );
     assert_eq!(history["params"]["server_threads"].as_u64(), Some(1));
+    assert_eq!(history["params"]["idle_s"].as_f64(), Some(0.1));
     assert_eq!(history["rows"][0]["finished"].as_u64(), Some(500));
     assert!(history["rows"][0]["get/s"].as_u64().expect("gets") > 0);
+    assert!(history["rows"][0]["% of baseline after idle"].is_number());
+    assert!(history["rows"][0]["disk KiB/get after idle"].is_number());
     let soak = bench(
         out.path(),
         &[

@@ -56,6 +56,11 @@ pub struct HistoryArgs {
     /// The server's runtime worker threads (`sai --threads`); 0: the server's default.
     #[arg(long, default_value_t = 0)]
     pub server_threads: usize,
+    /// Then leave the same server idle this long and measure its gets again: what a server
+    /// that has been running answers once the page cache has let the directory go (a host
+    /// that pages out idle memory, other work's reads) while its own block cache has not.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle: Option<Duration>,
 }
 
 /// Payload size of seeded invocations: random letters and digits, as incompressible as a
@@ -381,7 +386,8 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
                 "events": seeded.events, "payload_bytes": PAYLOAD_BYTES, "disk_bytes": disk_bytes,
                 "clients": args.clients.clients, "duration_s": args.duration.as_secs_f64(), "runs": runs,
                 "proactive_pageout": pageout, "block_cache_size": args.block_cache_size,
-                "server_threads": args.server_threads }),
+                "server_threads": args.server_threads,
+                "idle_s": args.idle.map(|idle| idle.as_secs_f64()) }),
         vec![
             "finished",
             "open",
@@ -396,6 +402,8 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             "list/s",
             "list p99 ms",
             "runs (s to serving)",
+            "% of baseline after idle",
+            "disk KiB/get after idle",
         ],
     );
     let get = Call::Get {
@@ -439,12 +447,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         // Reads are measured on a settled store, not beside the compactions a fresh seeding
         // leaves behind.
         server.wait_until_quiet().await;
-        let cpu_before = server.cpu_time();
-        let loads_before = ScrapedBlockLoads::read(&server).await?;
-        let gets = measured_loop(&server.url, args.clients, args.duration, get.clone()).await?;
-        let get_cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.run.calls);
-        let loads = ScrapedBlockLoads::read(&server).await?.since(&loads_before);
-        eprintln!("blocks per get: {}", loads.per_call(gets.run.calls));
+        let (gets, get_cpu_us) = server_gets(&server, args.clients, args.duration, &get).await?;
         let lists = closed_loop(&server.url, args.clients, args.duration, list.clone()).await?;
         let mut get_latency = measured_loop(&server.url, few, args.duration, get.clone()).await?;
         let mut list_latency = measured_loop(&server.url, few, args.duration, list.clone()).await?;
@@ -463,6 +466,17 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
                 measured.disk_kib_per_call
             );
         }
+        let after_idle = match args.idle {
+            Some(idle) => {
+                eprintln!(
+                    "the server sits idle for {}",
+                    humantime::format_duration(idle)
+                );
+                tokio::time::sleep(idle).await;
+                Some(server_gets(&server, args.clients, args.duration, &get).await?)
+            }
+            None => None,
+        };
         drop(server);
         let baseline = ServerProcess::start_baseline(baseline_records, seeded.start_ms).await?;
         let cpu_before = baseline.cpu_time();
@@ -499,7 +513,20 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             baseline_latency.run.latencies.percentile_ms(99.0),
             baseline_latency.steal
         );
+        if let (Some(idle), Some((gets, cpu_us))) = (args.idle, &after_idle) {
+            eprintln!(
+                "get at {} clients after {} idle: {:.0}/s ({:.0}% of the baseline); steal {:.1}%; \
+                 {:.2} KiB read from the disk per get; server CPU per get {cpu_us:.1} µs",
+                args.clients.clients,
+                humantime::format_duration(idle),
+                gets.run.throughput,
+                gets.run.throughput / baseline_gets.run.throughput.max(1.0) * 100.0,
+                gets.steal,
+                gets.disk_kib_per_call
+            );
+        }
         measured.push(ReadRuns {
+            after_idle: after_idle.map(|(gets, _)| gets),
             gets,
             lists,
             get_latency: get_latency.run,
@@ -514,7 +541,9 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         get_latency,
         list_latency,
         baseline_gets,
+        after_idle,
     } = &mut measured[median];
+    let baseline_throughput = baseline_gets.throughput.max(1.0);
     report.row(vec![
         json!(args.finished),
         json!(args.open),
@@ -523,7 +552,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         json!(disk_bytes / args.finished.max(1) as u64),
         json!(gets.run.throughput.round() as u64),
         json!(baseline_gets.throughput.round() as u64),
-        json!((gets.run.throughput / baseline_gets.throughput.max(1.0) * 100.0).round()),
+        json!((gets.run.throughput / baseline_throughput * 100.0).round()),
         json!((gets.disk_kib_per_call * 100.0).round() / 100.0),
         json!(get_latency.latencies.percentile_ms(99.0)),
         json!(lists.throughput.round() as u64),
@@ -533,6 +562,12 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             .map(|t| format!("{t:.2}"))
             .collect::<Vec<_>>()
             .join(" ")),
+        json!(after_idle
+            .as_ref()
+            .map(|gets| (gets.run.throughput / baseline_throughput * 100.0).round())),
+        json!(after_idle
+            .as_ref()
+            .map(|gets| (gets.disk_kib_per_call * 100.0).round() / 100.0)),
     ]);
     Ok(report)
 }
@@ -549,6 +584,25 @@ struct ReadRuns {
     list_latency: Run,
     /// The baseline's gets at the throughput clients.
     baseline_gets: Run,
+    /// Gets at the throughput clients on the same server after `--idle`.
+    after_idle: Option<Measured>,
+}
+
+/// Gets at the throughput clients on `server`, with the server's CPU per get (µs); prints the
+/// blocks they loaded.
+async fn server_gets(
+    server: &ServerProcess,
+    clients: Clients,
+    duration: Duration,
+    get: &Call,
+) -> Result<(Measured, f64), BenchError> {
+    let cpu_before = server.cpu_time();
+    let loads_before = ScrapedBlockLoads::read(server).await?;
+    let gets = measured_loop(&server.url, clients, duration, get.clone()).await?;
+    let cpu_us = micros_per(server.cpu_time().saturating_sub(cpu_before), gets.run.calls);
+    let loads = ScrapedBlockLoads::read(server).await?.since(&loads_before);
+    eprintln!("blocks per get: {}", loads.per_call(gets.run.calls));
+    Ok((gets, cpu_us))
 }
 
 /// A closed-loop run, with what the machine did while it ran.

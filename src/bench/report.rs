@@ -43,6 +43,8 @@ impl Report {
                     Some(f) if f.fract() != 0.0 => format!("{f:.2}"),
                     _ => n.to_string(),
                 },
+                // A figure this run did not measure.
+                Value::Null => "-".to_string(),
                 other => other.to_string(),
             }));
         }
