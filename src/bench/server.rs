@@ -176,9 +176,7 @@ impl ServerProcess {
 
 /// `sai` (this binary) with logging quiet.
 fn sai_command() -> Result<Command, BenchError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| BenchError::Server(format!("cannot find the sai binary: {e}")))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(running_binary()?);
     command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -186,12 +184,26 @@ fn sai_command() -> Result<Command, BenchError> {
     Ok(command)
 }
 
+/// The binary this process runs. Where the system offers it (Linux), the running image
+/// itself rather than the path it was started from: a benchmark can outlast a rebuild
+/// (seeding 100 M invocations takes half an hour), and the path then holds another build or
+/// none, while every server the benchmark starts must be the build it measures.
+fn running_binary() -> Result<PathBuf, BenchError> {
+    let image = Path::new("/proc/self/exe");
+    if image.exists() {
+        return Ok(image.to_path_buf());
+    }
+    std::env::current_exe()
+        .map_err(|e| BenchError::Server(format!("cannot find the sai binary: {e}")))
+}
+
 /// Spawn `command`, read the address it bound from its ready line, and wait until it answers.
 async fn launch(mut command: Command) -> Result<ServerProcess, BenchError> {
     let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| BenchError::Server(format!("cannot start the server: {e}")))?;
+    let mut child = command.spawn().map_err(|e| {
+        let program = command.get_program().to_string_lossy().into_owned();
+        BenchError::Server(format!("cannot start the server ({program}): {e}"))
+    })?;
     let stdout = child
         .stdout
         .take()
