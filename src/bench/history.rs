@@ -498,7 +498,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             args.clients.clients,
             gets.run.throughput,
             baseline_gets.run.throughput,
-            gets.run.throughput / baseline_gets.run.throughput.max(1.0) * 100.0,
+            percent_of(gets.run.throughput, baseline_gets.run.throughput),
             gets.steal,
             baseline_gets.steal,
             gets.disk_kib_per_call
@@ -520,7 +520,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
                 args.clients.clients,
                 humantime::format_duration(idle),
                 gets.run.throughput,
-                gets.run.throughput / baseline_gets.run.throughput.max(1.0) * 100.0,
+                percent_of(gets.run.throughput, baseline_gets.run.throughput),
                 gets.steal,
                 gets.disk_kib_per_call
             );
@@ -543,7 +543,6 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         baseline_gets,
         after_idle,
     } = &mut measured[median];
-    let baseline_throughput = baseline_gets.throughput.max(1.0);
     report.row(vec![
         json!(args.finished),
         json!(args.open),
@@ -552,7 +551,7 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
         json!(disk_bytes / args.finished.max(1) as u64),
         json!(gets.run.throughput.round() as u64),
         json!(baseline_gets.throughput.round() as u64),
-        json!((gets.run.throughput / baseline_throughput * 100.0).round()),
+        json!(percent_of(gets.run.throughput, baseline_gets.throughput).round()),
         json!((gets.disk_kib_per_call * 100.0).round() / 100.0),
         json!(get_latency.latencies.percentile_ms(99.0)),
         json!(lists.throughput.round() as u64),
@@ -562,14 +561,21 @@ pub async fn run(args: &HistoryArgs, runs: usize) -> Result<Report, BenchError> 
             .map(|t| format!("{t:.2}"))
             .collect::<Vec<_>>()
             .join(" ")),
-        json!(after_idle
-            .as_ref()
-            .map(|gets| (gets.run.throughput / baseline_throughput * 100.0).round())),
+        json!(after_idle.as_ref().map(|gets| percent_of(
+            gets.run.throughput,
+            baseline_gets.throughput
+        )
+        .round())),
         json!(after_idle
             .as_ref()
             .map(|gets| (gets.disk_kib_per_call * 100.0).round() / 100.0)),
     ]);
     Ok(report)
+}
+
+/// `rate` as a percentage of the baseline's.
+fn percent_of(rate: f64, baseline: f64) -> f64 {
+    rate / baseline.max(1.0) * 100.0
 }
 
 /// What one server start measured of reads.
