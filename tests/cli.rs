@@ -114,6 +114,14 @@ async fn worker_invoke_and_watch_through_the_binary() {
             let err = String::from_utf8_lossy(&missing.stderr).into_owned();
             assert!(err.starts_with("sai: NotFound"), "{err}");
             assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err}");
+
+            let refused = run(&["list", "demo-service/demo-function", "--limit", "101"]);
+            assert_eq!(refused.status.code(), Some(1));
+            let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+            assert!(
+                err.starts_with("sai: InvalidArgument: invalid limit: must be between 1 and 100"),
+                "the code once, then the field and the rule: {err}"
+            );
         }
     });
     let result = binary_check.await;

@@ -30,13 +30,9 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
         ServerConfig::default(),
         server::shutdown_signal(),
     ));
-    tour(addr).await.map_err(|status| {
-        format!(
-            "demo call failed: {:?}: {}",
-            status.code(),
-            status.message()
-        )
-    })?;
+    tour(addr)
+        .await
+        .map_err(|status| format!("demo call failed: {}", super::rpc_error_line(&status)))?;
     println!();
     println!("sai keeps serving on {addr}; explore it with grpcurl, for example:");
     println!("  grpcurl -plaintext {addr} list");

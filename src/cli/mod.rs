@@ -407,7 +407,7 @@ pub enum CliError {
         reason: String,
     },
     /// The server answered with an error.
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    #[error("{}", rpc_error_line(.0))]
     Rpc(#[from] tonic::Status),
     /// Local I/O failed.
     #[error("{0}")]
@@ -415,6 +415,23 @@ pub enum CliError {
     /// Shutting down.
     #[error("shutting down")]
     Closed,
+}
+
+/// An error the server answered, as one line: its gRPC code, then its message. sai begins the
+/// message with FC's error code, which for most invalid input is the gRPC code's own name:
+/// said once, not as `InvalidArgument: InvalidArgument: ...`.
+fn rpc_error_line(status: &tonic::Status) -> String {
+    let code = format!("{:?}", status.code());
+    let message = status.message();
+    let message = message
+        .strip_prefix(code.as_str())
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(message);
+    if message.is_empty() {
+        code
+    } else {
+        format!("{code}: {message}")
+    }
 }
 
 /// Where and as whom client commands talk.
@@ -627,6 +644,29 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_names_the_grpc_code_once_and_keeps_fc_codes_that_differ() {
+        let line = |status: tonic::Status| CliError::Rpc(status).to_string();
+        assert_eq!(
+            line(tonic::Status::invalid_argument(
+                "InvalidArgument: invalid limit: must be between 1 and 100"
+            )),
+            "InvalidArgument: invalid limit: must be between 1 and 100"
+        );
+        assert_eq!(
+            line(tonic::Status::not_found(
+                "StatefulAsyncInvocationNotFound: invocation nope of svc/fn does not exist"
+            )),
+            "NotFound: StatefulAsyncInvocationNotFound: invocation nope of svc/fn does not exist"
+        );
+        // Only a whole code followed by ": " is the repeated one.
+        assert_eq!(
+            line(tonic::Status::invalid_argument("InvalidArgumentCount")),
+            "InvalidArgument: InvalidArgumentCount"
+        );
+        assert_eq!(line(tonic::Status::unavailable("")), "Unavailable");
+    }
 
     #[test]
     fn the_block_cache_flag_defaults_to_the_storage_default_and_has_a_floor() {
