@@ -790,6 +790,70 @@ async fn every_bad_request_gets_a_clear_fc_error_and_changes_nothing() {
     assert!(configs.configs.is_empty());
 }
 
+/// A refusal names the field as the REST request gave it (query parameter, body key or
+/// header), not as the gRPC service behind it calls it, and does not repeat FC's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_the_field_as_the_request_gave_it() {
+    let (_dir, _keys, server) = start(&format!("{AK} {SECRET} {ACCOUNT}\n"));
+    let http = server.http.expect("HTTP listener");
+    let list = |query: &str| {
+        Req::new(
+            "GET",
+            "/2021-04-06/services/svc/functions/fn/stateful-async-invocations",
+        )
+        .query(query)
+    };
+    let put = |body: &str| {
+        Req::new(
+            "PUT",
+            "/2021-04-06/services/svc/functions/fn/async-invoke-config",
+        )
+        .body(body)
+    };
+    let cases = [
+        (
+            list("startedTimeBegin=2000&startedTimeEnd=1000"),
+            "invalid startedTimeBegin: must be <= startedTimeEnd",
+        ),
+        (
+            list("status=queued_up"),
+            "invalid status: \"queued_up\" is not a status (Enqueued, Dequeued, Running, \
+             Succeeded, Failed, Stopped, Stopping, Expired, Invalid, Retrying)",
+        ),
+        (
+            list("nextToken=garbage"),
+            "invalid nextToken: is not a token this server issued for this list",
+        ),
+        (
+            list("invocationIdPrefix=bad%20prefix"),
+            "invalid invocationIdPrefix: must be at most 128 of letters, digits, '_' and '-'",
+        ),
+        (
+            put(r#"{"maxAsyncRetryAttempts":9}"#),
+            "invalid maxAsyncRetryAttempts: must be between 0 and 8",
+        ),
+        (
+            put(r#"{"destinationConfig":{"onSuccess":{"destination":"elsewhere"}}}"#),
+            "invalid destinationConfig.onSuccess.destination: must be \
+             acs:fc:{region}:{account}:services/{service}[.{qualifier}]/functions/{function}",
+        ),
+        (
+            Req::invoke("fn").header("x-fc-stateful-async-invocation-id", "9lives"),
+            "invalid X-Fc-Stateful-Async-Invocation-Id: must match ^[A-Za-z_][A-Za-z0-9_-]{0,127}$",
+        ),
+        (
+            Req::invoke("fn").body(vec![b'x'; 128 * 1024 + 1]),
+            "invalid body: must be at most 131072 bytes",
+        ),
+    ];
+    for (request, message) in cases {
+        let answer = tokio::task::block_in_place(|| send(http, &request));
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        assert_eq!(body["ErrorMessage"], message, "{}", answer.body);
+        assert_eq!(body["Message"], message, "{}", answer.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_keys_are_read_again_on_sighup() {
     let (_dir, keys, server) = start("LTAI5tSomeoneElse someone-elses-secret-0123 other\n");

@@ -35,6 +35,19 @@ fn grpcurl(bin: &Path, args: &[&str]) -> String {
     stdout
 }
 
+/// Run grpcurl with `args`, which the server refuses, and return what grpcurl printed of the
+/// error.
+fn grpcurl_refused(bin: &Path, args: &[&str]) -> String {
+    let output = Command::new(bin).args(args).output().expect("grpcurl runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "grpcurl {args:?}: {printed}");
+    printed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_explores_and_calls_every_read_path_through_reflection() {
     let bin = tokio::task::spawn_blocking(install_grpcurl)
@@ -42,6 +55,16 @@ async fn grpcurl_explores_and_calls_every_read_path_through_reflection() {
         .expect("install");
     let server = TestServer::start().await;
     let addr = server.addr.to_string();
+    let refused_with = {
+        let bin = bin.clone();
+        move |args: Vec<String>| {
+            let bin = bin.clone();
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                grpcurl_refused(&bin, &args)
+            })
+        }
+    };
     let run = move |args: Vec<String>| {
         let bin = bin.clone();
         tokio::task::spawn_blocking(move || {
@@ -118,6 +141,20 @@ async fn grpcurl_explores_and_calls_every_read_path_through_reflection() {
             .as_str()
             .is_some_and(|m| m.contains("function_name")),
         "{streamed}"
+    );
+
+    // A refusal shows its field and rule as google.rpc.BadRequest, which grpcurl decodes
+    // through reflection too.
+    let refused = refused_with(call(
+        "ListStatefulAsyncInvocations",
+        r#"{"serviceName":"demo-service","functionName":"demo-function","limit":101}"#,
+    ))
+    .await
+    .expect("a refused list");
+    assert!(refused.contains("Code: InvalidArgument"), "{refused}");
+    assert!(
+        refused.contains(r#""@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"limit","description":"must be between 1 and 100"#),
+        "{refused}"
     );
 
     let target = r#"{"serviceName":"demo-service","functionName":"demo-function","invocationId":"e026ae92-61e5-472f-b32d-1c9e3c4e1234"}"#;

@@ -7,6 +7,7 @@ use sai::pb;
 use support::*;
 use tokio_stream::StreamExt;
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 /// Everything a caller of account "default" (and "other") can read.
 #[derive(Debug, PartialEq)]
@@ -100,6 +101,19 @@ fn assert_invalid(case: &str, field: &str, result: Result<(), Status>) {
     assert!(
         status.message().contains(field),
         "{case}: message {:?} does not name {field}",
+        status.message()
+    );
+    // The same field, and the rule, for clients that read google.rpc.BadRequest.
+    let violations = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("{case}: no BadRequest details in {status:?}"))
+        .field_violations;
+    assert_eq!(violations.len(), 1, "{case}: {violations:?}");
+    assert_eq!(violations[0].field, field, "{case}");
+    assert!(
+        status.message().ends_with(&violations[0].description),
+        "{case}: the rule {:?} is the message's end, {:?}",
+        violations[0].description,
         status.message()
     );
 }

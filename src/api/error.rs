@@ -5,6 +5,7 @@
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::{EngineError, Fence};
 use crate::model::{Trigger, ValidationError};
@@ -112,8 +113,43 @@ fn store_codes(err: &StoreError) -> (Code, &'static str) {
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
         let (code, error_code) = codes(&err);
-        status(code, error_code, err.to_string())
+        let mut answer = status(code, error_code, err.to_string());
+        if let Some((field, rule)) = field_violation(&err) {
+            // The field and the rule again as google.rpc.BadRequest, which clients read
+            // without parsing the message (and the REST API renames the field from).
+            let details = ErrorDetails::with_bad_request_violation(field, rule);
+            answer = Status::with_error_details_and_metadata(
+                code,
+                answer.message(),
+                details,
+                answer.metadata().clone(),
+            );
+        }
+        answer
     }
+}
+
+/// The request field an error refuses and the rule it breaks, where it is one field's.
+fn field_violation(err: &ApiError) -> Option<(&str, &str)> {
+    let store = match err {
+        ApiError::Invalid(invalid) => return Some((&invalid.field, &invalid.rule)),
+        ApiError::Store(store) | ApiError::Engine(EngineError::Store(store)) => store,
+        _ => return None,
+    };
+    match store {
+        StoreError::InvalidPageToken { field, rule } => Some((field, rule)),
+        _ => None,
+    }
+}
+
+/// The field and the rule of a refusal that carries them as google.rpc.BadRequest.
+pub fn bad_request_field(status: &Status) -> Option<(String, String)> {
+    let violation = status
+        .get_details_bad_request()?
+        .field_violations
+        .into_iter()
+        .next()?;
+    Some((violation.field, violation.description))
 }
 
 /// The HTTP status that answers a call refused with `code`, for the JSON API: gRPC's own

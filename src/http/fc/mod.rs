@@ -12,6 +12,7 @@
 
 pub mod access_keys;
 mod json;
+mod names;
 pub mod signature;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::pb;
 use crate::pb::stateful_async_invocation_service_server::StatefulAsyncInvocationService;
 
 use super::HttpState;
+use names::Naming;
 use signature::{ReceivedRequest, SignatureError};
 
 /// The header naming an invocation's id, on the invoke request and its answer.
@@ -59,6 +61,8 @@ struct FcError {
     status: StatusCode,
     code: String,
     message: String,
+    /// The field refused and the rule it broke, as the gRPC service named them.
+    violation: Option<(String, String)>,
 }
 
 impl FcError {
@@ -67,7 +71,20 @@ impl FcError {
             status,
             code: code.to_string(),
             message: message.into(),
+            violation: None,
         }
+    }
+
+    /// The error with the field it refuses named as the REST request gave it.
+    fn named_for(mut self, naming: Naming) -> Self {
+        if let Some((field, rule)) = &self.violation {
+            self.message = format!(
+                "invalid {}: {}",
+                names::rest_field(naming, field),
+                names::rest_rule(naming, rule)
+            );
+        }
+        self
     }
 
     fn invalid(field: &str, rule: &str) -> Self {
@@ -97,9 +114,16 @@ impl From<tonic::Status> for FcError {
             code
         };
         let http = fc_http_status(status.code(), &code);
+        // The gRPC message leads with FC's code, which FC's own messages do not repeat.
+        let message = status.message();
+        let message = message
+            .strip_prefix(code.as_str())
+            .and_then(|rest| rest.strip_prefix(": "))
+            .unwrap_or(message);
         FcError {
             status: http,
-            message: status.message().to_string(),
+            message: message.to_string(),
+            violation: error::bad_request_field(&status),
             code,
         }
     }
@@ -339,6 +363,10 @@ async fn serve(
     let account = authenticate(state, method, uri, headers, &body)?;
     let query = Query::parse(uri.query());
     let operation = route(method, uri.path(), &query)?;
+    let naming = match operation {
+        Operation::Invoke(_) => Naming::Invoke,
+        _ => Naming::Other,
+    };
     let service = state.service().ok_or_else(|| {
         FcError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -351,7 +379,9 @@ async fn serve(
         account,
         headers,
     };
-    call.run(operation, &query, &body).await
+    call.run(operation, &query, &body)
+        .await
+        .map_err(|err| err.named_for(naming))
 }
 
 /// The account a request acts for: its access key's when keys are configured (the request
