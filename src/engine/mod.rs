@@ -441,7 +441,10 @@ impl Engine {
             .verify_lease(token, account)
             .ok_or(EngineError::LeaseNotFound)?;
         let Held { record, .. } = self.held(&key, attempt).await?;
-        let deadline_ms = self.clock.now_ms() + millis(self.config.lease_timeout);
+        let deadline_ms = self
+            .clock
+            .now_ms()
+            .saturating_add(millis(self.config.lease_timeout));
         if !self
             .backend
             .extend_lease(&key, attempt, deadline_ms)

@@ -21,10 +21,14 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_lease_timeout(Duration::from_secs(30))
+    }
+
+    fn with_lease_timeout(lease_timeout: Duration) -> Self {
         let clock = ManualClock::starting_at(1_900_000_000_000);
         let store = Store::new(WatchHistoryLimit::changes(1_000), CancellationToken::new());
         let config = EngineConfig {
-            lease_timeout: Duration::from_secs(30),
+            lease_timeout,
             stop_grace: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(1),
@@ -101,6 +105,22 @@ fn failure() -> Outcome {
         error_message: "boom".into(),
         permanent: false,
     }
+}
+
+#[tokio::test]
+async fn a_lease_timeout_past_the_clock_range_ends_at_its_last_millisecond() {
+    let f = Fixture::with_lease_timeout(Duration::MAX);
+    f.invoke("long").await;
+    let leases = f.poll(1).await;
+    assert_eq!(leases[0].deadline_ms, i64::MAX);
+    let (stop_requested, deadline_ms) = f
+        .engine
+        .heartbeat("acct", &leases[0].token)
+        .await
+        .expect("heartbeat");
+    assert!(!stop_requested);
+    assert_eq!(deadline_ms, i64::MAX);
+    assert_eq!(f.status("long"), Status::Running);
 }
 
 #[tokio::test]
