@@ -234,6 +234,38 @@ fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_flags_that_would_fail_every_attempt_or_ignore_a_setting_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let checked = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || {
+            for (args, named, rule) in [
+                (
+                    vec!["--lease-timeout", "0s"],
+                    "--lease-timeout",
+                    "must be more than 0",
+                ),
+                (
+                    vec!["--retry-backoff-initial", "5s", "--retry-backoff-max", "1s"],
+                    "--retry-backoff-max (1s)",
+                    "must be at least --retry-backoff-initial (5s)",
+                ),
+            ] {
+                let refused = serve_command(&dir, &args).output().expect("run sai serve");
+                assert_eq!(refused.status.code(), Some(2), "{args:?}: {refused:?}");
+                let error = String::from_utf8_lossy(&refused.stderr);
+                assert!(error.contains(named), "{args:?}: {error}");
+                assert!(error.contains(rule), "{args:?}: {error}");
+            }
+            // Nothing was opened: the data directory is as it was.
+            assert_eq!(std::fs::read_dir(&dir).expect("read dir").count(), 0);
+        }
+    })
+    .await;
+    checked.expect("the binary checks ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_cache_size_serves_history_and_a_bad_size_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let checked = tokio::task::spawn_blocking({

@@ -202,8 +202,8 @@ pub struct ServeArgs {
           conflicts_with_all = ["in_memory", "store"])]
     pub block_cache_size: u64,
     /// How long a worker's lease lasts without a heartbeat; a lease that runs out is a failed
-    /// attempt.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// attempt. More than 0.
+    #[arg(long, default_value = "30s", value_parser = parse_lease_timeout)]
     pub lease_timeout: Duration,
     /// How long a Stopping invocation waits for its worker before it is forced Stopped.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -211,7 +211,7 @@ pub struct ServeArgs {
     /// Backoff before the first retry; it doubles per attempt, with jitter.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_backoff_initial: Duration,
-    /// Longest backoff between attempts.
+    /// Longest backoff between attempts; at least --retry-backoff-initial.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub retry_backoff_max: Duration,
     /// Data directory: every acknowledged change is kept here and loaded back on start.
@@ -292,6 +292,19 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The rules between flags that each flag's own parser cannot see.
+    fn check(&self) -> Result<(), String> {
+        if self.retry_backoff_max < self.retry_backoff_initial {
+            return Err(format!(
+                "--retry-backoff-max ({}) must be at least --retry-backoff-initial ({}): \
+                 the first retry would otherwise wait less than asked",
+                humantime::format_duration(self.retry_backoff_max),
+                humantime::format_duration(self.retry_backoff_initial),
+            ));
+        }
+        Ok(())
+    }
+
     /// Where these flags keep the service's state.
     pub fn storage(&self) -> Storage {
         match (&self.store, self.in_memory) {
@@ -360,6 +373,18 @@ const DEFAULT_WATCH_HISTORY_SIZE: &str = "64MiB";
 const MIN_BLOCK_CACHE_BYTES: u64 = 1 << 20;
 
 /// A `--block-cache-size`: a size of at least [`MIN_BLOCK_CACHE_BYTES`].
+fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if timeout.is_zero() {
+        return Err(
+            "must be more than 0: a lease that has run out when it is granted \
+                    fails every attempt"
+                .to_string(),
+        );
+    }
+    Ok(timeout)
+}
+
 fn parse_block_cache_size(text: &str) -> Result<u64, String> {
     let bytes = parse_bytes(text)?;
     if bytes < MIN_BLOCK_CACHE_BYTES {
@@ -522,6 +547,14 @@ fn worker_threads(cli: &Cli) -> Option<usize> {
 /// Parse the command line and run it; the process exit code follows the result.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve(args) = &cli.command {
+        if let Err(rule) = args.check() {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, rule)
+                .exit();
+        }
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(threads) = worker_threads(&cli) {
@@ -666,6 +699,33 @@ mod tests {
             "InvalidArgument: InvalidArgumentCount"
         );
         assert_eq!(line(tonic::Status::unavailable("")), "Unavailable");
+    }
+
+    #[test]
+    fn a_lease_timeout_of_zero_and_a_backoff_cap_below_its_start_are_refused() {
+        let serve = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["sai", "serve"], args].concat())?;
+            let Command::Serve(args) = cli.command else {
+                panic!("sai serve parses as serve");
+            };
+            Ok::<_, clap::Error>(args.check())
+        };
+        let refused = serve(&["--lease-timeout", "0s"]).expect_err("zero");
+        assert!(
+            refused.to_string().contains("must be more than 0"),
+            "{refused}"
+        );
+        assert_eq!(serve(&["--lease-timeout", "1ms"]).expect("1ms"), Ok(()));
+        let refused = serve(&["--retry-backoff-initial", "2m"])
+            .expect("each flag parses")
+            .expect_err("above the default cap");
+        assert!(
+            refused
+                .contains("--retry-backoff-max (1m) must be at least --retry-backoff-initial (2m)"),
+            "{refused}"
+        );
+        let raised = ["--retry-backoff-initial", "2m", "--retry-backoff-max", "2m"];
+        assert_eq!(serve(&raised).expect("parses"), Ok(()));
     }
 
     #[test]
