@@ -34,6 +34,7 @@ mod bench;
 pub mod cli;
 pub mod clock;
 mod engine;
+mod error_chain;
 mod http;
 mod metrics;
 pub mod model;

@@ -266,6 +266,31 @@ async fn timing_flags_that_would_fail_every_attempt_or_ignore_a_setting_are_refu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_reached_is_reported_with_its_cause() {
+    let refused = tokio::task::spawn_blocking(|| {
+        // A port nothing listens on any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .arg(format!("postgres://sai@127.0.0.1:{port}/sai"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run sai serve")
+    })
+    .await
+    .expect("sai serve ran");
+    assert!(!refused.status.success(), "{refused:?}");
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("PostgreSQL: error connecting to server: Connection refused"),
+        "the driver's kind and what went wrong: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_cache_size_serves_history_and_a_bad_size_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let checked = tokio::task::spawn_blocking({

@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::api::EdgeLimits;
 use crate::engine::EngineConfig;
+use crate::error_chain::error_chain;
 use crate::persist::{DiskConfig, Durability};
 use crate::server::{self, ServerConfig, ServerLimits, TlsFiles, WatchHistoryLimit};
 use crate::store::PostgresConfig;
@@ -514,19 +515,6 @@ impl Connection {
         }
         request
     }
-}
-
-/// An error with its causes, "a: b: c": the transport's own message is often just
-/// "transport error".
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Runtime worker threads, when not the runtime's own default of one per core (see

@@ -69,9 +69,11 @@ pub const RETENTION_LOCK: i64 = 0x0073_6169_0000_0003;
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    /// A statement or the connection failed.
-    #[error("PostgreSQL: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    /// A statement or the connection failed. Said with its causes: the driver's own message
+    /// is only its kind ("db error", "error connecting to server"), and what went wrong (the
+    /// server's error, the refused connection) is its source.
+    #[error("PostgreSQL: {}", crate::error_chain::error_chain(.0))]
+    Query(tokio_postgres::Error),
     /// No connection could be had in time.
     #[error("PostgreSQL unreachable: {0}")]
     Unreachable(String),
@@ -95,6 +97,12 @@ pub enum DatabaseError {
     /// A stored row does not decode.
     #[error("a stored invocation does not decode: {0}")]
     Corrupt(String),
+}
+
+impl From<tokio_postgres::Error> for DatabaseError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        DatabaseError::Query(err)
+    }
 }
 
 impl From<DatabaseError> for StoreError {
