@@ -365,6 +365,17 @@ impl ServeArgs {
     }
 }
 
+/// A `--lease-timeout`: a duration of more than 0.
+fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
+    const RULE: &str =
+        "must be more than 0: a lease that has run out when it is granted fails every attempt";
+    let timeout = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if timeout.is_zero() {
+        return Err(RULE.to_string());
+    }
+    Ok(timeout)
+}
+
 /// `--block-cache-size` when not given: [`crate::persist::DEFAULT_BLOCK_CACHE_BYTES`].
 const DEFAULT_BLOCK_CACHE_SIZE: &str = "256MiB";
 /// `--watch-history-size`'s default, `store::DEFAULT_WATCH_HISTORY_BYTES` spelled for clap.
@@ -374,18 +385,6 @@ const DEFAULT_WATCH_HISTORY_SIZE: &str = "64MiB";
 const MIN_BLOCK_CACHE_BYTES: u64 = 1 << 20;
 
 /// A `--block-cache-size`: a size of at least [`MIN_BLOCK_CACHE_BYTES`].
-fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
-    let timeout = humantime::parse_duration(text).map_err(|err| err.to_string())?;
-    if timeout.is_zero() {
-        return Err(
-            "must be more than 0: a lease that has run out when it is granted \
-                    fails every attempt"
-                .to_string(),
-        );
-    }
-    Ok(timeout)
-}
-
 fn parse_block_cache_size(text: &str) -> Result<u64, String> {
     let bytes = parse_bytes(text)?;
     if bytes < MIN_BLOCK_CACHE_BYTES {
