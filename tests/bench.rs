@@ -169,3 +169,34 @@ fn every_scenario_runs_and_reports() {
     // Retention's first pass, at start, got through: how far behind it is is known.
     assert!(after["retention behind s"].as_f64().is_some(), "{after}");
 }
+
+#[test]
+fn a_count_or_a_measured_time_of_zero_is_refused_by_name_before_any_server_starts() {
+    let out = tempfile::tempdir().expect("temp dir");
+    for (args, flag) in [
+        (vec!["--runs", "0", "get"], "--runs"),
+        (vec!["history", "--finished", "0"], "--finished"),
+        (vec!["get", "--stored", "10,0"], "--stored"),
+        (vec!["get", "--clients", "0"], "--clients"),
+        (vec!["soak", "--rate", "0"], "--rate"),
+        (vec!["e2e", "--workers", "0"], "--workers"),
+        (vec!["get", "--duration", "0s"], "--duration"),
+        (vec!["soak", "--every", "0ms"], "--every"),
+    ] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_sai"))
+            .args(["bench", "--out"])
+            .arg(out.path())
+            .args(&args)
+            .output()
+            .expect("run sai bench");
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {refused:?}");
+        let error = String::from_utf8_lossy(&refused.stderr);
+        assert!(error.contains("invalid value '"), "{args:?}: {error}");
+        assert!(error.contains(flag), "{args:?}: {error}");
+    }
+    assert_eq!(
+        std::fs::read_dir(out.path()).expect("read dir").count(),
+        0,
+        "no report written"
+    );
+}

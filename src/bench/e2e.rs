@@ -26,17 +26,17 @@ use super::{micros_per, poll_request, server_error, succeeded, BenchError};
 #[derive(Debug, clap::Args)]
 pub struct E2eArgs {
     /// Invocations per run.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::at_least_one())]
     pub invocations: usize,
     /// Producers (clients invoking, each one call at a time).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::at_least_one())]
     pub producers: usize,
     /// Connections the producers share, round robin, as the callers in one process share a
     /// gRPC channel (0: a connection per producer).
     #[arg(long, default_value_t = 1)]
     pub producer_connections: usize,
     /// Workers, one connection each.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one())]
     pub workers: usize,
     /// Connections the workers share, round robin (0: a connection per worker, as workers
     /// in separate processes have).
@@ -66,7 +66,7 @@ pub struct E2eArgs {
     pub modes: Vec<Mode>,
     /// Servers sharing the work (with `--store`: replicas on one database); producers and
     /// workers connect to each in turn.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one())]
     pub replicas: usize,
     /// Watch the run from a replica that takes none of its load (the last of `--replicas`,
     /// at least 2): a WatchInvocations stream of the function, reporting each event's delay

@@ -28,13 +28,13 @@ use super::{micros_per, millis, BenchError};
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
     /// Finished invocations stored.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = super::at_least_one())]
     pub finished: usize,
     /// Open (queued) invocations stored beside them.
     #[arg(long, default_value_t = 10_000)]
     pub open: usize,
     /// Functions they are spread over.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::at_least_one())]
     pub functions: usize,
     /// Keep the seeded directory here and reuse it when it exists (seeding 100 M takes a
     /// while); a fresh temporary one otherwise.
@@ -45,10 +45,10 @@ pub struct HistoryArgs {
     pub clients: Clients,
     /// Clients reading when latency is measured: few enough that a call's time is its own,
     /// not the queue of a saturated 2-core machine.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one())]
     pub latency_clients: usize,
     /// Measured time per read run (after a 1 s warm-up).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::more_than_zero)]
     pub duration: Duration,
     /// The server's `--block-cache-size` (its default when absent).
     #[arg(long)]

@@ -19,7 +19,7 @@ pub struct InvokeArgs {
     #[command(flatten)]
     pub clients: Clients,
     /// Measured time per run (after a 1 s warm-up).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::more_than_zero)]
     pub duration: Duration,
     /// Payload size, bytes.
     #[arg(long, default_value_t = 100)]

@@ -50,7 +50,7 @@ pub enum Call {
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Clients {
     /// Concurrent clients, each with one call in flight.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::at_least_one())]
     pub clients: usize,
     /// Connections the clients share, round robin, as the clients of one process share a
     /// gRPC channel (0: a connection per client).

@@ -21,10 +21,10 @@ pub struct MetricsArgs {
     #[command(flatten)]
     pub clients: Clients,
     /// Measured time per invoke run (after a 1 s warm-up).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::more_than_zero)]
     pub duration: Duration,
     /// Invocations per end-to-end run (64 producers, 8 workers, as `sai bench e2e`).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::at_least_one())]
     pub invocations: usize,
 }
 

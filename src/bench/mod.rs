@@ -47,6 +47,22 @@ pub enum Scenario {
     RestGet(rest::RestGetArgs),
 }
 
+/// The parser of a count a scenario needs at least one of (runs, clients, records to read):
+/// 0 is refused by name rather than dividing by it or sampling from nothing.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// The parser of a measured time or a sampling interval: 0 is refused by name rather than
+/// reported as NaN calls a second.
+fn more_than_zero(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than 0".to_string());
+    }
+    Ok(duration)
+}
+
 /// Flags every scenario shares.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -57,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long, global = true, default_value = "target/bench")]
     pub out: PathBuf,
     /// Runs per figure; the median run is reported.
-    #[arg(long, global = true, default_value_t = 3)]
+    #[arg(long, global = true, default_value_t = 3, value_parser = at_least_one())]
     pub runs: usize,
     /// Run the server on this PostgreSQL database (`postgres://...`) instead of a data
     /// directory. sai's tables in it are dropped before each server starts: give it a

@@ -16,13 +16,13 @@ use super::{micros_per, BenchError};
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
     /// Stored invocation counts to measure at (all in one function).
-    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000", value_parser = super::at_least_one())]
     pub stored: Vec<usize>,
     /// Who calls.
     #[command(flatten)]
     pub clients: Clients,
     /// Measured time per run (after a 1 s warm-up).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::more_than_zero)]
     pub duration: Duration,
     /// Page size (list only).
     #[arg(long, default_value_t = 50)]

@@ -22,13 +22,13 @@ use super::{micros_per, BenchError};
 #[derive(Debug, clap::Args)]
 pub struct RestGetArgs {
     /// Invocations stored (in one function).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::at_least_one())]
     pub stored: usize,
     /// Who calls (`--connections` applies to gRPC; REST opens what its pool needs).
     #[command(flatten)]
     pub clients: Clients,
     /// Measured time per run (after a 1 s warm-up).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::more_than_zero)]
     pub duration: Duration,
 }
 

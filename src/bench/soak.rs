@@ -41,19 +41,19 @@ const SETTLE_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
     /// Offered rate, invocations/s.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: u64,
     /// How long the load runs.
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = super::more_than_zero)]
     pub duration: Duration,
     /// Producers (calls in flight at most).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::at_least_one())]
     pub producers: usize,
     /// Workers.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one())]
     pub workers: usize,
     /// Time between samples.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = super::more_than_zero)]
     pub every: Duration,
     /// Storage mode.
     #[arg(long, value_enum, default_value = "sync")]

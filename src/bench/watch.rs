@@ -22,10 +22,10 @@ use super::{poll_request, server_error, succeeded, BenchError};
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
     /// Concurrent watchers, one invocation each.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::at_least_one())]
     pub watchers: usize,
     /// Watchers per connection.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = super::at_least_one())]
     pub per_connection: usize,
 }
 
