@@ -119,6 +119,34 @@ async fn a_watcher_resuming_after_event_k_gets_exactly_k_plus_one_onwards() {
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+#[tokio::test]
+async fn resuming_past_the_last_event_of_an_open_invocation_is_out_of_range() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    invoke(&mut client, "default", FUNCTION, "job-1").await;
+
+    // It has one event: waiting after event 5 would skip events 2 to 5 and never end.
+    let ahead = client
+        .watch_invocation(watch_request("job-1", 5))
+        .await
+        .expect_err("a resume point it has not reached");
+    assert_eq!(ahead.code(), Code::OutOfRange, "{ahead:?}");
+    assert!(
+        ahead.message().contains("ResumePointAhead")
+            && ahead.message().contains("from_event_id 5")
+            && ahead.message().contains("last event, 1"),
+        "{}",
+        ahead.message()
+    );
+
+    // Resuming at its last event waits for the next, and ends after the terminal one.
+    let mut at_the_end = open(&mut client, "job-1", 1).await;
+    stop(&mut client, "default", FUNCTION, "job-1")
+        .await
+        .expect("stop");
+    assert_eq!(drain(&mut at_the_end).await, vec![(2, STOPPED)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_watchers_all_receive_every_event() {
     let server = TestServer::start().await;

@@ -102,7 +102,9 @@ fn store_codes(err: &StoreError) -> (Code, &'static str) {
         StoreError::FunctionFull { .. } => (Code::ResourceExhausted, "TooManyOpenInvocations"),
         StoreError::InvalidPageToken { .. } => (Code::InvalidArgument, "InvalidArgument"),
         StoreError::HistoryPurged { .. } => (Code::OutOfRange, "ResumePointPurged"),
-        StoreError::ResumePointAhead { .. } => (Code::OutOfRange, "ResumePointAhead"),
+        StoreError::ResumePointAhead { .. } | StoreError::EventResumePointAhead { .. } => {
+            (Code::OutOfRange, "ResumePointAhead")
+        }
         StoreError::ShuttingDown
         | StoreError::Persist(_)
         | StoreError::Database(_)

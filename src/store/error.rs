@@ -84,6 +84,15 @@ pub enum StoreError {
         /// The newest sequence.
         head: u64,
     },
+    /// A watch of an open invocation asked to resume after an event it has not had yet: it
+    /// would wait, skipping the events before it, and never see its end.
+    #[error("from_event_id {requested} is ahead of the invocation's last event, {last}; resume from an event_id you received")]
+    EventResumePointAhead {
+        /// The event the watcher wanted to resume after.
+        requested: u64,
+        /// The invocation's latest event.
+        last: u64,
+    },
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

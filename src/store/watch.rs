@@ -51,9 +51,18 @@ impl InvocationWatch {
     fn replay_history(&mut self) -> Result<bool, StoreError> {
         let last_event_id = self.last_event_id;
         let replayed = self.store.read(&self.key, |record| {
+            // Past the last event of an ended invocation there is nothing more to say (see
+            // below); past that of one still open, the watch would skip the events before its
+            // resume point and never see the end.
+            if last_event_id > record.last_event_id() && !record.status.is_terminal() {
+                return Err(StoreError::EventResumePointAhead {
+                    requested: last_event_id,
+                    last: record.last_event_id(),
+                });
+            }
             let invocation = Arc::new(record.without_events());
             let events = record.events_after(last_event_id);
-            // Resumed at or past the terminal event: there is nothing more to say.
+            // Resumed at the terminal event: there is nothing more to say.
             let finished = events.is_empty() && record.status.is_terminal();
             let changes: Vec<Arc<StoredChange>> = events
                 .iter()
@@ -65,11 +74,12 @@ impl InvocationWatch {
                     })
                 })
                 .collect();
-            (finished, changes)
+            Ok((finished, changes))
         })?;
-        let Some((finished, changes)) = replayed else {
+        let Some(replayed) = replayed else {
             return Ok(false);
         };
+        let (finished, changes) = replayed?;
         self.finished |= finished;
         self.pending.extend(changes);
         Ok(true)

@@ -318,6 +318,14 @@ impl InvocationWatch {
         let record = super::read::find(&client, &self.key, Detail::Full)
             .await?
             .ok_or_else(|| StoreError::InvocationNotFound(self.key.clone()))?;
+        // As the embedded store's watch: only a resume point past the last event of an
+        // invocation still open is refused.
+        if self.last_event_id > record.last_event_id() && !record.status.is_terminal() {
+            return Err(StoreError::EventResumePointAhead {
+                requested: self.last_event_id,
+                last: record.last_event_id(),
+            });
+        }
         let invocation = Arc::new(record.without_events());
         let events = record.events_after(self.last_event_id);
         self.finished |= events.is_empty() && record.status.is_terminal();
