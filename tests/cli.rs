@@ -234,7 +234,7 @@ fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timing_flags_that_would_fail_every_attempt_or_ignore_a_setting_are_refused() {
+async fn flags_that_would_fail_every_call_or_be_ignored_are_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let checked = tokio::task::spawn_blocking({
         let dir = dir.path().to_path_buf();
@@ -249,6 +249,26 @@ async fn timing_flags_that_would_fail_every_attempt_or_ignore_a_setting_are_refu
                     vec!["--retry-backoff-initial", "5s", "--retry-backoff-max", "1s"],
                     "--retry-backoff-max (1s)",
                     "must be at least --retry-backoff-initial (5s)",
+                ),
+                (
+                    vec!["--max-open-per-function", "0"],
+                    "--max-open-per-function",
+                    "0 is not in 1..",
+                ),
+                (
+                    vec!["--max-polls-per-account", "0"],
+                    "--max-polls-per-account",
+                    "0 is not in 1..",
+                ),
+                (
+                    vec!["--keepalive-interval", "0s"],
+                    "--keepalive-interval",
+                    "must be more than 0",
+                ),
+                (
+                    vec!["--max-request-bytes", "100000"],
+                    "--max-payload-bytes (131072)",
+                    "must be less than --max-request-bytes (100000)",
                 ),
             ] {
                 let refused = serve_command(&dir, &args).output().expect("run sai serve");

@@ -254,16 +254,16 @@ pub struct ServeArgs {
     pub allow_unauthenticated: bool,
     /// Unfinished (queued, retrying or running) invocations one function may have; more
     /// invokes are RESOURCE_EXHAUSTED and store nothing.
-    #[arg(long, default_value_t = ServerLimits::default().max_open_per_function)]
+    #[arg(long, default_value_t = ServerLimits::default().max_open_per_function, value_parser = at_least_one())]
     pub max_open_per_function: usize,
     /// Largest request message in bytes; larger requests are refused unread.
-    #[arg(long, default_value_t = ServerLimits::default().max_request_bytes)]
+    #[arg(long, default_value_t = ServerLimits::default().max_request_bytes, value_parser = at_least_one())]
     pub max_request_bytes: usize,
     /// Concurrent calls and watch streams on one connection.
-    #[arg(long, default_value_t = ServerLimits::default().max_streams_per_connection)]
+    #[arg(long, default_value_t = ServerLimits::default().max_streams_per_connection, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_connection: u32,
     /// Open watch streams per account; more are RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = EdgeLimits::default().watches_per_account)]
+    #[arg(long, default_value_t = EdgeLimits::default().watches_per_account, value_parser = at_least_one())]
     pub max_watches_per_account: usize,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key")]
@@ -272,10 +272,10 @@ pub struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// PollInvocations calls waiting at once per account; more are RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = EdgeLimits::default().polls_per_account)]
+    #[arg(long, default_value_t = EdgeLimits::default().polls_per_account, value_parser = at_least_one())]
     pub max_polls_per_account: usize,
     /// Open InvokeFunctionStream streams per account; more are RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = EdgeLimits::default().invoke_streams_per_account)]
+    #[arg(long, default_value_t = EdgeLimits::default().invoke_streams_per_account, value_parser = at_least_one())]
     pub max_invoke_streams_per_account: usize,
     /// Largest invoke payload in bytes (FC's limit is 128 KiB).
     #[arg(long, default_value_t = EdgeLimits::default().max_payload_bytes)]
@@ -284,11 +284,12 @@ pub struct ServeArgs {
     /// --max-request-bytes).
     #[arg(long, default_value_t = EdgeLimits::default().max_return_payload_bytes)]
     pub max_return_payload_bytes: usize,
-    /// How often idle connections are pinged (HTTP/2 keepalive).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How often idle connections are pinged (HTTP/2 keepalive). More than 0.
+    #[arg(long, default_value = "30s", value_parser = parse_keepalive_interval)]
     pub keepalive_interval: Duration,
-    /// How long a keepalive ping may go unanswered before the connection is closed.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long a keepalive ping may go unanswered before the connection is closed. More
+    /// than 0.
+    #[arg(long, default_value = "10s", value_parser = parse_keepalive_timeout)]
     pub keepalive_timeout: Duration,
 }
 
@@ -302,6 +303,18 @@ impl ServeArgs {
                 humantime::format_duration(self.retry_backoff_max),
                 humantime::format_duration(self.retry_backoff_initial),
             ));
+        }
+        for (flag, bytes) in [
+            ("--max-payload-bytes", self.max_payload_bytes),
+            ("--max-return-payload-bytes", self.max_return_payload_bytes),
+        ] {
+            if bytes >= self.max_request_bytes {
+                return Err(format!(
+                    "{flag} ({bytes}) must be less than --max-request-bytes ({}): a message \
+                     carrying a payload that large would be refused unread",
+                    self.max_request_bytes
+                ));
+            }
         }
         Ok(())
     }
@@ -365,15 +378,36 @@ impl ServeArgs {
     }
 }
 
-/// A `--lease-timeout`: a duration of more than 0.
-fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
-    const RULE: &str =
-        "must be more than 0: a lease that has run out when it is granted fails every attempt";
-    let timeout = humantime::parse_duration(text).map_err(|err| err.to_string())?;
-    if timeout.is_zero() {
-        return Err(RULE.to_string());
+/// A duration of more than 0; `why` says what 0 would do.
+fn parse_duration_above_zero(text: &str, why: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration.is_zero() {
+        return Err(format!("must be more than 0: {why}"));
     }
-    Ok(timeout)
+    Ok(duration)
+}
+
+/// A `--lease-timeout`.
+fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration_above_zero(
+        text,
+        "a lease that has run out when it is granted fails every attempt",
+    )
+}
+
+/// A `--keepalive-interval`.
+fn parse_keepalive_interval(text: &str) -> Result<Duration, String> {
+    parse_duration_above_zero(text, "every connection would be pinged without pause")
+}
+
+/// A `--keepalive-timeout`.
+fn parse_keepalive_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration_above_zero(text, "a connection would be closed at its first ping")
+}
+
+/// The parser of a limit of at least 1: a limit of 0 would refuse every call it counts.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
 /// `--block-cache-size` when not given: [`crate::persist::DEFAULT_BLOCK_CACHE_BYTES`].
@@ -665,6 +699,15 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 mod tests {
     use super::*;
 
+    /// `sai serve ARGS` parsed, then checked across flags.
+    fn serve(args: &[&str]) -> Result<Result<(), String>, clap::Error> {
+        let cli = Cli::try_parse_from([&["sai", "serve"], args].concat())?;
+        let Command::Serve(args) = cli.command else {
+            panic!("sai serve parses as serve");
+        };
+        Ok(args.check())
+    }
+
     #[test]
     fn an_error_line_names_the_grpc_code_once_and_keeps_fc_codes_that_differ() {
         let line = |status: tonic::Status| CliError::Rpc(status).to_string();
@@ -690,13 +733,6 @@ mod tests {
 
     #[test]
     fn a_lease_timeout_of_zero_and_a_backoff_cap_below_its_start_are_refused() {
-        let serve = |args: &[&str]| {
-            let cli = Cli::try_parse_from([&["sai", "serve"], args].concat())?;
-            let Command::Serve(args) = cli.command else {
-                panic!("sai serve parses as serve");
-            };
-            Ok::<_, clap::Error>(args.check())
-        };
         let refused = serve(&["--lease-timeout", "0s"]).expect_err("zero");
         assert!(
             refused.to_string().contains("must be more than 0"),
@@ -713,6 +749,38 @@ mod tests {
         );
         let raised = ["--retry-backoff-initial", "2m", "--retry-backoff-max", "2m"];
         assert_eq!(serve(&raised).expect("parses"), Ok(()));
+    }
+
+    #[test]
+    fn limits_of_zero_and_payloads_past_the_request_limit_are_refused() {
+        for flag in [
+            "--max-open-per-function",
+            "--max-request-bytes",
+            "--max-streams-per-connection",
+            "--max-watches-per-account",
+            "--max-polls-per-account",
+            "--max-invoke-streams-per-account",
+        ] {
+            let refused = serve(&[flag, "0"]).expect_err(flag).to_string();
+            assert!(refused.contains(flag), "{refused}");
+            assert_eq!(
+                serve(&[flag, "1"]).map_err(|e| e.to_string()).map(|_| ()),
+                Ok(())
+            );
+        }
+        for flag in ["--keepalive-interval", "--keepalive-timeout"] {
+            let refused = serve(&[flag, "0s"]).expect_err(flag).to_string();
+            assert!(refused.contains("must be more than 0"), "{refused}");
+        }
+        let refused = serve(&["--max-return-payload-bytes", "2097152"])
+            .expect("each flag parses")
+            .expect_err("as large as a request");
+        assert!(
+            refused.contains("--max-return-payload-bytes (2097152) must be less than --max-request-bytes (2097152)"),
+            "{refused}"
+        );
+        let defaults = serve(&[]).expect("parses");
+        assert_eq!(defaults, Ok(()));
     }
 
     #[test]
