@@ -5,8 +5,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use prometheus_parse::{Sample, Scrape, Value};
@@ -15,19 +14,10 @@ use support::*;
 
 /// `GET /metrics` over HTTP/1.1; the body, parsed.
 fn scrape(http: SocketAddr) -> Scrape {
-    let mut stream = TcpStream::connect(http).expect("connect to the HTTP listener");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, head, body) = http_get(http, "/metrics");
+    assert_eq!(status, 200, "{head}");
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
+        head.contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
     Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("valid text format")

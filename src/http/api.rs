@@ -1,6 +1,7 @@
 //! The JSON API the dashboard reads, under `/api/v1`: the same RPCs as gRPC, through the same
 //! service (so the same checks, limits and answers), with the messages as JSON, and
-//! WatchInvocations as server-sent events. With `--auth-tokens` every route needs
+//! WatchInvocations as server-sent events. A refusal, a query parameter that does not parse
+//! included, is `{"code", "error_code", "message"}` JSON with the HTTP status of its code. With `--auth-tokens` every route needs
 //! `authorization: Bearer <token>` and acts for the token's account; without, the account is
 //! `x-fc-account-id` (or "default"), as over gRPC.
 //!
@@ -15,13 +16,15 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tonic::metadata::MetadataValue;
 
@@ -85,6 +88,33 @@ impl From<ApiError> for ApiFailure {
 
 type ApiResult<T> = Result<Json<T>, ApiFailure>;
 
+/// A route's query parameters. One that does not parse is refused as this API's other errors
+/// are, INVALID_ARGUMENT as JSON naming the parameter, not as axum's plain-text rejection.
+struct ApiQuery<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(query)) => Ok(ApiQuery(query)),
+            Err(rejection) => {
+                // serde's message for one parameter is "name: what is wrong with it".
+                let text = rejection.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let (field, rule) = text.split_once(": ").unwrap_or(("query", text));
+                Err(ApiError::from(ValidationError::new(field, rule)).into())
+            }
+        }
+    }
+}
+
 /// The service, and `message` as a request for the caller the headers authenticate.
 fn request<T>(
     state: &HttpState,
@@ -142,7 +172,7 @@ struct FunctionsPage {
 async fn functions(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<FunctionsPage> {
     let (service, request) = request(
         &state,
@@ -200,7 +230,7 @@ struct ListQuery {
 async fn list(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<pb::ListStatefulAsyncInvocationsResponse> {
     let sort_order = match query.sort_order.to_ascii_lowercase().as_str() {
         "" => pb::SortOrder::Unspecified,
@@ -295,7 +325,7 @@ struct ChangesQuery {
 async fn changes(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Query(query): Query<ChangesQuery>,
+    ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiFailure> {
     // The browser's EventSource resends the last id it saw when it reconnects.
     let last_seen = headers

@@ -478,6 +478,27 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// `GET path` over HTTP/1.1 from the HTTP listener at `http`, blocking: the status code, the
+/// head (lowercased, for matching headers) and the body.
+pub fn http_get(http: SocketAddr, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).expect("connect to the HTTP listener");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
 /// A Python virtual environment under the target dir named `name`, with `pip install ARGS`
 /// done once (a marker file records success, so an interrupted install is redone). Returns
 /// the venv directory. Blocking: call it from `spawn_blocking`.
