@@ -288,14 +288,10 @@ async fn flags_that_would_fail_every_call_or_be_ignored_are_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_cannot_be_reached_is_reported_with_its_cause() {
     let refused = tokio::task::spawn_blocking(|| {
-        // A port nothing listens on any more.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        // Port 1: privileged, so never handed out to the other tests' servers, and unused.
         Command::new(env!("CARGO_BIN_EXE_sai"))
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-            .arg(format!("postgres://sai@127.0.0.1:{port}/sai"))
+            .arg("postgres://sai@127.0.0.1:1/sai")
             .env("RUST_LOG", "warn")
             .output()
             .expect("run sai serve")
@@ -304,8 +300,11 @@ async fn a_database_that_cannot_be_reached_is_reported_with_its_cause() {
     .expect("sai serve ran");
     assert!(!refused.status.success(), "{refused:?}");
     let error = String::from_utf8_lossy(&refused.stderr);
+    let cause = error
+        .split_once("PostgreSQL: error connecting to server: ")
+        .map(|(_, cause)| cause.trim());
     assert!(
-        error.contains("PostgreSQL: error connecting to server: Connection refused"),
+        cause.is_some_and(|cause| !cause.is_empty()),
         "the driver's kind and what went wrong: {error}"
     );
 }
