@@ -16,7 +16,12 @@ use super::{micros_per, BenchError};
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
     /// Stored invocation counts to measure at (all in one function).
-    #[arg(long, value_delimiter = ',', default_value = "10000,1000000", value_parser = super::at_least_one())]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10000,1000000",
+        value_parser = super::at_least_one()
+    )]
     pub stored: Vec<usize>,
     /// Who calls.
     #[command(flatten)]

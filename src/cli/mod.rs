@@ -254,16 +254,32 @@ pub struct ServeArgs {
     pub allow_unauthenticated: bool,
     /// Unfinished (queued, retrying or running) invocations one function may have; more
     /// invokes are RESOURCE_EXHAUSTED and store nothing.
-    #[arg(long, default_value_t = ServerLimits::default().max_open_per_function, value_parser = at_least_one())]
+    #[arg(
+        long,
+        default_value_t = ServerLimits::default().max_open_per_function,
+        value_parser = at_least_one()
+    )]
     pub max_open_per_function: usize,
     /// Largest request message in bytes; larger requests are refused unread.
-    #[arg(long, default_value_t = ServerLimits::default().max_request_bytes, value_parser = at_least_one())]
+    #[arg(
+        long,
+        default_value_t = ServerLimits::default().max_request_bytes,
+        value_parser = at_least_one()
+    )]
     pub max_request_bytes: usize,
     /// Concurrent calls and watch streams on one connection.
-    #[arg(long, default_value_t = ServerLimits::default().max_streams_per_connection, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        default_value_t = ServerLimits::default().max_streams_per_connection,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_streams_per_connection: u32,
     /// Open watch streams per account; more are RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = EdgeLimits::default().watches_per_account, value_parser = at_least_one())]
+    #[arg(
+        long,
+        default_value_t = EdgeLimits::default().watches_per_account,
+        value_parser = at_least_one()
+    )]
     pub max_watches_per_account: usize,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key")]
@@ -272,10 +288,18 @@ pub struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// PollInvocations calls waiting at once per account; more are RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = EdgeLimits::default().polls_per_account, value_parser = at_least_one())]
+    #[arg(
+        long,
+        default_value_t = EdgeLimits::default().polls_per_account,
+        value_parser = at_least_one()
+    )]
     pub max_polls_per_account: usize,
     /// Open InvokeFunctionStream streams per account; more are RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = EdgeLimits::default().invoke_streams_per_account, value_parser = at_least_one())]
+    #[arg(
+        long,
+        default_value_t = EdgeLimits::default().invoke_streams_per_account,
+        value_parser = at_least_one()
+    )]
     pub max_invoke_streams_per_account: usize,
     /// Largest invoke payload in bytes (FC's limit is 128 KiB).
     #[arg(long, default_value_t = EdgeLimits::default().max_payload_bytes)]

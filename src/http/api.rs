@@ -1,9 +1,9 @@
 //! The JSON API the dashboard reads, under `/api/v1`: the same RPCs as gRPC, through the same
 //! service (so the same checks, limits and answers), with the messages as JSON, and
 //! WatchInvocations as server-sent events. A refusal, a query parameter that does not parse
-//! included, is `{"code", "error_code", "message"}` JSON with the HTTP status of its code. With `--auth-tokens` every route needs
-//! `authorization: Bearer <token>` and acts for the token's account; without, the account is
-//! `x-fc-account-id` (or "default"), as over gRPC.
+//! included, is `{"code", "error_code", "message"}` JSON with the HTTP status of its code.
+//! With `--auth-tokens` every route needs `authorization: Bearer <token>` and acts for the
+//! token's account; without, the account is `x-fc-account-id` (or "default"), as over gRPC.
 //!
 //! - `GET  /api/v1/functions?next_token=`: the account's functions, each with its queue depth
 //! - `GET  /api/v1/invocations?service_name=&function_name=&status=&invocation_id_prefix=&started_time_begin=&started_time_end=&sort_order=asc|desc&limit=&next_token=&include_payload=`
