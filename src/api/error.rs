@@ -144,6 +144,15 @@ fn field_violation(err: &ApiError) -> Option<(&str, &str)> {
     }
 }
 
+/// `message` without the `code: ` it begins with, if it does: a status's message leads with
+/// its error code, which a reader that shows the code beside it need not see twice.
+pub fn without_code<'a>(message: &'a str, code: &str) -> &'a str {
+    message
+        .strip_prefix(code)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(message)
+}
+
 /// The field and the rule of a refusal that carries them as google.rpc.BadRequest.
 pub fn bad_request_field(status: &Status) -> Option<(String, String)> {
     let violation = status

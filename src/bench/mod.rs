@@ -21,6 +21,10 @@ mod watch;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// The counts a scenario needs at least one of (runs, clients, records to read), refused at 0
+// rather than divided by or sampled from nothing.
+use crate::cli::at_least_one;
+
 pub use history::{seed_function, SEED_SERVICE};
 
 /// Which scenario to run.
@@ -47,20 +51,9 @@ pub enum Scenario {
     RestGet(rest::RestGetArgs),
 }
 
-/// The parser of a count a scenario needs at least one of (runs, clients, records to read):
-/// 0 is refused by name rather than dividing by it or sampling from nothing.
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
-}
-
-/// The parser of a measured time or a sampling interval: 0 is refused by name rather than
-/// reported as NaN calls a second.
+/// The parser of a measured time or a sampling interval: 0 is refused by name.
 fn more_than_zero(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
-    if duration.is_zero() {
-        return Err("must be more than 0".to_string());
-    }
-    Ok(duration)
+    crate::cli::parse_duration_above_zero(text, "a rate over no time is not a number")
 }
 
 /// Flags every scenario shares.

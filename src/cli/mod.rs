@@ -403,7 +403,7 @@ impl ServeArgs {
 }
 
 /// A duration of more than 0; `why` says what 0 would do.
-fn parse_duration_above_zero(text: &str, why: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_above_zero(text: &str, why: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration.is_zero() {
         return Err(format!("must be more than 0: {why}"));
@@ -429,8 +429,9 @@ fn parse_keepalive_timeout(text: &str) -> Result<Duration, String> {
     parse_duration_above_zero(text, "a connection would be closed at its first ping")
 }
 
-/// The parser of a limit of at least 1: a limit of 0 would refuse every call it counts.
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+/// The parser of a count of at least 1: a server limit of 0 would refuse every call it
+/// counts, and a benchmark's count of 0 would measure nothing.
+pub(crate) fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
@@ -505,11 +506,7 @@ pub enum CliError {
 /// said once, not as `InvalidArgument: InvalidArgument: ...`.
 fn rpc_error_line(status: &tonic::Status) -> String {
     let code = format!("{:?}", status.code());
-    let message = status.message();
-    let message = message
-        .strip_prefix(code.as_str())
-        .and_then(|rest| rest.strip_prefix(": "))
-        .unwrap_or(message);
+    let message = crate::api::error::without_code(status.message(), &code);
     if message.is_empty() {
         code
     } else {

@@ -115,11 +115,7 @@ impl From<tonic::Status> for FcError {
         };
         let http = fc_http_status(status.code(), &code);
         // The gRPC message leads with FC's code, which FC's own messages do not repeat.
-        let message = status.message();
-        let message = message
-            .strip_prefix(code.as_str())
-            .and_then(|rest| rest.strip_prefix(": "))
-            .unwrap_or(message);
+        let message = error::without_code(status.message(), &code);
         FcError {
             status: http,
             message: message.to_string(),
